@@ -1,0 +1,309 @@
+"""The engine seam: the only module that imports ``docker``.
+
+Every blocking docker-py call runs in a worker thread (``Engine.call``), so nothing blocks the event
+loop, and every ``docker.errors`` exception is mapped to our own (:mod:`jupyter_ptcuda.errors`):
+404 → NotFound, 409 → Conflict, connection refused → EngineUnavailable, the "no NVIDIA runtime" refusal
+→ NoNvidiaRuntime. The client is created lazily on first use, because provisioner methods may run on
+different event loops and the server extension may start before the daemon answers.
+
+Callers: the provisioner (kernels), jobs, the health runner, image builds, the reaper and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .errors import (
+    Conflict,
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    LaunchError,
+    NoNvidiaRuntime,
+    NotFound,
+    PtcudaError,
+)
+from .spec import LABEL_PREFIX, ContainerSpec, build_create_kwargs
+
+T = TypeVar("T")
+log = logging.getLogger("jupyter_ptcuda")
+
+NO_NVIDIA_HINT = (
+    "GPUs were requested but this Docker engine has no NVIDIA runtime ({reason}). Install the NVIDIA "
+    "Container Toolkit on the host (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/"
+    "install-guide.html), restart dockerd, and check with `docker run --rm --gpus all IMAGE nvidia-smi`; "
+    "or set gpus='none', or gpu_fallback='cpu' in the kernelspec to start on the CPU instead."
+)
+
+
+def _is_no_gpu_driver(text: str) -> bool:
+    return "could not select device driver" in text and "gpu" in text
+
+
+def map_error(exc: BaseException, what: str = "") -> PtcudaError:
+    """Translate a docker-py / requests exception into one of ours (the one place that does)."""
+    if isinstance(exc, PtcudaError):
+        return exc
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageNotFound(f"{prefix}{exc.explanation or exc}")
+    if isinstance(exc, docker.errors.APIError):
+        text = str(exc.explanation or exc)
+        if _is_no_gpu_driver(text):
+            return NoNvidiaRuntime(NO_NVIDIA_HINT.format(reason=text.strip()))
+        status = exc.status_code or 500
+        if status == 404:
+            return NotFound(f"{prefix}{text}")
+        if status == 409:
+            return Conflict(f"{prefix}{text}")
+        return EngineError(f"{prefix}Docker engine error ({status}): {text}")
+    if isinstance(exc, docker.errors.DockerException | requests.exceptions.ConnectionError | FileNotFoundError):
+        return EngineUnavailable(
+            f"{prefix}the Docker engine does not answer ({exc}). Start it (`sudo systemctl start docker`, "
+            "or `dockerd &` where there is no systemd), check DOCKER_HOST, and that this user may use "
+            "the socket (member of the `docker` group)."
+        )
+    return EngineError(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+class Engine:
+    """A lazily connected Docker engine. One per process (see :func:`get_engine`)."""
+
+    def __init__(self, base_url: str | None = None, timeout: float = 120) -> None:
+        self.base_url = base_url or os.environ.get("DOCKER_HOST")
+        self.timeout = timeout
+        self._client: docker.APIClient | None = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ptcuda-engine")
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def api(self) -> docker.APIClient:
+        """The low-level client, created on first use (in a worker thread; it talks to the daemon)."""
+        with self._lock:
+            if self._client is None:
+                try:
+                    kwargs: dict[str, Any] = {"version": "auto", "timeout": self.timeout}
+                    if self.base_url:
+                        kwargs["base_url"] = self.base_url
+                    else:
+                        kwargs.update(docker.utils.kwargs_from_env())
+                        kwargs.setdefault("base_url", "unix:///var/run/docker.sock")
+                    self._client = docker.APIClient(**kwargs)
+                except Exception as exc:
+                    raise map_error(exc) from exc
+            return self._client
+
+    def run_sync(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+        """Run ``fn(api, *args, **kwargs)`` here, mapping errors. For threads and the CLI."""
+        try:
+            return fn(self.api, *args, **kwargs)
+        except PtcudaError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, what) from exc
+
+    async def call(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+        """Run ``fn(api, *args, **kwargs)`` in a worker thread; the one way async code reaches Docker."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
+        )
+
+    # -- queries -------------------------------------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        """Version info of the daemon; raises EngineUnavailable when it does not answer."""
+        return await self.call(lambda api: api.version(), what="ping")
+
+    async def image(self, ref: str) -> dict[str, Any]:
+        """``docker image inspect``; ImageNotFound with a fix when the image is not present."""
+        try:
+            return await self.call(lambda api: api.inspect_image(ref))
+        except NotFound as exc:
+            raise ImageNotFound(
+                f"image {ref!r} is not present on this Docker engine. Build a kernel image with "
+                f"`jupyter ptcuda image build --tag {ref}` (or `docker pull {ref}`)."
+            ) from exc
+
+    async def inspect(self, container: str) -> dict[str, Any] | None:
+        """``docker inspect``, or None when the container is gone."""
+        try:
+            return await self.call(lambda api: api.inspect_container(container))
+        except NotFound:
+            return None
+
+    async def containers(self, labels: dict[str, str] | None = None, all: bool = True) -> list[dict[str, Any]]:
+        """Our containers (label ``io.jupyter-ptcuda.kind`` present), filtered by more labels."""
+        filters = [f"{LABEL_PREFIX}kind"] + [f"{k}={v}" for k, v in (labels or {}).items()]
+        return await self.call(lambda api: api.containers(all=all, filters={"label": filters}))
+
+    async def logs(self, container: str, tail: int | str = "all") -> str:
+        try:
+            data = await self.call(lambda api: api.logs(container, stdout=True, stderr=True, tail=tail))
+        except NotFound:
+            return ""
+        return data.decode("utf-8", "replace")
+
+    def stream_logs(self, container: str, since: int | None = None) -> Iterator[bytes]:
+        """A blocking iterator of log chunks (follow). Iterate it in a worker thread."""
+        return self.run_sync(
+            lambda api: api.logs(container, stdout=True, stderr=True, stream=True, follow=True, since=since)
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self, spec: ContainerSpec) -> str:
+        """Create and start a container from a spec; return its id.
+
+        On any failure the container is removed before the error is raised (a container refused at
+        start, e.g. for a GPU request without the NVIDIA runtime, otherwise stays in state Created).
+        """
+        return await self.call(self._run_sync, spec)
+
+    def _run_sync(self, api: docker.APIClient, spec: ContainerSpec) -> str:
+        kwargs = build_create_kwargs(spec)
+        host_config = kwargs.pop("host_config")
+        kwargs["host_config"] = host_config
+        try:
+            created = api.create_container(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(
+                f"image {spec.image!r} is not present on this Docker engine: build it with "
+                f"`jupyter ptcuda image build --tag {spec.image}` or pull it."
+            ) from exc
+        cid = created["Id"]
+        try:
+            api.start(cid)
+        except Exception as exc:
+            self._remove_quietly(api, cid)
+            if "error setting rlimit" in str(exc) and spec.ulimits:
+                # The engine may not raise these limits (a rootless or sandboxed dockerd): keep the
+                # container startable, say what was dropped.
+                log.warning("the engine refused ulimits %s (%s); starting with the engine's defaults. "
+                            "Raise dockerd's own limits (LimitMEMLOCK=infinity) for NVIDIA's recommended "
+                            "memlock/stack.", dict(spec.ulimits), str(exc).strip()[-120:])
+                return self._run_sync(api, dataclasses.replace(spec, ulimits={}))
+            raise map_error(exc, "starting the container") from exc
+        return cid
+
+    @staticmethod
+    def _remove_quietly(api: docker.APIClient, cid: str) -> None:
+        try:
+            api.remove_container(cid, force=True, v=True)
+        except Exception:  # noqa: BLE001 - best effort, the caller raises the real error
+            pass
+
+    async def run_once(self, spec: ContainerSpec, timeout: float = 300) -> tuple[int, str]:
+        """Run a one-off container to completion: (exit code, output). Always removed afterwards."""
+        cid = await self.run(spec)
+        try:
+            try:
+                code = await asyncio.wait_for(self.wait(cid), timeout)
+            except TimeoutError:
+                raise LaunchError(f"{spec.image}: {' '.join(spec.command)[:80]} did not finish in {timeout:.0f} s.") from None
+            return code, await self.logs(cid)
+        finally:
+            await self.remove(cid)
+
+    async def kill(self, container: str, signal: str | int = "SIGKILL") -> None:
+        """Send a signal to the container's PID 1 (the init process forwards it to the kernel)."""
+        try:
+            await self.call(lambda api: api.kill(container, signal=signal))
+        except (NotFound, Conflict):  # gone, or not running any more
+            pass
+
+    async def stop(self, container: str, timeout: int = 10) -> None:
+        try:
+            await self.call(lambda api: api.stop(container, timeout=timeout))
+        except NotFound:
+            pass
+
+    async def remove(self, container: str) -> None:
+        """Force-remove a container; a container already gone (or being removed) is fine."""
+        try:
+            await self.call(lambda api: api.remove_container(container, force=True, v=True))
+        except (NotFound, Conflict):
+            pass
+
+    async def wait(self, container: str, timeout: float | None = None) -> int:
+        """Block (in a thread) until the container exits; its exit code."""
+        result = await self.call(lambda api: api.wait(container, timeout=timeout))
+        return int(result.get("StatusCode", -1))
+
+    async def exec(self, container: str, cmd: list[str], stdin: bytes | None = None, user: str = "") -> tuple[int, bytes]:
+        """Run a command in a running container; (exit code, combined output)."""
+        return await self.call(self._exec_sync, container, cmd, stdin, user)
+
+    @staticmethod
+    def _exec_sync(api: docker.APIClient, container: str, cmd: list[str], stdin: bytes | None, user: str) -> tuple[int, bytes]:
+        ex = api.exec_create(container, cmd, stdin=stdin is not None, user=user, stdout=True, stderr=True)
+        if stdin is None:
+            out = api.exec_start(ex["Id"])
+        else:
+            sock = api.exec_start(ex["Id"], socket=True)
+            raw = getattr(sock, "_sock", sock)
+            raw.sendall(stdin)
+            raw.shutdown(1)  # SHUT_WR: EOF on the command's stdin
+            out = _read_multiplexed(raw)
+            sock.close()
+        code = api.exec_inspect(ex["Id"]).get("ExitCode")
+        return int(code if code is not None else -1), out
+
+    def describe_exit(self, info: dict[str, Any] | None, logs: str, what: str) -> LaunchError:
+        """A LaunchError for a container that died: exit code, OOMKilled, the last log lines."""
+        state = (info or {}).get("State", {})
+        code, oom = state.get("ExitCode"), bool(state.get("OOMKilled"))
+        tail = "\n".join(logs.strip().splitlines()[-20:])
+        why = "it was killed for exceeding its memory limit (OOMKilled)" if oom else f"it exited with code {code}"
+        msg = f"{what}: {why}."
+        if tail:
+            msg += f" Last log lines:\n{tail}"
+        return LaunchError(msg, exit_code=code, oom_killed=oom, logs=tail)
+
+
+def _read_multiplexed(sock: Any) -> bytes:
+    """Read Docker's multiplexed stream (8-byte frame headers) until EOF; stdout+stderr joined."""
+    buf, out = b"", bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 8:
+            size = int.from_bytes(buf[4:8], "big")
+            if len(buf) < 8 + size:
+                break
+            out += buf[8 : 8 + size]
+            buf = buf[8 + size :]
+    return bytes(out)
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process-wide engine (created lazily; no daemon contact until the first call)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+def set_engine(engine: Engine | None) -> None:
+    """Replace the process-wide engine (tests point it at a dead socket)."""
+    global _engine
+    with _engine_lock:
+        _engine = engine

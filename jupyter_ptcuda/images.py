@@ -1,0 +1,280 @@
+"""Kernel images: derive a kernel-ready image from a PyTorch base, and check that an image is one.
+
+``jupyter ptcuda image build`` (the CLI) calls :func:`build_image`. The steps, each named in errors:
+
+1. **base** — use ``--base IMAGE`` (pulled when missing), or ``--base debian``: debootstrap a Debian
+   bookworm root (python3 + pip) and ``docker import`` it, for machines with no container registry.
+2. **probe** — run the base once to read its Python, torch and CUDA versions.
+3. **wheelhouse** — ``pip download`` ipykernel (and torch, for a Debian base) *on the host*, for the
+   image's Python version and platform; containers need no route to a package index.
+4. **install** — one ``RUN pip install --no-index`` layer, fed by a loopback HTTP server over the
+   wheelhouse (build with host networking), so no wheel is copied into a layer.
+5. **label** — probe the result and record base, torch, CUDA, Python and ipykernel versions as labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .errors import ImageNotReady, PtcudaError
+from .spec import LABEL_PREFIX, ContainerSpec
+
+DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
+DEBIAN_BASE_TAG = "jupyter-ptcuda/debian-base:bookworm"
+DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"
+
+L_BASE = LABEL_PREFIX + "image.base"
+L_TORCH = LABEL_PREFIX + "image.torch"
+L_CUDA = LABEL_PREFIX + "image.cuda"
+L_PYTHON = LABEL_PREFIX + "image.python"
+L_IPYKERNEL = LABEL_PREFIX + "image.ipykernel"
+
+PROBE = (
+    "import json, platform, sys\n"
+    "out = {'python': '%d.%d' % sys.version_info[:2], 'machine': platform.machine()}\n"
+    "try:\n import torch; out['torch'] = torch.__version__; out['cuda'] = torch.version.cuda or ''\n"
+    "except Exception as e: out['torch_error'] = repr(e)\n"
+    "try:\n import ipykernel; out['ipykernel'] = ipykernel.__version__\n"
+    "except Exception as e: out['ipykernel_error'] = repr(e)\n"
+    "print('PTCUDA-PROBE ' + json.dumps(out))\n"
+)
+
+Progress = Callable[[str], None]
+
+
+class ImageBuildError(PtcudaError):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"image build failed at step '{step}': {message}", step=step)
+        self.step = step
+
+
+def _probe_spec(image: str, python: str = "python") -> ContainerSpec:
+    return ContainerSpec(
+        image=image, command=(python, "-c", PROBE), user="65534:65534", workdir="/tmp",
+        labels={LABEL_PREFIX + "kind": "probe"}, shm_size=None, pids_limit=256,
+    )
+
+
+async def probe_image(engine: Engine, image: str) -> dict[str, Any]:
+    """Run ``image`` once and report its Python/torch/ipykernel versions.
+
+    Raises ImageNotFound when absent, ImageNotReady when it has no ``python``.
+    """
+    await engine.image(image)
+    code, out = await engine.run_once(_probe_spec(image), timeout=120)
+    for line in out.splitlines():
+        if line.startswith("PTCUDA-PROBE "):
+            return json.loads(line[len("PTCUDA-PROBE ") :])
+    raise ImageNotReady(
+        f"image {image!r} cannot run `python` (exit code {code}): {out.strip()[-300:]}. A kernel image "
+        f"needs python on PATH; derive one with `jupyter ptcuda image build --base {image}`."
+    )
+
+
+async def check_kernel_image(engine: Engine, image: str) -> dict[str, Any]:
+    """Labels or a probe proving ``image`` can run an IPython kernel; ImageNotReady with the fix if not."""
+    info = await engine.image(image)
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    if labels.get(L_IPYKERNEL):
+        return {"ipykernel": labels[L_IPYKERNEL], "torch": labels.get(L_TORCH), "cuda": labels.get(L_CUDA)}
+    probe = await probe_image(engine, image)
+    if "ipykernel" not in probe:
+        raise ImageNotReady(
+            f"image {image!r} has no ipykernel ({probe.get('ipykernel_error', 'not importable')}): run "
+            f"`jupyter ptcuda image build --base {image} --tag {image.split(':')[0]}:kernel` and use that tag."
+        )
+    return probe
+
+
+def apt_mirror() -> str:
+    """The Debian mirror this host's apt uses (deb822 or one-line sources), else deb.debian.org."""
+    for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+            if line.startswith("deb ") and "security" not in line:
+                return [p for p in line.split()[1:] if "://" in p][0]
+    return "http://deb.debian.org/debian"
+
+
+def _run_step(step: str, cmd: list[str], progress: Progress) -> None:
+    progress(f"[{step}] $ {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-15:]
+        progress(f"[{step}] {line}")
+    if proc.wait() != 0:
+        raise ImageBuildError(step, f"`{cmd[0]}` exited with {proc.returncode}:\n" + "\n".join(tail))
+
+
+def build_debian_base(engine: Engine, progress: Progress, tag: str = DEBIAN_BASE_TAG, rebuild: bool = False) -> str:
+    """debootstrap + import a Debian bookworm base with python3; cached by tag. Blocking (CLI)."""
+    if not rebuild:
+        try:
+            engine.run_sync(lambda api: api.inspect_image(tag))
+            progress(f"[debian-base] reusing {tag}")
+            return tag
+        except PtcudaError:
+            pass
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("debian-base", "debootstrap is not installed: `apt-get install debootstrap`.")
+    if os.geteuid() != 0:
+        raise ImageBuildError("debian-base", "debootstrap needs root: run this command with sudo.")
+    with tempfile.TemporaryDirectory(prefix="ptcuda-debootstrap-") as tmp:
+        root = Path(tmp) / "root"
+        _run_step("debian-base", ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}",
+                                  "bookworm", str(root), apt_mirror()], progress)
+        shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+        tarpath = Path(tmp) / "rootfs.tar"
+        progress("[debian-base] packing the root file system")
+        with tarfile.open(tarpath, "w") as tar:
+            tar.add(root, arcname=".")
+        repo, _, name_tag = tag.rpartition(":")
+        progress(f"[debian-base] docker import → {tag}")
+        engine.run_sync(lambda api: api.import_image_from_file(
+            str(tarpath), repository=repo, tag=name_tag, changes=['CMD ["python3"]', "ENV LANG=C.UTF-8"]))
+    return tag
+
+
+def download_wheels(dest: Path, requirements: list[str], python: str, machine: str, progress: Progress) -> None:
+    """pip download ``requirements`` on the host for the image's Python version and platform."""
+    arch = {"aarch64": "aarch64", "arm64": "aarch64"}.get(machine, "x86_64")
+    platforms = [f"manylinux_2_{n}_{arch}" for n in range(17, 40)] + [f"manylinux2014_{arch}", f"linux_{arch}"]
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-d", str(dest),
+           "--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    for plat in platforms:
+        cmd += ["--platform", plat]
+    _run_step("wheelhouse", cmd + requirements, progress)
+
+
+class _WheelServer:
+    """Serves a wheelhouse on 127.0.0.1 for the length of a build (the build uses host networking)."""
+
+    def __init__(self, root: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _WheelServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress: Progress) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+
+    def build(api: Any) -> str:
+        image_id = ""
+        for chunk in api.build(fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True,
+                               decode=True, network_mode="host", pull=False):
+            if "error" in chunk:
+                raise ImageBuildError(step, chunk["error"].strip())
+            text = (chunk.get("stream") or chunk.get("status") or "").rstrip()
+            if text:
+                progress(f"[{step}] {text}")
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+        return image_id or tag
+
+    return engine.run_sync(build, what=f"docker build ({step})")
+
+
+def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_TAG, torch: str = "torch",
+                extra: list[str] | None = None, pull: bool = True, progress: Progress = print,
+                wheelhouse: str | None = None) -> dict[str, Any]:
+    """Build a kernel image (blocking; called by the CLI). Returns the probe of the result."""
+    extra = list(extra or [])
+    base_label = base
+    if base in ("debian", "debian:bookworm"):
+        base = build_debian_base(engine, progress)
+        base_label = f"debian:bookworm (debootstrap) + {torch}"
+        wanted = [torch, "ipykernel"] + extra
+    else:
+        wanted = ["ipykernel"] + extra
+        try:
+            engine.run_sync(lambda api: api.inspect_image(base))
+        except PtcudaError:
+            if not pull:
+                raise ImageBuildError("base", f"{base} is not present and --no-pull was given.") from None
+            progress(f"[base] pulling {base}")
+            try:
+                engine.run_sync(lambda api: [None for _ in api.pull(base, stream=True, decode=True)])
+                engine.run_sync(lambda api: api.inspect_image(base))
+            except PtcudaError as exc:
+                raise ImageBuildError("base", f"cannot pull {base} ({exc.message.splitlines()[0]}). "
+                                      "Without a registry, build from Debian: --base debian.") from None
+    progress(f"[probe] reading versions from {base}")
+    base_probe = asyncio.run(probe_image(engine, base))
+    if "torch" not in base_probe and base_label == base:
+        raise ImageBuildError("probe", f"{base} has no torch ({base_probe.get('torch_error')}): "
+                              "choose a PyTorch base image, or --base debian.")
+    with tempfile.TemporaryDirectory(prefix="ptcuda-wheels-") as tmp:
+        wheels = Path(wheelhouse) if wheelhouse else Path(tmp)
+        if not wheelhouse:
+            download_wheels(wheels, wanted, base_probe["python"], base_probe.get("machine", "x86_64"), progress)
+        names = " ".join(_shell_quote(w) for w in wanted)
+        with _WheelServer(wheels) as server:
+            dockerfile = (
+                f"FROM {base}\n"
+                f"RUN PIP_BREAK_SYSTEM_PACKAGES=1 python -m pip install --no-cache-dir --no-index "
+                f"--disable-pip-version-check --find-links {server.url} {names}\n"
+            )
+            stage = _docker_build(engine, dockerfile, f"{tag}-stage", "install", progress)
+    progress("[label] probing the result")
+    probe = asyncio.run(probe_image(engine, stage))
+    if "ipykernel" not in probe:
+        raise ImageBuildError("label", f"ipykernel is not importable in the result: {probe.get('ipykernel_error')}")
+    labels = {L_BASE: base_label, L_TORCH: probe.get("torch", ""), L_CUDA: probe.get("cuda", ""),
+              L_PYTHON: probe["python"], L_IPYKERNEL: probe["ipykernel"]}
+    label_line = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
+    _docker_build(engine, f"FROM {stage}\n{label_line}\n", tag, "label", progress)
+    engine.run_sync(lambda api: api.remove_image(f"{tag}-stage", noprune=True))
+    progress(f"built {tag}: torch {labels[L_TORCH]} (CUDA {labels[L_CUDA] or 'none: CPU build'}), "
+             f"python {labels[L_PYTHON]}, ipykernel {labels[L_IPYKERNEL]}")
+    return {"tag": tag, **probe, "labels": labels}
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -1,0 +1,281 @@
+"""ContainerSpec: what a kernel or job container is, as pure data, and its Docker create arguments.
+
+One builder for kernels and jobs (house style): ``build_create_kwargs(spec)`` turns a spec into the
+keyword arguments of docker-py's ``APIClient.create_container`` + ``create_host_config``. It does no
+I/O, so it is tested by dict equality. Jobs copy the spec of the kernel they came from
+(``dataclasses.replace``) so "the same image, GPUs, mounts and user" is true by construction.
+
+The parsers (:func:`parse_gpus`, :func:`parse_size`, :func:`parse_mounts`) validate kernelspec
+options and CLI flags and raise :class:`~jupyter_ptcuda.errors.ConfigError` with a fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+LABEL_PREFIX = "io.jupyter-ptcuda."
+LABEL_KIND = LABEL_PREFIX + "kind"  # kernel | job | health
+LABEL_KERNEL_ID = LABEL_PREFIX + "kernel-id"
+LABEL_SERVER_ID = LABEL_PREFIX + "server-id"
+LABEL_SERVER_PID = LABEL_PREFIX + "server-pid"
+LABEL_OWNER_UID = LABEL_PREFIX + "owner-uid"
+LABEL_GPUS = LABEL_PREFIX + "gpus"
+LABEL_NOTEBOOK = LABEL_PREFIX + "notebook"
+LABEL_JOB_ID = LABEL_PREFIX + "job-id"
+LABEL_GPU_MODE = LABEL_PREFIX + "gpu-mode"  # exclusive | shared
+
+#: Environment variables passed from the server's environment when present (fnmatch patterns).
+DEFAULT_ENV_ALLOWLIST = ("LANG", "LANGUAGE", "LC_*", "TZ", "JPY_SESSION_NAME", "TERM")
+
+#: NVIDIA's recommendation for deep-learning containers (memlock unlimited, 64 MiB stack).
+DEFAULT_ULIMITS = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UUID_RE = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuRequest:
+    """``gpus`` option, normalised. ``mode`` is none | all | count | ids."""
+
+    mode: str = "none"
+    count: int = 0
+    ids: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        if self.mode == "count":
+            return f"count:{self.count}"
+        if self.mode == "ids":
+            return ",".join(self.ids)
+        return self.mode
+
+    @property
+    def wanted(self) -> bool:
+        return self.mode != "none"
+
+
+def parse_gpus(value: Any) -> GpuRequest:
+    """Parse ``gpus``: ``"all"`` | a count (int or digit string) | device ids/UUIDs | ``"none"``.
+
+    Lists (``["0", "1"]``) and comma strings (``"0,1"``, ``"GPU-…"``) are device ids. A bare integer
+    or ``"2"`` is a *count*; write ``["2"]`` or ``"device=2"`` for the device with index 2.
+    """
+    if isinstance(value, GpuRequest):
+        return value
+    if value is None or value is False:
+        return GpuRequest()
+    if isinstance(value, bool):  # True
+        return GpuRequest("all")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"gpus={value}: a GPU count cannot be negative; use 0 or 'none' for no GPU.")
+        return GpuRequest("count", count=value) if value else GpuRequest()
+    if isinstance(value, str):
+        text = value.strip()
+        low = text.lower()
+        if low in ("", "none", "0", "void"):
+            return GpuRequest()
+        if low == "all":
+            return GpuRequest("all")
+        if text.isdigit():
+            return GpuRequest("count", count=int(text))
+        if low.startswith("device="):
+            text = text[len("device=") :]
+        return parse_gpus([p for p in text.split(",")])
+    if isinstance(value, Iterable):
+        ids = []
+        for item in value:
+            s = str(item).strip()
+            if not s:
+                continue
+            if not (s.isdigit() or _UUID_RE.match(s)):
+                raise ConfigError(
+                    f"gpus: {s!r} is not a GPU index or UUID. Use 'all', a count such as 2, "
+                    "device indexes such as ['0', '1'], or UUIDs such as ['GPU-5a3f…'] "
+                    "(see `nvidia-smi -L`)."
+                )
+            ids.append(s)
+        if not ids:
+            return GpuRequest()
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"gpus: device {ids} is listed twice; list each device once.")
+        return GpuRequest("ids", ids=tuple(ids))
+    raise ConfigError(
+        f"gpus={value!r} ({type(value).__name__}) is not understood: use 'all', 'none', a count, "
+        "or a list of device indexes/UUIDs."
+    )
+
+
+def parse_size(value: Any, what: str) -> int | None:
+    """Parse a byte size (``"16g"``, ``"512m"``, ``1073741824``); ``None``/``""`` → no limit."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}={value!r}: give a size such as '8g' or '512m'.")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{what}={value}: a size cannot be negative; give e.g. '8g', or leave it unset.")
+        return int(value)
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        if str(value).strip().startswith("-"):
+            raise ConfigError(f"{what}={value!r}: a size cannot be negative; give e.g. '8g', or leave it unset.")
+        raise ConfigError(f"{what}={value!r} is not a size: give e.g. '8g', '512m' or a number of bytes.")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    return int(number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[unit])
+
+
+def parse_cpus(value: Any) -> float | None:
+    if value in (None, "", 0):
+        return None
+    try:
+        cpus = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cpus={value!r} is not a number: give e.g. 4 or 0.5.") from None
+    if cpus <= 0:
+        raise ConfigError(f"cpus={value!r}: must be positive (e.g. 4), or unset for no limit.")
+    return cpus
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+def parse_mounts(value: Any) -> tuple[Mount, ...]:
+    """Parse mounts: ``["/data:/data:ro", {"source": ..., "target": ..., "read_only": true}]``."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    mounts = []
+    for item in value:
+        if isinstance(item, Mount):
+            mounts.append(item)
+            continue
+        if isinstance(item, Mapping):
+            src, dst, ro = item.get("source"), item.get("target", item.get("source")), item.get("read_only", False)
+        elif isinstance(item, str):
+            parts = item.split(":")
+            if len(parts) not in (1, 2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise ConfigError(f"mount {item!r}: write SOURCE[:TARGET[:ro|rw]], e.g. '/data:/data:ro'.")
+            src = parts[0]
+            dst = parts[1] if len(parts) > 1 else parts[0]
+            ro = len(parts) == 3 and parts[2] == "ro"
+        else:
+            raise ConfigError(f"mount {item!r}: give a string 'SOURCE:TARGET[:ro]' or a mapping.")
+        if not src or not str(src).startswith("/") or not dst or not str(dst).startswith("/"):
+            raise ConfigError(f"mount {item!r}: source and target must be absolute paths.")
+        if str(src).rstrip("/").endswith("docker.sock") or str(src) in ("/var/run", "/run"):
+            raise ConfigError(
+                f"mount {item!r}: the Docker socket is never mounted into a kernel container "
+                "(it would give the notebook root on the host)."
+            )
+        mounts.append(Mount(str(src), str(dst), bool(ro)))
+    return tuple(mounts)
+
+
+def filter_env(env: Mapping[str, str], allowlist: Iterable[str]) -> dict[str, str]:
+    """The subset of ``env`` whose names match one of the fnmatch patterns in ``allowlist``."""
+    patterns = list(allowlist)
+    return {k: v for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that defines a kernel or job container. Pure data; see :func:`build_create_kwargs`."""
+
+    image: str
+    command: tuple[str, ...]
+    user: str  # "uid:gid"
+    workdir: str
+    home: str = "/tmp/ptcuda-home"
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    gpus: GpuRequest = GpuRequest()
+    ports: Mapping[int, int] = dataclasses.field(default_factory=dict)  # container port -> host port
+    bind_ip: str = "127.0.0.1"
+    network_mode: str = "bridge"
+    shm_size: int | None = 2 * 1024**3
+    mem_limit: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = 4096
+    ulimits: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ULIMITS))
+    name: str | None = None
+    init: bool = True
+
+    def with_gpus(self, gpus: GpuRequest) -> ContainerSpec:
+        labels = dict(self.labels)
+        labels[LABEL_GPUS] = gpus.label()
+        return dataclasses.replace(self, gpus=gpus, labels=labels)
+
+
+def device_requests(gpus: GpuRequest) -> list[dict[str, Any]]:
+    """The ``DeviceRequests`` Docker's ``--gpus`` flag sends (driver "" lets the engine pick nvidia)."""
+    if gpus.mode == "none":
+        return []
+    req: dict[str, Any] = {"Driver": "", "Capabilities": [["gpu"]], "Options": {}}
+    if gpus.mode == "all":
+        req.update(Count=-1, DeviceIDs=None)
+    elif gpus.mode == "count":
+        req.update(Count=gpus.count, DeviceIDs=None)
+    else:
+        req.update(Count=0, DeviceIDs=list(gpus.ids))
+    return [req]
+
+
+def build_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """Docker ``create_container`` arguments for a spec; ``host_config`` is the raw HostConfig dict.
+
+    Hardening is not optional here: all capabilities dropped, no-new-privileges, an init process
+    (so SIGINT reaches the kernel and zombies are reaped), ports bound to ``bind_ip`` only.
+    """
+    uid, _, gid = spec.user.partition(":")
+    host_config: dict[str, Any] = {
+        "Binds": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "Init": spec.init,
+        "NetworkMode": spec.network_mode,
+        "PortBindings": {
+            f"{cport}/tcp": [{"HostIp": spec.bind_ip, "HostPort": str(hport)}] for cport, hport in spec.ports.items()
+        },
+        "Tmpfs": {spec.home: f"rw,exec,nosuid,size=1g,uid={uid},gid={gid or uid},mode=0700"},
+        "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, (s, h) in sorted(spec.ulimits.items())],
+        "DeviceRequests": device_requests(spec.gpus),
+        "Privileged": False,
+    }
+    if spec.shm_size:
+        host_config["ShmSize"] = spec.shm_size
+    if spec.mem_limit:
+        host_config["Memory"] = spec.mem_limit
+        host_config["MemorySwap"] = spec.mem_limit  # no swap: an OOM is an OOM, not a crawl
+    if spec.cpus:
+        host_config["NanoCpus"] = int(spec.cpus * 1e9)
+    if spec.pids_limit:
+        host_config["PidsLimit"] = spec.pids_limit
+    env = dict(spec.env)
+    env["HOME"] = spec.home
+    return {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": spec.name,
+        "user": spec.user,
+        "working_dir": spec.workdir,
+        "environment": env,
+        "labels": dict(spec.labels),
+        "ports": [int(p) for p in spec.ports],
+        "host_config": host_config,
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+    }
