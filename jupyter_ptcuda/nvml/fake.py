@@ -281,7 +281,7 @@ class FakeNvml:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
         return self._gpu(handle, "power_limit").power_limit_mw
 
-    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:  # noqa: A002 (pynvml's name)
+    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:  # pynvml names it `type`
         gpu = self._gpu(handle, "clocks")
         load = self._load(gpu)
         if type in (pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_GRAPHICS):
@@ -305,7 +305,7 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
         return self.nvmlDeviceGetCurrentClocksEventReasons(handle)
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:  # noqa: N803
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
         gpu = self._gpu(handle, "ecc")
         if errorType not in (0, 1) or counterType not in (0, 1):
             _raise(pynvml.NVML_ERROR_INVALID_ARGUMENT)
