@@ -86,6 +86,7 @@ class Engine:
         self.timeout = timeout
         self._client: docker.APIClient | None = None
         self._lock = threading.Lock()
+        self.ulimits_refused = False  # learnt once: this engine cannot raise memlock/stack limits
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ptcuda-engine")
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -172,6 +173,8 @@ class Engine:
         return await self.call(self._run_sync, spec)
 
     def _run_sync(self, api: docker.APIClient, spec: ContainerSpec) -> str:
+        if self.ulimits_refused and spec.ulimits:
+            spec = dataclasses.replace(spec, ulimits={})
         kwargs = build_create_kwargs(spec)
         host_config = kwargs.pop("host_config")
         kwargs["host_config"] = host_config
@@ -193,6 +196,7 @@ class Engine:
                 log.warning("the engine refused ulimits %s (%s); starting with the engine's defaults. "
                             "Raise dockerd's own limits (LimitMEMLOCK=infinity) for NVIDIA's recommended "
                             "memlock/stack.", dict(spec.ulimits), str(exc).strip()[-120:])
+                self.ulimits_refused = True
                 return self._run_sync(api, dataclasses.replace(spec, ulimits={}))
             raise map_error(exc, "starting the container") from exc
         return cid

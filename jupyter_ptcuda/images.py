@@ -228,7 +228,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
     if base in ("debian", "debian:bookworm"):
         base = build_debian_base(engine, progress)
         base_label = f"debian:bookworm (debootstrap) + {torch}"
-        wanted = [torch, "ipykernel"] + extra
+        wanted = [torch, "numpy", "ipykernel"] + extra
     else:
         wanted = ["ipykernel"] + extra
         try:

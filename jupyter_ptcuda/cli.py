@@ -1,0 +1,165 @@
+"""``jupyter ptcuda <command>`` (console script ``jupyter-ptcuda``).
+
+Each command is a thin shell over a library function; errors are ours (:mod:`.errors`) and are printed
+as one clear message with a non-zero exit status, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import __version__
+from .engine import get_engine
+from .errors import PtcudaError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from .images import build_image
+
+    build_image(get_engine(), base=args.base, tag=args.tag, torch=args.torch, extra=args.extra,
+                pull=not args.no_pull, wheelhouse=args.wheelhouse,
+                progress=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_kernelspec_install(args: argparse.Namespace) -> int:
+    from .kernelspec import install_kernelspec
+
+    config: dict[str, Any] = {"image": args.image}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PtcudaError(f"--option {item!r}: write KEY=VALUE, e.g. --option mem_limit=32g")
+        config[key.strip()] = _json_or_text(value)
+    if args.gpus is not None:
+        config["gpus"] = _json_or_text(args.gpus) if args.gpus.startswith("[") else args.gpus
+    if args.interrupt_mode:
+        config["interrupt_mode"] = args.interrupt_mode
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    path = install_kernelspec(None if args.no_check else get_engine(), name=args.name,
+                              display_name=args.display_name, config=config, user=args.user, prefix=prefix,
+                              check_image=not args.no_check)
+    print(f"installed kernelspec {args.name!r} ({args.display_name}) in {path}")
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from .reaper import reap_orphans
+
+    removed = asyncio.run(reap_orphans(get_engine(), dry_run=args.dry_run))
+    verb = "would remove" if args.dry_run else "removed"
+    for c in removed:
+        print(f"{verb} {c['id'][:12]} (kernel {c['kernel_id']}, server {c['server_id']}): {c['why']}")
+    if not removed:
+        print("no orphaned jupyter-ptcuda containers")
+    return 0
+
+
+def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyter ptcuda", description="PyTorch-CUDA kernels in Docker containers.")
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    image = sub.add_parser("image", help="kernel images").add_subparsers(dest="image_command", required=True)
+    b = image.add_parser("build", help="derive a kernel-ready image (adds ipykernel) from a PyTorch base")
+    b.add_argument("--base", default=None, help="base image (default: the official PyTorch CUDA runtime image); "
+                   "'debian' builds one from Debian packages with no registry")
+    b.add_argument("--tag", default=None, help="tag of the result")
+    b.add_argument("--torch", default="torch", help="torch requirement for --base debian (default 'torch')")
+    b.add_argument("--extra", action="append", default=[], help="another requirement to install (repeatable)")
+    b.add_argument("--no-pull", action="store_true", help="never pull the base")
+    b.add_argument("--wheelhouse", help="use this folder of wheels instead of downloading on the host")
+    b.set_defaults(func=cmd_image_build)
+
+    ks = sub.add_parser("kernelspec", help="kernelspecs").add_subparsers(dest="ks_command", required=True)
+    k = ks.add_parser("install", help="install a kernelspec that runs kernels in containers")
+    k.add_argument("--name", default="ptcuda")
+    k.add_argument("--display-name", default="PyTorch (CUDA)")
+    k.add_argument("--image", default=None, help="kernel image (default: jupyter-ptcuda/pytorch-kernel:latest)")
+    k.add_argument("--gpus", default=None, help="'all', 'none', a count, or ids '[\"0\",\"1\"]'")
+    k.add_argument("--interrupt-mode", choices=["signal", "message"])
+    k.add_argument("--option", "-o", action="append", help="provisioner option KEY=VALUE (JSON values allowed)")
+    where = k.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="install for this user only")
+    where.add_argument("--sys-prefix", action="store_true", help="install into sys.prefix (e.g. a venv)")
+    where.add_argument("--prefix", help="install under this prefix")
+    k.add_argument("--no-check", action="store_true", help="do not check the image (no engine needed)")
+    k.set_defaults(func=cmd_kernelspec_install)
+
+    r = sub.add_parser("reap", help="remove containers whose kernel no longer exists")
+    r.add_argument("--dry-run", action="store_true")
+    r.set_defaults(func=cmd_reap)
+
+    for register in (extra or {}).values():
+        register(sub)
+    return p
+
+
+def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None]]:
+    """Commands contributed by feature modules (export, jobs, health), registered lazily."""
+    out: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+    try:
+        from .export import cli as export_cli
+
+        def reg_export(sub: argparse._SubParsersAction) -> None:
+            e = sub.add_parser("export", help="export a notebook to a plain train.py")
+            export_cli.add_arguments(e)
+            e.set_defaults(func=export_cli.run)
+
+        out["export"] = reg_export
+    except ImportError:
+        pass
+    for mod in ("health_cli", "jobs_cli"):
+        try:
+            module = __import__(f"jupyter_ptcuda.{mod}", fromlist=["register"])
+        except ImportError:
+            continue
+        out[mod] = module.register
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(_feature_commands())
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    if getattr(args, "base", "x") is None:
+        from .images import DEFAULT_BASE
+
+        args.base = DEFAULT_BASE
+    if getattr(args, "tag", "x") is None:
+        from .images import DEFAULT_TAG
+
+        args.tag = DEFAULT_TAG
+    if getattr(args, "image", "x") is None:
+        from .images import DEFAULT_TAG
+
+        args.image = DEFAULT_TAG
+    try:
+        return int(args.func(args) or 0)
+    except PtcudaError as exc:
+        if args.debug:
+            raise
+        print(f"jupyter ptcuda: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

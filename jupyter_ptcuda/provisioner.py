@@ -1,0 +1,391 @@
+"""DockerProvisioner: a jupyter_client kernel provisioner that runs the kernel in a Docker container.
+
+Registered as the ``ptcuda-docker-provisioner`` entry point. A kernelspec selects it with::
+
+    "metadata": {"kernel_provisioner": {"provisioner_name": "ptcuda-docker-provisioner",
+                                        "config": {"image": "...", "gpus": "all", "mem_limit": "32g"}}}
+
+Configuration: every trait below is ``config=True``. Values in ``kernel.json``'s ``config`` arrive as
+constructor keyword arguments (jupyter_client's provisioner factory) and therefore **win over** the
+same trait set in a Jupyter config file (``c.DockerProvisioner.gpus = 1``), which acts as the default.
+
+Lifecycle (called by ``KernelManager``): ``pre_launch`` (ports, connection files, the ContainerSpec)
+→ ``launch_kernel`` (image check/pull, GPU request, start, wait for the heartbeat) → ``poll``/``wait``/
+``send_signal``/``kill``/``terminate`` → ``cleanup`` (container removed; ports kept on restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import signal as signal_module
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from jupyter_core.paths import jupyter_runtime_dir
+from traitlets import Any as AnyTrait
+from traitlets.config import LoggingConfigurable
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode, default, validate
+
+from . import spec as S
+from .engine import Engine, get_engine
+from .errors import ConfigError, ImageNotFound, LaunchError, NoNvidiaRuntime, PtcudaError
+from .images import DEFAULT_TAG, check_kernel_image
+
+CONTAINER_CONN_DIR = "/run/ptcuda"
+SERVER_STARTED = time.time()
+
+
+def server_id() -> str:
+    """Identifies this server process in container labels: host, pid and start time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(SERVER_STARTED)}"
+
+
+def _as_trait_error(fn: Any, value: Any) -> Any:
+    try:
+        return fn(value)
+    except ConfigError as exc:
+        raise TraitError(exc.message) from None
+
+
+class ContainerOptions(LoggingConfigurable):
+    """The container-shaping traits, shared by the provisioner and batch jobs (mixin for Configurables)."""
+
+    image = Unicode(DEFAULT_TAG, config=True, help=f"""Kernel image (default {DEFAULT_TAG!r}).
+        Build one with `jupyter ptcuda image build`. Example: c.DockerProvisioner.image = "my/torch:kernel" """)
+    gpus = AnyTrait("all", config=True, help="""GPUs: 'all' (default), a count (2), device indexes or
+        UUIDs (["0", "GPU-5a3f..."]), or 'none'. Example: c.DockerProvisioner.gpus = 1""")
+    gpu_fallback = CaselessStrEnum(["error", "cpu"], "error", config=True, help="""What to do when GPUs
+        are requested but the engine has no NVIDIA runtime: 'error' (default: the kernel fails to start,
+        saying how to fix it) or 'cpu' (start without GPUs and log a warning).""")
+    shm_size = AnyTrait("2g", config=True, help="""/dev/shm size (default '2g'; Docker's 64 MB breaks
+        DataLoader workers). Example: c.DockerProvisioner.shm_size = "16g" """)
+    mem_limit = AnyTrait(None, allow_none=True, config=True, help="Memory limit, e.g. '32g' (default: none).")
+    cpus = AnyTrait(None, allow_none=True, config=True, help="CPU limit, e.g. 8 (default: none).")
+    pids_limit = Int(4096, config=True, help="Process limit (default 4096; 0 = none).")
+    mounts = List(config=True, help="""Extra bind mounts, 'SRC:DST[:ro]' (default none). The notebook's
+        directory is always mounted at its own path. Example: c.DockerProvisioner.mounts = ["/data:/data:ro"]""")
+    env_allowlist = List(Unicode(), list(S.DEFAULT_ENV_ALLOWLIST), config=True, help=f"""Names (fnmatch
+        patterns) of server environment variables passed to the kernel (default {list(S.DEFAULT_ENV_ALLOWLIST)}).
+        Nothing else from the server's environment reaches the container; the kernelspec's own `env`
+        is always passed. Example: c.DockerProvisioner.env_allowlist = ["LANG", "WANDB_*"]""")
+    unprivileged_uid = Int(1000, config=True, help="""uid for kernels when the server runs as root
+        (default 1000). A non-root server always runs kernels as its own uid:gid.""")
+    unprivileged_gid = Int(100, config=True, help="gid paired with unprivileged_uid (default 100, 'users').")
+    allow_root = Bool(False, config=True, help="""Run the kernel as root when the server runs as root
+        (default False: unprivileged_uid is used instead).""")
+    network_mode = CaselessStrEnum(["bridge", "host"], "bridge", config=True, help="""'bridge' (default):
+        kernel ports are published on 127.0.0.1 only. 'host': the kernel shares the host network and
+        binds 127.0.0.1 itself (lower latency, no port proxy).""")
+
+    @validate("gpus")
+    def _v_gpus(self, proposal: Any) -> Any:
+        _as_trait_error(S.parse_gpus, proposal["value"])
+        return proposal["value"]
+
+    @validate("shm_size", "mem_limit")
+    def _v_size(self, proposal: Any) -> Any:
+        _as_trait_error(lambda v: S.parse_size(v, proposal["trait"].name), proposal["value"])
+        return proposal["value"]
+
+    @validate("cpus")
+    def _v_cpus(self, proposal: Any) -> Any:
+        _as_trait_error(S.parse_cpus, proposal["value"])
+        return proposal["value"]
+
+    @validate("mounts")
+    def _v_mounts(self, proposal: Any) -> Any:
+        _as_trait_error(S.parse_mounts, proposal["value"])
+        return proposal["value"]
+
+    @validate("pids_limit")
+    def _v_pids(self, proposal: Any) -> Any:
+        if proposal["value"] < 0:
+            raise TraitError(f"pids_limit={proposal['value']}: must be 0 (no limit) or positive.")
+        return proposal["value"]
+
+    def container_user(self) -> str:
+        """uid:gid the container runs as (see ``unprivileged_uid``/``allow_root``)."""
+        if os.geteuid() != 0:
+            return f"{os.geteuid()}:{os.getegid()}"
+        if self.allow_root:
+            return "0:0"
+        return f"{self.unprivileged_uid}:{self.unprivileged_gid}"
+
+    def base_spec(self, *, command: list[str], workdir: str, env: dict[str, str], labels: dict[str, str],
+                  ports: dict[int, int] | None = None, extra_mounts: tuple[S.Mount, ...] = ()) -> S.ContainerSpec:
+        """The ContainerSpec for these options: the one builder kernels and jobs share."""
+        gpus = S.parse_gpus(self.gpus)
+        mounts = (S.Mount(workdir, workdir, False),) + S.parse_mounts(self.mounts) + extra_mounts
+        labels = {S.LABEL_OWNER_UID: str(os.geteuid()), S.LABEL_GPUS: gpus.label(), **labels}
+        return S.ContainerSpec(
+            image=self.image, command=tuple(command), user=self.container_user(), workdir=workdir,
+            env=env, labels=labels, mounts=mounts, gpus=gpus, ports=ports or {},
+            network_mode=self.network_mode, shm_size=S.parse_size(self.shm_size, "shm_size"),
+            mem_limit=S.parse_size(self.mem_limit, "mem_limit"), cpus=S.parse_cpus(self.cpus),
+            pids_limit=self.pids_limit or None,
+        )
+
+
+class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignore[misc]
+    """Runs an IPython kernel in a (PyTorch-CUDA) container. See the module docstring."""
+
+    pull_policy = CaselessStrEnum(["missing", "always", "never"], "missing", config=True, help="""When to
+        pull the image: 'missing' (default), 'always', or 'never'.""")
+    pull_timeout = Float(900, config=True, help="Seconds allowed for an image pull (default 900).")
+    launch_timeout = Float(120, config=True, help="""Seconds from container start until the kernel answers
+        its heartbeat (default 120); past it the container is removed and the start fails.""")
+
+    container_id = Unicode(None, allow_none=True)
+    ports_cached = False
+    _exit_code: int | None = None
+
+    @default("image")
+    def _default_image(self) -> str:
+        return os.environ.get("JUPYTER_PTCUDA_IMAGE", DEFAULT_TAG)
+
+    @property
+    def engine(self) -> Engine:
+        return get_engine()
+
+    @property
+    def has_process(self) -> bool:
+        return self.container_id is not None
+
+    # -- launch -----------------------------------------------------------------------------------
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Choose loopback ports (kept across restarts), write both connection files, build the spec."""
+        km = self.parent
+        if km is None:
+            raise LaunchError("DockerProvisioner needs a KernelManager parent.")
+        S.parse_gpus(self.gpus)  # fail early on config errors
+        km.transport, km.ip = "tcp", "127.0.0.1"
+        if not self.ports_cached:
+            lpc = LocalPortCache.instance()
+            for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+                setattr(km, name, lpc.find_available_port(km.ip))
+            self.ports_cached = True
+        env_in = kwargs.pop("env", None) or dict(os.environ)
+        km.write_connection_file(jupyter_session=env_in.get("JPY_SESSION_NAME", ""))
+        self.connection_info = km.get_connection_info()
+
+        conn_dir = self._container_conn_dir()
+        user = self.container_user()
+        self._write_container_connection(conn_dir, user)
+        cmd = [a.replace("{connection_file}", f"{CONTAINER_CONN_DIR}/kernel.json") for a in self.kernel_spec.argv]
+        cmd = [a.replace("{resource_dir}", "/tmp") for a in cmd] + list(kwargs.pop("extra_arguments", []))
+
+        env = S.filter_env(env_in, self.env_allowlist)
+        env.update({k: os.path.expandvars(v) for k, v in (self.kernel_spec.env or {}).items()})
+        env["JUPYTER_PTCUDA_KERNEL_ID"] = str(self.kernel_id)
+        env.pop("PYTHONEXECUTABLE", None)
+        cwd = os.path.abspath(kwargs.get("cwd") or os.getcwd())
+        ports = {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
+                 for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
+        labels = {S.LABEL_KIND: "kernel", S.LABEL_KERNEL_ID: str(self.kernel_id), S.LABEL_SERVER_ID: server_id(),
+                  S.LABEL_SERVER_PID: str(os.getpid()), S.LABEL_NOTEBOOK: env_in.get("JPY_SESSION_NAME", "") or cwd}
+        self._spec = self.base_spec(
+            command=cmd, workdir=cwd, env=env, labels=labels,
+            ports=ports if self.network_mode == "bridge" else {},
+            extra_mounts=(S.Mount(str(conn_dir), CONTAINER_CONN_DIR, True),),
+        )
+        kwargs.pop("cwd", None)
+        return {"cmd": cmd, **kwargs}
+
+    def _container_conn_dir(self) -> Path:
+        return Path(jupyter_runtime_dir()) / "ptcuda" / str(self.kernel_id)
+
+    def _write_container_connection(self, conn_dir: Path, user: str) -> None:
+        """The container's copy of the connection file: binds all interfaces *inside* the container,
+        mode 0600, owned by the container user. The key is never logged."""
+        info = dict(self.connection_info)
+        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
+        info["ip"] = "0.0.0.0" if self.network_mode == "bridge" else "127.0.0.1"
+        conn_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = conn_dir / "kernel.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            uid, gid = (int(x) for x in user.split(":"))
+            os.chown(conn_dir, uid, gid)
+            os.chown(path, uid, gid)
+        os.chmod(conn_dir, 0o700)
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Start the container and wait until the kernel answers its heartbeat."""
+        await self._ensure_image(self._spec.image)
+        spec = await self._resolve_gpus(self._spec)
+        try:
+            self.container_id = await self.engine.run(spec)
+        except NoNvidiaRuntime as exc:
+            if self.gpu_fallback != "cpu":
+                raise
+            self.log.warning("jupyter-ptcuda: %s -- gpu_fallback='cpu': starting kernel %s WITHOUT GPUs.",
+                             exc.message.split(". ")[0], self.kernel_id)
+            spec = spec.with_gpus(S.GpuRequest())
+            self.container_id = await self.engine.run(spec)
+        self._exit_code = None
+        self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
+                      self.kernel_id, self.container_id[:12], spec.image, spec.gpus.label(), spec.user)
+        await self._wait_ready()
+        return self.connection_info
+
+    async def _resolve_gpus(self, spec: S.ContainerSpec) -> S.ContainerSpec:
+        """Hook for the GPU ledger (server extension); plain provisioners pass the request through."""
+        ledger = getattr(self.parent, "ptcuda_ledger", None) if self.parent else None
+        if ledger is None or not spec.gpus.wanted:
+            return spec
+        return spec.with_gpus(await ledger.assign(str(self.kernel_id), spec.gpus))
+
+    async def _ensure_image(self, image: str) -> None:
+        present = True
+        try:
+            await self.engine.image(image)
+        except ImageNotFound:
+            present = False
+        if self.pull_policy == "always" or (not present and self.pull_policy == "missing"):
+            try:
+                await asyncio.wait_for(self.engine.call(lambda api: list(api.pull(image, stream=True, decode=True)),
+                                                        what=f"pulling {image}"), self.pull_timeout)
+            except TimeoutError:
+                raise LaunchError(f"pulling {image} took longer than pull_timeout={self.pull_timeout:.0f} s.") from None
+            except PtcudaError as exc:
+                if present:
+                    self.log.warning("jupyter-ptcuda: pull of %s failed, using the local copy: %s", image, exc)
+                else:
+                    raise ImageNotFound(
+                        f"image {image!r} is not present and could not be pulled ({exc.message.splitlines()[0]}). "
+                        f"Build it: `jupyter ptcuda image build --tag {image}` (add --base debian without a registry)."
+                    ) from exc
+        elif not present:
+            raise ImageNotFound(f"image {image!r} is not present (pull_policy='never'): build it with "
+                                f"`jupyter ptcuda image build --tag {image}`.")
+        await check_kernel_image(self.engine, image)
+
+    async def _wait_ready(self) -> None:
+        """Heartbeat until the kernel echoes; if the container exits first, remove it and raise why."""
+        import zmq
+        import zmq.asyncio
+
+        ctx = zmq.asyncio.Context.instance()
+        deadline = time.monotonic() + self.launch_timeout
+        next_check = 0.0
+        while True:
+            sock = ctx.socket(zmq.REQ)
+            sock.linger = 0
+            sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
+            try:
+                await sock.send(b"ptcuda-ping")
+                if await sock.poll(200):
+                    await sock.recv()
+                    return
+            finally:
+                sock.close()
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 0.5
+                info = await self.engine.inspect(self.container_id or "")
+                if info is None or not info["State"].get("Running"):
+                    logs = await self.engine.logs(self.container_id or "", tail=40)
+                    err = self.engine.describe_exit(info, logs, f"kernel container for image {self._spec.image} stopped during start-up")
+                    await self._remove_container()
+                    raise err
+            if now > deadline:
+                logs = await self.engine.logs(self.container_id or "", tail=40)
+                await self._remove_container()
+                raise LaunchError(f"the kernel did not answer within launch_timeout={self.launch_timeout:.0f} s; "
+                                  f"its container was removed. Last log lines:\n{logs[-2000:]}")
+
+    # -- running ----------------------------------------------------------------------------------
+    async def poll(self) -> int | None:
+        """None while the container runs, else its exit code. One inspect in a worker thread."""
+        if self.container_id is None:
+            return self._exit_code if self._exit_code is not None else 0
+        info = await self.engine.inspect(self.container_id)
+        if info is None:
+            return self._exit_code if self._exit_code is not None else -1
+        state = info["State"]
+        if state.get("Running"):
+            return None
+        self._exit_code = int(state.get("ExitCode", -1))
+        return self._exit_code
+
+    async def wait(self) -> int | None:
+        while (code := await self.poll()) is None:
+            await asyncio.sleep(0.2)
+        return code
+
+    async def send_signal(self, signum: int) -> None:
+        """Signal the kernel (through the init process, which forwards it). SIGINT = interrupt."""
+        if self.container_id is None:
+            return
+        if signum == 0:
+            await self.poll()
+            return
+        await self.engine.kill(self.container_id, signal=signal_module.Signals(signum).name)
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.container_id:
+            await self.engine.kill(self.container_id, "SIGKILL")
+
+    async def terminate(self, restart: bool = False) -> None:
+        if self.container_id:
+            await self.engine.kill(self.container_id, "SIGTERM")
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Remove the container; on a real shutdown also the connection copy, ports and GPU claim."""
+        await self._remove_container()
+        if not restart:
+            shutil.rmtree(self._container_conn_dir(), ignore_errors=True)
+            ledger = getattr(self.parent, "ptcuda_ledger", None) if self.parent else None
+            if ledger is not None:
+                ledger.release(str(self.kernel_id))
+            if self.ports_cached:
+                lpc = LocalPortCache.instance()
+                for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+                    lpc.return_port(int(self.connection_info[p]))  # type: ignore[call-overload]
+                self.ports_cached = False
+
+    async def _remove_container(self) -> None:
+        if self.container_id:
+            cid, self.container_id = self.container_id, None
+            await self.engine.remove(cid)
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return max(recommended, 5.0)
+
+    def get_stable_start_time(self, recommended: float = 10.0) -> float:
+        return max(recommended, self.launch_timeout)
+
+    def resolve_path(self, path_str: str) -> str | None:
+        """Paths in the kernel are host paths for the mounted notebook directory (same path inside)."""
+        path = Path(path_str).expanduser()
+        if not path.is_absolute():
+            return None
+        return str(path) if path.exists() else None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update({"container_id": self.container_id, "ports_cached": self.ports_cached})
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.container_id = provisioner_info.get("container_id")
+        self.ports_cached = bool(provisioner_info.get("ports_cached"))
+
+
+def username() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

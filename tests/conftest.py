@@ -1,0 +1,49 @@
+"""Shared fixtures. Integration tests need a real Docker engine: in CI (CI set) a missing engine is a
+failure, never a skip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+TEST_IMAGE = os.environ.get("JUPYTER_PTCUDA_TEST_IMAGE", "jupyter-ptcuda-test:cpu")
+DEBIAN_BASE = "jupyter-ptcuda/debian-base:bookworm"
+
+
+def _engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The real engine; fails in CI when it does not answer (skips only outside CI)."""
+    from jupyter_ptcuda.engine import get_engine
+
+    if not _engine_answers():
+        msg = "no Docker engine answers: run scripts/ensure-engine (scripts/test does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return get_engine()
+
+
+@pytest.fixture(scope="session")
+def test_image(engine):
+    """The CPU kernel image with torch + ipykernel (built by scripts/test; built here if missing)."""
+    if subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode != 0:
+        from jupyter_ptcuda.images import build_image
+
+        build_image(engine, base="debian", torch="torch==2.13.0", tag=TEST_IMAGE, progress=lambda s: None)
+    return TEST_IMAGE
+
+
+def ours(engine, **labels) -> list[dict]:
+    from jupyter_ptcuda.spec import LABEL_PREFIX
+
+    filters = [LABEL_PREFIX + "kind"] + [f"{LABEL_PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
+    return engine.run_sync(lambda api: api.containers(all=True, filters={"label": filters}))

@@ -1,0 +1,233 @@
+"""Kernels in containers, driven by jupyter_client against the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from jupyter_ptcuda.errors import ImageNotFound, ImageNotReady, LaunchError, NoNvidiaRuntime
+from tests.conftest import DEBIAN_BASE, ours
+from tests.integration.conftest import hook_engine
+
+pytestmark = pytest.mark.integration
+
+
+async def run(kc, code: str, timeout: float = 60) -> tuple[str, str]:
+    """Execute code; (status, stdout text)."""
+    out: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(msg["content"]["ename"])
+
+    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+    return reply["content"]["status"], "".join(out)
+
+
+async def started(name: str, cwd) -> tuple[AsyncKernelManager, object]:
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=90)
+    return km, kc
+
+
+async def test_kernel_lifecycle(kernelspec, notebook_dir, engine):
+    """Start, torch, files owned by the user, interrupt, restart, shutdown — nothing left behind."""
+    (notebook_dir / "input.txt").write_text("from the host\n")
+    km, kc = await started(kernelspec(), notebook_dir)
+    try:
+        status, out = await run(kc, "import torch, os; print(torch.__version__); print(os.getcwd())")
+        assert status == "ok"
+        assert "2.13.0" in out and str(notebook_dir) in out
+
+        status, out = await run(kc, "print(open('input.txt').read().strip()); open('written.txt','w').write('ok')")
+        assert out.strip() == "from the host"
+        written = notebook_dir / "written.txt"
+        assert written.read_text() == "ok"
+        assert (written.stat().st_uid, written.stat().st_gid) == ((1000, 100) if os.geteuid() == 0 else (os.getuid(), os.getgid()))
+
+        # interrupt a long sleep (signal mode, through the init process)
+        msg_id = kc.execute("import time; time.sleep(600)")
+        await asyncio.sleep(1.5)
+        t0 = time.monotonic()
+        await km.interrupt_kernel()
+        reply = await kc.get_shell_msg(timeout=20)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert time.monotonic() - t0 < 10
+
+        # restart: state is gone, same ports, still works
+        ports = (km.shell_port, km.iopub_port, km.hb_port)
+        cid = km.provisioner.container_id
+        await run(kc, "marker = 42")
+        await km.restart_kernel()
+        await kc.wait_for_ready(timeout=90)
+        assert (km.shell_port, km.iopub_port, km.hb_port) == ports
+        assert km.provisioner.container_id != cid
+        status, out = await run(kc, "print('marker' in globals())")
+        assert out.strip() == "False"
+        info = await km.provisioner.get_provisioner_info()
+        assert info["container_id"] == km.provisioner.container_id
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=False)
+    assert not await km.is_alive()
+    assert ours(engine, kind="kernel", kernel_id=km.kernel_id) == []
+
+
+async def test_message_interrupt_and_kill(kernelspec, notebook_dir, engine):
+    km, kc = await started(kernelspec(interrupt_mode="message"), notebook_dir)
+    try:
+        kc.execute("import time; time.sleep(600)")
+        await asyncio.sleep(1.5)
+        await km.interrupt_kernel()
+        reply = await kc.get_shell_msg(timeout=20)
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)  # kill path
+    assert ours(engine, kernel_id=km.kernel_id) == []
+
+
+async def test_hardening(kernelspec, notebook_dir, engine, monkeypatch, caplog):
+    """Loopback-only ports, non-root, no caps, no-new-privileges, no socket, env allowlist, key not logged."""
+    monkeypatch.setenv("JUPYTER_TOKEN_SECRET_TEST", "s3cr3t-token")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    caplog.set_level(logging.DEBUG)
+    km, kc = await started(kernelspec(mem_limit="2g", cpus=1), notebook_dir)
+    try:
+        info = await engine.inspect(km.provisioner.container_id)
+        hc = info["HostConfig"]
+        bindings = [b for v in hc["PortBindings"].values() for b in v]
+        assert len(bindings) == 5 and {b["HostIp"] for b in bindings} == {"127.0.0.1"}
+        published = [b for v in (info["NetworkSettings"]["Ports"] or {}).values() for b in (v or [])]
+        assert published and {b["HostIp"] for b in published} == {"127.0.0.1"}
+        assert info["Config"]["User"] not in ("", "0", "root", "0:0")
+        assert hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd")
+        assert "no-new-privileges:true" in hc["SecurityOpt"]
+        assert not hc["Privileged"] and hc["Init"] is True
+        assert hc["Memory"] == 2 * 1024**3 and hc["NanoCpus"] == 10**9
+        assert hc["ShmSize"] >= 1024**3
+        mounts = [m["Source"] for m in info["Mounts"]]
+        assert not any("docker.sock" in m for m in mounts)
+        env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+        assert "JUPYTER_TOKEN_SECRET_TEST" not in env and env["LANG"] == "C.UTF-8"
+        status, out = await run(kc, "import os; print(os.getuid(), os.environ.get('JUPYTER_TOKEN_SECRET_TEST'));"
+                                    "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])")
+        uid, secret, capeff = out.split()
+        assert uid != "0" and secret == "None" and int(capeff, 16) == 0
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel()
+    key = km.session.key.decode()
+    assert key and key not in caplog.text
+
+
+@pytest.mark.skipif(not hook_engine(), reason="needs the engine with the (stand-in) NVIDIA hook")
+@pytest.mark.parametrize("gpus, visible", [("all", "all"), (["1"], "1"), (["0", "1"], "0,1")])
+async def test_gpu_request_reaches_container(kernelspec, notebook_dir, gpus, visible):
+    km, kc = await started(kernelspec(gpus=gpus), notebook_dir)
+    try:
+        status, out = await run(kc, "import os; print(os.environ.get('NVIDIA_VISIBLE_DEVICES'))")
+        assert out.strip() == visible
+        info = await km.provisioner.engine.inspect(km.provisioner.container_id)
+        assert info["Config"]["Labels"]["io.jupyter-ptcuda.gpus"] == (visible if gpus != "all" else "all")
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+@pytest.mark.no_nvidia_runtime
+async def test_no_nvidia_runtime_is_a_clear_error(kernelspec, notebook_dir, engine):
+    km = AsyncKernelManager(kernel_name=kernelspec(gpus="all"))
+    with pytest.raises(NoNvidiaRuntime) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert "NVIDIA Container Toolkit" in str(err.value) and "gpu_fallback" in str(err.value)
+    assert ours(engine, kernel_id=km.kernel_id) == []  # the refused (Created) container is gone
+
+
+@pytest.mark.no_nvidia_runtime
+async def test_no_nvidia_runtime_cpu_fallback(kernelspec, notebook_dir, engine, caplog):
+    caplog.set_level(logging.WARNING)
+    km, kc = await started(kernelspec(gpus="all", gpu_fallback="cpu"), notebook_dir)
+    try:
+        status, out = await run(kc, "import os, torch; print(os.environ.get('NVIDIA_VISIBLE_DEVICES'), torch.cuda.is_available())")
+        assert out.split() == ["None", "False"]
+        assert "WITHOUT GPUs" in caplog.text
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+async def test_unknown_image(kernelspec, notebook_dir, engine):
+    km = AsyncKernelManager(kernel_name=kernelspec(image="jupyter-ptcuda/does-not-exist:1", pull_policy="missing"))
+    with pytest.raises(ImageNotFound) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert "jupyter ptcuda image build" in str(err.value)
+
+
+async def test_image_without_ipykernel(kernelspec, notebook_dir, engine, test_image):
+    km = AsyncKernelManager(kernel_name=kernelspec(image=DEBIAN_BASE, pull_policy="never"))
+    with pytest.raises(ImageNotReady) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert "no ipykernel" in str(err.value) and f"--base {DEBIAN_BASE}" in str(err.value)
+
+
+async def test_oom_during_start_reports_oomkilled(kernelspec, notebook_dir, engine):
+    """A kernel killed during start-up: the error carries OOMKilled/exit code and the container is gone."""
+    km = AsyncKernelManager(kernel_name=kernelspec(mem_limit="12m"))
+    with pytest.raises(LaunchError) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert err.value.details["oom_killed"] is True or err.value.details["exit_code"] == 137
+    assert "OOMKilled" in str(err.value) or "137" in str(err.value)
+
+
+async def test_container_exit_during_start_shows_logs(kernelspec, notebook_dir, engine, tmp_path):
+    name = kernelspec()
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec_file = __import__("pathlib").Path(KernelSpecManager().get_kernel_spec(name).resource_dir) / "kernel.json"
+    spec_file.write_text(spec_file.read_text().replace("ipykernel_launcher", "no_such_module_ptcuda"))
+    km = AsyncKernelManager(kernel_name=name)
+    with pytest.raises(LaunchError) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert err.value.details["exit_code"] == 1
+    assert "No module named no_such_module_ptcuda" in str(err.value)
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("gpus", "banana", "not a GPU index"),
+    ("gpus", -2, "cannot be negative"),
+    ("mem_limit", "-1g", "cannot be negative"),
+    ("shm_size", "lots", "not a size"),
+    ("gpu_fallback", "maybe", "gpu_fallback"),
+])
+async def test_bad_kernelspec_option(kernelspec, notebook_dir, engine, option, value, words):
+    km = AsyncKernelManager(kernel_name=kernelspec(**{option: value}))
+    with pytest.raises(Exception) as err:
+        await km.start_kernel(cwd=str(notebook_dir))
+    assert words in str(err.value)
+
+
+async def test_dead_daemon(kernelspec, notebook_dir, tmp_path):
+    from jupyter_ptcuda.engine import Engine, get_engine, set_engine
+    from jupyter_ptcuda.errors import EngineUnavailable
+
+    real = get_engine()
+    set_engine(Engine(base_url=f"unix://{tmp_path}/no-daemon.sock"))
+    try:
+        km = AsyncKernelManager(kernel_name=kernelspec())
+        with pytest.raises(EngineUnavailable) as err:
+            await km.start_kernel(cwd=str(notebook_dir))
+        assert "does not answer" in str(err.value) and "dockerd" in str(err.value)
+    finally:
+        set_engine(real)
