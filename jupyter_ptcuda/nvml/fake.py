@@ -92,6 +92,7 @@ class FakeGpu:
     mig_enabled: bool = False
     lost: bool = False
     ecc_volatile_uncorrected: int = 0
+    extra_clock_event_reasons: int = 0  # OR-ed into the computed reasons, e.g. HW slowdown
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     phase: float = 0.0
 
@@ -300,7 +301,7 @@ class FakeNvml:
             reasons |= pynvml.nvmlClocksEventReasonGpuIdle
         if load > 0.9:
             reasons |= pynvml.nvmlClocksEventReasonSwPowerCap
-        return reasons
+        return reasons | gpu.extra_clock_event_reasons
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
         return self.nvmlDeviceGetCurrentClocksEventReasons(handle)
