@@ -279,17 +279,23 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         ctx = zmq.asyncio.Context.instance()
         deadline = time.monotonic() + self.launch_timeout
         next_check = 0.0
+        sock = ctx.socket(zmq.REQ)
+        sock.linger = 0
+        sock.setsockopt(zmq.REQ_RELAXED, 1)  # re-send while the port proxy drops early connections
+        sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
+        try:
+            await self._heartbeat_loop(sock, deadline, next_check)
+        finally:
+            sock.close()
+
+    async def _heartbeat_loop(self, sock: Any, deadline: float, next_check: float) -> None:
         while True:
-            sock = ctx.socket(zmq.REQ)
-            sock.linger = 0
-            sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
-            try:
-                await sock.send(b"ptcuda-ping")
-                if await sock.poll(200):
-                    await sock.recv()
-                    return
-            finally:
-                sock.close()
+            await sock.send(b"ptcuda-ping")
+            if await sock.poll(100):
+                await sock.recv()
+                return
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + 0.5
