@@ -1,0 +1,297 @@
+"""The small helpers an exported script carries in its prelude, and the code that emits them.
+
+Each helper below is copied *verbatim* (``inspect.getsource``) into the scripts that use it, so
+they must only use the modules listed for them in :data:`HELPERS` and each other. They carry no
+annotations on purpose: a script runs on whatever Python the job's image has, which may be older
+than this package's. Only the helpers a script uses are emitted (:func:`prelude`, called by
+``notebook.py`` after every cell has been rewritten). The tests import them directly too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import io
+import json
+import math
+import os
+import runpy
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import timeit
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def _sh(cmd, shell=None, check=True):
+    """Run ``!cmd`` (or a ``%%bash`` / ``%%sh`` cell); output goes to the log.
+
+    IPython only prints a non-zero exit; here it raises CalledProcessError so a batch job fails
+    loudly. ``check=False`` is ``%%bash --no-raise-error``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    executable = (shutil.which(shell) or shell) if shell else (os.environ.get("SHELL") or None)
+    subprocess.run(cmd, shell=True, executable=executable, check=check)
+
+
+def _sh_lines(cmd):
+    """``x = !cmd``: the command's output as a list of lines (stderr goes to the log).
+
+    A non-zero exit raises CalledProcessError (IPython would return the error text as lines).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = subprocess.run(
+        cmd, shell=True, executable=os.environ.get("SHELL") or None, check=True,
+        stdout=subprocess.PIPE, text=True, errors="replace",
+    ).stdout
+    return out.splitlines()
+
+
+def _q(value):
+    """An interpolated value as one shell word."""
+    return shlex.quote(str(value))
+
+
+def _q_dq(value):
+    """An interpolated value inside "...": escape what the shell would expand."""
+    return "".join("\\" + c if c in '\\"$`' else c for c in str(value))
+
+
+def _q_sq(value):
+    """An interpolated value inside '...'."""
+    return str(value).replace("'", "'\\''")
+
+
+def _echo(value):
+    """``--echo-outputs``: print a cell's last bare expression, as Jupyter shows it (not None)."""
+    if value is not None:
+        print(repr(value))
+
+
+def display(*objs, **kwargs):
+    """Stand-in for IPython's ``display()``: print each object's repr to the log."""
+    for obj in objs:
+        print(repr(obj))
+
+
+def _fmt_time(seconds):
+    """A time span the way IPython's %time prints it (3 significant digits)."""
+    if seconds >= 60.0:
+        minutes, rest = divmod(seconds, 60)
+        return f"{int(minutes)}min {int(rest)}s"
+    order = min(-int(math.floor(math.log10(seconds)) // 3), 3) if seconds > 0 else 3
+    return f"{seconds * 1000 ** order:.3g} {('s', 'ms', 'us', 'ns')[order]}"
+
+
+@contextlib.contextmanager
+def _time():
+    """``%time`` / ``%%time``: run the block, then print CPU and wall time like IPython."""
+    wall, cpu = time.perf_counter(), os.times()
+    yield
+    now = os.times()
+    user, system = now.user - cpu.user, now.system - cpu.system
+    print(f"CPU times: user {_fmt_time(user)}, sys: {_fmt_time(system)}, total: {_fmt_time(user + system)}")
+    print(f"Wall time: {_fmt_time(time.perf_counter() - wall)}")
+
+
+def _timed(fn):
+    """``x = %time expr``: time ``fn()`` and return its value."""
+    with _time():
+        return fn()
+
+
+def _timeit(fn, number=0, repeat=7, quiet=False):
+    """``%timeit`` / ``%%timeit``: best-effort IPython output (``number=0``: pick like IPython)."""
+    timer = timeit.Timer(fn)
+    if not number:
+        number = timer.autorange()[0]
+    runs = [t / number for t in timer.repeat(repeat, number)]
+    mean = sum(runs) / len(runs)
+    std = (sum((r - mean) ** 2 for r in runs) / len(runs)) ** 0.5
+    if not quiet:
+        print(f"{_fmt_time(mean)} +- {_fmt_time(std)} per loop "
+              f"(mean +- std. dev. of {repeat} runs, {number} loops each)")
+
+
+def _run(cmdline, module=False, init_globals=None):
+    """``%run [-m] script args``: run it as ``__main__`` with its own sys.argv; return its globals.
+
+    ``sys.exit(0)`` in the script ends only the script; a non-zero exit ends the job.
+    """
+    argv = shlex.split(cmdline)
+    if not module and not os.path.exists(argv[0]) and os.path.exists(argv[0] + ".py"):
+        argv[0] += ".py"
+    saved, sys.argv = sys.argv, argv
+    try:
+        if module:
+            return runpy.run_module(argv[0], init_globals=init_globals, run_name="__main__", alter_sys=True)
+        return runpy.run_path(argv[0], init_globals=init_globals, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
+        return {}
+    finally:
+        sys.argv = saved
+
+
+def _writefile(path, text, append=False):
+    """``%%writefile [-a] path``: write the cell's text, with IPython's message."""
+    path = os.path.expanduser(path)
+    exists = os.path.exists(path)
+    print("Appending to" if append and exists else "Overwriting" if exists else "Writing", path)
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def _capture(stdout=True, stderr=True):
+    """``%%capture var``: the block's printed output ends up in ``var.stdout`` / ``var.stderr``."""
+    out, err = io.StringIO(), io.StringIO()
+    captured = types.SimpleNamespace(stdout="", stderr="", outputs=[])
+    captured.show = lambda: (sys.stdout.write(captured.stdout), sys.stderr.write(captured.stderr))
+    with contextlib.ExitStack() as stack:
+        if stdout:
+            stack.enter_context(contextlib.redirect_stdout(out))
+        if stderr:
+            stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            yield captured
+        finally:
+            captured.stdout, captured.stderr = out.getvalue(), err.getvalue()
+
+
+def _param_value(kind, value, loose=False):
+    """A parameter value of type ``kind`` from a flag (str) or a --params-file (any JSON value).
+
+    ``loose``: a ``json`` parameter whose default is None also takes a plain string.
+    """
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    if kind == "json":
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            if loose:
+                return value
+            raise argparse.ArgumentTypeError(f"not valid JSON: {value!r}") from None
+    if kind == "str":
+        return str(value)
+    if isinstance(value, bool) or (kind == "int" and isinstance(value, float) and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {value!r}")
+    try:
+        return int(value) if kind == "int" else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {value!r}") from None
+
+
+def _parse_params(spec, description):
+    """The command line: ``--NAME VALUE`` per parameter in ``spec`` ({name: (kind, default)}) and
+    ``--params-file FILE``. Returns only the values given (file first, then flags); argparse
+    exits 2 with a message on an unknown flag or a bad value.
+    """
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser.add_argument("--params-file", metavar="FILE",
+                        help="JSON file of parameter values (YAML if PyYAML is installed); flags win")
+    for name, (kind, default) in spec.items():
+        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
+        text = f"{kind}, default {default!r}".replace("%", "%%")
+        if kind == "bool":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(*flags, dest=name, action="store_true", default=argparse.SUPPRESS, help=text)
+            group.add_argument(*["--no-" + f[2:] for f in flags], dest=name, action="store_false",
+                               default=argparse.SUPPRESS)
+        else:
+            def convert(v, kind=kind, loose=default is None):
+                return _param_value(kind, v, loose)
+            parser.add_argument(*flags, dest=name, metavar=kind.upper(), type=convert,
+                                default=argparse.SUPPRESS, help=text)
+    args = vars(parser.parse_args())
+    path, values = args.pop("params_file"), {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                if path.endswith((".yaml", ".yml")):
+                    import yaml
+                    data = yaml.safe_load(f)
+                else:
+                    data = json.load(f)
+        except Exception as exc:
+            parser.error(f"--params-file {path}: {exc}")
+        if not isinstance(data, dict):
+            parser.error(f"--params-file {path}: expected an object of parameter values")
+        unknown = sorted(set(data) - set(spec))
+        if unknown:
+            parser.error(f"--params-file {path}: unknown parameters: {', '.join(unknown)}")
+        for name, value in data.items():
+            try:
+                values[name] = _param_value(spec[name][0], value, spec[name][1] is None)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"--params-file {path}: {name}: {exc}")
+    values.update(args)
+    return values
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A runtime helper: the function to copy, the modules it imports, helpers it calls."""
+
+    func: Callable[..., object]
+    modules: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+
+
+HELPERS: dict[str, Helper] = {
+    "_q": Helper(_q, ("shlex",)),
+    "_q_dq": Helper(_q_dq),
+    "_q_sq": Helper(_q_sq),
+    "_sh": Helper(_sh, ("os", "shutil", "subprocess", "sys")),
+    "_sh_lines": Helper(_sh_lines, ("os", "subprocess", "sys")),
+    "_fmt_time": Helper(_fmt_time, ("math",)),
+    "_time": Helper(_time, ("contextlib", "os", "time"), ("_fmt_time",)),
+    "_timed": Helper(_timed, (), ("_time",)),
+    "_timeit": Helper(_timeit, ("timeit",), ("_fmt_time",)),
+    "_run": Helper(_run, ("os", "runpy", "shlex", "sys")),
+    "_writefile": Helper(_writefile, ("os",)),
+    "_capture": Helper(_capture, ("contextlib", "io", "sys", "types")),
+    "_param_value": Helper(_param_value, ("argparse", "json")),
+    "_parse_params": Helper(_parse_params, ("argparse", "json"), ("_param_value",)),
+    "_echo": Helper(_echo),
+    "display": Helper(display),
+}
+
+
+def _closure(names: set[str]) -> list[str]:
+    """``names`` plus the helpers they call, in :data:`HELPERS` order (callees first)."""
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(HELPERS[name].needs)
+    return [name for name in HELPERS if name in seen]
+
+
+def prelude(helpers: set[str], modules: set[str]) -> tuple[list[str], str]:
+    """The ``import`` lines and the helper definitions for a script using ``helpers``.
+
+    ``modules`` are imports the generated code needs directly (``os`` for ``%cd`` ...).
+    """
+    names = _closure(helpers)
+    imports = set(modules)
+    for name in names:
+        imports.update(HELPERS[name].modules)
+    code = "\n\n".join(inspect.getsource(HELPERS[name].func).rstrip() + "\n" for name in names)
+    return [f"import {module}" for module in sorted(imports)], code
