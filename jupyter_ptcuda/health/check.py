@@ -25,7 +25,9 @@ Report, schema 1::
                   "cuda_driver", "pynvml"},
      "env": {"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_VISIBLE_DEVICES",
              "CUDA_VERSION"},
-     "perf": bool, "duration_s": float}
+     "perf": bool, "notes": [str, ...], "duration_s": float}
+
+``notes`` lists problems met while gathering facts (e.g. an NVML device that did not answer).
 
 ``summary``: fail if any check fails, else warn if any warns, else pass (skips do not count).
 CUDA being unavailable is a *fail* (check ``cuda_available``) because the check is a GPU gate;
@@ -379,6 +381,7 @@ class Ctx:
         self.gpus = []
         self.versions = {"python": platform.python_version()}
         self.facts = {}
+        self.notes = []  # problems met while gathering facts, reported as "notes"
 
 
 def _read(path):
@@ -431,7 +434,11 @@ def _gather_nvml(ctx):
         ctx.facts["driver_cuda"] = _cuda_version_text(pynvml.nvmlSystemGetCudaDriverVersion())
     except Exception:
         pass
-    ctx.nvml_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        try:
+            ctx.nvml_handles.append(pynvml.nvmlDeviceGetHandleByIndex(i))
+        except pynvml.NVMLError as exc:  # e.g. GpuIsLost: the ECC/throttle checks cover the others
+            ctx.notes.append(f"NVML GPU {i}: {_error_text(exc)}")
 
 
 def _gather_torch(ctx):
@@ -487,7 +494,9 @@ def gather(ctx):
         try:
             step(ctx)
         except Exception as exc:
-            f.setdefault("gather_errors", []).append(f"{step.__name__}: {_error_text(exc)}")
+            ctx.notes.append(f"{step.__name__}: {_error_text(exc)}")
+            if step is _gather_torch:
+                f["torch_error"] = _error_text(exc)
     ctx.versions.setdefault("driver", _driver_from_proc())
     ctx.versions["cuda_driver"] = f.get("driver_cuda")
     if ctx.nvml is not None:
@@ -922,6 +931,7 @@ def build_report(argv):
         "versions": ctx.versions,
         "env": ctx.env,
         "perf": ctx.perf,
+        "notes": ctx.notes,
         "duration_s": round(time.time() - started, 3),
     })
 
@@ -943,7 +953,8 @@ def main(argv=None):
             {"id": "check_script", "title": "Health check script"},
             **result("fail", None, None, "report this: the health check crashed", _error_text(exc)))],
             "cuda": {"available": False, "reason_code": None, "reason": None}, "gpus": [],
-            "versions": {"python": platform.python_version()}, "env": {}, "perf": False, "duration_s": 0})
+            "versions": {"python": platform.python_version()}, "env": {}, "perf": False, "notes": [],
+            "duration_s": 0})
     finally:
         if saved is not None:
             try:

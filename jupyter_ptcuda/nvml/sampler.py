@@ -163,8 +163,11 @@ class GpuSampler:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._thread = None
-        with self._nvml_lock:
-            self._shutdown()
+        if self._nvml_lock.acquire(timeout=timeout):  # a thread stuck in NVML keeps it: leave NVML be
+            try:
+                self._shutdown()
+            finally:
+                self._nvml_lock.release()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Block until the first sampling pass ended (``state`` is no longer ``"starting"``).
