@@ -863,7 +863,7 @@ def check_bandwidth(ctx):
 CHECKS = (
     ("torch_import", "PyTorch imports", None, check_torch_import),
     ("cuda_available", "CUDA available to PyTorch", "torch", check_cuda_available),
-    ("device_count", "GPU count matches NVML / NVIDIA_VISIBLE_DEVICES", "cuda", check_device_count),
+    ("device_count", "GPU count agrees with NVML and env", "cuda", check_device_count),
     ("driver_cuda", "Driver supports the image's CUDA", None, check_driver),
     ("arch_coverage", "GPU architecture compiled into PyTorch", "cuda", check_arch),
     ("tensor_to_device", "Tensor round-trip to the GPU", "cuda", check_tensor),

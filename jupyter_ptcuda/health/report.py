@@ -130,7 +130,8 @@ def render_text(report: dict[str, Any], *, unicode: bool = True, color: bool = F
         return f"{_COLORS[status]}{text}{_RESET}" if color else text
 
     versions = report.get("versions", {})
-    facts = [f"{k} {versions[k]}" for k in ("torch", "cuda_runtime", "driver") if versions.get(k)]
+    labels = {"torch": "torch", "cuda_runtime": "CUDA", "driver": "driver"}
+    facts = [f"{label} {versions[k]}" for k, label in labels.items() if versions.get(k)]
     gpus = report.get("gpus") or []
     if gpus:
         facts.append(f"{len(gpus)} GPU: " + ", ".join(str(g.get("name")) for g in gpus))
