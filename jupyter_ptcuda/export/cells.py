@@ -37,8 +37,8 @@ def _magic_names() -> frozenset[str]:
     from IPython.core import magics
 
     names: set[str] = set(ALIASES)
-    for value in vars(magics).values():
-        table = getattr(value, "magics", None)
+    for attr in dir(magics):  # IPython 9 loads its magics classes lazily: getattr, not vars()
+        table = getattr(getattr(magics, attr, None), "magics", None)
         if isinstance(table, dict):
             names.update(table.get("line", {}))
     return frozenset(names)
@@ -78,14 +78,8 @@ def parse(text: str, ctx: ExportContext) -> ast.Module:
             return ast.parse(text)
         except (SyntaxError, ValueError) as exc:
             err = exc
-        try:
-            compile(text, "<cell>", "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            message = ("uses top-level await, which plain Python does not allow: "
-                       "put the code in an `async def main()` and call `asyncio.run(main())`")
-        except (SyntaxError, ValueError):
-            message = f"syntax error: {getattr(err, 'msg', err)}"
     line = getattr(err, "text", None)
-    raise ExportError(message, cell=ctx.cell, line=line.strip() if line else None)
+    raise ExportError(f"syntax error: {getattr(err, 'msg', err)}", cell=ctx.cell, line=line.strip() if line else None)
 
 
 def cell_bound_names(src: str, ctx: ExportContext) -> set[str]:

@@ -11,14 +11,13 @@ magics inside them are translated too.
 from __future__ import annotations
 
 import ast
-import os
-import shlex
 from collections.abc import Callable
 
 from IPython.core.alias import default_aliases
 
 from jupyter_ptcuda.export.context import ExportContext, Translation, Unsupported, indent_code
 from jupyter_ptcuda.export.interpolate import expand
+from jupyter_ptcuda.export.requirements import pip_install, pip_translation
 
 #: Line magics that only change what Jupyter displays: dropped from the script.
 DISPLAY_ONLY = frozenset(
@@ -29,8 +28,6 @@ DISPLAY_ONLY = frozenset(
 DISPLAY_CELLS = frozenset("html javascript js latex markdown svg".split())
 #: IPython's default shell aliases (``%ls``, ``%mkdir`` ...): name -> command template.
 ALIASES = dict(default_aliases())
-
-_HOW_TO_SKIP = "remove it, tag the cell skip-export, or export with --lenient to comment it out"
 
 
 def magic_source(method: str, args: list[str]) -> str:
@@ -59,14 +56,14 @@ def translate(method: str, args: list[str], ctx: ExportContext, *, statement: bo
         if handler is None and name in ALIASES:
             return alias(name, arg, ctx, source)
         if handler is None:
-            raise Unsupported(f"%{name} has no plain-Python equivalent: {_HOW_TO_SKIP}", source)
+            raise Unsupported(f"%{name} has no plain-Python equivalent", source)
         return handler(arg, ctx, source, statement)
     name, line, body = args
     if name in DISPLAY_CELLS:
         return Translation("dropped", source, "dropped: display only", text="", expr=ast.Constant(None))
     cell_handler = _CELL.get(name)
     if cell_handler is None:
-        raise Unsupported(f"%%{name} has no plain-Python equivalent: {_HOW_TO_SKIP}", source)
+        raise Unsupported(f"%%{name} has no plain-Python equivalent", source)
     if not statement:
         raise Unsupported(f"{source} cannot be used as a value", source)
     return cell_handler(line, body, ctx, source)
@@ -127,66 +124,11 @@ def _options(arg: str, spec: str, source: str) -> tuple[dict[str, str], str]:
 
 # ---- shell commands and pip ---------------------------------------------------------------------
 
-_PIP_KEEP = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
-             "--extra-index-url", "-f", "--find-links", "--trusted-host"}
-_PIP_SKIP_VALUE = {"-t", "--target", "--prefix", "--root", "--platform", "--python-version",
-                   "--implementation", "--abi", "--upgrade-strategy", "--progress-bar", "--src",
-                   "--only-binary", "--no-binary", "-C", "--config-settings", "--global-option",
-                   "--log", "--cache-dir", "--timeout", "--retries", "--proxy", "--python", "--report"}
-
-
-def pip_install(cmd: str) -> tuple[list[str], str] | None:
-    """``(specs, rest)`` when ``cmd`` is ``pip install ...`` (``pip3``, ``python -m pip``,
-    ``{sys.executable} -m pip``); ``rest`` is what follows a shell operator (``&& ...``)."""
-    lexer = shlex.shlex(cmd, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        words = list(lexer)
-    except ValueError:
-        return None
-    name = os.path.basename(words[0]) if words else ""
-    if name == "pip" or (name.startswith("pip") and name[3:].replace(".", "").isdigit()):
-        start = 1
-    elif words[1:3] == ["-m", "pip"]:
-        start = 3
-    else:
-        return None
-    if words[start : start + 1] != ["install"]:
-        return None
-    specs: list[str] = []
-    rest = ""
-    items = iter(words[start + 1 :])
-    for word in items:
-        if word and all(c in "();<>|&" for c in word):
-            rest = " ".join([word, *items])
-            break
-        if word.startswith("-"):
-            option, eq, value = word.partition("=")
-            if option in _PIP_KEEP:
-                specs.append(f"{option} {value if eq else next(items, '')}".strip())
-            elif option in _PIP_SKIP_VALUE and not eq:
-                next(items, None)
-            continue
-        specs.append(word)
-    return specs, rest
-
-
-def _pip(specs: list[str], rest: str, ctx: ExportContext, source: str, empty: ast.expr) -> Translation:
-    for spec in specs:
-        ctx.add_requirement(spec)
-        if "{" in spec or "$" in spec:
-            ctx.warn(f"{source}: requirement {spec!r} is listed as written (not expanded)")
-    if rest:
-        ctx.warn(f"{source}: {rest!r} after the pip command is not run either")
-    action = "not run; listed in requirements: " + (", ".join(specs) or "(nothing)")
-    return Translation("pip", source, action, text="", expr=empty)
-
-
 def shell(cmd: str, ctx: ExportContext, source: str, *, lines: bool, kind: str = "shell") -> Translation:
     """``!cmd`` (``lines=False``) or ``x = !cmd`` / ``%sx cmd`` (``lines=True``)."""
     pip = pip_install(cmd)
     if pip is not None:
-        return _pip(*pip, ctx, source, ast.List([], ast.Load()) if lines else ast.Constant(None))
+        return pip_translation(*pip, ctx, source, ast.List([], ast.Load()) if lines else ast.Constant(None))
     expanded = expand(cmd, ctx, shell=True)
     helper = "_sh_lines" if lines else "_sh"
     ctx.use(helper)
@@ -263,7 +205,7 @@ def _sx(arg: str, ctx: ExportContext, source: str, statement: bool) -> Translati
 def _pip_magic(arg: str, ctx: ExportContext, source: str, statement: bool) -> Translation:
     pip = pip_install("pip " + arg)
     if pip is not None:
-        return _pip(*pip, ctx, source, ast.Constant(None))
+        return pip_translation(*pip, ctx, source, ast.Constant(None))
     ctx.need("sys")
     ctx.use("_sh", "_q")
     cmd = expand(arg, ctx, shell=True).node

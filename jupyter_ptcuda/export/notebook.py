@@ -104,8 +104,11 @@ def _compile_check(code: str, ctx: ExportContext) -> None:
     try:
         compile(code, f"<cell {ctx.cell}>", "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise ExportError(f"the exported code does not compile: {exc.msg}", cell=ctx.cell,
-                          line=(exc.text or "").strip() or None) from None
+        message = f"the exported code does not compile: {exc.msg}"
+        if "await" in exc.msg:
+            message = ("uses top-level await, which plain Python does not allow: "
+                       "put the code in an `async def main()` and call `asyncio.run(main())`")
+        raise ExportError(message, cell=ctx.cell, line=(exc.text or "").strip() or None) from None
 
 
 def _parameters(src: str, ctx: ExportContext) -> list[Param]:

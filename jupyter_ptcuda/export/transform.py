@@ -22,6 +22,7 @@ from jupyter_ptcuda.export.magics import translate
 #: The ``get_ipython()`` methods TransformerManager emits, with their number of arguments.
 _METHODS = {"system": 1, "getoutput": 1, "run_line_magic": 2, "run_cell_magic": 3}
 _IPYTHON_MODULES = ("IPython", "ipywidgets", "ipykernel")
+_HOW_TO_SKIP = "remove it, tag the cell skip-export, or export with --lenient to comment it out"
 
 
 def magic_call(node: ast.AST) -> tuple[str, list[str]] | None:
@@ -95,7 +96,7 @@ class MagicRewriter(ast.NodeTransformer):
     def _comment_out(self, node: ast.stmt, exc: Unsupported, frame: _Frame) -> None:
         source = (exc.source or self._line(node)).splitlines()[0]
         if not self.ctx.lenient:
-            raise ExportError(exc.reason, cell=self.ctx.cell, line=source)
+            raise ExportError(f"{exc.reason}: {_HOW_TO_SKIP}", cell=self.ctx.cell, line=source)
         frame.dirty, frame.text = True, ""
         frame.comments = [f"{source}  (commented out by --lenient: {exc.reason})"]
         self.ctx.note("commented", source, f"commented out: {exc.reason}")
