@@ -108,7 +108,9 @@ def _compile_check(code: str, ctx: ExportContext) -> None:
         if "await" in exc.msg:
             message = ("uses top-level await, which plain Python does not allow: "
                        "put the code in an `async def main()` and call `asyncio.run(main())`")
-        raise ExportError(message, cell=ctx.cell, line=(exc.text or "").strip() or None) from None
+        lines = code.splitlines()
+        text = exc.text or (lines[exc.lineno - 1] if exc.lineno and exc.lineno <= len(lines) else "")
+        raise ExportError(message, cell=ctx.cell, line=text.strip() or None) from None
 
 
 def _parameters(src: str, ctx: ExportContext) -> list[Param]:
