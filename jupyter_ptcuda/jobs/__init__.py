@@ -1,0 +1,17 @@
+"""Batch jobs: a notebook (exported to ``train.py``) or a script, run to completion in a container.
+
+``jupyter ptcuda run train.py --wait``, ``jupyter ptcuda jobs list|logs|cancel``, and the REST API
+``{base_url}/jupyter-ptcuda/jobs``. Modules:
+
+- :mod:`.request` — what a submission asks for, and the command line it becomes (pure).
+- :mod:`.manager` — ``JobManager``: config, submit (export, pin the image, claim GPUs, start).
+- :mod:`.lifecycle` — watch, finalise, cancel, reconcile, read/follow the output.
+- :mod:`.from_kernel` — ``--from-kernel``: ``spec_from_container`` (inverse of the spec builder).
+- :mod:`.store` — the SQLite job store. :mod:`.outputs` — ``outputs/<job-id>/`` files, path checks.
+- :mod:`.logstream` — a container's output as an async stream. :mod:`.cli` — the commands.
+"""
+
+from .request import JobRequest
+from .store import Job, JobStore
+
+__all__ = ["Job", "JobRequest", "JobStore"]

@@ -1,0 +1,302 @@
+"""Running jobs to their end: watch, finalise, cancel, reconcile, and read or follow their output.
+
+A mixin of :class:`~.manager.JobManager` (which owns the engine, the store and the SQLite thread).
+
+*Finalising* (:meth:`JobLifecycle.finalise`) saves the container's whole output as ``job.log``, records
+exit code and reason with one conditional state change (of several processes finalising the same job,
+exactly one wins), rewrites ``manifest.json``, then removes the container. Whoever notices first that a
+container has exited finalises it: the watcher (server, ``run --wait``), a follower of its log, a cancel,
+or a reconcile (server start and every ``reconcile_interval``, ``jobs list`` in the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from traitlets.config import LoggingConfigurable
+
+from .. import spec as S
+from ..engine import Engine
+from ..errors import Conflict, NotFound
+from ..ledger import active_ledger
+from . import outputs as O
+from .logstream import docker_time, follow_container
+from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
+
+T = TypeVar("T")
+
+
+def outcome(job: Job, info: dict[str, Any] | None) -> tuple[str, str, int | None]:
+    """(state, reason, exit code) of a job whose container has exited (``info``) or is gone (None)."""
+    if info is None:
+        return FAILED, "container lost", None
+    state = info.get("State") or {}
+    code = state.get("ExitCode")
+    code = int(code) if code is not None else None
+    if job.cancel_reason == TIMED_OUT:
+        return TIMED_OUT, "timed out", code
+    if job.cancel_reason:
+        return CANCELLED, "cancelled", code
+    if state.get("OOMKilled"):
+        return FAILED, "OOMKilled", code
+    return (COMPLETED, "completed", code) if code == 0 else (FAILED, "failed", code)
+
+
+def _open_log(job: Job) -> Any:
+    """``job.log`` opened for the tee (from the start: the stream replays everything), or None."""
+    return open(job.log_path, "wb") if os.path.isdir(job.output_dir) else None  # noqa: SIM115
+
+
+class JobLifecycle(LoggingConfigurable):
+    """Watch/finalise/cancel/reconcile/logs. Needs the attributes and traits JobManager defines."""
+
+    engine: Engine
+    store: JobStore
+    cancel_grace: float
+    poll_interval: float
+    queued_grace: float = 600.0  # a queued job without container older than this was abandoned
+    _watchers: dict[str, asyncio.Task]
+    _locks: dict[str, asyncio.Lock]
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        raise NotImplementedError
+
+    async def get(self, job_id: str) -> Job:
+        return await self._db(self.store.get, job_id)
+
+    def _lock(self, job_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(job_id, asyncio.Lock())
+
+    # -- watching and finalising ------------------------------------------------------------------
+    def spawn_watch(self, job_id: str) -> asyncio.Task:
+        """Watch a job in the background (once per job and process)."""
+        task = self._watchers.get(job_id)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._watch_logged(job_id))
+            self._watchers[job_id] = task
+
+            def forget(done: asyncio.Task) -> None:
+                if self._watchers.get(job_id) is done:
+                    del self._watchers[job_id]
+
+            task.add_done_callback(forget)
+        return task
+
+    async def _watch_logged(self, job_id: str) -> Job | None:
+        try:
+            return await self.watch(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a background task: say it, the next reconcile retries
+            self.log.exception("jupyter-ptcuda: watching job %s failed", job_id)
+            return None
+
+    async def watch(self, job_id: str) -> Job:
+        """Until the job ends: tee its output into ``job.log``, enforce its timeout, then finalise it."""
+        job = await self.get(job_id)
+        if job.terminal or not job.container_id:
+            return job
+        cid = job.container_id
+        log_file = await asyncio.to_thread(_open_log, job)
+
+        def sink(chunk: bytes) -> None:
+            if log_file is not None:
+                log_file.write(chunk)
+                log_file.flush()
+
+        async def tee() -> None:
+            try:
+                async for _ in follow_container(self.engine, cid, sink):
+                    pass
+            except NotFound:
+                pass
+
+        tee_task = asyncio.get_running_loop().create_task(tee())
+        try:
+            while True:
+                info = await self.engine.inspect(cid)
+                if info is None or not info["State"].get("Running"):
+                    await asyncio.wait({tee_task}, timeout=5)
+                    return await self.finalise(job_id, info)
+                wait = self.poll_interval
+                if job.timeout and job.started:
+                    left = job.started + job.timeout - time.time()
+                    if left <= 0 and not job.cancel_reason:
+                        return await self.cancel(job_id, reason=TIMED_OUT)
+                    wait = max(0.05, min(wait, left))
+                if tee_task.done():
+                    await asyncio.sleep(wait)
+                else:
+                    await asyncio.wait({tee_task}, timeout=wait)
+                job = await self.get(job_id)
+                if job.terminal:
+                    return job
+        finally:
+            tee_task.cancel()
+            await asyncio.gather(tee_task, return_exceptions=True)
+            if log_file is not None:
+                await asyncio.to_thread(log_file.close)
+
+    async def finalise(self, job_id: str, info: dict[str, Any] | None | bool = True) -> Job:
+        """Record how an exited (or vanished) job ended, keep its output and remove its container.
+
+        ``info``: the container's inspect (None = gone; True = look it up). A container still running is
+        left alone. Idempotent, and safe against other processes doing the same (one wins).
+        """
+        async with self._lock(job_id):
+            job = await self.get(job_id)
+            if job.terminal:
+                return job
+            cid = job.container_id
+            if info is True:
+                info = await self.engine.inspect(cid) if cid else None
+            assert not isinstance(info, bool)
+            if info is not None and info["State"].get("Running"):
+                return job
+            if info is not None and cid:
+                try:
+                    data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
+                    await asyncio.to_thread(O.save_log, job, data)
+                except NotFound:  # removed meanwhile by whoever finalised it
+                    pass
+            if job.state == QUEUED and info is not None:
+                await self._db(self.store.transition, job_id, RUNNING, started=docker_time(info["State"].get("StartedAt")))
+                job = await self.get(job_id)
+            state, reason, code = outcome(job, info)
+            finished = docker_time(((info or {}).get("State") or {}).get("FinishedAt")) or time.time()
+            won = await self._db(self.store.transition, job_id, state, reason=reason, exit_code=code, finished=finished)
+            job = await self.get(job_id)
+            if won:
+                await asyncio.to_thread(O.write_manifest, job)
+                self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
+            if cid:
+                await self.engine.remove(cid)
+            ledger = active_ledger()
+            if ledger is not None:
+                ledger.release(job_id)
+        self._locks.pop(job_id, None)
+        return job
+
+    # -- cancel -----------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, reason: str = CANCELLED) -> Job:
+        """SIGTERM, ``cancel_grace`` seconds, SIGKILL; the job ends ``cancelled`` (or ``timed_out``).
+
+        Conflict (409) when the job has already finished. Returns the finalised job.
+        """
+        job = await self.get(job_id)
+        job_id = job.id
+        if job.terminal:
+            raise Conflict(f"job {job_id} has already finished ({job.state}); there is nothing to cancel.")
+        if job.state == QUEUED and not job.container_id:
+            reason_text = "timed out" if reason == TIMED_OUT else "cancelled"
+            if await self._db(self.store.transition, job_id, reason, reason=reason_text, finished=time.time()):
+                job = await self.get(job_id)
+                await asyncio.to_thread(O.write_manifest, job)
+                return job
+            job = await self.get(job_id)
+        if not job.cancel_reason:
+            job = await self._db(self.store.update, job_id, cancel_reason=reason)
+        cid = job.container_id
+        if cid:
+            await self.engine.kill(cid, "SIGTERM")
+            if not await self._exited(cid, self.cancel_grace):
+                self.log.info("jupyter-ptcuda: job %s ignored SIGTERM for %.0f s: SIGKILL", job_id, self.cancel_grace)
+                await self.engine.kill(cid, "SIGKILL")
+                await self._exited(cid, 30)
+        return await self.finalise(job_id)
+
+    async def _exited(self, cid: str, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while True:
+            info = await self.engine.inspect(cid)
+            if info is None or not info["State"].get("Running"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+
+    # -- reconcile --------------------------------------------------------------------------------
+    async def reconcile(self, *, adopt: bool) -> list[Job]:
+        """Bring every queued/running job in line with its container (after a restart, for CLI jobs).
+
+        Running → watched here when ``adopt`` (server), else only its timeout is enforced (CLI);
+        exited → finalised; gone → failed, "container lost". Returns the jobs it looked at.
+        """
+        jobs = await self._db(self.store.list_jobs, ACTIVE)
+        if not jobs:
+            return []
+        containers = {(c.get("Labels") or {}).get(S.LABEL_JOB_ID): c
+                      for c in await self.engine.containers({S.LABEL_KIND: "job"})}
+        for job in jobs:
+            task = self._watchers.get(job.id)
+            if task is not None and not task.done():
+                continue
+            found = containers.get(job.id)
+            cid: str | None = found["Id"] if found else job.container_id
+            info = await self.engine.inspect(cid) if cid else None
+            if info is None:
+                if job.state == QUEUED and time.time() - job.created < self.queued_grace:
+                    continue  # being started by another process right now
+                if job.state == QUEUED:
+                    await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+                                   reason="never started (the submitting process stopped)")
+                    continue
+                await self.finalise(job.id, None)
+                continue
+            if job.container_id != cid:
+                await self._db(self.store.update, job.id, container_id=cid)
+            if not info["State"].get("Running"):
+                await self.finalise(job.id, info)
+                continue
+            if job.state == QUEUED:
+                await self._db(self.store.transition, job.id, RUNNING,
+                               started=docker_time(info["State"].get("StartedAt")) or time.time())
+            if adopt:
+                self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info["Id"][:12])
+                self.spawn_watch(job.id)
+            elif job.timeout and job.started and time.time() > job.started + job.timeout:
+                await self.cancel(job.id, reason=TIMED_OUT)
+        return jobs
+
+    # -- output -----------------------------------------------------------------------------------
+    async def read_log(self, job_id: str, offset: int = 0) -> tuple[bytes, Job]:
+        """The job's output from byte ``offset``: from the container while it exists, else ``job.log``."""
+        job = await self.get(job_id)
+        if not job.terminal and job.container_id:
+            cid = job.container_id
+            try:
+                data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
+                return data[max(0, offset):], job
+            except NotFound:
+                job = await self.get(job_id)
+        return await asyncio.to_thread(O.read_log, job, offset), job
+
+    async def follow(self, job_id: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """The job's output from byte ``offset`` as it comes, until the job has ended and all is read.
+
+        While the container exists it is streamed from the engine; when it exits the job is finalised
+        (here, if nobody else has) and the rest is read from ``job.log``, so nothing is lost or repeated.
+        """
+        job = await self.get(job_id)
+        pos = offset
+        while not job.terminal and job.container_id:
+            seen = 0
+            try:
+                async for chunk in follow_container(self.engine, job.container_id):
+                    end = seen + len(chunk)
+                    if end > pos:
+                        yield chunk[max(0, pos - seen):]
+                        pos = end
+                    seen = end
+            except NotFound:
+                pass
+            job = await self.finalise(job.id)
+            if not job.terminal:  # the stream broke while the container still runs: follow it again
+                await asyncio.sleep(0.5)
+        rest = await asyncio.to_thread(O.read_log, job, pos)
+        if rest:
+            yield rest

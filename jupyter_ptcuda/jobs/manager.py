@@ -1,0 +1,270 @@
+"""JobManager: submit, watch, cancel and reconcile batch jobs (a script in a container).
+
+Who calls what:
+
+- The server extension creates one (``JobManager(engine=..., parent=ext, root_dir=...)``), awaits
+  :meth:`start` at server start (reconcile, then re-check every ``reconcile_interval``) and :meth:`stop`
+  at server stop (stops *watching*; jobs keep running and are picked up by the next start).
+- ``server.job_handlers`` calls :meth:`submit`, :meth:`get`, :meth:`list_jobs`, :meth:`read_log`, :meth:`follow`
+  and :meth:`cancel`.
+- The CLI (``jobs.cli``) makes its own, with no server: ``run --wait`` is the job's watcher;
+  ``jobs list`` reconciles without adopting (a finished job is finalised, an overdue one timed out).
+
+A job's truth is its container (labels ``io.jupyter-ptcuda.kind=job`` and ``.job-id``) plus its row in the
+:class:`~.store.JobStore`. Watching, finalising, cancelling and reconciling live in :mod:`.lifecycle`.
+Docker goes through the engine seam; SQLite through one worker thread (``_db``: every store call, so the
+event loop never waits on a lock held by another process); files and ``git`` through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Float, TraitError, Unicode, default
+
+from .. import spec as S
+from ..engine import Engine, get_engine
+from ..errors import ConfigError, NoNvidiaRuntime, NotFound, PtcudaError
+from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
+from ..ledger import active_ledger
+from ..provisioner import ContainerOptions, username
+from . import outputs as O
+from .from_kernel import find_kernel_container, job_spec_from_kernel, spec_from_container
+from .lifecycle import JobLifecycle
+from .logstream import docker_time
+from .request import JobRequest, job_command, params_to_flags
+from .store import FAILED, RUNNING, Job, JobStore
+
+T = TypeVar("T")
+
+
+class JobOptions(ContainerOptions):
+    """Container options of jobs: the kernel traits (``c.ContainerOptions.x`` sets both kernels and jobs,
+    ``c.JobOptions.x`` jobs only). Per-job image/gpus/mem_limit from a request win over config."""
+
+    @default("image")
+    def _default_image(self) -> str:
+        return os.environ.get("JUPYTER_PTCUDA_IMAGE", DEFAULT_TAG)
+
+
+class JobManager(JobLifecycle):
+    """Batch jobs for one process (the server, or one CLI command). See the module docstring."""
+
+    db_path = Unicode(config=True, help="""The job store (SQLite). Default: $JUPYTER_PTCUDA_JOBS_DB when set,
+        else jupyter_data_dir()/jupyter_ptcuda/jobs.sqlite. Example: c.JobManager.db_path = "/srv/jobs.sqlite" """)
+    cancel_grace = Float(10.0, config=True, help="""Seconds between SIGTERM and SIGKILL when a job is cancelled
+        or times out (default 10). Example: c.JobManager.cancel_grace = 30""")
+    reconcile_interval = Float(30.0, config=True, help="""Seconds between checks of jobs this server does not
+        watch (started by the CLI without --wait): running ones are adopted, finished ones recorded
+        (default 30; 0 = only at start).""")
+    poll_interval = Float(2.0, config=True, help="Seconds between container checks of a watched job (default 2).")
+    python = Unicode("python", config=True, help="Interpreter that runs the script in the image (default 'python').")
+
+    @default("db_path")
+    def _default_db_path(self) -> str:
+        return os.environ.get("JUPYTER_PTCUDA_JOBS_DB") or os.path.join(jupyter_data_dir(), "jupyter_ptcuda",
+                                                                          "jobs.sqlite")
+
+    def __init__(self, engine: Engine | None = None, root_dir: str | None = None, kernel_manager: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine or get_engine()
+        self.root_dir = root_dir
+        self._kernel_manager = kernel_manager
+        self.store = JobStore(self.db_path)
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="ptcuda-jobs-db")
+        self._watchers: dict[str, asyncio.Task] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop_task: asyncio.Task | None = None
+
+    @property
+    def kernel_manager(self) -> Any:
+        """The server's kernel manager (for --from-kernel of kernels managed here), or None."""
+        return self._kernel_manager or getattr(getattr(self.parent, "serverapp", None), "kernel_manager", None)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a JobStore call in the one SQLite worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_pool, partial(fn, *args, **kwargs))
+
+    # -- server lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Server start: reconcile every unfinished job, then keep doing so every ``reconcile_interval``."""
+        await self._reconcile_quietly()
+        if self.reconcile_interval > 0 and self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
+
+    async def stop(self) -> None:
+        """Server stop: stop watching. Jobs keep running; the next :meth:`start` picks them up."""
+        tasks = [t for t in [self._loop_task, *self._watchers.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+        self._watchers.clear()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            await self._reconcile_quietly()
+
+    async def _reconcile_quietly(self) -> None:
+        try:
+            await self.reconcile(adopt=True)
+        except PtcudaError as exc:
+            self.log.warning("jupyter-ptcuda: jobs not reconciled: %s", exc.message.splitlines()[0])
+
+    # -- queries ----------------------------------------------------------------------------------
+    async def list_jobs(self, states: tuple[str, ...] | None = None) -> list[Job]:
+        return await self._db(self.store.list_jobs, states)
+
+    # -- submit -----------------------------------------------------------------------------------
+    async def submit(self, req: JobRequest, *, watch: bool = True) -> Job:
+        """Export (notebooks), pin the image, record the job, claim GPUs, start the container.
+
+        ``watch``: follow it here until it ends (the server; ``run --wait``). Errors before the job is
+        recorded (bad request, export error, missing image) raise without a trace in the store; a start
+        failure records the job as failed (reason "start failed: ...") and raises.
+        """
+        path = Path(req.path)
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFound(f"{req.path} does not exist (or is not a file).")
+        if path.suffix not in (".ipynb", ".py"):
+            raise ConfigError(f"{path.name}: a job runs a notebook (.ipynb) or a Python script (.py).")
+        is_notebook = path.suffix == ".ipynb"
+        export = None
+        if is_notebook:
+            from ..export import export_notebook
+
+            export = await asyncio.to_thread(export_notebook, str(path), lenient=req.lenient)
+        args = params_to_flags(req.params, export.parameters if export else None) + list(req.args)
+        opts = self._options(req)
+        kernel, image_info = None, None
+        if req.kernel_id:
+            kernel, image_info = await self._kernel_spec(req.kernel_id)
+        else:
+            image_info = await self.engine.image(opts.image)
+        image_tag = kernel.image if kernel else opts.image
+        pinned = (image_info.get("RepoDigests") or [None])[0] or image_info["Id"]
+        image_config = image_info.get("Config") or {}
+        image_labels = image_config.get("Labels") or {}
+        job_id = uuid.uuid4().hex[:12]
+        workdir = str(path.parent)
+        user = kernel.user if kernel else opts.container_user()
+        out_dir = await asyncio.to_thread(O.make_output_dir, workdir, job_id, user)
+        script = path if export is None else out_dir / "train.py"
+        if export is not None:
+            await asyncio.to_thread(O.write_atomic, script, export.script.encode())
+        env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(out_dir), "PYTHONUNBUFFERED": "1"}
+        if script.parent != path.parent:  # exported script: the notebook's folder stays importable
+            image_env = dict(e.partition("=")[::2] for e in image_config.get("Env") or [])
+            inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_env.get("PYTHONPATH")
+            env["PYTHONPATH"] = workdir + (f":{inherited}" if inherited else "")
+        labels = {S.LABEL_KIND: "job", S.LABEL_JOB_ID: job_id, S.LABEL_NOTEBOOK: str(path)}
+        command = job_command(self.python, str(script), args, req.nproc_per_node)
+        if kernel is not None:
+            spec = job_spec_from_kernel(
+                kernel, command=command, workdir=workdir, env=env,
+                labels={S.LABEL_OWNER_UID: str(os.geteuid()), **labels},
+                gpus=S.parse_gpus(req.gpus) if req.gpus is not None else None,
+                mem_limit=S.parse_size(req.mem_limit, "mem_limit") if req.mem_limit is not None else None)
+        else:
+            spec = opts.base_spec(command=command, workdir=workdir, labels=labels,
+                                  env={**S.filter_env(os.environ, opts.env_allowlist), **env})
+        spec = dataclasses.replace(spec, image=pinned, name=f"ptcuda-job-{job_id}")
+        job = Job(
+            id=job_id, owner=req.owner or username(), name=req.name or path.stem,
+            notebook=str(path) if is_notebook else None, notebook_sha256=export.notebook_sha256 if export else None,
+            script=str(script), script_sha256=await asyncio.to_thread(O.sha256_file, script), workdir=workdir,
+            output_dir=str(out_dir), parameters=dict(req.params), args=args, image=image_tag, image_digest=pinned,
+            gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=time.time(), timeout=req.timeout,
+            requirements=list(export.requirements) if export else [],
+            meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
+                  "git_commit": await asyncio.to_thread(O.git_commit, workdir), "mem_limit": spec.mem_limit,
+                  "nproc_per_node": req.nproc_per_node, "user": spec.user},
+        )
+        await self._db(self.store.insert, job)
+        return await self._start(job, spec, opts.gpu_fallback, inherited_gpus=kernel is not None and req.gpus is None,
+                                 watch=watch)
+
+    def _options(self, req: JobRequest) -> JobOptions:
+        given = {k: v for k, v in (("image", req.image), ("gpus", req.gpus), ("mem_limit", req.mem_limit))
+                 if v is not None and not (k != "image" and req.kernel_id)}
+        try:
+            return JobOptions(parent=self, **given)
+        except TraitError as exc:
+            raise ConfigError(str(exc)) from None
+
+    async def _kernel_spec(self, kernel_id: str) -> tuple[S.ContainerSpec, dict[str, Any]]:
+        """The kernel's ContainerSpec with its concrete GPUs, and its image's inspect.
+
+        A kernel managed by this server gives its provisioner's ``_spec``; otherwise (the CLI) the spec is
+        read back from the kernel container's ``docker inspect``. The GPUs are the container's: a count
+        becomes the device indexes Docker gave it (0..n-1).
+        """
+        prov_spec, info = None, None
+        km = self.kernel_manager
+        if km is not None:
+            try:
+                prov = km.get_kernel(kernel_id).provisioner
+            except (KeyError, AttributeError):
+                prov = None
+            prov_spec = getattr(prov, "_spec", None)
+            if prov_spec is not None and getattr(prov, "container_id", None):
+                info = await self.engine.inspect(prov.container_id)
+        if info is None:
+            prov_spec, info = None, await find_kernel_container(self.engine, kernel_id)
+        image_info = await self.engine.image(info["Image"])
+        found = spec_from_container(info, image_info.get("Config"))
+        gpus = found.gpus
+        if gpus.mode == "count":
+            gpus = S.GpuRequest("ids", ids=tuple(str(i) for i in range(gpus.count)))
+        base = prov_spec if isinstance(prov_spec, S.ContainerSpec) else found
+        return dataclasses.replace(base, gpus=gpus), image_info
+
+    async def _start(self, job: Job, spec: S.ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
+                     watch: bool) -> Job:
+        ledger = active_ledger()
+        try:
+            if ledger is not None and spec.gpus.wanted and not inherited_gpus:
+                spec = spec.with_gpus(await ledger.assign(job.id, spec.gpus))
+            try:
+                cid = await self.engine.run(spec)
+            except NoNvidiaRuntime as exc:
+                if gpu_fallback != "cpu":
+                    raise
+                self.log.warning("jupyter-ptcuda: %s -- gpu_fallback='cpu': job %s runs WITHOUT GPUs.",
+                                 exc.message.split(". ")[0], job.id)
+                spec = spec.with_gpus(S.GpuRequest())
+                cid = await self.engine.run(spec)
+        except PtcudaError as exc:
+            if ledger is not None:
+                ledger.release(job.id)
+            await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+                           reason=f"start failed: {exc.message.splitlines()[0]}")
+            await asyncio.to_thread(O.write_manifest, await self.get(job.id))
+            raise
+        info = await self.engine.inspect(cid)
+        started = docker_time(((info or {}).get("State") or {}).get("StartedAt")) or time.time()
+        if not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
+                              gpus=spec.gpus.label()):  # cancelled while starting
+            await self.engine.remove(cid)
+            if ledger is not None:
+                ledger.release(job.id)
+            return await self.get(job.id)
+        job = await self.get(job.id)
+        await asyncio.to_thread(O.write_manifest, job)
+        self.log.info("jupyter-ptcuda: job %s (%s) in container %s, image %s, gpus %s", job.id, job.name, cid[:12],
+                      job.image_digest[:19], job.gpus)
+        if watch:
+            self.spawn_watch(job.id)
+        return job

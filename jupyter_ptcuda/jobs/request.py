@@ -1,0 +1,102 @@
+"""What a job submission asks for (:class:`JobRequest`), and the command line it becomes.
+
+Built by the CLI (``jupyter ptcuda run``) and the REST handler (``POST jobs``), consumed by
+``JobManager.submit``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass
+class JobRequest:
+    """One submission. ``path``: absolute path of a notebook (exported on the fly) or a ``.py`` script.
+
+    ``gpus``/``mem_limit``/``image`` left as None take the kernel's (``kernel_id``) or the configured
+    defaults (``c.JobOptions``). ``params`` become the script's flags (``--lr 0.5``), then ``args`` are
+    passed through as given.
+    """
+
+    path: str
+    kernel_id: str | None = None
+    image: str | None = None
+    gpus: Any = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    args: list[str] = dataclasses.field(default_factory=list)
+    nproc_per_node: int | None = None
+    timeout: float | None = None
+    mem_limit: Any = None
+    name: str = ""
+    lenient: bool = False
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kernel_id and self.image:
+            raise ConfigError("give either a kernel to copy (--from-kernel / kernel_id) or an image, not both: "
+                              "a job from a kernel runs in that kernel's image.")
+        if self.nproc_per_node is not None:
+            if isinstance(self.nproc_per_node, bool) or not isinstance(self.nproc_per_node, int) \
+                    or self.nproc_per_node < 1:
+                raise ConfigError(f"nproc_per_node={self.nproc_per_node!r}: give a positive number of processes.")
+        if self.timeout is not None:
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or self.timeout <= 0:
+                raise ConfigError(f"timeout={self.timeout!r}: give a positive number of seconds, or leave it unset.")
+            self.timeout = float(self.timeout)
+        if not isinstance(self.params, Mapping):
+            raise ConfigError("params must be an object of {name: value}, e.g. {\"lr\": 0.5}.")
+        for key in self.params:
+            if not isinstance(key, str) or not _NAME_RE.match(key):
+                raise ConfigError(f"parameter name {key!r} is not a Python identifier (e.g. lr, batch_size).")
+        if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
+            raise ConfigError("args must be a list of strings, passed to the script as given.")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``--param k=v`` → (k, value): JSON when it parses (``0.5``, ``true``, ``[64, 32]``), else the text."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--param {text!r}: write NAME=VALUE, e.g. --param lr=0.5")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def params_to_flags(params: Mapping[str, Any], kinds: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """The exported script's flags for parameter values: ``--lr 0.5``, ``--amp``/``--no-amp``, JSON for
+    lists/dicts/None. ``kinds`` (the export's ``parameters``) lets unknown names fail here, before a
+    container is started, instead of as the script's usage error."""
+    if kinds is not None:
+        unknown = sorted(set(params) - set(kinds))
+        if unknown:
+            known = ", ".join(sorted(kinds)) or "none: the notebook has no cell tagged 'parameters'"
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; the notebook's parameters are: {known}.")
+    flags: list[str] = []
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        kind = (kinds or {}).get(name, {}).get("type")
+        if isinstance(value, bool) and kind in (None, "bool"):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, str) and kind != "json":
+            flags += [flag, value]
+        else:
+            flags += [flag, json.dumps(value)]
+    return flags
+
+
+def job_command(python: str, script: str, args: Sequence[str], nproc_per_node: int | None) -> list[str]:
+    """``python -u script args`` or, with ``nproc_per_node``, the same under ``torch.distributed.run``."""
+    if nproc_per_node:
+        return [python, "-u", "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node),
+                script, *args]
+    return [python, "-u", script, *args]
