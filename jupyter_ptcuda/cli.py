@@ -125,7 +125,7 @@ def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None
         out["export"] = reg_export
     except ImportError:
         pass
-    for mod in ("health_cli", "jobs_cli"):
+    for mod in ("health_cli", "jobs.cli"):
         try:
             module = __import__(f"jupyter_ptcuda.{mod}", fromlist=["register"])
         except ImportError:

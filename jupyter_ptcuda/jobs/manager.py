@@ -124,8 +124,13 @@ class JobManager(JobLifecycle):
             self.log.warning("jupyter-ptcuda: jobs not reconciled: %s", exc.message.splitlines()[0])
 
     # -- queries ----------------------------------------------------------------------------------
-    async def list_jobs(self, states: tuple[str, ...] | None = None) -> list[Job]:
-        return await self._db(self.store.list_jobs, states)
+    async def list_jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs from the store, newest first (no engine call; reconciling is :meth:`reconcile`'s job)."""
+        return await self._db(self.store.list_jobs, states, limit)
+
+    async def count_by_state(self) -> dict[str, int]:
+        """{state: number of jobs} (the Prometheus metrics)."""
+        return await self._db(self.store.count_by_state)
 
     # -- submit -----------------------------------------------------------------------------------
     async def submit(self, req: JobRequest, *, watch: bool = True) -> Job:

@@ -193,6 +193,12 @@ class JobStore:
         with self._connect() as db:
             return [_from_row(r) for r in db.execute(query, params).fetchall()]
 
+    def count_by_state(self) -> dict[str, int]:
+        """{state: number of jobs}, every state present (zeros included)."""
+        with self._connect() as db:
+            found = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {state: int(found.get(state, 0)) for state in STATES}
+
     def update(self, job_id: str, **fields: Any) -> Job:
         """Set fields that are not the state (container id, digest, cancel_reason, meta...)."""
         if "state" in fields:
