@@ -38,6 +38,7 @@ from . import spec as S
 from .engine import Engine, get_engine
 from .errors import ConfigError, ImageNotFound, LaunchError, NoNvidiaRuntime, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
+from .ledger import active_ledger
 
 CONTAINER_CONN_DIR = "/run/ptcuda"
 SERVER_STARTED = time.time()
@@ -120,10 +121,15 @@ class ContainerOptions(LoggingConfigurable):
         return f"{self.unprivileged_uid}:{self.unprivileged_gid}"
 
     def base_spec(self, *, command: list[str], workdir: str, env: dict[str, str], labels: dict[str, str],
-                  ports: dict[int, int] | None = None, extra_mounts: tuple[S.Mount, ...] = ()) -> S.ContainerSpec:
-        """The ContainerSpec for these options: the one builder kernels and jobs share."""
+                  ports: dict[int, int] | None = None, extra_mounts: tuple[S.Mount, ...] = (),
+                  mount_workdir: bool = True) -> S.ContainerSpec:
+        """The ContainerSpec for these options: the one builder kernels, jobs and health checks share.
+
+        ``workdir`` (the notebook's directory) is bind-mounted at its own path unless ``mount_workdir``
+        is False (one-off health containers)."""
         gpus = S.parse_gpus(self.gpus)
-        mounts = (S.Mount(workdir, workdir, False),) + S.parse_mounts(self.mounts) + extra_mounts
+        own = (S.Mount(workdir, workdir, False),) if mount_workdir else ()
+        mounts = own + S.parse_mounts(self.mounts) + extra_mounts
         labels = {S.LABEL_OWNER_UID: str(os.geteuid()), S.LABEL_GPUS: gpus.label(), **labels}
         return S.ContainerSpec(
             image=self.image, command=tuple(command), user=self.container_user(), workdir=workdir,
@@ -240,8 +246,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         return self.connection_info
 
     async def _resolve_gpus(self, spec: S.ContainerSpec) -> S.ContainerSpec:
-        """Hook for the GPU ledger (server extension); plain provisioners pass the request through."""
-        ledger = getattr(self.parent, "ptcuda_ledger", None) if self.parent else None
+        """The GPU ledger (set by the server extension) picks devices; without it requests pass through."""
+        ledger = active_ledger()
         if ledger is None or not spec.gpus.wanted:
             return spec
         return spec.with_gpus(await ledger.assign(str(self.kernel_id), spec.gpus))
@@ -352,7 +358,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         await self._remove_container()
         if not restart:
             shutil.rmtree(self._container_conn_dir(), ignore_errors=True)
-            ledger = getattr(self.parent, "ptcuda_ledger", None) if self.parent else None
+            ledger = active_ledger()
             if ledger is not None:
                 ledger.release(str(self.kernel_id))
             if self.ports_cached:

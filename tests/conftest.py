@@ -8,6 +8,9 @@ import subprocess
 
 import pytest
 
+# pytest-jupyter runs every coroutine test on its io_loop (jp_fetch needs that loop).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 TEST_IMAGE = os.environ.get("JUPYTER_PTCUDA_TEST_IMAGE", "jupyter-ptcuda-test:cpu")
 DEBIAN_BASE = "jupyter-ptcuda/debian-base:bookworm"
 

@@ -1,0 +1,75 @@
+"""Run ``check.py`` in an image (one-off container) or in a running kernel's container.
+
+Callers: ``jupyter ptcuda health`` (CLI) and ``POST health`` (server extension). Both go through the
+engine seam; the one-off container is built by the same ``ContainerOptions.base_spec`` as kernels, so
+the check sees the kernel's shared memory, limits, user and GPU request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..engine import Engine
+from ..errors import NoNvidiaRuntime, NotFound
+from ..spec import LABEL_KERNEL_ID, LABEL_KIND, GpuRequest
+from . import check_script_source
+from .report import parse_report
+
+
+def _options(parent: Any, image: str, gpus: Any) -> Any:
+    from ..provisioner import ContainerOptions
+
+    kwargs: dict[str, Any] = {"image": image}
+    if gpus is not None:
+        kwargs["gpus"] = gpus
+    return ContainerOptions(parent=parent, **kwargs)
+
+
+async def check_image(engine: Engine, image: str, *, gpus: Any = None, perf: bool = False,
+                      parent: Any = None, timeout: float = 600) -> dict[str, Any]:
+    """The health report of ``image``. Without an NVIDIA runtime the check still runs, on the CPU,
+    and the report says that this is why CUDA is unavailable."""
+    from ..images import check_kernel_image
+
+    await engine.image(image)  # ImageNotFound with the fix
+    opts = _options(parent, image, gpus)
+    command = ["python", "-c", check_script_source()] + (["--perf"] if perf else [])
+    spec = opts.base_spec(command=command, workdir="/tmp", env={}, labels={LABEL_KIND: "health"},
+                          mount_workdir=False)
+    note = None
+    try:
+        code, out = await engine.run_once(spec, timeout=timeout)
+    except NoNvidiaRuntime as exc:
+        note = exc.message
+        code, out = await engine.run_once(spec.with_gpus(GpuRequest()), timeout=timeout)
+    report = parse_report(out)
+    if note:
+        report.setdefault("notes", []).insert(0, note)
+        report["cuda"] = {**report.get("cuda", {}), "reason_code": "no_nvidia_runtime",
+                          "reason": "GPUs were requested but the Docker engine has no NVIDIA runtime "
+                                    "(NVIDIA Container Toolkit); the check ran without GPUs."}
+    report["target"] = {"image": image, "gpus": spec.gpus.label()}
+    try:
+        report["image"] = await check_kernel_image(engine, image)
+    except Exception as exc:  # noqa: BLE001 - informative only; the checks above are the verdict
+        report.setdefault("notes", []).append(f"not a kernel image: {exc}")
+    return report
+
+
+async def find_kernel_container(engine: Engine, kernel_id: str) -> dict[str, Any]:
+    found = await engine.containers({LABEL_KIND: "kernel", LABEL_KERNEL_ID: kernel_id}, all=False)
+    if not found:
+        raise NotFound(f"no running container for kernel {kernel_id}: is it a PyTorch (CUDA) kernel, and running?")
+    return found[0]
+
+
+async def check_kernel(engine: Engine, kernel_id: str, *, perf: bool = False, timeout: float = 600) -> dict[str, Any]:
+    """The health report from inside a running kernel's container (``docker exec``)."""
+    container = await find_kernel_container(engine, kernel_id)
+    argv = ["python", "-"] + (["--perf"] if perf else [])
+    code, out = await asyncio.wait_for(
+        engine.exec(container["Id"], argv, stdin=check_script_source().encode()), timeout)
+    report = parse_report(out.decode("utf-8", "replace"))
+    report["target"] = {"kernel_id": kernel_id, "container": container["Id"][:12], "image": container.get("Image")}
+    return report

@@ -1,0 +1,128 @@
+"""The ``jupyter_ptcuda`` server extension: config, shared state, background tasks, handlers.
+
+Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_ptcuda.json``. At start it sets
+the GPU ledger used by the provisioner, starts the NVML sampler lazily (first ``GET gpus``), and
+reaps orphaned kernel containers at start and every ``reap_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import CaselessStrEnum, Float, Unicode, default
+
+from ..engine import Engine, get_engine
+from ..errors import PtcudaError
+from ..ledger import GpuLedger, set_active_ledger
+from ..nvml.sampler import GpuSampler
+from ..provisioner import server_id
+from ..reaper import reap_orphans
+
+
+@dataclass
+class PtcudaState:
+    """Everything handlers share (``settings["jupyter_ptcuda_state"]``)."""
+
+    app: PtcudaExtension
+    engine: Engine
+    sampler: GpuSampler
+    ledger: GpuLedger
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: Any = None  # jupyter_ptcuda.jobs JobManager, when that module is present
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        """Run a background coroutine, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+class PtcudaExtension(ExtensionApp):
+    name = "jupyter_ptcuda"
+
+    nvml = Unicode(config=True, help="""NVML backend: '' (default) loads nvidia-ml-py's pynvml; 'fake:SPEC'
+        uses the built-in fake (tests, demos; e.g. 'fake:2'). Default from $JUPYTER_PTCUDA_FAKE_NVML
+        ('fake:' + its value) when set. Example: c.PtcudaExtension.nvml = "fake:2" """)
+    sample_interval = Float(1.0, config=True, help="Seconds between GPU samples (default 1.0).")
+    history_seconds = Float(3600.0, config=True, help="GPU history kept server-side (default 3600 s).")
+    reap_interval = Float(300.0, config=True, help="""Seconds between orphan-container sweeps (default 300;
+        0 = only at start).""")
+    gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
+        (default): a GPU given to a kernel or job by count/id is not given to another. 'shared': counts
+        pick the least loaded GPUs regardless of holders.""")
+    health_timeout = Float(600.0, config=True, help="Seconds a health check may run (default 600).")
+
+    @default("nvml")
+    def _default_nvml(self) -> str:
+        fake = os.environ.get("JUPYTER_PTCUDA_FAKE_NVML")
+        return f"fake:{fake}" if fake else ""
+
+    def _make_nvml(self) -> Any:
+        if self.nvml.startswith("fake:"):
+            from ..nvml.fake import make_fake_nvml
+
+            return make_fake_nvml(self.nvml[len("fake:") :])
+        return None  # the sampler imports pynvml on its own thread
+
+    def initialize_settings(self) -> None:
+        engine = get_engine()
+        sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
+        ledger = GpuLedger(engine, sampler.snapshot, sharing=self.gpu_sharing)
+        set_active_ledger(ledger)
+        self.state = PtcudaState(app=self, engine=engine, sampler=sampler, ledger=ledger)
+        try:
+            from ..jobs.manager import JobManager
+
+            self.state.jobs = JobManager(engine=engine, parent=self, root_dir=self.serverapp.root_dir)
+        except ImportError:
+            self.log.debug("jupyter-ptcuda: jobs module not present")
+        self.settings.update({"jupyter_ptcuda_state": self.state})
+
+    def initialize_handlers(self) -> None:
+        from . import handlers
+
+        self.handlers.extend(handlers.handlers)
+        try:
+            from . import job_handlers
+        except ImportError:
+            return
+        self.handlers.extend(job_handlers.handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self.state.spawn(self._reap_loop())
+        if self.state.jobs is not None and hasattr(self.state.jobs, "start"):
+            await self.state.jobs.start()
+
+    async def reap_once(self) -> list[dict[str, Any]]:
+        """Remove our kernel containers whose kernel this server (or a dead one) no longer has."""
+        km = self.serverapp.kernel_manager
+        known = set(km.list_kernel_ids())
+        removed = await reap_orphans(self.state.engine, own_server_id=server_id(), known_kernels=known)
+        for c in removed:
+            self.log.warning("jupyter-ptcuda: removed orphaned container %s (kernel %s): %s",
+                             c["id"][:12], c["kernel_id"], c["why"])
+        return removed
+
+    async def _reap_loop(self) -> None:
+        while True:
+            try:
+                await self.reap_once()
+            except PtcudaError as exc:
+                self.log.info("jupyter-ptcuda: orphan sweep skipped: %s", exc.message.splitlines()[0])
+            if self.reap_interval <= 0:
+                return
+            await asyncio.sleep(self.reap_interval)
+
+    async def stop_extension(self) -> None:
+        for task in list(self.state.tasks):
+            task.cancel()
+        if self.state.jobs is not None and hasattr(self.state.jobs, "stop"):
+            await self.state.jobs.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
+        set_active_ledger(None)

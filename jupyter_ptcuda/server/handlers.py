@@ -1,0 +1,219 @@
+"""REST handlers: GPUs, kernels, health checks, Prometheus metrics (``{base_url}/jupyter-ptcuda/...``).
+
+Every verb is ``@web.authenticated`` + ``@authorized`` (resource ``jupyter_ptcuda``). Reads of GPU state
+never call NVML (the sampler's cached snapshot); Docker calls go through the engine's worker threads.
+The routes are described in ``jupyter_ptcuda/server/openapi.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from ..errors import ConfigError, NotFound, PtcudaError
+from ..health.runner import check_image, check_kernel
+from ..spec import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KIND, LABEL_NOTEBOOK, parse_gpus
+from .attribution import attribute_processes
+from .base import NAMESPACE, PtcudaHandler
+
+_ID = r"(?P<item_id>[A-Za-z0-9_.-]+)"
+HOLDERS_TTL = 1.0
+
+
+async def cached_holders(state: Any) -> dict[str, list[dict[str, str]]]:
+    """Ledger holders, cached for a second (many panels polling must not mean many Docker calls)."""
+    cache = getattr(state, "_holders_cache", None)
+    if cache and time.monotonic() - cache[0] < HOLDERS_TTL:
+        return cache[1]
+    try:
+        holders = await state.ledger.holders()
+    except PtcudaError:
+        holders = {}
+    state._holders_cache = (time.monotonic(), holders)
+    return holders
+
+
+class GpusHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Snapshot + history (``?since=<epoch>&max_points=<n>``) + who holds each GPU."""
+        sampler = self.state.sampler
+        sampler.ensure_started()
+        try:
+            since = float(self.get_argument("since")) if self.get_argument("since", None) else None
+            max_points = int(self.get_argument("max_points", "600"))
+        except ValueError:
+            raise web.HTTPError(400, "since must be a number (epoch seconds) and max_points an integer") from None
+        if max_points <= 0:
+            raise web.HTTPError(400, "max_points must be positive")
+        snap = sampler.snapshot()
+        holders = await cached_holders(self.state)
+        for gpu in snap.get("gpus", []):
+            gpu["holders"] = holders.get(str(gpu.get("index")), [])
+        if snap.get("gpus"):
+            await attribute_processes(snap)  # NVML pids → our containers
+        self.write_json({"snapshot": snap, "history": sampler.history(since=since, max_points=max_points)})
+
+
+class KernelsHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Kernel ↔ container ↔ GPUs ↔ notebook, for this server's kernels."""
+        self.write_json(await kernels_view(self))
+
+
+async def kernels_view(handler: PtcudaHandler) -> list[dict[str, Any]]:
+    km = handler.serverapp.kernel_manager
+    sessions = {s["kernel"]["id"]: s for s in await handler.serverapp.session_manager.list_sessions() if s.get("kernel")}
+    try:
+        containers = {c["Labels"].get(LABEL_KERNEL_ID): c
+                      for c in await handler.state.engine.containers({LABEL_KIND: "kernel"}, all=False)}
+    except PtcudaError:
+        containers = {}
+    out = []
+    for kid in km.list_kernel_ids():
+        kernel = km.get_kernel(kid)
+        model = km.kernel_model(kid)
+        c = containers.get(kid)
+        labels = (c or {}).get("Labels") or {}
+        session = sessions.get(kid, {})
+        gpus = labels.get(LABEL_GPUS, "")
+        out.append({
+            "kernel_id": kid,
+            "name": model.get("name"),
+            "execution_state": model.get("execution_state"),
+            "notebook": session.get("path") or labels.get(LABEL_NOTEBOOK),
+            "container_id": (c or {}).get("Id", "")[:12] or None,
+            "image": (c or {}).get("Image"),
+            "gpus": [] if gpus in ("", "none") else gpus.split(","),
+            "in_container": bool(getattr(kernel.provisioner, "container_id", None)),
+        })
+    return out
+
+
+class HealthCollectionHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Start a health check of ``{"image": ..., "gpus"?, "perf"?}`` or ``{"kernel_id": ...}``."""
+        body = self.json_body()
+        image, kernel_id = body.get("image"), body.get("kernel_id")
+        if bool(image) == bool(kernel_id):
+            raise ConfigError("give exactly one of 'image' (an image name) or 'kernel_id' (a running kernel)")
+        if image is not None and not isinstance(image, str):
+            raise ConfigError("'image' must be a string such as 'jupyter-ptcuda/pytorch-kernel:latest'")
+        if kernel_id is not None:
+            if not isinstance(kernel_id, str) or kernel_id not in self.serverapp.kernel_manager:
+                raise NotFound(f"no kernel {kernel_id!r} on this server")
+        if "gpus" in body:
+            parse_gpus(body["gpus"])
+        perf = body.get("perf", False)
+        if not isinstance(perf, bool):
+            raise ConfigError("'perf' must be true or false")
+        hid = uuid.uuid4().hex[:12]
+        entry = {"id": hid, "state": "running", "created": time.time(), "finished": None,
+                 "target": {"image": image} if image else {"kernel_id": kernel_id}, "report": None, "error": None}
+        self.state.health[hid] = entry
+        while len(self.state.health) > 100:
+            self.state.health.pop(next(iter(self.state.health)))
+        self.state.spawn(self._run(entry, image, kernel_id, body.get("gpus"), perf))
+        self.set_header("Location", url_path_join(self.base_url, NAMESPACE, "health", hid))
+        self.write_json(entry, status=201)
+
+    async def _run(self, entry: dict[str, Any], image: str | None, kernel_id: str | None, gpus: Any, perf: bool) -> None:
+        engine, timeout = self.state.engine, self.state.app.health_timeout
+        try:
+            if image:
+                entry["report"] = await check_image(engine, image, gpus=gpus, perf=perf,
+                                                    parent=self.state.app, timeout=timeout)
+            else:
+                entry["report"] = await check_kernel(engine, str(kernel_id), perf=perf, timeout=timeout)
+            entry["state"] = "done"
+        except PtcudaError as exc:
+            entry.update(state="error", error={"message": exc.message, "reason": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - reported to the client, logged here
+            self.log.exception("jupyter-ptcuda: health check failed")
+            entry.update(state="error", error={"message": f"{type(exc).__name__}: {exc}", "reason": "error"})
+        entry["finished"] = time.time()
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(list(self.state.health.values()))
+
+
+class HealthHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, item_id: str) -> None:
+        entry = self.state.health.get(item_id)
+        if entry is None:
+            raise NotFound(f"no health check {item_id!r} (results are kept for the last 100 checks)")
+        self.write_json(entry)
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", text)
+
+
+def _esc(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsHandler(PtcudaHandler):
+    GAUGES = [("utilization_gpu", "gpu_utilization_percent", "GPU utilisation (%)"),
+              ("utilization_memory", "gpu_memory_utilization_percent", "Memory controller utilisation (%)"),
+              ("memory_used", "gpu_memory_used_bytes", "GPU memory used (bytes)"),
+              ("memory_total", "gpu_memory_total_bytes", "GPU memory total (bytes)"),
+              ("temperature_c", "gpu_temperature_celsius", "GPU temperature (C)"),
+              ("power_w", "gpu_power_watts", "Power draw (W)"),
+              ("power_limit_w", "gpu_power_limit_watts", "Enforced power limit (W)"),
+              ("clock_sm_mhz", "gpu_sm_clock_mhz", "SM clock (MHz)"),
+              ("ecc_volatile_uncorrected", "gpu_ecc_volatile_uncorrected_errors", "Volatile uncorrected ECC errors")]
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Prometheus text exposition format 0.0.4."""
+        sampler = self.state.sampler
+        sampler.ensure_started()
+        snap = sampler.snapshot()
+        lines = ["# HELP ptcuda_nvml_up 1 when NVML answers on this host.", "# TYPE ptcuda_nvml_up gauge",
+                 f"ptcuda_nvml_up {1 if snap.get('state') == 'ok' else 0}"]
+        holders = await cached_holders(self.state)
+        for key, name, help_text in self.GAUGES:
+            lines += [f"# HELP ptcuda_{name} {help_text}", f"# TYPE ptcuda_{name} gauge"]
+            for g in snap.get("gpus", []):
+                if g.get(key) is not None:
+                    lines.append(f'ptcuda_{name}{{gpu="{g["index"]}",uuid="{_esc(g.get("uuid"))}",'
+                                 f'name="{_esc(g.get("name"))}"}} {g[key]}')
+        lines += ["# HELP ptcuda_gpu_holders Kernels/jobs of jupyter-ptcuda holding each GPU.",
+                  "# TYPE ptcuda_gpu_holders gauge"]
+        for gpu, hs in sorted(holders.items()):
+            lines.append(f'ptcuda_gpu_holders{{gpu="{_esc(gpu)}"}} {len(hs)}')
+        kernels = self.serverapp.kernel_manager.list_kernel_ids()
+        lines += ["# HELP ptcuda_kernels Kernels on this server.", "# TYPE ptcuda_kernels gauge",
+                  f"ptcuda_kernels {len(kernels)}"]
+        jobs = self.state.jobs
+        if jobs is not None and hasattr(jobs, "count_by_state"):
+            lines += ["# HELP ptcuda_jobs Batch jobs by state.", "# TYPE ptcuda_jobs gauge"]
+            for st, n in sorted((await jobs.count_by_state()).items()):
+                lines.append(f'ptcuda_jobs{{state="{_esc(st)}"}} {n}')
+        self.finish("\n".join(lines) + "\n", set_content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+handlers = [
+    (rf"/{NAMESPACE}/gpus", GpusHandler),
+    (rf"/{NAMESPACE}/kernels", KernelsHandler),
+    (rf"/{NAMESPACE}/health", HealthCollectionHandler),
+    (rf"/{NAMESPACE}/health/{_ID}", HealthHandler),
+    (rf"/{NAMESPACE}/metrics", MetricsHandler),
+]

@@ -1,0 +1,111 @@
+"""The REST API through a real Jupyter server: GPUs (fake NVML), kernels, health (real engine), metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+OPENAPI = Path(__file__).resolve().parents[2] / "jupyter_ptcuda" / "server" / "openapi.yaml"
+
+
+async def wait_for(api, path, pred, timeout=60):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, body, _ = await api("GET", path)
+        if pred(status, body):
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{path}: still {status} {body}")
+        await asyncio.sleep(0.2)
+
+
+async def test_gpus_snapshot_and_history(api):
+    body = await wait_for(api, "gpus", lambda s, b: s == 200 and len(next(iter(b["history"].values()), {}).get("t", [])) >= 3)
+    snap = body["snapshot"]
+    assert snap["state"] == "ok"
+    names = [g["name"] for g in snap["gpus"]]
+    assert len(names) == 2 and "H100" in names[0] and "L4" in names[1]
+    g0 = snap["gpus"][0]
+    for key in ("uuid", "utilization_gpu", "memory_used", "memory_total", "temperature_c", "power_w",
+                "power_limit_w", "clock_sm_mhz", "throttle_reasons", "ecc_volatile_uncorrected", "mig_mode", "holders"):
+        assert key in g0, key
+    assert set(body["history"]) == {g["uuid"] for g in snap["gpus"]}
+    status, again, _ = await api("GET", "gpus", params={"since": str(snap["sampled_at"])})
+    assert status == 200
+
+
+async def test_bad_query_is_400(api):
+    status, body, _ = await api("GET", "gpus", params={"max_points": "banana"})
+    assert status == 400 and "max_points" in body["message"]
+
+
+async def test_no_driver_is_a_state_not_an_error(jp_serverapp, api, monkeypatch):
+    from jupyter_ptcuda.nvml.fake import make_fake_nvml
+    from jupyter_ptcuda.nvml.sampler import GpuSampler
+
+    state = jp_serverapp.web_app.settings["jupyter_ptcuda_state"]
+    state.sampler.stop()
+    state.sampler = GpuSampler(make_fake_nvml("driver_not_loaded"), interval=0.2)
+    body = await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "unavailable")
+    assert "driver" in body["snapshot"]["reason"].lower() and body["snapshot"]["gpus"] == []
+    state.sampler.stop()
+
+
+async def test_metrics_prometheus(api):
+    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")
+    status, text, r = await api("GET", "metrics")
+    assert status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert "ptcuda_nvml_up 1" in text
+    assert 'ptcuda_gpu_memory_total_bytes{gpu="0"' in text and 'gpu="1"' in text
+
+
+async def test_unauthenticated_is_refused(jp_fetch):
+    from tornado.httpclient import HTTPClientError
+
+    for method, body in (("GET", None), ("POST", "{}")):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("jupyter-ptcuda", "health", method=method, body=body, headers={"Authorization": "token wrong"})
+        assert err.value.code in (401, 403)
+
+
+async def test_health_check_bad_input(api):
+    for body, words in (("not json", "not valid JSON"), ({}, "exactly one"), ({"image": "x", "kernel_id": "y"}, "exactly one"),
+                        ({"image": 3}, "must be a string"), ({"image": "x", "gpus": "banana"}, "not a GPU index")):
+        status, reply, _ = await api("POST", "health", body)
+        assert status == 400 and words in reply["message"], (body, reply)
+    status, reply, _ = await api("POST", "health", {"kernel_id": "nope"})
+    assert status == 404
+    status, reply, _ = await api("GET", "health/unknown123")
+    assert status == 404 and "no health check" in reply["message"]
+
+
+@pytest.mark.integration
+async def test_health_check_of_image(api, engine, test_image):
+    status, entry, r = await api("POST", "health", {"image": test_image, "gpus": "none"})
+    assert status == 201 and r.headers["Location"].endswith(f"/jupyter-ptcuda/health/{entry['id']}")
+    done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running", timeout=120)
+    assert done["state"] == "done", done
+    report = done["report"]
+    checks = {c["id"]: c for c in report["checks"]}
+    assert checks["torch_import"]["status"] == "pass" and "2.13.0" in checks["torch_import"]["value"]
+    assert checks["cuda_available"]["status"] == "fail" and report["cuda"]["reason_code"] == "cpu_only_build"
+    assert checks["cuda_available"]["remediation"]
+
+
+@pytest.mark.integration
+async def test_health_check_of_missing_image(api, engine):
+    status, entry, _ = await api("POST", "health", {"image": "jupyter-ptcuda/absent:0"})
+    done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running")
+    assert done["state"] == "error" and "jupyter ptcuda image build" in done["error"]["message"]
+
+
+def test_openapi_lists_every_route():
+    from jupyter_ptcuda.server import handlers
+
+    spec = yaml.safe_load(OPENAPI.read_text())
+    documented = set(spec["paths"])
+    routes = {"/" + p.split("/", 2)[2].replace("(?P<item_id>[A-Za-z0-9_.-]+)", "{id}") for p, *_ in handlers.handlers}
+    assert routes <= documented, routes - documented
