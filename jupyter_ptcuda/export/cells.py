@@ -23,7 +23,7 @@ from functools import cache
 from IPython.core.inputtransformer2 import TransformerManager
 
 from jupyter_ptcuda.errors import ExportError
-from jupyter_ptcuda.export.context import ExportContext, indent_code
+from jupyter_ptcuda.export.context import ExportContext, indent_code, split_lines
 from jupyter_ptcuda.export.magics import ALIASES
 from jupyter_ptcuda.export.transform import MagicRewriter, Record, bound_names
 
@@ -62,9 +62,11 @@ def _automagic(line: str, ctx: ExportContext) -> bool:
 def transform(src: str, ctx: ExportContext) -> str:
     """The cell as IPython would run it: magics turned into ``get_ipython()`` calls."""
     try:
-        text = TransformerManager().transform_cell(src)
-        if len(text.strip().splitlines()) == 1 and _automagic(text.strip(), ctx):
-            text = TransformerManager().transform_cell("%" + text.strip() + "\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            text = TransformerManager().transform_cell(src)
+            if len(text.strip().splitlines()) == 1 and _automagic(text.strip(), ctx):
+                text = TransformerManager().transform_cell("%" + text.strip() + "\n")
     except (SyntaxError, ValueError, tokenize.TokenError) as exc:
         raise ExportError(f"IPython cannot read this cell: {exc}", cell=ctx.cell) from None
     return text
@@ -159,10 +161,10 @@ def _splice(lines: list[str], records: list[Record]) -> str | None:
 
 def render_code(src: str, ctx: ExportContext, echo: bool) -> str:
     """Python source for one cell (or magic body); ``echo``: print its last bare expression."""
-    text = transform(src, ctx)
+    text = transform(src, ctx).replace("\r\n", "\n").replace("\r", "\n")
     tree = parse(text, ctx)
     last = tree.body[-1] if tree.body else None
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)
     rewriter = MagicRewriter(ctx, lines)
     rewriter.visit(tree)
     records = rewriter.records

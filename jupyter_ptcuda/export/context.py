@@ -94,13 +94,22 @@ class ExportContext:
             self.requirements.append(spec)
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines ending in ``\\n`` (kept), as Python's tokenizer and ``ast`` line numbers count them.
+
+    Not ``str.splitlines``, which also splits at form feeds and other separators."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def indent_code(text: str, prefix: str) -> str:
     """Indent Python source by ``prefix``, leaving the inside of multi-line strings alone.
 
     ``textwrap.indent`` would change the value of a triple-quoted string; ``tokenize`` tells
     which lines are continuation lines of a string token. Blank lines stay blank.
     """
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)
     inside: set[int] = set()
     try:
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -112,3 +121,11 @@ def indent_code(text: str, prefix: str) -> str:
         line if number in inside or not line.strip() else prefix + line
         for number, line in enumerate(lines, 1)
     )
+
+
+def block(text: str) -> str:
+    """``text`` indented as the body of a ``with``/``def``, with ``pass`` if it has no statement
+    (a body of only dropped magics is only comments)."""
+    if not ast.parse(text).body:
+        text = (text.rstrip("\n") + "\npass\n").lstrip("\n")
+    return indent_code(text.rstrip("\n") + "\n", "    ")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from IPython.core.alias import default_aliases
 
-from jupyter_ptcuda.export.context import ExportContext, Translation, Unsupported, indent_code
+from jupyter_ptcuda.export.context import ExportContext, Translation, Unsupported, block
 from jupyter_ptcuda.export.interpolate import expand
 from jupyter_ptcuda.export.requirements import pip_install, pip_translation
 
@@ -52,6 +52,8 @@ def translate(method: str, args: list[str], ctx: ExportContext, *, statement: bo
         if name in DISPLAY_ONLY or (name in ("load_ext", "reload_ext") and arg.strip() == "autoreload"):
             why = "the script sets MPLBACKEND=Agg instead" if name == "matplotlib" else "display only"
             return Translation("dropped", source, f"dropped: {why}", text="", expr=ast.Constant(None))
+        if name.startswith("%"):
+            raise Unsupported(f"%{name} is a cell magic only on the first line of a cell", source)
         handler = _LINE.get(name)
         if handler is None and name in ALIASES:
             return alias(name, arg, ctx, source)
@@ -85,10 +87,13 @@ def str_literal(text: str) -> str:
     """``text`` as a Python literal; multi-line text as a readable ``'''\\`` block."""
     if "\n" not in text.rstrip("\n") or any(c < " " and c not in "\n\t" for c in text):
         return repr(text)
-    body = text.replace("\\", "\\\\").replace("'''", "\\'\\'\\'")
-    if body.endswith("'"):
-        body = body[:-1] + "\\'"
-    return "'''\\\n" + body + "'''"
+    quote = "'''" if "'''" not in text else '"""' if '"""' not in text else None
+    if quote is None:
+        return repr(text)
+    body = text.replace("\\", "\\\\")
+    if body.endswith(quote[0]):
+        body = body[:-1] + "\\" + quote[0]
+    return quote + "\\\n" + body + quote
 
 
 def _unquote(text: str) -> str:
@@ -237,9 +242,8 @@ def _time(arg: str, ctx: ExportContext, source: str, statement: bool) -> Transla
     if statement:
         ctx.use("_time")
         assert ctx.render is not None
-        body = ctx.render(arg, False) if arg.strip() else "pass"
         return Translation("line_magic", source, "timed with time.perf_counter",
-                           text="with _time():\n" + indent_code(body, "    "))
+                           text="with _time():\n" + block(ctx.render(arg, False)))
     try:
         expr = ast.parse(arg.strip(), mode="eval").body
     except SyntaxError:
@@ -259,8 +263,7 @@ def _timeit_text(code: str, opts: dict[str, str], ctx: ExportContext) -> str:
         return f"_timeit(lambda: {ast.unparse(expr)}{kwargs})"
     except SyntaxError:
         assert ctx.render is not None
-        body = ctx.render(code, False) if code.strip() else "pass"
-        return f"def _timeit_stmt():\n{indent_code(body, '    ')}\n_timeit(_timeit_stmt{kwargs})"
+        return f"def _timeit_stmt():\n{block(ctx.render(code, False))}_timeit(_timeit_stmt{kwargs})"
 
 
 def _timeit(arg: str, ctx: ExportContext, source: str, statement: bool) -> Translation:
@@ -289,9 +292,8 @@ def _cell_time(line: str, body: str, ctx: ExportContext, source: str) -> Transla
         raise Unsupported(f"{source}: %%time takes no arguments", source)
     ctx.use("_time")
     assert ctx.render is not None
-    text = ctx.render(body, ctx.echo_outputs) or "pass"
     return Translation("cell_magic", source, "body kept, timed with time.perf_counter",
-                       text="with _time():\n" + indent_code(text, "    "))
+                       text="with _time():\n" + block(ctx.render(body, ctx.echo_outputs)))
 
 
 def _cell_capture(line: str, body: str, ctx: ExportContext, source: str) -> Translation:
@@ -308,7 +310,7 @@ def _cell_capture(line: str, body: str, ctx: ExportContext, source: str) -> Tran
     ctx.use("_capture")
     args = ", ".join(f"{s}=False" for s in ("stdout", "stderr") if f"--no-{s}" in flags)
     return Translation("cell_magic", source, f"body kept; output captured in {names[0]}",
-                       text=f"with _capture({args}) as {names[0]}:\n" + indent_code(text or "pass", "    "))
+                       text=f"with _capture({args}) as {names[0]}:\n" + block(text))
 
 
 def _cell_writefile(line: str, body: str, ctx: ExportContext, source: str) -> Translation:

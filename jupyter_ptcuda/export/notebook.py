@@ -22,7 +22,7 @@ import nbformat
 
 from jupyter_ptcuda.errors import ExportError, NotFound
 from jupyter_ptcuda.export.cells import cell_bound_names, parse, render_code, transform
-from jupyter_ptcuda.export.context import ExportContext
+from jupyter_ptcuda.export.context import ExportContext, split_lines
 from jupyter_ptcuda.export.params import Param, check_flags, find_parameters, override_lines, parse_call
 from jupyter_ptcuda.export.runtime import prelude
 
@@ -108,14 +108,14 @@ def _compile_check(code: str, ctx: ExportContext) -> None:
         if "await" in exc.msg:
             message = ("uses top-level await, which plain Python does not allow: "
                        "put the code in an `async def main()` and call `asyncio.run(main())`")
-        lines = code.splitlines()
+        lines = split_lines(code)
         text = exc.text or (lines[exc.lineno - 1] if exc.lineno and exc.lineno <= len(lines) else "")
         raise ExportError(message, cell=ctx.cell, line=text.strip() or None) from None
 
 
 def _parameters(src: str, ctx: ExportContext) -> list[Param]:
     text = transform(src, ctx)
-    params, skipped = find_parameters(parse(text, ctx), text.splitlines())
+    params, skipped = find_parameters(parse(text, ctx), split_lines(text))
     check_flags(params, ctx.cell)
     for param in params:
         ctx.note("parameters", param.source, f"flag --{param.name.replace('_', '-')} ({param.kind})")
