@@ -1,0 +1,138 @@
+"""What a job leaves behind (manifest, log), how its end is named, and paths outside the server root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from jupyter_ptcuda.errors import ConfigError, Forbidden, NotFound
+from jupyter_ptcuda.jobs import outputs as O
+from jupyter_ptcuda.jobs.lifecycle import outcome
+from jupyter_ptcuda.jobs.logstream import docker_time
+from jupyter_ptcuda.jobs.store import Job
+from jupyter_ptcuda.server.job_handlers import JOB_FIELDS, check_fields
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "root"
+    (r / "nb").mkdir(parents=True)
+    (r / "nb" / "train.ipynb").write_text("{}")
+    (tmp_path / "secret.ipynb").write_text("{}")
+    return r
+
+
+def test_paths_inside_the_root_resolve(root):
+    assert O.resolve_under_root(root, "nb/train.ipynb") == (root / "nb" / "train.ipynb").resolve()
+    assert O.resolve_under_root(root, "nb/../nb/train.ipynb").name == "train.ipynb"
+    assert O.resolve_under_root(root, str(root / "nb" / "train.ipynb")).name == "train.ipynb"
+
+
+@pytest.mark.parametrize("path", ["../secret.ipynb", "nb/../../secret.ipynb", "/etc/passwd", "link/secret.ipynb",
+                                  "escape.ipynb"])
+def test_paths_outside_the_root_are_refused(root, path):
+    os.symlink(root.parent, root / "link")
+    os.symlink(root.parent / "secret.ipynb", root / "escape.ipynb")
+    with pytest.raises(Forbidden, match="outside the server's root"):
+        O.resolve_under_root(root, path)
+
+
+def test_missing_and_malformed_paths(root):
+    with pytest.raises(NotFound):
+        O.resolve_under_root(root, "nb/missing.ipynb")
+    assert O.resolve_under_root(root, "nb/new.train.py", must_exist=False).name == "new.train.py"
+    for bad in ("", "   ", "a\x00b"):
+        with pytest.raises(ConfigError):
+            O.resolve_under_root(root, bad)
+
+
+def test_relative_to_root(root):
+    assert O.relative_to_root(root, str(root / "nb" / "x.py")) == "nb/x.py"
+    assert O.relative_to_root(root, "/elsewhere/x.py") == "/elsewhere/x.py"
+    assert O.relative_to_root(None, "/a") == "/a"
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@e"})
+
+
+def test_manifest_says_what_ran_on_what_with_which_result(tmp_path):
+    nb = tmp_path / "project"
+    nb.mkdir()
+    _git(nb, "init", "-q")
+    (nb / "train.py").write_text("print('hi')\n")
+    _git(nb, "add", "train.py")
+    _git(nb, "commit", "-q", "-m", "x")
+    head = subprocess.run(["git", "-C", str(nb), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert O.git_commit(str(nb)) == head
+    assert O.git_commit(str(tmp_path)) is None  # not a repository: no commit, no error
+
+    out = O.make_output_dir(str(nb), "j1", "")
+    job = Job(id="j1", owner="ann", name="train", notebook=str(nb / "train.ipynb"), notebook_sha256="a" * 64,
+              script=str(out / "train.py"), script_sha256="b" * 64, workdir=str(nb), output_dir=str(out),
+              parameters={"lr": 0.5}, args=["--lr", "0.5"], image="img:tag", image_digest="sha256:" + "c" * 64,
+              gpus="0,1", state="completed", reason="completed", exit_code=0, created=100.0, started=101.0,
+              finished=111.5, timeout=60.0, requirements=["tqdm"],
+              meta={"torch": "2.13.0+cu124", "cuda": "12.4", "git_commit": head, "command": ["python", "-u", "t.py"],
+                    "mem_limit": 1024, "nproc_per_node": 2})
+    O.write_manifest(job)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["notebook_sha256"] == "a" * 64 and m["script_sha256"] == "b" * 64
+    assert m["parameters"] == {"lr": 0.5} and m["args"] == ["--lr", "0.5"]
+    assert (m["image"], m["image_digest"]) == ("img:tag", "sha256:" + "c" * 64)
+    assert m["gpu_ids"] == ["0", "1"] and (m["torch"], m["cuda"]) == ("2.13.0+cu124", "12.4")
+    assert m["git_commit"] == head
+    assert m["timings"] == {"created": "1970-01-01T00:01:40Z", "started": "1970-01-01T00:01:41Z",
+                            "finished": "1970-01-01T00:01:51.500000Z", "duration_s": 10.5}
+    assert (m["state"], m["exit_code"], m["reason"]) == ("completed", 0, "completed")
+    assert m["limits"] == {"mem_limit": 1024, "timeout_s": 60.0, "nproc_per_node": 2}
+    assert m["requirements"] == ["tqdm"]
+
+
+def test_log_is_saved_whole_and_read_from_an_offset(tmp_path):
+    job = Job(id="j", output_dir=str(tmp_path))
+    assert O.read_log(job) == b""
+    O.save_log(job, b"epoch 1\nepoch 2\n")
+    assert O.read_log(job, 8) == b"epoch 2\n"
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_output_dir_belongs_to_the_container_user(tmp_path):
+    out = O.make_output_dir(str(tmp_path), "j2", "1000:100")
+    assert out == tmp_path / "outputs" / "j2"
+    if os.geteuid() == 0:
+        assert (out.stat().st_uid, out.stat().st_gid) == (1000, 100)
+        assert (out.parent.stat().st_uid, out.parent.stat().st_gid) == (1000, 100)
+
+
+@pytest.mark.parametrize("state, cancel_reason, expected", [
+    ({"ExitCode": 0}, None, ("completed", "completed", 0)),
+    ({"ExitCode": 3}, None, ("failed", "failed", 3)),
+    ({"ExitCode": 137, "OOMKilled": True}, None, ("failed", "OOMKilled", 137)),
+    ({"ExitCode": 143}, "cancelled", ("cancelled", "cancelled", 143)),
+    ({"ExitCode": 137}, "timed_out", ("timed_out", "timed out", 137)),
+])
+def test_outcome(state, cancel_reason, expected):
+    assert outcome(Job(id="j", cancel_reason=cancel_reason), {"State": state}) == expected
+    assert outcome(Job(id="j"), None) == ("failed", "container lost", None)
+
+
+def test_docker_time():
+    assert docker_time("2024-05-01T10:00:00.123456789Z") == pytest.approx(1714557600.123456)
+    assert docker_time("2024-05-01T10:00:00Z") == 1714557600.0
+    assert docker_time("2024-05-01T12:00:00.5+02:00") == 1714557600.5
+    assert docker_time("0001-01-01T00:00:00Z") is None and docker_time(None) is None and docker_time("junk") is None
+
+
+def test_rest_fields_are_checked():
+    check_fields({"path": "a.ipynb", "gpus": ["1"], "timeout": 5, "params": {}}, JOB_FIELDS)
+    for body, words in [({"path": "a", "colour": 1}, "unknown field"), ({"lenient": True}, "'path' is required"),
+                        ({"path": 3}, "'path'"), ({"path": "a", "timeout": True}, "boolean"),
+                        ({"path": "a", "params": []}, "'params'")]:
+        with pytest.raises(ConfigError, match=words):
+            check_fields(body, JOB_FIELDS)
