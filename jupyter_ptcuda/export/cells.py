@@ -138,14 +138,14 @@ def _span(node: ast.stmt) -> tuple[int, int]:
 
 def _splice(lines: list[str], records: list[Record]) -> str | None:
     """The cell's text with each record's lines replaced; None if a record shares its lines."""
-    kept: list[Record] = []
+    kept: list[tuple[Record, list[str]]] = []
     for record in sorted(records, key=lambda r: (_span(r.node)[0], -_span(r.node)[1])):
-        if kept and _span(record.node)[1] <= _span(kept[-1].node)[1]:
-            kept[-1].comments[:0] = record.comments  # nested in a rewritten statement
+        if kept and _span(record.node)[1] <= _span(kept[-1][0].node)[1]:
+            kept[-1][1][:0] = record.comments  # nested in a rewritten statement: its comments go above
             continue
-        kept.append(record)
+        kept.append((record, list(record.comments)))
     out = list(lines)
-    for record in reversed(kept):
+    for record, comments in reversed(kept):
         first, last = _span(record.node)
         head = lines[first - 1].encode()
         indent = head[: record.node.col_offset].decode(errors="replace")
@@ -153,7 +153,7 @@ def _splice(lines: list[str], records: list[Record]) -> str | None:
         if indent.strip() or (tail and not tail.startswith("#")):
             return None
         text = record.text if record.text is not None else "\n".join(ast.unparse(n) for n in record.nodes)
-        block = "".join(f"{indent}# {c}\n" for c in record.comments)
+        block = "".join(f"{indent}# {c}\n" for c in comments)
         block += indent_code(text.rstrip("\n") + "\n", indent) if text else ""
         out[first - 1 : last] = [block]
     return "".join(out)

@@ -129,7 +129,7 @@ def _options(arg: str, spec: str, source: str) -> tuple[dict[str, str], str]:
 
 # ---- shell commands and pip ---------------------------------------------------------------------
 
-def shell(cmd: str, ctx: ExportContext, source: str, *, lines: bool, kind: str = "shell") -> Translation:
+def shell(cmd: str, ctx: ExportContext, source: str, *, lines: bool) -> Translation:
     """``!cmd`` (``lines=False``) or ``x = !cmd`` / ``%sx cmd`` (``lines=True``)."""
     pip = pip_install(cmd)
     if pip is not None:
@@ -141,7 +141,7 @@ def shell(cmd: str, ctx: ExportContext, source: str, *, lines: bool, kind: str =
     action += "; a non-zero exit fails the script"
     if expanded.expanded:
         action += "; {...}/$name values expanded and shell-quoted"
-    return Translation(kind, source, action, expr=_call(helper, expanded.node))
+    return Translation("shell", source, action, expr=_call(helper, expanded.node))
 
 
 def alias(name: str, arg: str, ctx: ExportContext, source: str) -> Translation:
@@ -176,8 +176,7 @@ def _env(arg: str, ctx: ExportContext, source: str, statement: bool) -> Translat
             "{k: '<hidden>' if any(s in k.lower() for s in ('key', 'token', 'secret')) else v"
             " for k, v in os.environ.items()}", mode="eval").body
         return Translation("line_magic", source, "dict(os.environ), secrets hidden", expr=expr)
-    split = "=" if "=" in arg else " "
-    if len(arg.split(split, 1)) == 1 or not arg.split(split, 1)[1].strip():
+    if len(arg.split("=" if "=" in arg else " ")) == 1:  # IPython's test for "get"
         key = expand(arg.strip(), ctx, shell=False).node
         return Translation("line_magic", source, "os.environ[...]",
                            expr=ast.Subscript(_dotted("os.environ"), key, ast.Load()))
@@ -188,7 +187,7 @@ def _set_env(arg: str, ctx: ExportContext, source: str, statement: bool) -> Tran
     split = "=" if "=" in arg else " "
     bits = arg.split(split, 1)
     if len(bits) < 2 or not bits[0].strip() or any(c.isspace() for c in bits[0].strip()):
-        raise Unsupported(f"{source}: expected NAME=value", source)
+        raise Unsupported(f"{source}: expected NAME=value or NAME value", source)
     if not statement:
         raise Unsupported(f"{source} cannot be used as a value", source)
     ctx.need("os")

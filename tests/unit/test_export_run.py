@@ -47,6 +47,16 @@ def test_params_file_is_overridden_by_flags(tmp_path: Path) -> None:
     assert "lr=0.2 epochs=9 run_name=baseline amp=False layers=[64, 32]" in proc.stdout
 
 
+def test_params_file_yaml_when_pyyaml_is_there(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    script = export_notebook(NOTEBOOKS / "train_magics.ipynb").script
+    (tmp_path / "p.yaml").write_text("lr: 0.3\nlayers: [8]\n")
+    with_yaml = run_script(script, tmp_path, "--params-file", "p.yaml", site=True)
+    assert "lr=0.3 epochs=3 run_name=baseline amp=False layers=[8]" in with_yaml.stdout, with_yaml.stderr
+    without = run_script(script, tmp_path, "--params-file", "p.yaml")
+    assert without.returncode == 2 and "--params-file p.yaml: No module named 'yaml'" in without.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "params_file", "message"),
     [

@@ -41,12 +41,14 @@ def cell_code(result: ExportResult, n: int = 1) -> str:
     return result.script[start:] if end < 0 else result.script[start:end]
 
 
-def run_script(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a script with plain ``python -I -S``: no site-packages, so no IPython to lean on."""
+def run_script(script: str, tmp_path: Path, *args: str, site: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a script with plain ``python -I -S``: no site-packages, so no IPython to lean on
+    (``site=True``: with this venv's site-packages, for optional packages such as PyYAML)."""
     path = tmp_path / "train.py"
     path.write_text(script, encoding="utf-8")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LC_ALL": "C.UTF-8"}
-    return subprocess.run([sys.executable, "-I", "-S", str(path), *args], cwd=tmp_path, env=env,
+    flags = ["-I"] if site else ["-I", "-S"]
+    return subprocess.run([sys.executable, *flags, str(path), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
