@@ -33,8 +33,12 @@ INJECTED_TAG = "injected-parameters"  # papermill's cell of the values of its la
 
 @dataclass
 class ExportResult:
-    """What :func:`export_notebook` produced. Every field is plain JSON data but ``script``'s
-    type is ``str``, so :meth:`to_json` is ``dataclasses.asdict``."""
+    """What :func:`export_notebook` produced; every field is plain JSON data.
+
+    ``report``: one ``{"cell", "kind", "source", "action"}`` per rewrite, ``kind`` one of
+    line_magic, cell_magic, shell, pip, parameters, skipped, dropped, commented.
+    ``parameters``: name -> ``{"type": int|float|str|bool|json, "default": value}``.
+    """
 
     script: str
     notebook_sha256: str
