@@ -70,6 +70,63 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from .health.report import exit_code, render_text
+    from .health.runner import check_image, check_kernel
+
+    if bool(args.image) == bool(args.kernel):
+        raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
+    if args.image:
+        gpus = _json_or_text(args.gpus) if args.gpus and args.gpus.startswith("[") else args.gpus
+        report = asyncio.run(check_image(get_engine(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout))
+    else:
+        report = asyncio.run(check_kernel(get_engine(), args.kernel, perf=args.perf, timeout=args.timeout))
+    print(json.dumps(report, indent=2) if args.json else render_text(report, color=sys.stdout.isatty()))
+    return exit_code(report)
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    """One NVML sample (real pynvml, or the fake named by $JUPYTER_PTCUDA_FAKE_NVML) as a table."""
+    import os
+
+    from .nvml.sampler import GpuSampler
+
+    nvml = None
+    if os.environ.get("JUPYTER_PTCUDA_FAKE_NVML"):
+        from .nvml.fake import make_fake_nvml
+
+        nvml = make_fake_nvml(os.environ["JUPYTER_PTCUDA_FAKE_NVML"])
+    sampler = GpuSampler(nvml, interval=0.2)
+    sampler.ensure_started()
+    sampler.wait_ready(10)
+    snap = sampler.snapshot()
+    sampler.stop()
+    holders: dict[str, Any] = {}
+    try:
+        from .ledger import GpuLedger
+
+        holders = asyncio.run(GpuLedger(get_engine(), lambda: snap).holders())
+    except PtcudaError:
+        pass
+    if args.json:
+        print(json.dumps({"snapshot": snap, "holders": holders}, indent=2, default=str))
+        return 0 if snap["state"] == "ok" else 1
+    if snap["state"] != "ok":
+        print(f"no GPU telemetry: {snap.get('reason')}")
+        return 1
+    print(f"driver {snap.get('driver_version')}  CUDA {snap.get('cuda_driver_version')}")
+    print(f"{'#':>2} {'name':28} {'util':>5} {'memory':>19} {'temp':>5} {'power':>13}  held by")
+    for g in snap["gpus"]:
+        if g.get("state") != "ok":
+            print(f"{g['index']:>2} {g.get('name') or '?':28} {g['state']}: {g.get('reason', '')}")
+            continue
+        mem = f"{(g['memory_used'] or 0) / 2**30:.1f}/{(g['memory_total'] or 0) / 2**30:.0f} GiB"
+        power = f"{g['power_w']}/{g['power_limit_w']} W" if g.get("power_w") is not None else "n/a"
+        who = ", ".join(f"{h['kind']} {h['id'][:8]}" for h in holders.get(str(g["index"]), [])) or "-"
+        print(f"{g['index']:>2} {g['name'][:28]:28} {g['utilization_gpu']:>4}% {mem:>19} {g['temperature_c']:>4}C {power:>13}  {who}")
+    return 0
+
+
 def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jupyter ptcuda", description="PyTorch-CUDA kernels in Docker containers.")
     p.add_argument("--version", action="version", version=__version__)
@@ -106,6 +163,19 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     r.add_argument("--dry-run", action="store_true")
     r.set_defaults(func=cmd_reap)
 
+    h = sub.add_parser("health", help="health check of an image or a running kernel (exit 1 if a check fails)")
+    h.add_argument("--image", help="image to check in a one-off container")
+    h.add_argument("--kernel", help="id of a running kernel to check inside its container")
+    h.add_argument("--gpus", default="all", help="GPUs for --image (default all; 'none', a count, '[\"0\"]')")
+    h.add_argument("--perf", action="store_true", help="also measure GEMM TFLOPS and memory bandwidth")
+    h.add_argument("--json", action="store_true", help="print the JSON report")
+    h.add_argument("--timeout", type=float, default=600)
+    h.set_defaults(func=cmd_health)
+
+    g = sub.add_parser("gpus", help="print the GPU table (NVML) and which kernels/jobs hold each GPU")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_gpus)
+
     for register in (extra or {}).values():
         register(sub)
     return p
@@ -125,12 +195,12 @@ def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None
         out["export"] = reg_export
     except ImportError:
         pass
-    for mod in ("health_cli", "jobs.cli"):
-        try:
-            module = __import__(f"jupyter_ptcuda.{mod}", fromlist=["register"])
-        except ImportError:
-            continue
-        out[mod] = module.register
+    try:
+        from .jobs import cli as jobs_cli
+
+        out["jobs"] = jobs_cli.register
+    except ImportError:
+        pass
     return out
 
 

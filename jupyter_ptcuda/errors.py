@@ -6,16 +6,26 @@ JSON errors through :func:`http_status`; the CLI prints ``str(exc)`` and exits n
 
 from __future__ import annotations
 
+from tornado import web
 
-class PtcudaError(Exception):
-    """Base class. ``status`` is the HTTP status the server extension answers with."""
+
+class PtcudaError(web.HTTPError):
+    """Base class. ``status`` is the HTTP status the server extension answers with.
+
+    It is a ``tornado.web.HTTPError`` so that an error raised while jupyter_server starts a kernel
+    (``POST /api/kernels``) reaches JupyterLab with its status and message instead of a bare
+    "Unhandled error"; ``str(exc)`` is the message alone.
+    """
 
     status = 500
 
     def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
+        super().__init__(self.status, message)  # no format args: tornado never %-formats it
         self.message = message
         self.details = details
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(PtcudaError):

@@ -31,8 +31,8 @@ from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Any as AnyTrait
-from traitlets.config import LoggingConfigurable
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
 
 from . import spec as S
 from .engine import Engine, get_engine
@@ -71,7 +71,7 @@ class ContainerOptions(LoggingConfigurable):
     mem_limit = AnyTrait(None, allow_none=True, config=True, help="Memory limit, e.g. '32g' (default: none).")
     cpus = AnyTrait(None, allow_none=True, config=True, help="CPU limit, e.g. 8 (default: none).")
     pids_limit = Int(4096, config=True, help="Process limit (default 4096; 0 = none).")
-    mounts = List(config=True, help="""Extra bind mounts, 'SRC:DST[:ro]' (default none). The notebook's
+    mounts: List[Any] = List(config=True, help="""Extra bind mounts, 'SRC:DST[:ro]' (default none). The notebook's
         directory is always mounted at its own path. Example: c.DockerProvisioner.mounts = ["/data:/data:ro"]""")
     env_allowlist = List(Unicode(), list(S.DEFAULT_ENV_ALLOWLIST), config=True, help=f"""Names (fnmatch
         patterns) of server environment variables passed to the kernel (default {list(S.DEFAULT_ENV_ALLOWLIST)}).
@@ -140,7 +140,7 @@ class ContainerOptions(LoggingConfigurable):
         )
 
 
-class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignore[misc]
+class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignore[misc,metaclass]
     """Runs an IPython kernel in a (PyTorch-CUDA) container. See the module docstring."""
 
     pull_policy = CaselessStrEnum(["missing", "always", "never"], "missing", config=True, help="""When to

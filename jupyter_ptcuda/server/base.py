@@ -47,7 +47,7 @@ class PtcudaHandler(ExtensionHandlerMixin, APIHandler):
         if isinstance(exc, PtcudaError):
             status_code = http_status(exc)
             self.set_status(status_code)
-            reply = {"message": exc.message, "reason": type(exc).__name__}
+            reply: dict[str, Any] = {"message": exc.message, "reason": type(exc).__name__}
             extra = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | type(None))}
             if extra:
                 reply["details"] = extra

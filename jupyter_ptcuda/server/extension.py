@@ -79,7 +79,7 @@ class PtcudaExtension(ExtensionApp):
         try:
             from ..jobs.manager import JobManager
 
-            self.state.jobs = JobManager(engine=engine, parent=self, root_dir=self.serverapp.root_dir)
+            self.state.jobs = JobManager(engine=engine, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         except ImportError:
             self.log.debug("jupyter-ptcuda: jobs module not present")
         self.settings.update({"jupyter_ptcuda_state": self.state})
@@ -101,7 +101,7 @@ class PtcudaExtension(ExtensionApp):
 
     async def reap_once(self) -> list[dict[str, Any]]:
         """Remove our kernel containers whose kernel this server (or a dead one) no longer has."""
-        km = self.serverapp.kernel_manager
+        km = self.serverapp.kernel_manager  # type: ignore[union-attr]
         known = set(km.list_kernel_ids())
         removed = await reap_orphans(self.state.engine, own_server_id=server_id(), known_kernels=known)
         for c in removed:

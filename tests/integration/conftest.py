@@ -69,12 +69,18 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request, engine):
-    """Every integration test must leave no container of ours behind."""
+    """Every integration test must leave no container of ours behind.
+
+    Kernel containers started by another test process (labelled with its pid) are not ours to judge."""
     from tests.conftest import ours
 
-    before = {c["Id"] for c in ours(engine)}
+    def mine() -> list[dict]:
+        pid = str(os.getpid())
+        return [c for c in ours(engine) if (c.get("Labels") or {}).get("io.jupyter-ptcuda.server-pid", pid) == pid]
+
+    before = {c["Id"] for c in mine()}
     yield
-    left = [c for c in ours(engine) if c["Id"] not in before]
+    left = [c for c in mine() if c["Id"] not in before]
     for c in left:
         subprocess.run(["docker", "rm", "-f", c["Id"]], capture_output=True)
     assert not left, f"containers left behind: {[(c['Id'][:12], c['Labels']) for c in left]}"

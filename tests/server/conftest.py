@@ -11,7 +11,6 @@ import pytest
 from tests.server.openapi_check import validate_response
 
 
-
 @pytest.fixture
 def jp_server_config(jp_root_dir):
     os.environ["JUPYTER_PTCUDA_FAKE_NVML"] = "2:model=H100+L4"
