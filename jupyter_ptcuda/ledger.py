@@ -36,10 +36,12 @@ def set_active_ledger(ledger: GpuLedger | None) -> None:
 
 
 class GpuLedger:
-    def __init__(self, engine: Engine, snapshot: Any, sharing: str = "exclusive") -> None:
-        """``snapshot``: a callable returning the sampler's snapshot (GPUs, load)."""
+    def __init__(self, engine: Engine, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
+        """``snapshot``: a callable returning the sampler's snapshot (GPUs, load); ``sampler``: the
+        sampler to start (and wait for, in a worker thread) before the first assignment."""
         self.engine = engine
         self.snapshot = snapshot
+        self.sampler = sampler
         self.sharing = sharing
         self._pending: dict[str, tuple[str, ...]] = {}
         self._lock = asyncio.Lock()
@@ -80,6 +82,9 @@ class GpuLedger:
         """Turn a request into concrete devices for ``owner`` (a kernel or job id), or raise."""
         if request.mode in ("none", "all"):
             return request
+        if self.sampler is not None and self.sampler.state == "starting":
+            self.sampler.ensure_started()
+            await asyncio.get_running_loop().run_in_executor(None, self.sampler.wait_ready, 5.0)
         async with self._lock:
             holders = await self.holders()
             taken = {gpu: hs for gpu, hs in holders.items() if any(h["id"] != owner for h in hs)}

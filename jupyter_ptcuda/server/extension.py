@@ -73,7 +73,7 @@ class PtcudaExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         engine = get_engine()
         sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
-        ledger = GpuLedger(engine, sampler.snapshot, sharing=self.gpu_sharing)
+        ledger = GpuLedger(engine, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
         set_active_ledger(ledger)
         self.state = PtcudaState(app=self, engine=engine, sampler=sampler, ledger=ledger)
         try:

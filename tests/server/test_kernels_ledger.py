@@ -1,0 +1,101 @@
+"""Kernels started through the real server: GPU ledger, kernel map, NVML pid attribution, reaping.
+
+Needs the engine with the stand-in NVIDIA hook (device requests by id start for real)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from jupyter_ptcuda.kernelspec import make_kernel_json
+from tests.conftest import DEBIAN_BASE
+from tests.integration.conftest import hook_engine
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not hook_engine(), reason="needs the engine with the (stand-in) NVIDIA hook")]
+
+
+@pytest.fixture
+def gpu_kernelspec(jp_data_dir, jp_root_dir, test_image):
+    if os.geteuid() == 0:
+        os.chown(jp_root_dir, 1000, 100)
+    d = jp_data_dir / "kernels" / "ptcuda-one-gpu"
+    d.mkdir(parents=True)
+    (d / "kernel.json").write_text(json.dumps(make_kernel_json("PyTorch (1 GPU)", {"image": test_image, "gpus": 1})))
+    return "ptcuda-one-gpu"
+
+
+async def start_kernel(jp_fetch, name):
+    from tornado.httpclient import HTTPClientError
+
+    try:
+        r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}), request_timeout=120)
+    except HTTPClientError as e:
+        return e.code, json.loads(e.response.body)
+    return r.code, json.loads(r.body)
+
+
+async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp, gpu_kernelspec, engine):
+    km = jp_serverapp.kernel_manager
+    ids = []
+    try:
+        for _ in range(2):
+            code, model = await start_kernel(jp_fetch, gpu_kernelspec)
+            assert code == 201, model
+            ids.append(model["id"])
+        status, kernels, _ = await api("GET", "kernels")
+        by_id = {k["kernel_id"]: k for k in kernels}
+        gpus = [by_id[i]["gpus"] for i in ids]
+        assert sorted(g for gs in gpus for g in gs) == ["0", "1"], gpus  # one each, never the same
+        assert all(by_id[i]["in_container"] and by_id[i]["container_id"] for i in ids)
+
+        # a third kernel cannot get a GPU: a clear 409 that names who holds what
+        code, err = await start_kernel(jp_fetch, gpu_kernelspec)
+        assert code == 409, err
+        assert "1 GPU(s) requested but only 0 of 2 are free" in err["message"]
+        assert ids[0][:8] in err["message"] and ids[1][:8] in err["message"]
+
+        # GET gpus shows the holders; NVML pids map to the kernel's container
+        kernel = km.get_kernel(ids[0])
+        info = await engine.inspect(kernel.provisioner.container_id)
+        index = int(by_id[ids[0]]["gpus"][0])
+        sampler = jp_serverapp.web_app.settings["jupyter_ptcuda_state"].sampler
+        sampler.ensure_started()
+        sampler._nvml.set_processes(index, [(info["State"]["Pid"], 3 << 30)])
+        await asyncio.sleep(0.6)
+        _, body, _ = await api("GET", "gpus")
+        gpu = body["snapshot"]["gpus"][index]
+        assert [h["id"] for h in gpu["holders"]] == [ids[0]]
+        proc = gpu["processes"][0]
+        assert proc["container"] == info["Id"][:12] and proc["owner"] == ids[0] and proc["kind"] == "kernel"
+    finally:
+        for kid in ids:
+            await km.shutdown_kernel(kid, now=True)
+    await asyncio.sleep(1.1)  # the holders cache lives 1 s
+    _, body, _ = await api("GET", "gpus")
+    assert all(g["holders"] == [] for g in body["snapshot"]["gpus"])
+
+
+async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_image):
+    from jupyter_ptcuda.spec import LABEL_KERNEL_ID, LABEL_KIND, LABEL_SERVER_ID, LABEL_SERVER_PID, ContainerSpec
+
+    dead = "4194301"
+    spec = ContainerSpec(image=DEBIAN_BASE, command=("sleep", "600"), user="65534:65534", workdir="/tmp",
+                         labels={LABEL_KIND: "kernel", LABEL_KERNEL_ID: "k-dead-server",
+                                 LABEL_SERVER_ID: f"{socket.gethostname()}:{dead}:0", LABEL_SERVER_PID: dead})
+    cid = await engine.run(spec)
+    foreign = subprocess.run(["docker", "run", "-d", DEBIAN_BASE, "sleep", "600"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    try:
+        ext = jp_serverapp.web_app.settings["jupyter_ptcuda_state"].app
+        removed = await ext.reap_once()
+        assert "k-dead-server" in [c["kernel_id"] for c in removed]
+        assert await engine.inspect(cid) is None
+        assert await engine.inspect(foreign) is not None  # not ours: never touched
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid, foreign], capture_output=True)
