@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ConfigError
 from .manager import JobManager
 from .request import JobRequest, parse_param
-from .store import ACTIVE, Job
+from .store import Job
 
 RUN_USAGE = "jupyter ptcuda run [options] NOTEBOOK.ipynb|SCRIPT.py [options] [-- SCRIPT ARGS...]"
 
@@ -174,8 +174,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 async def _list(as_json: bool, limit: int | None) -> int:
     mgr = JobManager()
     try:
-        if await mgr.list_jobs(ACTIVE):
-            await mgr.reconcile(adopt=False)
+        await mgr.reconcile(adopt=False)
     except Exception as exc:  # noqa: BLE001 - the engine may be down: still show what the store knows
         print(f"warning: running jobs not checked against the engine: {exc}", file=sys.stderr)
     jobs = await mgr.list_jobs(None, limit)

@@ -21,7 +21,7 @@ from traitlets.config import LoggingConfigurable
 
 from .. import spec as S
 from ..engine import Engine
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, PtcudaError
 from ..ledger import active_ledger
 from . import outputs as O
 from .logstream import docker_time, follow_container
@@ -60,6 +60,7 @@ class JobLifecycle(LoggingConfigurable):
     poll_interval: float
     queued_grace: float = 600.0  # a queued job without container older than this was abandoned
     _watchers: dict[str, asyncio.Task]
+    _finalising: set[asyncio.Task]
     _locks: dict[str, asyncio.Lock]
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -112,7 +113,7 @@ class JobLifecycle(LoggingConfigurable):
             try:
                 async for _ in follow_container(self.engine, cid, sink):
                     pass
-            except NotFound:
+            except PtcudaError:  # gone or being removed: finalise fetches the whole output anyway
                 pass
 
         tee_task = asyncio.get_running_loop().create_task(tee())
@@ -145,8 +146,15 @@ class JobLifecycle(LoggingConfigurable):
         """Record how an exited (or vanished) job ended, keep its output and remove its container.
 
         ``info``: the container's inspect (None = gone; True = look it up). A container still running is
-        left alone. Idempotent, and safe against other processes doing the same (one wins).
+        left alone. Idempotent, and safe against other processes doing the same (one wins). Shielded: a
+        cancelled caller (server stop) does not interrupt it between recording and removing.
         """
+        task = asyncio.get_running_loop().create_task(self._finalise(job_id, info))
+        self._finalising.add(task)
+        task.add_done_callback(self._finalising.discard)
+        return await asyncio.shield(task)
+
+    async def _finalise(self, job_id: str, info: dict[str, Any] | None | bool) -> Job:
         async with self._lock(job_id):
             job = await self.get(job_id)
             if job.terminal:
@@ -161,7 +169,7 @@ class JobLifecycle(LoggingConfigurable):
                 try:
                     data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
                     await asyncio.to_thread(O.save_log, job, data)
-                except NotFound:  # removed meanwhile by whoever finalised it
+                except (NotFound, Conflict):  # removed (or being removed) by whoever finalised it
                     pass
             if job.state == QUEUED and info is not None:
                 await self._db(self.store.transition, job_id, RUNNING, started=docker_time(info["State"].get("StartedAt")))
@@ -224,13 +232,21 @@ class JobLifecycle(LoggingConfigurable):
         """Bring every queued/running job in line with its container (after a restart, for CLI jobs).
 
         Running → watched here when ``adopt`` (server), else only its timeout is enforced (CLI);
-        exited → finalised; gone → failed, "container lost". Returns the jobs it looked at.
+        exited → finalised; gone → failed, "container lost". A container left behind by a finished job (its
+        finaliser stopped between recording and removing) is removed. Returns the jobs it looked at.
         """
-        jobs = await self._db(self.store.list_jobs, ACTIVE)
-        if not jobs:
-            return []
         containers = {(c.get("Labels") or {}).get(S.LABEL_JOB_ID): c
                       for c in await self.engine.containers({S.LABEL_KIND: "job"})}
+        jobs = await self._db(self.store.list_jobs, ACTIVE)
+        active = {j.id for j in jobs}
+        for job_id, c in containers.items():
+            if job_id and job_id not in active and not self._finalising:
+                try:
+                    done = (await self.get(job_id)).terminal
+                except NotFound:  # another store's job: not ours to judge
+                    continue
+                if done:
+                    await self.engine.remove(c["Id"])
         for job in jobs:
             task = self._watchers.get(job.id)
             if task is not None and not task.done():
@@ -271,7 +287,7 @@ class JobLifecycle(LoggingConfigurable):
             try:
                 data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
                 return data[max(0, offset):], job
-            except NotFound:
+            except (NotFound, Conflict):
                 job = await self.get(job_id)
         return await asyncio.to_thread(O.read_log, job, offset), job
 
@@ -284,16 +300,18 @@ class JobLifecycle(LoggingConfigurable):
         job = await self.get(job_id)
         pos = offset
         while not job.terminal and job.container_id:
-            seen = 0
+            cid, seen = job.container_id, 0
             try:
-                async for chunk in follow_container(self.engine, job.container_id):
+                async for chunk in follow_container(self.engine, cid):
                     end = seen + len(chunk)
                     if end > pos:
                         yield chunk[max(0, pos - seen):]
                         pos = end
                     seen = end
-            except NotFound:
+            except (NotFound, Conflict):  # gone, or being removed by whoever finalised it
                 pass
+            # the stream ends as the process exits, a moment before the engine says the container has
+            await self._exited(cid, 5)
             job = await self.finalise(job.id)
             if not job.terminal:  # the stream broke while the container still runs: follow it again
                 await asyncio.sleep(0.5)

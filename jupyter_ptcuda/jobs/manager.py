@@ -84,6 +84,7 @@ class JobManager(JobLifecycle):
         self.store = JobStore(self.db_path)
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="ptcuda-jobs-db")
         self._watchers: dict[str, asyncio.Task] = {}
+        self._finalising: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop_task: asyncio.Task | None = None
 
@@ -109,6 +110,8 @@ class JobManager(JobLifecycle):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._finalising:  # let a finalisation in progress record and remove its container
+            await asyncio.wait(set(self._finalising), timeout=30)
         self._loop_task = None
         self._watchers.clear()
 
@@ -254,6 +257,8 @@ class JobManager(JobLifecycle):
         except PtcudaError as exc:
             if ledger is not None:
                 ledger.release(job.id)
+            for leftover in await self.engine.containers({S.LABEL_JOB_ID: job.id}):  # a half-started one
+                await self.engine.remove(leftover["Id"])
             await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
                            reason=f"start failed: {exc.message.splitlines()[0]}")
             await asyncio.to_thread(O.write_manifest, await self.get(job.id))
