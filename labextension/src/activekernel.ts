@@ -1,0 +1,67 @@
+/**
+ * The active notebook and its kernel, followed through the notebook tracker: which notebook has
+ * focus, and kernel restarts/changes inside it. The panel highlights this kernel, the status bar
+ * shows its GPUs, the health button checks it.
+ */
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISignal, Signal } from '@lumino/signaling';
+
+export class ActiveKernel {
+  constructor(private _tracker: INotebookTracker | null) {
+    if (_tracker) {
+      _tracker.currentChanged.connect(this._onCurrentChanged, this);
+      this._onCurrentChanged();
+    }
+  }
+
+  /** The active notebook panel, or null. */
+  get notebook(): NotebookPanel | null {
+    return this._tracker?.currentWidget ?? null;
+  }
+
+  /** The active notebook's path (relative to the server root), or null. */
+  get path(): string | null {
+    return this.notebook?.context.path ?? null;
+  }
+
+  /** The active notebook's kernel id, or null. */
+  get kernelId(): string | null {
+    return this.notebook?.sessionContext.session?.kernel?.id ?? null;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  private _onCurrentChanged(): void {
+    const current = this.notebook;
+    if (this._watched && this._watched !== current) {
+      this._watched.sessionContext.kernelChanged.disconnect(this._emit, this);
+      this._watched.sessionContext.sessionChanged.disconnect(this._emit, this);
+      this._watched.sessionContext.statusChanged.disconnect(this._onStatus, this);
+    }
+    if (current && this._watched !== current) {
+      current.sessionContext.kernelChanged.connect(this._emit, this);
+      current.sessionContext.sessionChanged.connect(this._emit, this);
+      current.sessionContext.statusChanged.connect(this._onStatus, this);
+    }
+    this._watched = current;
+    this._emit();
+  }
+
+  private _onStatus(): void {
+    const id = this.kernelId;
+    if (id !== this._lastId) {
+      this._emit();
+    }
+  }
+
+  private _emit(): void {
+    this._lastId = this.kernelId;
+    this._changed.emit();
+  }
+
+  private _watched: NotebookPanel | null = null;
+  private _lastId: string | null = null;
+  private _changed = new Signal<this, void>(this);
+}

@@ -1,0 +1,191 @@
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { exportActive, IActionContext, runAsJob } from './actions';
+import { ActiveKernel } from './activekernel';
+import { HealthModel } from './health';
+import { gpuIcon } from './icons';
+import { JobsModel } from './jobs';
+import { GpuModel } from './model';
+import { IGpuMonitor } from './tokens';
+import { JobsView } from './widgets/jobsview';
+import { GpuPanel } from './widgets/panel';
+import { GpuStatusItem } from './widgets/statusitem';
+
+export namespace CommandIDs {
+  export const openPanel = 'jupyter-ptcuda:open-panel';
+  export const healthCheckKernel = 'jupyter-ptcuda:health-check-kernel';
+  export const exportScript = 'jupyter-ptcuda:export';
+  export const runJob = 'jupyter-ptcuda:run-job';
+  export const openJobs = 'jupyter-ptcuda:open-jobs';
+}
+
+const PLUGIN_ID = 'jupyter-ptcuda:plugin';
+const CATEGORY = 'PyTorch-CUDA';
+
+/**
+ * The GPU panel (right side), health checks, export to train.py, training jobs and the
+ * status-bar item. Settings: schema/plugin.json.
+ */
+const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
+  id: PLUGIN_ID,
+  description: 'GPU panel, health checks, export to train.py and training jobs for jupyter-ptcuda.',
+  autoStart: true,
+  provides: IGpuMonitor,
+  optional: [INotebookTracker, ISettingRegistry, ICommandPalette, ILayoutRestorer, IStatusBar],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker | null,
+    settingRegistry: ISettingRegistry | null,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null,
+    statusBar: IStatusBar | null
+  ): IGpuMonitor => {
+    const serverSettings: ServerConnection.ISettings = app.serviceManager.serverSettings;
+    const model = new GpuModel({ serverSettings });
+    const health = new HealthModel({ serverSettings });
+    const jobs = new JobsModel({ serverSettings });
+    const active = new ActiveKernel(tracker);
+    let defaultImage = '';
+
+    const panel = new GpuPanel({
+      model,
+      health,
+      active,
+      defaultImage: () => defaultImage,
+      openNotebook: path => void app.commands.execute('docmanager:open', { path }),
+      openJobs: () => void app.commands.execute(CommandIDs.openJobs)
+    });
+    panel.id = 'jupyter-ptcuda-panel';
+    panel.title.icon = gpuIcon;
+    panel.title.caption = 'GPUs';
+    app.shell.add(panel, 'right', { rank: 900 });
+    restorer?.add(panel, 'jupyter-ptcuda-panel');
+
+    const jobsTracker = new WidgetTracker<MainAreaWidget<JobsView>>({ namespace: 'jupyter-ptcuda-jobs' });
+    const openJobs = (jobId?: string): MainAreaWidget<JobsView> => {
+      let widget = jobsTracker.currentWidget;
+      if (!widget || widget.isDisposed) {
+        const content = new JobsView(jobs, {
+          serverSettings,
+          openPath: path => void app.commands.execute('filebrowser:go-to-path', { path })
+        });
+        widget = new MainAreaWidget({ content });
+        widget.id = 'jupyter-ptcuda-jobs';
+        widget.title.label = 'Training jobs';
+        widget.title.icon = gpuIcon;
+        widget.title.closable = true;
+        void jobsTracker.add(widget);
+      }
+      if (!widget.isAttached) {
+        app.shell.add(widget, 'main', { mode: 'split-right' });
+      }
+      app.shell.activateById(widget.id);
+      if (jobId) {
+        widget.content.select(jobId);
+      }
+      void jobs.refresh().catch(() => undefined);
+      return widget;
+    };
+    if (restorer) {
+      void restorer.restore(jobsTracker, { command: CommandIDs.openJobs, name: () => 'jobs' });
+    }
+
+    const ctx: IActionContext = {
+      app,
+      tracker,
+      model,
+      jobs,
+      serverSettings,
+      defaultImage: () => defaultImage,
+      openJobs
+    };
+    const hasNotebook = () => !!tracker?.currentWidget;
+
+    app.commands.addCommand(CommandIDs.openPanel, {
+      label: 'Show GPU Panel',
+      caption: 'GPUs: utilisation, memory, holders, health checks',
+      icon: args => (args.isPalette ? undefined : gpuIcon),
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(CommandIDs.healthCheckKernel, {
+      label: 'Run Health Check on the Active Kernel',
+      caption: 'Check CUDA, driver, GPU count and a tensor round-trip in the notebook kernel',
+      isEnabled: () => !!active.kernelId,
+      execute: async () => {
+        app.shell.activateById(panel.id);
+        if (active.kernelId) {
+          await health.run({ kernel_id: active.kernelId }).catch(() => undefined);
+        }
+      }
+    });
+    app.commands.addCommand(CommandIDs.exportScript, {
+      label: 'Export to train.py',
+      caption: 'Export this notebook to a plain train.py next to it, with a report of what was rewritten',
+      isEnabled: hasNotebook,
+      execute: () => exportActive(ctx)
+    });
+    app.commands.addCommand(CommandIDs.runJob, {
+      label: 'Run as Training Job…',
+      caption: 'Run this notebook as a batch job in its kernel image, with parameters and GPUs',
+      isEnabled: hasNotebook,
+      execute: () => runAsJob(ctx)
+    });
+    app.commands.addCommand(CommandIDs.openJobs, {
+      label: 'Show Training Jobs',
+      caption: 'Training jobs: state, exit code, log, cancel',
+      execute: args => {
+        openJobs(typeof args.jobId === 'string' ? args.jobId : undefined);
+      }
+    });
+    for (const command of Object.values(CommandIDs)) {
+      palette?.addItem({ command, category: CATEGORY });
+    }
+
+    let statusItem: GpuStatusItem | null = null;
+    if (statusBar) {
+      statusItem = new GpuStatusItem(model, active, () => app.shell.activateById(panel.id));
+      const item = statusItem;
+      statusBar.registerStatusItem('jupyter-ptcuda:status', {
+        item,
+        align: 'left',
+        rank: 4,
+        isActive: () => model.statusBarEnabled && item.hasContent,
+        activeStateChanged: item.contentChanged
+      });
+    }
+    model.statusBarEnabled = !!statusItem;
+
+    if (settingRegistry) {
+      const apply = (settings: ISettingRegistry.ISettings) => {
+        const c = settings.composite as any;
+        model.refreshInterval = Number(c.refreshInterval ?? 2000);
+        model.statusBarInterval = Number(c.statusBarInterval ?? 10000);
+        model.historyMinutes = Number(c.historyMinutes ?? 10);
+        model.statusBarEnabled = !!statusItem && c.showStatusBar !== false;
+        jobs.refreshInterval = Number(c.jobsRefreshInterval ?? 3000);
+        defaultImage = String(c.defaultImage ?? '');
+      };
+      Promise.all([settingRegistry.load(PLUGIN_ID), app.restored])
+        .then(([settings]) => {
+          apply(settings);
+          settings.changed.connect(apply);
+        })
+        .catch(reason => {
+          console.error('jupyter-ptcuda: cannot load settings', reason);
+        });
+    }
+
+    return model;
+  }
+};
+
+export default plugin;

@@ -1,0 +1,312 @@
+/**
+ * Batch jobs: the list (`GET jobs`, polled while the Jobs view is visible), submitting
+ * (`POST jobs`), cancelling (`DELETE jobs/<id>`), and one job's live log
+ * (`GET jobs/<id>/log?offset=N`, polled until the job has ended and the log is read to its end).
+ */
+import { ServerConnection } from '@jupyterlab/services';
+import { IDisposable } from '@lumino/disposable';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { ApiError, errorMessage, postJSON, requestAPI, requestRaw } from './request';
+import { IJob, IJobRequest, JobState } from './tokens';
+
+export const TERMINAL_STATES: ReadonlyArray<JobState> = [
+  'completed',
+  'failed',
+  'cancelled',
+  'timed_out'
+];
+
+export function isTerminal(state: string | null | undefined): boolean {
+  return !!state && (TERMINAL_STATES as string[]).includes(state);
+}
+
+export class JobsModel implements IDisposable {
+  constructor(options: JobsModel.IOptions = {}) {
+    this._settings = options.serverSettings ?? ServerConnection.makeSettings();
+    this._interval = options.refreshInterval ?? 3000;
+    this._poll = new Poll({
+      auto: options.autoStart ?? true,
+      factory: () => this.fetch(),
+      frequency: { interval: this._interval, backoff: true, max: 60000 },
+      name: 'jupyter-ptcuda:JobsModel#jobs',
+      standby: () => (this._visible ? 'when-hidden' : true)
+    });
+  }
+
+  get jobs(): IJob[] {
+    return this._jobs;
+  }
+
+  /** The last failure to list jobs, or null. */
+  get error(): ApiError | null {
+    return this._error;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get poll(): Poll {
+    return this._poll;
+  }
+
+  /** Set by the Jobs view when it is shown or hidden. */
+  set visible(value: boolean) {
+    if (value === this._visible) {
+      return;
+    }
+    this._visible = value;
+    if (value) {
+      void this._poll.refresh();
+    }
+  }
+
+  set refreshInterval(ms: number) {
+    this._interval = Math.max(500, ms);
+    this._poll.frequency = { interval: this._interval, backoff: true, max: 60000 };
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  /** `GET jobs`; rejects after an error (the poll backs off). */
+  async fetch(): Promise<void> {
+    try {
+      this._jobs = (await requestAPI<IJob[]>('jobs', {}, this._settings)) ?? [];
+      this._error = null;
+      this._changed.emit();
+    } catch (error) {
+      this._error =
+        error instanceof ApiError ? error : new ApiError(errorMessage(error), 0);
+      this._changed.emit();
+      throw error;
+    }
+  }
+
+  async refresh(): Promise<void> {
+    await this._poll.refresh();
+    await this._poll.tick;
+  }
+
+  job(id: string): IJob | null {
+    return this._jobs.find(j => j.id === id) ?? null;
+  }
+
+  /** Submit a job; resolves with the new job (201). Rejects with the API's error. */
+  async submit(request: IJobRequest): Promise<IJob> {
+    const job = await postJSON<IJob>('jobs', request, this._settings);
+    this._replace(job);
+    return job;
+  }
+
+  /** One job, fresh from the server. */
+  async get(id: string): Promise<IJob> {
+    const job = await requestAPI<IJob>(
+      `jobs/${encodeURIComponent(id)}`,
+      {},
+      this._settings
+    );
+    this._replace(job);
+    return job;
+  }
+
+  /**
+   * Ask the server to cancel (202: SIGTERM, grace period, SIGKILL). Resolves with the job as the
+   * server returned it; its state becomes `cancelled` a little later.
+   */
+  async cancel(id: string): Promise<IJob | null> {
+    const job = await requestAPI<IJob | null>(
+      `jobs/${encodeURIComponent(id)}`,
+      { method: 'DELETE' },
+      this._settings
+    );
+    if (job) {
+      this._replace(job);
+    }
+    void this._poll.refresh();
+    return job;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private _replace(job: IJob): void {
+    const i = this._jobs.findIndex(j => j.id === job.id);
+    if (i >= 0) {
+      this._jobs = [...this._jobs.slice(0, i), job, ...this._jobs.slice(i + 1)];
+    } else {
+      this._jobs = [job, ...this._jobs];
+    }
+    this._changed.emit();
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _interval: number;
+  private _visible = false;
+  private _jobs: IJob[] = [];
+  private _error: ApiError | null = null;
+  private _changed = new Signal<this, void>(this);
+  private _poll: Poll;
+}
+
+export namespace JobsModel {
+  export interface IOptions {
+    serverSettings?: ServerConnection.ISettings;
+    /** ms between `GET jobs` while the view is visible (default 3000). */
+    refreshInterval?: number;
+    autoStart?: boolean;
+  }
+}
+
+/**
+ * One job's log, read incrementally with `offset` (bytes). The server says the job's state and
+ * the next offset in `X-Ptcuda-Job-State` / `X-Ptcuda-Log-Offset`. Bytes are decoded as a UTF-8
+ * stream, so a character split between two reads is not mangled. Polling stops once the job is
+ * over and a read returns nothing more.
+ */
+export class JobLogModel implements IDisposable {
+  constructor(
+    readonly jobId: string,
+    options: JobLogModel.IOptions = {}
+  ) {
+    this._settings = options.serverSettings ?? ServerConnection.makeSettings();
+    this._maxChars = options.maxChars ?? 2_000_000;
+    this._poll = new Poll({
+      auto: options.autoStart ?? true,
+      factory: () => this.fetch(),
+      frequency: {
+        interval: options.pollInterval ?? 1000,
+        backoff: true,
+        max: 30000
+      },
+      name: `jupyter-ptcuda:JobLogModel#${jobId}`,
+      standby: 'when-hidden'
+    });
+  }
+
+  /** The log text read so far (its tail when longer than `maxChars`). */
+  get text(): string {
+    return this._text;
+  }
+
+  /** Bytes read so far (the next `offset`). */
+  get offset(): number {
+    return this._offset;
+  }
+
+  /** The job's state as of the last read. */
+  get state(): JobState | null {
+    return this._state;
+  }
+
+  /** True once the job has ended and its log has been read to the end. */
+  get done(): boolean {
+    return this._done;
+  }
+
+  get error(): string {
+    return this._error;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get poll(): Poll {
+    return this._poll;
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  /** Read what is new. Returns the number of bytes read. */
+  async fetch(): Promise<number> {
+    if (this._done) {
+      return 0;
+    }
+    let response: Response;
+    try {
+      response = await requestRaw(
+        `jobs/${encodeURIComponent(this.jobId)}/log?offset=${this._offset}`,
+        {},
+        this._settings
+      );
+    } catch (error) {
+      this._error = errorMessage(error);
+      if (error instanceof ApiError && error.status === 404) {
+        this._finish(); // the job is gone: nothing more to read
+      }
+      this._changed.emit();
+      throw error;
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const state = response.headers.get('X-Ptcuda-Job-State') as JobState | null;
+    const next = Number(response.headers.get('X-Ptcuda-Log-Offset'));
+    this._offset = Number.isFinite(next) && next > 0 ? next : this._offset + bytes.length;
+    this._state = state ?? this._state;
+    this._error = '';
+    if (bytes.length) {
+      this._append(this._decoder.decode(bytes, { stream: true }));
+    }
+    if (isTerminal(this._state) && bytes.length === 0) {
+      this._append(this._decoder.decode());
+      this._finish();
+    }
+    this._changed.emit();
+    return bytes.length;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private _append(chunk: string): void {
+    if (!chunk) {
+      return;
+    }
+    this._text += chunk;
+    if (this._text.length > this._maxChars) {
+      this._text = this._text.slice(this._text.length - this._maxChars);
+    }
+  }
+
+  private _finish(): void {
+    this._done = true;
+    void this._poll.stop();
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _maxChars: number;
+  private _decoder = new TextDecoder('utf-8');
+  private _text = '';
+  private _offset = 0;
+  private _state: JobState | null = null;
+  private _done = false;
+  private _error = '';
+  private _changed = new Signal<this, void>(this);
+  private _poll: Poll;
+}
+
+export namespace JobLogModel {
+  export interface IOptions {
+    serverSettings?: ServerConnection.ISettings;
+    /** ms between reads (default 1000, backing off after errors). */
+    pollInterval?: number;
+    /** Characters of log kept (default 2 000 000; older text is dropped). */
+    maxChars?: number;
+    autoStart?: boolean;
+  }
+}

@@ -1,0 +1,184 @@
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { buildJobRequest, defaultText, IJobForm } from '../params';
+import { IExportParameter, IJobRequest, IKernelInfo } from '../tokens';
+
+export interface IJobFormOptions {
+  /** The notebook (relative to the server root). */
+  path: string;
+  /** The export's parameters: one field each. */
+  parameters: { [name: string]: IExportParameter };
+  /** The notebook's kernel as `GET kernels` sees it (a container kernel can be copied). */
+  kernel: IKernelInfo | null;
+  /** The image field's default when not copying a kernel. */
+  defaultImage: string;
+  /** How many GPUs there are (the GPU field's maximum; 0 when unknown). */
+  gpuCount: number;
+  /** Values to show again after a validation error. */
+  previous?: IJobForm;
+}
+
+let counter = 0;
+
+function field(
+  parent: HTMLElement,
+  label: string,
+  input: HTMLInputElement | HTMLSelectElement,
+  hint?: string
+): void {
+  const id = `jp-ptcuda-JobForm-${++counter}`;
+  const row = document.createElement('div');
+  row.className = 'jp-ptcuda-JobForm-row';
+  const l = document.createElement('label');
+  l.htmlFor = id;
+  l.textContent = label;
+  input.id = id;
+  row.append(l, input);
+  if (hint) {
+    const h = document.createElement('span');
+    h.className = 'jp-ptcuda-muted';
+    h.textContent = hint;
+    row.append(h);
+  }
+  parent.append(row);
+}
+
+/**
+ * The "Run as training job" form: one field per notebook parameter (typed by the export), the
+ * GPU count, where to run (a copy of the notebook's kernel container, or an image), a time limit.
+ */
+export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> {
+  constructor(private _options: IJobFormOptions) {
+    super();
+    this.addClass('jp-ptcuda-JobForm');
+    const prev = _options.previous;
+    const node = this.node;
+
+    const params = Object.entries(_options.parameters);
+    const paramBox = document.createElement('fieldset');
+    const legend = document.createElement('legend');
+    legend.textContent = 'Parameters';
+    paramBox.append(legend);
+    if (!params.length) {
+      const p = document.createElement('p');
+      p.className = 'jp-ptcuda-muted';
+      p.textContent =
+        'The notebook has no parameters cell (tag a cell "parameters" to get one flag per variable).';
+      paramBox.append(p);
+    }
+    for (const [name, param] of params) {
+      const input = document.createElement('input');
+      input.name = `param:${name}`;
+      input.dataset.param = name;
+      const value = prev && name in prev.values ? prev.values[name] : defaultText(param);
+      if (param.type === 'bool') {
+        input.type = 'checkbox';
+        input.checked = Boolean(value);
+      } else {
+        input.type = 'text';
+        input.className = 'jp-mod-styled';
+        input.value = String(value);
+        input.placeholder = JSON.stringify(param.default);
+      }
+      field(paramBox, name, input, param.type);
+    }
+    node.append(paramBox);
+
+    const runBox = document.createElement('fieldset');
+    const legend2 = document.createElement('legend');
+    legend2.textContent = 'Where it runs';
+    runBox.append(legend2);
+    const kernel = _options.kernel;
+    if (kernel && kernel.in_container) {
+      const copy = document.createElement('input');
+      copy.type = 'checkbox';
+      copy.name = 'copyKernel';
+      copy.checked = prev ? !!prev.kernelId : true;
+      field(runBox, 'Same container as the kernel', copy, kernel.image ?? '');
+      this._copy = copy;
+    }
+    const image = document.createElement('input');
+    image.type = 'text';
+    image.name = 'image';
+    image.className = 'jp-mod-styled';
+    image.value = prev?.image ?? _options.defaultImage;
+    image.placeholder = 'the server default image';
+    field(runBox, 'Image', image);
+    this._image = image;
+    const gpus = document.createElement('input');
+    gpus.type = 'number';
+    gpus.name = 'gpus';
+    gpus.min = '0';
+    if (_options.gpuCount > 0) {
+      gpus.max = String(_options.gpuCount);
+    }
+    gpus.className = 'jp-mod-styled';
+    gpus.value = String(prev?.gpus ?? (kernel?.gpus.length ?? 0));
+    field(runBox, 'GPUs', gpus, '0 = no GPU');
+    this._gpus = gpus;
+    const timeout = document.createElement('input');
+    timeout.type = 'number';
+    timeout.name = 'timeout';
+    timeout.min = '0';
+    timeout.className = 'jp-mod-styled';
+    timeout.value = String(prev?.timeoutMinutes ?? '');
+    timeout.placeholder = 'no limit';
+    field(runBox, 'Time limit (min)', timeout);
+    this._timeout = timeout;
+    node.append(runBox);
+
+    const syncImage = () => {
+      image.disabled = !!this._copy?.checked;
+    };
+    this._copy?.addEventListener('change', syncImage);
+    syncImage();
+  }
+
+  getValue(): IJobForm {
+    const values: { [name: string]: string | boolean } = {};
+    this.node.querySelectorAll<HTMLInputElement>('input[data-param]').forEach(input => {
+      const name = input.dataset.param!;
+      values[name] = input.type === 'checkbox' ? input.checked : input.value;
+    });
+    const copy = !!this._copy?.checked;
+    return {
+      path: this._options.path,
+      kernelId: copy ? this._options.kernel?.kernel_id ?? null : null,
+      image: copy ? '' : this._image.value,
+      gpus: this._gpus.value,
+      values,
+      timeoutMinutes: this._timeout.value
+    };
+  }
+
+  private _copy: HTMLInputElement | null = null;
+  private _image: HTMLInputElement;
+  private _gpus: HTMLInputElement;
+  private _timeout: HTMLInputElement;
+}
+
+/**
+ * Ask for the job's parameters; resolves with the `POST jobs` body, or null if cancelled.
+ * A bad value shows what is wrong and the form again, with what was typed.
+ */
+export async function askJobRequest(options: IJobFormOptions): Promise<IJobRequest | null> {
+  let previous: IJobForm | undefined = undefined;
+  for (;;) {
+    const reply: Dialog.IResult<IJobForm> = await showDialog<IJobForm>({
+      title: `Run ${options.path} as a training job`,
+      body: new JobFormBody({ ...options, previous }),
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Run job' })],
+      focusNodeSelector: 'input'
+    });
+    if (!reply.button.accept || !reply.value) {
+      return null;
+    }
+    try {
+      return buildJobRequest(reply.value, options.parameters);
+    } catch (error) {
+      previous = reply.value;
+      await showErrorMessage('Some values do not fit', (error as Error).message);
+    }
+  }
+}

@@ -1,0 +1,267 @@
+import { ServerConnection } from '@jupyterlab/services';
+import { ReactWidget } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import * as React from 'react';
+
+import { formatDuration } from '../format';
+import { errorTitle } from '../health';
+import { isTerminal, JobLogModel, JobsModel } from '../jobs';
+import { errorMessage } from '../request';
+import { IJob } from '../tokens';
+
+/** The selected job's live log. */
+function JobLog(props: { log: JobLogModel; job: IJob | null; onOpen: (path: string) => void }): JSX.Element {
+  const { log, job } = props;
+  const ref = React.useRef<HTMLPreElement>(null);
+  const [follow, setFollow] = React.useState(true);
+  React.useEffect(() => {
+    if (follow && ref.current) {
+      ref.current.scrollTop = ref.current.scrollHeight;
+    }
+  });
+  const state = log.state ?? job?.state ?? 'queued';
+  return (
+    <section className="jp-ptcuda-JobLog" aria-label={`Log of job ${log.jobId}`} data-job-id={log.jobId}>
+      <header>
+        <strong>{job?.name || log.jobId}</strong>
+        <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${state}`}>{state}</span>
+        {job && job.exit_code !== null && job.exit_code !== undefined && (
+          <span className="jp-ptcuda-JobLog-exit">exit code {job.exit_code}</span>
+        )}
+        <span className="jp-ptcuda-muted">
+          {log.done ? 'log complete' : 'following the log…'} ({log.offset} bytes)
+        </span>
+        {job?.output_path && (
+          <a
+            href="#"
+            onClick={e => {
+              e.preventDefault();
+              props.onOpen(job.output_path!);
+            }}
+          >
+            outputs
+          </a>
+        )}
+      </header>
+      {log.error && <div className="jp-ptcuda-error">{log.error}</div>}
+      <pre
+        ref={ref}
+        className="jp-ptcuda-JobLog-text"
+        onScroll={e => {
+          const el = e.currentTarget;
+          setFollow(el.scrollTop + el.clientHeight >= el.scrollHeight - 8);
+        }}
+      >
+        {log.text || (log.done ? '(empty log)' : '')}
+      </pre>
+    </section>
+  );
+}
+
+function JobRow(props: {
+  job: IJob;
+  selected: boolean;
+  onSelect: () => void;
+  onCancel: () => void;
+}): JSX.Element {
+  const { job } = props;
+  const active = !isTerminal(job.state);
+  return (
+    <tr
+      className={`jp-ptcuda-JobRow${props.selected ? ' jp-mod-selected' : ''}`}
+      data-job-id={job.id}
+      data-state={job.state}
+      onClick={props.onSelect}
+    >
+      <td>{job.name || job.notebook_path || job.id}</td>
+      <td>
+        <code>{job.id}</code>
+      </td>
+      <td>
+        <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${job.state}`}>
+          {job.state}
+          {job.cancel_requested && active ? ' (cancelling)' : ''}
+        </span>
+      </td>
+      <td className="jp-ptcuda-JobRow-exit">{job.exit_code ?? ''}</td>
+      <td>{job.gpus ?? ''}</td>
+      <td title={job.created ?? ''}>{job.created ? new Date(job.created).toLocaleString() : ''}</td>
+      <td>{formatDuration(job.duration_s)}</td>
+      <td>
+        <button
+          className="jp-Button jp-mod-styled jp-ptcuda-JobRow-log"
+          onClick={e => {
+            e.stopPropagation();
+            props.onSelect();
+          }}
+        >
+          Log
+        </button>
+        {active && (
+          <button
+            className="jp-Button jp-mod-styled jp-mod-warn jp-ptcuda-JobRow-cancel"
+            onClick={e => {
+              e.stopPropagation();
+              props.onCancel();
+            }}
+          >
+            Cancel
+          </button>
+        )}
+      </td>
+    </tr>
+  );
+}
+
+/**
+ * The "Jobs" view: every job with its state and exit code, a Log and a Cancel button, and the
+ * selected job's log, followed live.
+ */
+export class JobsView extends ReactWidget {
+  constructor(
+    private _model: JobsModel,
+    private _options: { serverSettings?: ServerConnection.ISettings; openPath: (path: string) => void }
+  ) {
+    super();
+    this.addClass('jp-ptcuda-JobsView');
+    _model.changed.connect(this._onChange, this);
+  }
+
+  /** Show a job's log (and follow it while it runs). */
+  select(jobId: string): void {
+    if (this._log?.jobId !== jobId) {
+      this._log?.dispose();
+      this._log = new JobLogModel(jobId, { serverSettings: this._options.serverSettings });
+      this._log.changed.connect(this._onLogChange, this);
+    }
+    this.update();
+  }
+
+  /** A banner above the list (e.g. why a submission failed); null clears it. */
+  setNotice(notice: { title: string; message: string } | null): void {
+    this._notice = notice;
+    this.update();
+  }
+
+  get log(): JobLogModel | null {
+    return this._log;
+  }
+
+  protected render(): JSX.Element {
+    const model = this._model;
+    const selected = this._log?.jobId ?? null;
+    const error = model.error;
+    return (
+      <div className="jp-ptcuda-JobsView-body">
+        <header className="jp-ptcuda-JobsView-header">
+          <h2>Training jobs</h2>
+          <button className="jp-Button jp-mod-styled" onClick={() => void model.refresh().catch(() => undefined)}>
+            Refresh
+          </button>
+        </header>
+        {this._notice && (
+          <div className="jp-ptcuda-error" role="alert">
+            <strong>{this._notice.title}</strong>
+            <div>{this._notice.message}</div>
+          </div>
+        )}
+        {error && (
+          <div className="jp-ptcuda-error" role="alert">
+            <strong>{error.missing ? 'Server extension not available' : errorTitle(error.reason)}</strong>
+            <div>{error.message}</div>
+          </div>
+        )}
+        {model.jobs.length === 0 && !error ? (
+          <p className="jp-ptcuda-muted">
+            No jobs yet. Open a notebook and use “Run as training job” (notebook toolbar or command palette).
+          </p>
+        ) : (
+          <table className="jp-ptcuda-JobsTable">
+            <thead>
+              <tr>
+                <th>Name</th>
+                <th>ID</th>
+                <th>State</th>
+                <th>Exit</th>
+                <th>GPUs</th>
+                <th>Created</th>
+                <th>Duration</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {model.jobs.map(job => (
+                <JobRow
+                  key={job.id}
+                  job={job}
+                  selected={job.id === selected}
+                  onSelect={() => this.select(job.id)}
+                  onCancel={() => void this._cancel(job.id)}
+                />
+              ))}
+            </tbody>
+          </table>
+        )}
+        {this._log && (
+          <JobLog log={this._log} job={model.job(this._log.jobId)} onOpen={this._options.openPath} />
+        )}
+      </div>
+    );
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._model.visible = true;
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._model.visible = false;
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._model.visible = this.isVisible;
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this._model.visible = false;
+    super.onBeforeDetach(msg);
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.changed.disconnect(this._onChange, this);
+    this._log?.dispose();
+    super.dispose();
+  }
+
+  private async _cancel(jobId: string): Promise<void> {
+    try {
+      await this._model.cancel(jobId);
+      this.setNotice(null);
+    } catch (error) {
+      this.setNotice({ title: `Cannot cancel job ${jobId}`, message: errorMessage(error) });
+    }
+  }
+
+  private _onChange(): void {
+    this.update();
+  }
+
+  private _onLogChange(): void {
+    // The job list may lag behind the log: fetch the job when its log says it ended.
+    const log = this._log;
+    if (log && log.done && !this._refreshedFor.has(log.jobId)) {
+      this._refreshedFor.add(log.jobId);
+      void this._model.get(log.jobId).catch(() => undefined);
+    }
+    this.update();
+  }
+
+  private _log: JobLogModel | null = null;
+  private _notice: { title: string; message: string } | null = null;
+  private _refreshedFor = new Set<string>();
+}
