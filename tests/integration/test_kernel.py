@@ -77,6 +77,11 @@ async def test_kernel_lifecycle(kernelspec, notebook_dir, engine):
         assert out.strip() == "False"
         info = await km.provisioner.get_provisioner_info()
         assert info["container_id"] == km.provisioner.container_id
+        from jupyter_ptcuda.provisioner import DockerProvisioner
+
+        adopted = DockerProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+        await adopted.load_provisioner_info(info)  # e.g. another process re-adopting the kernel
+        assert adopted.container_id == km.provisioner.container_id and await adopted.poll() is None
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=False)

@@ -1,0 +1,70 @@
+"""The `jupyter ptcuda` commands a user or CI runs, as subprocesses against the real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DEBIAN_BASE
+
+pytestmark = pytest.mark.integration
+
+
+def ptcuda(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "jupyter_ptcuda.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_kernelspec_install_and_refusals(tmp_path, engine, test_image):
+    prefix = tmp_path / "prefix"
+    ok = ptcuda("kernelspec", "install", "--image", test_image, "--gpus", '["0"]', "-o", "mem_limit=8g",
+                "--prefix", str(prefix), "--name", "ptc")
+    assert ok.returncode == 0, ok.stderr
+    spec = json.loads((prefix / "share/jupyter/kernels/ptc/kernel.json").read_text())
+    prov = spec["metadata"]["kernel_provisioner"]
+    assert prov["provisioner_name"] == "ptcuda-docker-provisioner"
+    assert prov["config"] == {"image": test_image, "gpus": ["0"], "mem_limit": "8g"}
+
+    missing = ptcuda("kernelspec", "install", "--image", "jupyter-ptcuda/nope:1", "--prefix", str(prefix))
+    assert missing.returncode == 1 and "not present" in missing.stderr and "jupyter ptcuda image build" in missing.stderr
+    no_kernel = ptcuda("kernelspec", "install", "--image", DEBIAN_BASE, "--prefix", str(prefix))
+    assert no_kernel.returncode == 1 and "has no ipykernel" in no_kernel.stderr
+    assert f"--base {DEBIAN_BASE}" in no_kernel.stderr
+    bad = ptcuda("kernelspec", "install", "--image", test_image, "-o", "mem_limit=-3g", "--prefix", str(prefix))
+    assert bad.returncode == 1 and "cannot be negative" in bad.stderr
+    unknown = ptcuda("kernelspec", "install", "--image", test_image, "-o", "gpu=1", "--prefix", str(prefix))
+    assert unknown.returncode == 1 and "unknown kernelspec option" in unknown.stderr and "'gpus'" in unknown.stderr
+    assert "Traceback" not in missing.stderr + no_kernel.stderr + bad.stderr + unknown.stderr
+
+
+def test_image_build_failure_names_the_step(engine, test_image):
+    out = ptcuda("image", "build", "--base", DEBIAN_BASE, "--tag", "jupyter-ptcuda/should-not-exist:1", "--no-pull")
+    assert out.returncode == 1
+    assert "failed at step 'probe'" in out.stderr and "has no torch" in out.stderr
+    assert "[probe] reading versions" in out.stdout  # progress is shown while it works
+
+
+def test_health_gate_exit_code(engine, test_image):
+    out = ptcuda("health", "--image", test_image, "--gpus", "none", "--json")
+    assert out.returncode == 1  # CUDA unavailable (CPU-only build) fails the gate
+    report = json.loads(out.stdout)
+    assert report["cuda"]["reason_code"] == "cpu_only_build"
+    text = ptcuda("health", "--image", test_image, "--gpus", "none")
+    assert text.returncode == 1 and "CPU-only torch build" in text.stdout
+
+
+def test_dead_daemon_is_a_clear_cli_error(tmp_path):
+    out = ptcuda("reap", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
+    assert out.returncode == 1 and "does not answer" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gpus_without_driver_says_so():
+    out = ptcuda("gpus", env={"JUPYTER_PTCUDA_FAKE_NVML": "driver_not_loaded"})
+    assert out.returncode == 1 and "driver" in out.stdout.lower()
+    two = ptcuda("gpus", env={"JUPYTER_PTCUDA_FAKE_NVML": "2:model=H100+L4"})
+    assert two.returncode == 0 and "H100" in two.stdout and "L4" in two.stdout
