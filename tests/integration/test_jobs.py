@@ -267,3 +267,15 @@ async def test_from_kernel_runs_in_the_kernels_configuration(engine, kernelspec,
         assert f"ids {user}" in out and "from the data mount" in out
     finally:
         await km.shutdown_kernel(now=True)
+
+
+async def test_nproc_per_node_runs_under_torchrun(engine, test_image, notebook_dir):
+    script(notebook_dir, "ranks.py", "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], flush=True)\n")
+    async with jobs_manager(engine) as manager:
+        job = await manager.submit(JobRequest(path=str(notebook_dir / "ranks.py"), image=test_image, gpus="none",
+                                              nproc_per_node=2))
+        job = await finished(manager, job.id)
+    log = read(job.log_path)
+    assert job.state == "completed", log
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log
+    assert job.meta["command"][:6] == ["python", "-u", "-m", "torch.distributed.run", "--nproc-per-node", "2"]
