@@ -245,13 +245,16 @@ class Engine:
         result = await self.call(lambda api: api.wait(container, timeout=timeout))
         return int(result.get("StatusCode", -1))
 
-    async def exec(self, container: str, cmd: list[str], stdin: bytes | None = None, user: str = "") -> tuple[int, bytes]:
+    async def exec(self, container: str, cmd: list[str], stdin: bytes | None = None, user: str = "",
+                   env: dict[str, str] | None = None) -> tuple[int, bytes]:
         """Run a command in a running container; (exit code, combined output)."""
-        return await self.call(self._exec_sync, container, cmd, stdin, user)
+        return await self.call(self._exec_sync, container, cmd, stdin, user, env)
 
     @staticmethod
-    def _exec_sync(api: docker.APIClient, container: str, cmd: list[str], stdin: bytes | None, user: str) -> tuple[int, bytes]:
-        ex = api.exec_create(container, cmd, stdin=stdin is not None, user=user, stdout=True, stderr=True)
+    def _exec_sync(api: docker.APIClient, container: str, cmd: list[str], stdin: bytes | None, user: str,
+                   env: dict[str, str] | None = None) -> tuple[int, bytes]:
+        ex = api.exec_create(container, cmd, stdin=stdin is not None, user=user, stdout=True, stderr=True,
+                             environment=env or None)
         if stdin is None:
             out = api.exec_start(ex["Id"])
         else:

@@ -67,9 +67,14 @@ async def find_kernel_container(engine: Engine, kernel_id: str) -> dict[str, Any
 async def check_kernel(engine: Engine, kernel_id: str, *, perf: bool = False, timeout: float = 600) -> dict[str, Any]:
     """The health report from inside a running kernel's container (``docker exec``)."""
     container = await find_kernel_container(engine, kernel_id)
+    # `docker exec` does not inherit what the engine's NVIDIA driver set for the container's processes
+    # (NVIDIA_VISIBLE_DEVICES…): take it from the container's init process, as the kernel sees it.
+    _, raw = await engine.exec(container["Id"], ["cat", "/proc/1/environ"])
+    env = dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
+    env = {k: v for k, v in env.items() if k.startswith(("NVIDIA_", "CUDA_"))}
     argv = ["python", "-"] + (["--perf"] if perf else [])
     code, out = await asyncio.wait_for(
-        engine.exec(container["Id"], argv, stdin=check_script_source().encode()), timeout)
+        engine.exec(container["Id"], argv, stdin=check_script_source().encode(), env=env), timeout)
     report = parse_report(out.decode("utf-8", "replace"))
     report["target"] = {"kernel_id": kernel_id, "container": container["Id"][:12], "image": container.get("Image")}
     return report

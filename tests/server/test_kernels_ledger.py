@@ -78,7 +78,7 @@ async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp,
             await km.shutdown_kernel(kid, now=True)
     await asyncio.sleep(1.1)  # the holders cache lives 1 s
     _, body, _ = await api("GET", "gpus")
-    assert all(g["holders"] == [] for g in body["snapshot"]["gpus"])
+    assert all(g["holders"] == [] for g in body["snapshot"]["gpus"]), [g["holders"] for g in body["snapshot"]["gpus"]]
 
 
 async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_image):
@@ -99,3 +99,23 @@ async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_i
         assert await engine.inspect(foreign) is not None  # not ours: never touched
     finally:
         subprocess.run(["docker", "rm", "-f", cid, foreign], capture_output=True)
+
+
+async def test_health_check_inside_a_running_kernel(jp_fetch, api, jp_serverapp, gpu_kernelspec):
+    from tests.server.test_api import wait_for
+
+    code, model = await start_kernel(jp_fetch, gpu_kernelspec)
+    assert code == 201, model
+    try:
+        _, kernels, _ = await api("GET", "kernels")
+        gpu = next(k for k in kernels if k["kernel_id"] == model["id"])["gpus"]
+        status, entry, _ = await api("POST", "health", {"kernel_id": model["id"]})
+        assert status == 201
+        done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running", timeout=120)
+        assert done["state"] == "done", done
+        report = done["report"]
+        assert report["target"]["kernel_id"] == model["id"]
+        assert report["env"]["NVIDIA_VISIBLE_DEVICES"] == ",".join(gpu)  # it ran inside the kernel's container
+        assert {c["id"]: c for c in report["checks"]}["torch_import"]["status"] == "pass"
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(model["id"], now=True)
