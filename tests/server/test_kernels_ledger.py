@@ -82,7 +82,13 @@ async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp,
 
 
 async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_image):
-    from jupyter_ptcuda.spec import LABEL_KERNEL_ID, LABEL_KIND, LABEL_SERVER_ID, LABEL_SERVER_PID, ContainerSpec
+    from jupyter_ptcuda.spec import (
+        LABEL_KERNEL_ID,
+        LABEL_KIND,
+        LABEL_SERVER_ID,
+        LABEL_SERVER_PID,
+        ContainerSpec,
+    )
 
     dead = "4194301"
     spec = ContainerSpec(image=DEBIAN_BASE, command=("sleep", "600"), user="65534:65534", workdir="/tmp",
