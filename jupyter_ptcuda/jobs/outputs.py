@@ -72,7 +72,11 @@ def make_output_dir(workdir: str, job_id: str, user: str) -> Path:
     outputs = Path(workdir) / OUTPUTS
     created_outputs = not outputs.exists()
     out = outputs / job_id
-    out.mkdir(parents=True, exist_ok=False)
+    try:
+        out.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise Forbidden(f"cannot create {out} ({exc.strerror or exc}): a job keeps its log and manifest next to "
+                        "its notebook, so that folder must be writable by you.") from None
     if os.geteuid() == 0 and user:
         uid, _, gid = user.partition(":")
         if uid.isdigit():

@@ -136,3 +136,9 @@ def test_rest_fields_are_checked():
                         ({"path": "a", "params": []}, "'params'")]:
         with pytest.raises(ConfigError, match=words):
             check_fields(body, JOB_FIELDS)
+
+
+def test_unwritable_notebook_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "outputs").write_text("a file where the folder should be")
+    with pytest.raises(Forbidden, match="must be writable"):
+        O.make_output_dir(str(tmp_path), "j3", "")
