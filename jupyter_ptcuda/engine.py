@@ -203,10 +203,20 @@ class Engine:
 
     @staticmethod
     def _remove_quietly(api: docker.APIClient, cid: str) -> None:
-        try:
-            api.remove_container(cid, force=True, v=True)
-        except Exception:  # noqa: BLE001 - best effort, the caller raises the real error
-            pass
+        """Remove a container we failed to start; retried while the engine says a removal is underway."""
+        import time
+
+        for _ in range(20):
+            try:
+                api.remove_container(cid, force=True, v=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    log.warning("could not remove container %s: %s", cid[:12], exc)
+                    return
+                time.sleep(0.1)
 
     async def run_once(self, spec: ContainerSpec, timeout: float = 300) -> tuple[int, str]:
         """Run a one-off container to completion: (exit code, output). Always removed afterwards."""
