@@ -28,6 +28,9 @@ function JobLog(props: { log: JobLogModel; job: IJob | null; onOpen: (path: stri
         {job && job.exit_code !== null && job.exit_code !== undefined && (
           <span className="jp-ptcuda-JobLog-exit">exit code {job.exit_code}</span>
         )}
+        {job && job.reason && job.reason !== job.state && (
+          <span className="jp-ptcuda-JobLog-reason">{job.reason}</span>
+        )}
         <span className="jp-ptcuda-muted">
           {log.done ? 'log complete' : 'following the log…'} ({log.offset} bytes)
         </span>
@@ -58,6 +61,18 @@ function JobLog(props: { log: JobLogModel; job: IJob | null; onOpen: (path: stri
   );
 }
 
+/** A job's creation time: the time today, else the date and time. */
+function formatCreated(iso: string | null | undefined): string {
+  if (!iso) {
+    return '';
+  }
+  const when = new Date(iso);
+  const sameDay = when.toDateString() === new Date().toDateString();
+  return sameDay
+    ? when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+    : when.toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
+}
+
 function JobRow(props: {
   job: IJob;
   selected: boolean;
@@ -77,7 +92,7 @@ function JobRow(props: {
       <td>
         <code>{job.id}</code>
       </td>
-      <td>
+      <td title={job.reason ?? ''}>
         <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${job.state}`}>
           {job.state}
           {job.cancel_requested && active ? ' (cancelling)' : ''}
@@ -85,7 +100,7 @@ function JobRow(props: {
       </td>
       <td className="jp-ptcuda-JobRow-exit">{job.exit_code ?? ''}</td>
       <td>{job.gpus ?? ''}</td>
-      <td title={job.created ?? ''}>{job.created ? new Date(job.created).toLocaleString() : ''}</td>
+      <td title={job.created ?? ''}>{formatCreated(job.created)}</td>
       <td>{formatDuration(job.duration_s)}</td>
       <td>
         <button
