@@ -29,7 +29,9 @@ export interface IActionContext {
 }
 
 /** The active notebook, saved first if it has unsaved changes (the export reads the file). */
-async function savedNotebook(ctx: IActionContext): Promise<NotebookPanel | null> {
+async function savedNotebook(
+  ctx: IActionContext
+): Promise<NotebookPanel | null> {
   const panel = ctx.tracker?.currentWidget ?? null;
   if (!panel) {
     await showErrorMessage('No notebook', 'Open a notebook first.');
@@ -43,7 +45,9 @@ async function savedNotebook(ctx: IActionContext): Promise<NotebookPanel | null>
 }
 
 /** Export the active notebook to `<stem>.train.py` next to it and show the report. */
-export async function exportActive(ctx: IActionContext): Promise<IExportResult | null> {
+export async function exportActive(
+  ctx: IActionContext
+): Promise<IExportResult | null> {
   const panel = await savedNotebook(ctx);
   if (!panel) {
     return null;
@@ -58,7 +62,9 @@ export async function exportActive(ctx: IActionContext): Promise<IExportResult |
   }
   const choice = await showExportDialog(result, path);
   if (choice === 'open' && result.saved_path) {
-    await ctx.app.commands.execute('docmanager:open', { path: result.saved_path });
+    await ctx.app.commands.execute('docmanager:open', {
+      path: result.saved_path
+    });
   } else if (choice === 'run') {
     await runAsJob(ctx, result);
   }
@@ -69,7 +75,10 @@ export async function exportActive(ctx: IActionContext): Promise<IExportResult |
  * Ask for the parameters (from the export), GPUs and where to run, submit the job, then show
  * its live log in the Jobs view.
  */
-export async function runAsJob(ctx: IActionContext, exported?: IExportResult): Promise<IJob | null> {
+export async function runAsJob(
+  ctx: IActionContext,
+  exported?: IExportResult
+): Promise<IJob | null> {
   const panel = await savedNotebook(ctx);
   if (!panel) {
     return null;
@@ -100,7 +109,9 @@ export async function runAsJob(ctx: IActionContext, exported?: IExportResult): P
   } catch (error) {
     const reason = error instanceof ApiError ? error.reason : null;
     const title =
-      reason === 'EngineUnavailable' ? errorTitle(reason) : `Cannot start a job from ${path}`;
+      reason === 'EngineUnavailable'
+        ? errorTitle(reason)
+        : `Cannot start a job from ${path}`;
     ctx.openJobs().content.setNotice({ title, message: errorMessage(error) });
     await showErrorMessage(title, errorMessage(error));
     return null;

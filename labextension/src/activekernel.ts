@@ -38,7 +38,10 @@ export class ActiveKernel {
     if (this._watched && this._watched !== current) {
       this._watched.sessionContext.kernelChanged.disconnect(this._emit, this);
       this._watched.sessionContext.sessionChanged.disconnect(this._emit, this);
-      this._watched.sessionContext.statusChanged.disconnect(this._onStatus, this);
+      this._watched.sessionContext.statusChanged.disconnect(
+        this._onStatus,
+        this
+      );
     }
     if (current && this._watched !== current) {
       current.sessionContext.kernelChanged.connect(this._emit, this);

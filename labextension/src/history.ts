@@ -60,7 +60,9 @@ export function mergeHistory(
         if (add.t[i] > oldLast) {
           for (const key of COLUMNS) {
             const column = add[key] as unknown[] | undefined;
-            (series[key] as unknown[]).push(column ? column[i] ?? null : null);
+            (series[key] as unknown[]).push(
+              column ? (column[i] ?? null) : null
+            );
           }
         }
       }

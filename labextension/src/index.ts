@@ -3,7 +3,11 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  MainAreaWidget,
+  WidgetTracker
+} from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -37,10 +41,17 @@ const CATEGORY = 'PyTorch-CUDA';
  */
 const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
   id: PLUGIN_ID,
-  description: 'GPU panel, health checks, export to train.py and training jobs for jupyter-ptcuda.',
+  description:
+    'GPU panel, health checks, export to train.py and training jobs for jupyter-ptcuda.',
   autoStart: true,
   provides: IGpuMonitor,
-  optional: [INotebookTracker, ISettingRegistry, ICommandPalette, ILayoutRestorer, IStatusBar],
+  optional: [
+    INotebookTracker,
+    ISettingRegistry,
+    ICommandPalette,
+    ILayoutRestorer,
+    IStatusBar
+  ],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker | null,
@@ -49,7 +60,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     restorer: ILayoutRestorer | null,
     statusBar: IStatusBar | null
   ): IGpuMonitor => {
-    const serverSettings: ServerConnection.ISettings = app.serviceManager.serverSettings;
+    const serverSettings: ServerConnection.ISettings =
+      app.serviceManager.serverSettings;
     const model = new GpuModel({ serverSettings });
     const health = new HealthModel({ serverSettings });
     const jobs = new JobsModel({ serverSettings });
@@ -61,7 +73,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       health,
       active,
       defaultImage: () => defaultImage,
-      openNotebook: path => void app.commands.execute('docmanager:open', { path }),
+      openNotebook: path =>
+        void app.commands.execute('docmanager:open', { path }),
       openJobs: () => void app.commands.execute(CommandIDs.openJobs)
     });
     panel.id = 'jupyter-ptcuda-panel';
@@ -70,13 +83,16 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     app.shell.add(panel, 'right', { rank: 900 });
     restorer?.add(panel, 'jupyter-ptcuda-panel');
 
-    const jobsTracker = new WidgetTracker<MainAreaWidget<JobsView>>({ namespace: 'jupyter-ptcuda-jobs' });
+    const jobsTracker = new WidgetTracker<MainAreaWidget<JobsView>>({
+      namespace: 'jupyter-ptcuda-jobs'
+    });
     const openJobs = (jobId?: string): MainAreaWidget<JobsView> => {
       let widget = jobsTracker.currentWidget;
       if (!widget || widget.isDisposed) {
         const content = new JobsView(jobs, {
           serverSettings,
-          openPath: path => void app.commands.execute('filebrowser:go-to-path', { path })
+          openPath: path =>
+            void app.commands.execute('filebrowser:go-to-path', { path })
         });
         widget = new MainAreaWidget({ content });
         widget.id = 'jupyter-ptcuda-jobs';
@@ -96,7 +112,10 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       return widget;
     };
     if (restorer) {
-      void restorer.restore(jobsTracker, { command: CommandIDs.openJobs, name: () => 'jobs' });
+      void restorer.restore(jobsTracker, {
+        command: CommandIDs.openJobs,
+        name: () => 'jobs'
+      });
     }
 
     const ctx: IActionContext = {
@@ -118,24 +137,29 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     });
     app.commands.addCommand(CommandIDs.healthCheckKernel, {
       label: 'Run Health Check on the Active Kernel',
-      caption: 'Check CUDA, driver, GPU count and a tensor round-trip in the notebook kernel',
+      caption:
+        'Check CUDA, driver, GPU count and a tensor round-trip in the notebook kernel',
       isEnabled: () => !!active.kernelId,
       execute: async () => {
         app.shell.activateById(panel.id);
         if (active.kernelId) {
-          await health.run({ kernel_id: active.kernelId }).catch(() => undefined);
+          await health
+            .run({ kernel_id: active.kernelId })
+            .catch(() => undefined);
         }
       }
     });
     app.commands.addCommand(CommandIDs.exportScript, {
       label: 'Export to train.py',
-      caption: 'Export this notebook to a plain train.py next to it, with a report of what was rewritten',
+      caption:
+        'Export this notebook to a plain train.py next to it, with a report of what was rewritten',
       isEnabled: hasNotebook,
       execute: () => exportActive(ctx)
     });
     app.commands.addCommand(CommandIDs.runJob, {
       label: 'Run as Training Job…',
-      caption: 'Run this notebook as a batch job in its kernel image, with parameters and GPUs',
+      caption:
+        'Run this notebook as a batch job in its kernel image, with parameters and GPUs',
       isEnabled: hasNotebook,
       execute: () => runAsJob(ctx)
     });
@@ -152,7 +176,9 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
 
     let statusItem: GpuStatusItem | null = null;
     if (statusBar) {
-      statusItem = new GpuStatusItem(model, active, () => app.shell.activateById(panel.id));
+      statusItem = new GpuStatusItem(model, active, () =>
+        app.shell.activateById(panel.id)
+      );
       const item = statusItem;
       statusBar.registerStatusItem('jupyter-ptcuda:status', {
         item,

@@ -8,7 +8,13 @@ import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, errorMessage, postJSON, requestAPI, requestRaw } from './request';
+import {
+  ApiError,
+  errorMessage,
+  postJSON,
+  requestAPI,
+  requestRaw
+} from './request';
 import { IJob, IJobRequest, JobState } from './tokens';
 
 export const TERMINAL_STATES: ReadonlyArray<JobState> = [
@@ -65,7 +71,11 @@ export class JobsModel implements IDisposable {
 
   set refreshInterval(ms: number) {
     this._interval = Math.max(500, ms);
-    this._poll.frequency = { interval: this._interval, backoff: true, max: 60000 };
+    this._poll.frequency = {
+      interval: this._interval,
+      backoff: true,
+      max: 60000
+    };
   }
 
   get isDisposed(): boolean {
@@ -80,7 +90,9 @@ export class JobsModel implements IDisposable {
       this._changed.emit();
     } catch (error) {
       this._error =
-        error instanceof ApiError ? error : new ApiError(errorMessage(error), 0);
+        error instanceof ApiError
+          ? error
+          : new ApiError(errorMessage(error), 0);
       this._changed.emit();
       throw error;
     }
@@ -251,7 +263,8 @@ export class JobLogModel implements IDisposable {
     const bytes = new Uint8Array(await response.arrayBuffer());
     const state = response.headers.get('X-Ptcuda-Job-State') as JobState | null;
     const next = Number(response.headers.get('X-Ptcuda-Log-Offset'));
-    this._offset = Number.isFinite(next) && next > 0 ? next : this._offset + bytes.length;
+    this._offset =
+      Number.isFinite(next) && next > 0 ? next : this._offset + bytes.length;
     this._state = state ?? this._state;
     this._error = '';
     if (bytes.length) {

@@ -204,9 +204,7 @@ export class GpuModel implements IGpuMonitor, IDisposable {
       gpu =>
         wanted.has(String(gpu.index)) ||
         (gpu.uuid && wanted.has(gpu.uuid)) ||
-        (gpu.holders ?? []).some(
-          h => h.kind === 'kernel' && h.id === kernelId
-        )
+        (gpu.holders ?? []).some(h => h.kind === 'kernel' && h.id === kernelId)
     );
   }
 

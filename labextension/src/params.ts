@@ -81,7 +81,9 @@ export function parseValue(
         if (param.default === null) {
           return value;
         }
-        throw new Error(`${name}: expected JSON (e.g. [64, 32]), got "${value}"`);
+        throw new Error(
+          `${name}: expected JSON (e.g. [64, 32]), got "${value}"`
+        );
       }
     }
   }

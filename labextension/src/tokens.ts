@@ -142,12 +142,7 @@ export interface IHealthRequest {
 }
 
 export type JobState =
-  | 'queued'
-  | 'running'
-  | 'completed'
-  | 'failed'
-  | 'cancelled'
-  | 'timed_out';
+  'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out';
 
 /** A batch job (`GET jobs`); more fields may be present. */
 export interface IJob {
@@ -216,7 +211,8 @@ export interface IExportResult {
  * - `missing`: the server extension is not there (404 on its API);
  * - `error`: the last request failed (see `error`).
  */
-export type MonitorStatus = 'loading' | 'ok' | 'unavailable' | 'missing' | 'error';
+export type MonitorStatus =
+  'loading' | 'ok' | 'unavailable' | 'missing' | 'error';
 
 /** The GPU monitor other plugins can read (the panel and the status bar use it). */
 export interface IGpuMonitor {

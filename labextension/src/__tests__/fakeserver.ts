@@ -16,7 +16,9 @@ export interface IFakeReply {
 type Handler = IFakeReply | ((url: URL, init: RequestInit) => IFakeReply);
 
 export class FakeServer {
-  readonly settings = ServerConnection.makeSettings({ baseUrl: 'http://localhost:8888/' });
+  readonly settings = ServerConnection.makeSettings({
+    baseUrl: 'http://localhost:8888/'
+  });
   readonly requests: Array<{ method: string; url: URL; body: unknown }> = [];
   private _routes = new Map<string, Handler[]>();
   private _spy: jest.SpyInstance;
@@ -24,7 +26,9 @@ export class FakeServer {
   constructor() {
     this._spy = jest
       .spyOn(ServerConnection, 'makeRequest')
-      .mockImplementation(async (url: string, init: RequestInit) => this._answer(url, init));
+      .mockImplementation(async (url: string, init: RequestInit) =>
+        this._answer(url, init)
+      );
   }
 
   /** Answer `method path` (path under /jupyter-ptcuda/) with these replies in turn; the last one repeats. */
@@ -41,11 +45,19 @@ export class FakeServer {
     const url = new URL(raw);
     const method = (init.method ?? 'GET').toUpperCase();
     const path = url.pathname.replace(/^\/jupyter-ptcuda\//, '');
-    this.requests.push({ method, url, body: init.body ? JSON.parse(String(init.body)) : undefined });
+    this.requests.push({
+      method,
+      url,
+      body: init.body ? JSON.parse(String(init.body)) : undefined
+    });
     const replies = this._routes.get(`${method} ${path}`);
     let reply: IFakeReply;
     if (!replies) {
-      reply = { status: 404, body: '<html>404: Not Found</html>', contentType: 'text/html' };
+      reply = {
+        status: 404,
+        body: '<html>404: Not Found</html>',
+        contentType: 'text/html'
+      };
     } else {
       const handler = replies.length > 1 ? replies.shift()! : replies[0];
       reply = typeof handler === 'function' ? handler(url, init) : handler;
@@ -65,14 +77,17 @@ export function fakeResponse(reply: IFakeReply): any {
           ? ''
           : JSON.stringify(reply.body);
   const bytes = reply.bytes ?? new TextEncoder().encode(text);
-  const headers = new Map(Object.entries(reply.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const headers = new Map(
+    Object.entries(reply.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])
+  );
   return {
     ok: status >= 200 && status < 300,
     status,
     statusText: '',
     headers: { get: (name: string) => headers.get(name.toLowerCase()) ?? null },
     text: async () => text,
-    arrayBuffer: async () => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
+    arrayBuffer: async () =>
+      bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
   };
 }
 
@@ -82,10 +97,23 @@ export function gpusReply(options: {
   reason?: string;
   gpus?: number;
   times?: number[];
-  holders?: { [index: number]: Array<{ kind: 'kernel' | 'job'; id: string; notebook?: string }> };
-  processes?: { [index: number]: Array<{ pid: number; used_memory: number; owner?: string; kind?: string }> };
+  holders?: {
+    [index: number]: Array<{
+      kind: 'kernel' | 'job';
+      id: string;
+      notebook?: string;
+    }>;
+  };
+  processes?: {
+    [index: number]: Array<{
+      pid: number;
+      used_memory: number;
+      owner?: string;
+      kind?: string;
+    }>;
+  };
 }): any {
-  const n = options.state === 'unavailable' ? 0 : options.gpus ?? 2;
+  const n = options.state === 'unavailable' ? 0 : (options.gpus ?? 2);
   const times = options.times ?? [100, 101];
   const gpus = Array.from({ length: n }, (_, i) => ({
     index: i,

@@ -12,7 +12,13 @@ const checks: ICheck[] = [
 
 describe('sortChecks', () => {
   it('puts failures first, then warnings, passes and skips, keeping order within each', () => {
-    expect(sortChecks(checks).map(c => c.id)).toEqual(['c', 'e', 'd', 'a', 'b']);
+    expect(sortChecks(checks).map(c => c.id)).toEqual([
+      'c',
+      'e',
+      'd',
+      'a',
+      'b'
+    ]);
   });
 
   it('counts each status', () => {
@@ -35,15 +41,34 @@ describe('HealthModel', () => {
   afterEach(() => server.restore());
 
   it('starts a check and follows it until it is done', async () => {
-    const running = { id: 'h1', state: 'running', created: 1, target: { image: 'img' }, report: null, error: null };
+    const running = {
+      id: 'h1',
+      state: 'running',
+      created: 1,
+      target: { image: 'img' },
+      report: null,
+      error: null
+    };
     const done = {
       ...running,
       state: 'done',
-      report: { schema: 1, summary: 'fail', checks, cuda: { available: false, reason: 'CPU-only torch build' } }
+      report: {
+        schema: 1,
+        summary: 'fail',
+        checks,
+        cuda: { available: false, reason: 'CPU-only torch build' }
+      }
     };
-    server.on('POST', 'health', { status: 201, body: running, headers: { Location: '/jupyter-ptcuda/health/h1' } });
+    server.on('POST', 'health', {
+      status: 201,
+      body: running,
+      headers: { Location: '/jupyter-ptcuda/health/h1' }
+    });
     server.on('GET', 'health/h1', { body: running }, { body: done });
-    const model = new HealthModel({ serverSettings: server.settings, pollInterval: 1 });
+    const model = new HealthModel({
+      serverSettings: server.settings,
+      pollInterval: 1
+    });
     const seen: string[] = [];
     model.changed.connect(() => seen.push(model.checks[0]?.state ?? ''));
     const result = await model.run({ image: 'img', gpus: 'none' });
@@ -56,24 +81,43 @@ describe('HealthModel', () => {
   });
 
   it('keeps the error of a check that could not run (no Docker engine)', async () => {
-    const running = { id: 'h2', state: 'running', created: 1, target: { image: 'img' } };
+    const running = {
+      id: 'h2',
+      state: 'running',
+      created: 1,
+      target: { image: 'img' }
+    };
     const failed = {
       ...running,
       state: 'error',
-      error: { message: 'the Docker engine does not answer', reason: 'EngineUnavailable' }
+      error: {
+        message: 'the Docker engine does not answer',
+        reason: 'EngineUnavailable'
+      }
     };
     server.on('POST', 'health', { status: 201, body: running });
     server.on('GET', 'health/h2', { body: failed });
-    const model = new HealthModel({ serverSettings: server.settings, pollInterval: 1 });
+    const model = new HealthModel({
+      serverSettings: server.settings,
+      pollInterval: 1
+    });
     const result = await model.run({ image: 'img' });
     expect(result.state).toBe('error');
     expect(result.error!.reason).toBe('EngineUnavailable');
   });
 
   it('keeps the reason a check could not start', async () => {
-    server.on('POST', 'health', { status: 404, body: { message: "no kernel 'k' on this server", reason: 'NotFound' } });
-    const model = new HealthModel({ serverSettings: server.settings, pollInterval: 1 });
-    await expect(model.run({ kernel_id: 'k' })).rejects.toMatchObject({ status: 404 });
+    server.on('POST', 'health', {
+      status: 404,
+      body: { message: "no kernel 'k' on this server", reason: 'NotFound' }
+    });
+    const model = new HealthModel({
+      serverSettings: server.settings,
+      pollInterval: 1
+    });
+    await expect(model.run({ kernel_id: 'k' })).rejects.toMatchObject({
+      status: 404
+    });
     expect(model.startError!.message).toBe("no kernel 'k' on this server");
     expect(model.checks).toHaveLength(0);
   });

@@ -2,7 +2,13 @@ import { lastTime, mergeHistory } from '../history';
 import { History } from '../tokens';
 
 function series(t: number[], util?: Array<number | null>) {
-  return { t, util: util ?? t.map(x => x), mem_used: t.map(() => 1), temp: t.map(() => 2), power: t.map(() => 3) };
+  return {
+    t,
+    util: util ?? t.map(x => x),
+    mem_used: t.map(() => 1),
+    temp: t.map(() => 2),
+    power: t.map(() => 3)
+  };
 }
 
 describe('mergeHistory', () => {
@@ -15,7 +21,12 @@ describe('mergeHistory', () => {
   });
 
   it('keeps a GPU absent from the reply and adds a new one', () => {
-    const merged = mergeHistory({ a: series([1, 2]) }, { b: series([3]) }, 0, 100);
+    const merged = mergeHistory(
+      { a: series([1, 2]) },
+      { b: series([3]) },
+      0,
+      100
+    );
     expect(merged.a.t).toEqual([1, 2]);
     expect(merged.b.t).toEqual([3]);
   });
@@ -44,6 +55,8 @@ describe('mergeHistory', () => {
 describe('lastTime', () => {
   it('is the newest sample over all GPUs, or null', () => {
     expect(lastTime({})).toBeNull();
-    expect(lastTime({ a: series([1, 7]), b: series([3, 9]), c: series([]) })).toBe(9);
+    expect(
+      lastTime({ a: series([1, 7]), b: series([3, 9]), c: series([]) })
+    ).toBe(9);
   });
 });

@@ -11,7 +11,13 @@ describe('JobLogModel', () => {
   afterEach(() => server.restore());
 
   function log(chunk: Uint8Array, state: string, next: number) {
-    return { bytes: chunk, headers: { 'X-Ptcuda-Job-State': state, 'X-Ptcuda-Log-Offset': String(next) } };
+    return {
+      bytes: chunk,
+      headers: {
+        'X-Ptcuda-Job-State': state,
+        'X-Ptcuda-Log-Offset': String(next)
+      }
+    };
   }
 
   it('reads the log from the offset the server gives, until the job has ended', async () => {
@@ -22,7 +28,10 @@ describe('JobLogModel', () => {
       log(enc('epoch 1\n'), 'completed', 16),
       log(enc(''), 'completed', 16)
     );
-    const model = new JobLogModel('j1', { serverSettings: server.settings, autoStart: false });
+    const model = new JobLogModel('j1', {
+      serverSettings: server.settings,
+      autoStart: false
+    });
     await model.fetch();
     expect(model.text).toBe('epoch 0\n');
     expect(model.state).toBe('running');
@@ -47,7 +56,10 @@ describe('JobLogModel', () => {
       log(bytes.slice(cut), 'completed', bytes.length),
       log(enc(''), 'completed', bytes.length)
     );
-    const model = new JobLogModel('j2', { serverSettings: server.settings, autoStart: false });
+    const model = new JobLogModel('j2', {
+      serverSettings: server.settings,
+      autoStart: false
+    });
     await model.fetch();
     await model.fetch();
     await model.fetch();
@@ -57,8 +69,14 @@ describe('JobLogModel', () => {
   });
 
   it('stops when the job is gone (404)', async () => {
-    server.on('GET', 'jobs/j3/log', { status: 404, body: { message: "no job 'j3'", reason: 'NotFound' } });
-    const model = new JobLogModel('j3', { serverSettings: server.settings, autoStart: false });
+    server.on('GET', 'jobs/j3/log', {
+      status: 404,
+      body: { message: "no job 'j3'", reason: 'NotFound' }
+    });
+    const model = new JobLogModel('j3', {
+      serverSettings: server.settings,
+      autoStart: false
+    });
     await expect(model.fetch()).rejects.toMatchObject({ status: 404 });
     expect(model.done).toBe(true);
     expect(model.error).toBe("no job 'j3'");
@@ -67,7 +85,11 @@ describe('JobLogModel', () => {
 
   it('keeps only the tail of a long log', async () => {
     server.on('GET', 'jobs/j4/log', log(enc('0123456789'), 'running', 10));
-    const model = new JobLogModel('j4', { serverSettings: server.settings, autoStart: false, maxChars: 4 });
+    const model = new JobLogModel('j4', {
+      serverSettings: server.settings,
+      autoStart: false,
+      maxChars: 4
+    });
     await model.fetch();
     expect(model.text).toBe('6789');
     model.dispose();
@@ -82,13 +104,28 @@ describe('JobsModel', () => {
   afterEach(() => server.restore());
 
   it('lists, submits and cancels jobs', async () => {
-    server.on('GET', 'jobs', { body: [{ id: 'old', state: 'completed', exit_code: 0 }] });
-    server.on('POST', 'jobs', { status: 201, body: { id: 'new', state: 'running' } });
-    server.on('DELETE', 'jobs/new', { status: 202, body: { id: 'new', state: 'running', cancel_requested: true } });
-    const model = new JobsModel({ serverSettings: server.settings, autoStart: false });
+    server.on('GET', 'jobs', {
+      body: [{ id: 'old', state: 'completed', exit_code: 0 }]
+    });
+    server.on('POST', 'jobs', {
+      status: 201,
+      body: { id: 'new', state: 'running' }
+    });
+    server.on('DELETE', 'jobs/new', {
+      status: 202,
+      body: { id: 'new', state: 'running', cancel_requested: true }
+    });
+    const model = new JobsModel({
+      serverSettings: server.settings,
+      autoStart: false
+    });
     await model.fetch();
     expect(model.jobs.map(j => j.id)).toEqual(['old']);
-    const job = await model.submit({ path: 'n.ipynb', gpus: 'none', params: {} });
+    const job = await model.submit({
+      path: 'n.ipynb',
+      gpus: 'none',
+      params: {}
+    });
     expect(job.id).toBe('new');
     expect(model.jobs.map(j => j.id)).toEqual(['new', 'old']);
     await model.cancel('new');
@@ -101,9 +138,15 @@ describe('JobsModel', () => {
   it('keeps the error when jobs cannot be submitted (no Docker engine)', async () => {
     server.on('POST', 'jobs', {
       status: 503,
-      body: { message: 'the Docker engine does not answer', reason: 'EngineUnavailable' }
+      body: {
+        message: 'the Docker engine does not answer',
+        reason: 'EngineUnavailable'
+      }
     });
-    const model = new JobsModel({ serverSettings: server.settings, autoStart: false });
+    const model = new JobsModel({
+      serverSettings: server.settings,
+      autoStart: false
+    });
     await expect(model.submit({ path: 'n.ipynb' })).rejects.toMatchObject({
       status: 503,
       engineUnavailable: true
@@ -112,7 +155,9 @@ describe('JobsModel', () => {
   });
 
   it('knows the terminal states', () => {
-    expect(['completed', 'failed', 'cancelled', 'timed_out'].every(isTerminal)).toBe(true);
+    expect(
+      ['completed', 'failed', 'cancelled', 'timed_out'].every(isTerminal)
+    ).toBe(true);
     expect(isTerminal('running')).toBe(false);
     expect(isTerminal(null)).toBe(false);
   });

@@ -7,7 +7,11 @@ describe('GpuModel', () => {
 
   beforeEach(() => {
     server = new FakeServer();
-    model = new GpuModel({ serverSettings: server.settings, autoStart: false, historyMinutes: 10 });
+    model = new GpuModel({
+      serverSettings: server.settings,
+      autoStart: false,
+      historyMinutes: 10
+    });
   });
 
   afterEach(() => {
@@ -16,8 +20,12 @@ describe('GpuModel', () => {
   });
 
   it('reads the GPUs, their history and the kernels', async () => {
-    server.on('GET', 'gpus', { body: gpusReply({ gpus: 2, times: [100, 101] }) });
-    server.on('GET', 'kernels', { body: [{ kernel_id: 'k1', gpus: ['0'], in_container: true }] });
+    server.on('GET', 'gpus', {
+      body: gpusReply({ gpus: 2, times: [100, 101] })
+    });
+    server.on('GET', 'kernels', {
+      body: [{ kernel_id: 'k1', gpus: ['0'], in_container: true }]
+    });
     let changed = 0;
     model.changed.connect(() => changed++);
     await model.fetch();
@@ -38,7 +46,9 @@ describe('GpuModel', () => {
     server.on('GET', 'kernels', { body: [] });
     await model.fetch();
     await model.fetch();
-    const gpuRequests = server.requests.filter(r => r.url.pathname.endsWith('/gpus'));
+    const gpuRequests = server.requests.filter(r =>
+      r.url.pathname.endsWith('/gpus')
+    );
     expect(gpuRequests[0].url.searchParams.get('since')).toBeNull();
     expect(gpuRequests[1].url.searchParams.get('since')).toBe('101');
     expect(model.history['GPU-0'].t).toEqual([100, 101, 102]);
@@ -46,7 +56,10 @@ describe('GpuModel', () => {
 
   it('says when the host has no NVIDIA driver, with the reason', async () => {
     server.on('GET', 'gpus', {
-      body: gpusReply({ state: 'unavailable', reason: 'NVML library libnvidia-ml.so.1 not found' })
+      body: gpusReply({
+        state: 'unavailable',
+        reason: 'NVML library libnvidia-ml.so.1 not found'
+      })
     });
     server.on('GET', 'kernels', { body: [] });
     await model.fetch();
@@ -62,7 +75,10 @@ describe('GpuModel', () => {
   });
 
   it('reports other errors with their message', async () => {
-    server.on('GET', 'gpus', { status: 500, body: { message: 'internal error (see the server log)', reason: 'error' } });
+    server.on('GET', 'gpus', {
+      status: 500,
+      body: { message: 'internal error (see the server log)', reason: 'error' }
+    });
     server.on('GET', 'kernels', { body: [] });
     await expect(model.fetch()).rejects.toBeTruthy();
     expect(model.status).toBe('error');
@@ -71,7 +87,10 @@ describe('GpuModel', () => {
 
   it('keeps the GPUs when only the kernel list fails', async () => {
     server.on('GET', 'gpus', { body: gpusReply({}) });
-    server.on('GET', 'kernels', { status: 500, body: { message: 'boom', reason: 'error' } });
+    server.on('GET', 'kernels', {
+      status: 500,
+      body: { message: 'boom', reason: 'error' }
+    });
     await model.fetch();
     expect(model.status).toBe('ok');
     expect(model.kernels).toEqual([]);
@@ -82,7 +101,11 @@ describe('GpuModel', () => {
       body: gpusReply({
         gpus: 3,
         holders: { 2: [{ kind: 'kernel', id: 'k3' }] },
-        processes: { 1: [{ pid: 5, used_memory: 3 * 1024 ** 3, owner: 'k2', kind: 'kernel' }] }
+        processes: {
+          1: [
+            { pid: 5, used_memory: 3 * 1024 ** 3, owner: 'k2', kind: 'kernel' }
+          ]
+        }
       })
     });
     server.on('GET', 'kernels', {
@@ -108,7 +131,9 @@ describe('GpuModel', () => {
     expect(standby).toBe(true); // nothing shows the data
     model.statusBarEnabled = true;
     expect(model.poll.frequency.interval).toBe(8000);
-    expect((model.poll.standby as () => boolean | string)()).toBe('when-hidden');
+    expect((model.poll.standby as () => boolean | string)()).toBe(
+      'when-hidden'
+    );
     model.panelVisible = true;
     expect(model.poll.frequency.interval).toBe(1000);
     expect(model.poll.frequency.backoff).toBe(true);

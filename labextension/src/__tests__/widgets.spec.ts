@@ -26,8 +26,20 @@ describe('statusText', () => {
     server.on('GET', 'gpus', { body: gpusReply({ gpus: 2 }) });
     server.on('GET', 'kernels', {
       body: [
-        { kernel_id: 'gpu-kernel', gpus: ['1'], in_container: true, container_id: 'c1', image: 'img' },
-        { kernel_id: 'cpu-kernel', gpus: [], in_container: true, container_id: 'c2', image: 'img:cpu' },
+        {
+          kernel_id: 'gpu-kernel',
+          gpus: ['1'],
+          in_container: true,
+          container_id: 'c1',
+          image: 'img'
+        },
+        {
+          kernel_id: 'cpu-kernel',
+          gpus: [],
+          in_container: true,
+          container_id: 'c2',
+          image: 'img:cpu'
+        },
         { kernel_id: 'local', gpus: [], in_container: false }
       ]
     });
@@ -40,7 +52,9 @@ describe('statusText', () => {
   });
 
   it("shows the active kernel's GPU and memory", () => {
-    expect(statusText(model, 'gpu-kernel')!.text).toBe('GPU 1 · 10.0 / 80.0 GiB');
+    expect(statusText(model, 'gpu-kernel')!.text).toBe(
+      'GPU 1 · 10.0 / 80.0 GiB'
+    );
   });
 
   it('says a container kernel has no GPU, and hides for other kernels', () => {

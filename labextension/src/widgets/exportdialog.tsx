@@ -41,7 +41,9 @@ export function ExportReport(props: { result: IExportResult }): JSX.Element {
       )}
       <h3>Export report</h3>
       {r.report.length === 0 ? (
-        <p className="jp-ptcuda-muted">Nothing needed rewriting: the cells are plain Python.</p>
+        <p className="jp-ptcuda-muted">
+          Nothing needed rewriting: the cells are plain Python.
+        </p>
       ) : (
         <table className="jp-ptcuda-Export-report">
           <thead>
@@ -75,14 +77,21 @@ export function ExportReport(props: { result: IExportResult }): JSX.Element {
 export type ExportChoice = 'close' | 'open' | 'run';
 
 /** Show an export; resolves with what the user chose next. */
-export async function showExportDialog(result: IExportResult, notebookPath: string): Promise<ExportChoice> {
+export async function showExportDialog(
+  result: IExportResult,
+  notebookPath: string
+): Promise<ExportChoice> {
   const body = ReactWidget.create(<ExportReport result={result} />);
   body.addClass('jp-ptcuda-ExportDialog-body');
   const buttons = [Dialog.cancelButton({ label: 'Close' })];
   if (result.saved_path) {
-    buttons.push(Dialog.okButton({ label: 'Open train.py', displayType: 'default' }));
+    buttons.push(
+      Dialog.okButton({ label: 'Open train.py', displayType: 'default' })
+    );
   }
-  buttons.push(Dialog.okButton({ label: 'Run as training job…', accept: true }));
+  buttons.push(
+    Dialog.okButton({ label: 'Run as training job…', accept: true })
+  );
   const reply = await showDialog({
     title: `Export of ${notebookPath} to train.py`,
     body,

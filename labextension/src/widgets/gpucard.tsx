@@ -27,12 +27,19 @@ export function Holders(props: {
   onOpenNotebook?: (path: string) => void;
 }): JSX.Element {
   if (!props.holders.length) {
-    return <div className="jp-ptcuda-Holders jp-ptcuda-muted">Free: no kernel or job holds it.</div>;
+    return (
+      <div className="jp-ptcuda-Holders jp-ptcuda-muted">
+        Free: no kernel or job holds it.
+      </div>
+    );
   }
   return (
     <ul className="jp-ptcuda-Holders" aria-label="Held by">
       {props.holders.map(h => {
-        const active = h.kind === 'kernel' && !!props.activeKernelId && h.id === props.activeKernelId;
+        const active =
+          h.kind === 'kernel' &&
+          !!props.activeKernelId &&
+          h.id === props.activeKernelId;
         return (
           <li
             key={`${h.kind}:${h.id}`}
@@ -53,7 +60,9 @@ export function Holders(props: {
             ) : (
               <span>{holderLabel(h)}</span>
             )}
-            {active && <span className="jp-ptcuda-Holder-badge">this notebook</span>}
+            {active && (
+              <span className="jp-ptcuda-Holder-badge">this notebook</span>
+            )}
           </li>
         );
       })}
@@ -66,7 +75,10 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
   const { gpu, series } = props;
   const holders = gpu.holders ?? [];
   const heldByActive = holders.some(
-    h => h.kind === 'kernel' && !!props.activeKernelId && h.id === props.activeKernelId
+    h =>
+      h.kind === 'kernel' &&
+      !!props.activeKernelId &&
+      h.id === props.activeKernelId
   );
   const total = gpu.memory_total ?? null;
   const memPercent =
@@ -82,7 +94,9 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
     );
   }
   if (gpu.ecc_volatile_uncorrected) {
-    warnings.push(`${gpu.ecc_volatile_uncorrected} uncorrected ECC error(s) since the driver loaded.`);
+    warnings.push(
+      `${gpu.ecc_volatile_uncorrected} uncorrected ECC error(s) since the driver loaded.`
+    );
   }
   return (
     <section
@@ -97,7 +111,9 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
         <span className="jp-ptcuda-GpuCard-name" title={gpu.uuid ?? ''}>
           {gpu.name ?? 'unknown'}
         </span>
-        {heldByActive && <span className="jp-ptcuda-Holder-badge">this notebook</span>}
+        {heldByActive && (
+          <span className="jp-ptcuda-Holder-badge">this notebook</span>
+        )}
       </header>
       {warnings.map(w => (
         <div key={w} className="jp-ptcuda-warning" role="alert">
@@ -121,7 +137,9 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
           <dt>Power</dt>
           <dd>
             {formatValue(gpu.power_w, ' W')}
-            {gpu.power_limit_w ? ` / ${formatValue(gpu.power_limit_w, ' W')}` : ''}
+            {gpu.power_limit_w
+              ? ` / ${formatValue(gpu.power_limit_w, ' W')}`
+              : ''}
           </dd>
         </div>
       </dl>
@@ -137,8 +155,18 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
           kind="mem"
           label="Memory"
           values={series?.mem_used ?? []}
-          max={total ?? Math.max(1, ...((series?.mem_used ?? []).filter(v => v !== null) as number[]))}
-          current={memPercent === null ? formatBytes(gpu.memory_used) : `${memPercent.toFixed(0)}%`}
+          max={
+            total ??
+            Math.max(
+              1,
+              ...((series?.mem_used ?? []).filter(v => v !== null) as number[])
+            )
+          }
+          current={
+            memPercent === null
+              ? formatBytes(gpu.memory_used)
+              : `${memPercent.toFixed(0)}%`
+          }
         />
       </div>
       {gpu.throttle_reasons && gpu.throttle_reasons.length > 0 && (
@@ -146,7 +174,11 @@ export function GpuCard(props: IGpuCardProps): JSX.Element {
           Throttled: {gpu.throttle_reasons.join(', ')}
         </div>
       )}
-      <Holders holders={holders} activeKernelId={props.activeKernelId} onOpenNotebook={props.onOpenNotebook} />
+      <Holders
+        holders={holders}
+        activeKernelId={props.activeKernelId}
+        onOpenNotebook={props.onOpenNotebook}
+      />
     </section>
   );
 }

@@ -16,13 +16,23 @@ function CheckRow(props: { check: ICheck }): JSX.Element {
   const c = props.check;
   const value = formatCheckValue(c.value);
   return (
-    <li className={`jp-ptcuda-Check jp-ptcuda-Check-${c.status}`} data-status={c.status}>
-      <span className="jp-ptcuda-Check-icon" aria-label={c.status} title={c.status}>
+    <li
+      className={`jp-ptcuda-Check jp-ptcuda-Check-${c.status}`}
+      data-status={c.status}
+    >
+      <span
+        className="jp-ptcuda-Check-icon"
+        aria-label={c.status}
+        title={c.status}
+      >
         {STATUS_ICON[c.status] ?? '?'}
       </span>
       <div className="jp-ptcuda-Check-body">
         <div className="jp-ptcuda-Check-title">
-          <span className="jp-ptcuda-Check-status">{c.status.toUpperCase()}</span> {c.title}
+          <span className="jp-ptcuda-Check-status">
+            {c.status.toUpperCase()}
+          </span>{' '}
+          {c.title}
           {value && <span className="jp-ptcuda-Check-value">{value}</span>}
         </div>
         {c.remediation && (c.status === 'fail' || c.status === 'warn') && (
@@ -37,7 +47,10 @@ function CheckRow(props: { check: ICheck }): JSX.Element {
   );
 }
 
-function targetLabel(entry: IHealth, notebookOf: (kernelId: string) => string | null): string {
+function targetLabel(
+  entry: IHealth,
+  notebookOf: (kernelId: string) => string | null
+): string {
   if (entry.target.image) {
     return `image ${entry.target.image}`;
   }
@@ -58,14 +71,24 @@ export function HealthResult(props: {
   const shown = checks.filter(c => c.status !== 'skip');
   const skipped = checks.filter(c => c.status === 'skip');
   const verdict =
-    entry.state === 'running' ? 'running' : entry.state === 'error' ? 'error' : report?.summary ?? 'error';
+    entry.state === 'running'
+      ? 'running'
+      : entry.state === 'error'
+        ? 'error'
+        : (report?.summary ?? 'error');
   return (
-    <article className={`jp-ptcuda-HealthResult jp-ptcuda-HealthResult-${verdict}`} data-state={entry.state} data-summary={verdict}>
+    <article
+      className={`jp-ptcuda-HealthResult jp-ptcuda-HealthResult-${verdict}`}
+      data-state={entry.state}
+      data-summary={verdict}
+    >
       <header>
         <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${verdict}`}>
           {verdict === 'running' ? 'running…' : verdict.toUpperCase()}
         </span>
-        <span className="jp-ptcuda-HealthResult-target">{targetLabel(entry, props.notebookOf)}</span>
+        <span className="jp-ptcuda-HealthResult-target">
+          {targetLabel(entry, props.notebookOf)}
+        </span>
       </header>
       {entry.state === 'error' && entry.error && (
         <div className="jp-ptcuda-error" role="alert">
@@ -76,12 +99,19 @@ export function HealthResult(props: {
       {report && (
         <>
           <div className="jp-ptcuda-HealthResult-counts">
-            {counts.fail} failed · {counts.warn} warnings · {counts.pass} passed · {counts.skip} skipped
-            {report.duration_s !== undefined ? ` · ${report.duration_s.toFixed(1)} s` : ''}
+            {counts.fail} failed · {counts.warn} warnings · {counts.pass} passed
+            · {counts.skip} skipped
+            {report.duration_s !== undefined
+              ? ` · ${report.duration_s.toFixed(1)} s`
+              : ''}
           </div>
-          {report.cuda && report.cuda.available === false && report.cuda.reason && (
-            <div className="jp-ptcuda-HealthResult-cuda">CUDA unavailable: {report.cuda.reason}</div>
-          )}
+          {report.cuda &&
+            report.cuda.available === false &&
+            report.cuda.reason && (
+              <div className="jp-ptcuda-HealthResult-cuda">
+                CUDA unavailable: {report.cuda.reason}
+              </div>
+            )}
           <ul className="jp-ptcuda-Checks">
             {shown.map(c => (
               <CheckRow key={c.id} check={c} />
@@ -145,7 +175,9 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
           Run health check
         </button>
         <span className="jp-ptcuda-muted">
-          {props.kernelId ? `on the kernel of ${props.notebookPath}` : 'no active notebook kernel'}
+          {props.kernelId
+            ? `on the kernel of ${props.notebookPath}`
+            : 'no active notebook kernel'}
         </span>
       </div>
       <form
@@ -153,7 +185,10 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
         onSubmit={e => {
           e.preventDefault();
           if (image.trim()) {
-            run({ image: image.trim(), gpus: gpus === 'all' || gpus === 'none' ? gpus : Number(gpus) });
+            run({
+              image: image.trim(),
+              gpus: gpus === 'all' || gpus === 'none' ? gpus : Number(gpus)
+            });
           }
         }}
       >
@@ -174,7 +209,11 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
           <option value="1">1 GPU</option>
           <option value="none">no GPU</option>
         </select>
-        <button type="submit" className="jp-Button jp-mod-styled jp-ptcuda-Health-check-image" disabled={!image.trim()}>
+        <button
+          type="submit"
+          className="jp-Button jp-mod-styled jp-ptcuda-Health-check-image"
+          disabled={!image.trim()}
+        >
           Check image
         </button>
       </form>
@@ -185,7 +224,11 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
         </div>
       )}
       {model.checks.map(entry => (
-        <HealthResult key={entry.id} entry={entry} notebookOf={props.notebookOf} />
+        <HealthResult
+          key={entry.id}
+          entry={entry}
+          notebookOf={props.notebookOf}
+        />
       ))}
     </div>
   );

@@ -48,7 +48,10 @@ function field(
  * The "Run as training job" form: one field per notebook parameter (typed by the export), the
  * GPU count, where to run (a copy of the notebook's kernel container, or an image), a time limit.
  */
-export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> {
+export class JobFormBody
+  extends Widget
+  implements Dialog.IBodyWidget<IJobForm>
+{
   constructor(private _options: IJobFormOptions) {
     super();
     this.addClass('jp-ptcuda-JobForm');
@@ -71,7 +74,8 @@ export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> 
       const input = document.createElement('input');
       input.name = `param:${name}`;
       input.dataset.param = name;
-      const value = prev && name in prev.values ? prev.values[name] : defaultText(param);
+      const value =
+        prev && name in prev.values ? prev.values[name] : defaultText(param);
       if (param.type === 'bool') {
         input.type = 'checkbox';
         input.checked = Boolean(value);
@@ -114,7 +118,7 @@ export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> 
       gpus.max = String(_options.gpuCount);
     }
     gpus.className = 'jp-mod-styled';
-    gpus.value = String(prev?.gpus ?? (kernel?.gpus.length ?? 0));
+    gpus.value = String(prev?.gpus ?? kernel?.gpus.length ?? 0);
     field(runBox, 'GPUs', gpus, '0 = no GPU');
     this._gpus = gpus;
     const timeout = document.createElement('input');
@@ -137,14 +141,16 @@ export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> 
 
   getValue(): IJobForm {
     const values: { [name: string]: string | boolean } = {};
-    this.node.querySelectorAll<HTMLInputElement>('input[data-param]').forEach(input => {
-      const name = input.dataset.param!;
-      values[name] = input.type === 'checkbox' ? input.checked : input.value;
-    });
+    this.node
+      .querySelectorAll<HTMLInputElement>('input[data-param]')
+      .forEach(input => {
+        const name = input.dataset.param!;
+        values[name] = input.type === 'checkbox' ? input.checked : input.value;
+      });
     const copy = !!this._copy?.checked;
     return {
       path: this._options.path,
-      kernelId: copy ? this._options.kernel?.kernel_id ?? null : null,
+      kernelId: copy ? (this._options.kernel?.kernel_id ?? null) : null,
       image: copy ? '' : this._image.value,
       gpus: this._gpus.value,
       values,
@@ -162,7 +168,9 @@ export class JobFormBody extends Widget implements Dialog.IBodyWidget<IJobForm> 
  * Ask for the job's parameters; resolves with the `POST jobs` body, or null if cancelled.
  * A bad value shows what is wrong and the form again, with what was typed.
  */
-export async function askJobRequest(options: IJobFormOptions): Promise<IJobRequest | null> {
+export async function askJobRequest(
+  options: IJobFormOptions
+): Promise<IJobRequest | null> {
   let previous: IJobForm | undefined = undefined;
   for (;;) {
     const reply: Dialog.IResult<IJobForm> = await showDialog<IJobForm>({
@@ -178,7 +186,10 @@ export async function askJobRequest(options: IJobFormOptions): Promise<IJobReque
       return buildJobRequest(reply.value, options.parameters);
     } catch (error) {
       previous = reply.value;
-      await showErrorMessage('Some values do not fit', (error as Error).message);
+      await showErrorMessage(
+        'Some values do not fit',
+        (error as Error).message
+      );
     }
   }
 }

@@ -10,7 +10,11 @@ import { errorMessage } from '../request';
 import { IJob } from '../tokens';
 
 /** The selected job's live log. */
-function JobLog(props: { log: JobLogModel; job: IJob | null; onOpen: (path: string) => void }): JSX.Element {
+function JobLog(props: {
+  log: JobLogModel;
+  job: IJob | null;
+  onOpen: (path: string) => void;
+}): JSX.Element {
   const { log, job } = props;
   const ref = React.useRef<HTMLPreElement>(null);
   const [follow, setFollow] = React.useState(true);
@@ -21,18 +25,27 @@ function JobLog(props: { log: JobLogModel; job: IJob | null; onOpen: (path: stri
   });
   const state = log.state ?? job?.state ?? 'queued';
   return (
-    <section className="jp-ptcuda-JobLog" aria-label={`Log of job ${log.jobId}`} data-job-id={log.jobId}>
+    <section
+      className="jp-ptcuda-JobLog"
+      aria-label={`Log of job ${log.jobId}`}
+      data-job-id={log.jobId}
+    >
       <header>
         <strong>{job?.name || log.jobId}</strong>
-        <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${state}`}>{state}</span>
+        <span className={`jp-ptcuda-Badge jp-ptcuda-Badge-${state}`}>
+          {state}
+        </span>
         {job && job.exit_code !== null && job.exit_code !== undefined && (
-          <span className="jp-ptcuda-JobLog-exit">exit code {job.exit_code}</span>
+          <span className="jp-ptcuda-JobLog-exit">
+            exit code {job.exit_code}
+          </span>
         )}
         {job && job.reason && job.reason !== job.state && (
           <span className="jp-ptcuda-JobLog-reason">{job.reason}</span>
         )}
         <span className="jp-ptcuda-muted">
-          {log.done ? 'log complete' : 'following the log…'} ({log.offset} bytes)
+          {log.done ? 'log complete' : 'following the log…'} ({log.offset}{' '}
+          bytes)
         </span>
         {job?.output_path && (
           <a
@@ -69,7 +82,11 @@ function formatCreated(iso: string | null | undefined): string {
   const when = new Date(iso);
   const sameDay = when.toDateString() === new Date().toDateString();
   return sameDay
-    ? when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+    ? when.toLocaleTimeString([], {
+        hour: '2-digit',
+        minute: '2-digit',
+        second: '2-digit'
+      })
     : when.toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
 }
 
@@ -135,7 +152,10 @@ function JobRow(props: {
 export class JobsView extends ReactWidget {
   constructor(
     private _model: JobsModel,
-    private _options: { serverSettings?: ServerConnection.ISettings; openPath: (path: string) => void }
+    private _options: {
+      serverSettings?: ServerConnection.ISettings;
+      openPath: (path: string) => void;
+    }
   ) {
     super();
     this.addClass('jp-ptcuda-JobsView');
@@ -146,7 +166,9 @@ export class JobsView extends ReactWidget {
   select(jobId: string): void {
     if (this._log?.jobId !== jobId) {
       this._log?.dispose();
-      this._log = new JobLogModel(jobId, { serverSettings: this._options.serverSettings });
+      this._log = new JobLogModel(jobId, {
+        serverSettings: this._options.serverSettings
+      });
       this._log.changed.connect(this._onLogChange, this);
     }
     this.update();
@@ -170,7 +192,10 @@ export class JobsView extends ReactWidget {
       <div className="jp-ptcuda-JobsView-body">
         <header className="jp-ptcuda-JobsView-header">
           <h2>Training jobs</h2>
-          <button className="jp-Button jp-mod-styled" onClick={() => void model.refresh().catch(() => undefined)}>
+          <button
+            className="jp-Button jp-mod-styled"
+            onClick={() => void model.refresh().catch(() => undefined)}
+          >
             Refresh
           </button>
         </header>
@@ -182,13 +207,18 @@ export class JobsView extends ReactWidget {
         )}
         {error && (
           <div className="jp-ptcuda-error" role="alert">
-            <strong>{error.missing ? 'Server extension not available' : errorTitle(error.reason)}</strong>
+            <strong>
+              {error.missing
+                ? 'Server extension not available'
+                : errorTitle(error.reason)}
+            </strong>
             <div>{error.message}</div>
           </div>
         )}
         {model.jobs.length === 0 && !error ? (
           <p className="jp-ptcuda-muted">
-            No jobs yet. Open a notebook and use “Run as training job” (notebook toolbar or command palette).
+            No jobs yet. Open a notebook and use “Run as training job” (notebook
+            toolbar or command palette).
           </p>
         ) : (
           <table className="jp-ptcuda-JobsTable">
@@ -218,7 +248,11 @@ export class JobsView extends ReactWidget {
           </table>
         )}
         {this._log && (
-          <JobLog log={this._log} job={model.job(this._log.jobId)} onOpen={this._options.openPath} />
+          <JobLog
+            log={this._log}
+            job={model.job(this._log.jobId)}
+            onOpen={this._options.openPath}
+          />
         )}
       </div>
     );
@@ -258,7 +292,10 @@ export class JobsView extends ReactWidget {
       await this._model.cancel(jobId);
       this.setNotice(null);
     } catch (error) {
-      this.setNotice({ title: `Cannot cancel job ${jobId}`, message: errorMessage(error) });
+      this.setNotice({
+        title: `Cannot cancel job ${jobId}`,
+        message: errorMessage(error)
+      });
     }
   }
 

@@ -39,11 +39,15 @@ export function StatusMessage(props: { model: GpuModel }): JSX.Element | null {
       );
     case 'unavailable':
       return (
-        <div className="jp-ptcuda-notice jp-ptcuda-Status-unavailable" role="status">
+        <div
+          className="jp-ptcuda-notice jp-ptcuda-Status-unavailable"
+          role="status"
+        >
           <strong>No NVIDIA driver on this host</strong>
           <div>{model.snapshot?.reason ?? 'NVML is not available.'}</div>
           <div className="jp-ptcuda-muted">
-            Kernels and jobs can still run on the CPU; health checks still report what an image has.
+            Kernels and jobs can still run on the CPU; health checks still
+            report what an image has.
           </div>
         </div>
       );
@@ -70,14 +74,16 @@ function PanelView(props: IGpuPanelOptions): JSX.Element {
   const { model, active } = props;
   const kernelId = active.kernelId;
   const snapshot = model.snapshot;
-  const notebookOf = (kid: string) => model.kernel(kid)?.notebook ?? (kid === kernelId ? active.path : null);
+  const notebookOf = (kid: string) =>
+    model.kernel(kid)?.notebook ?? (kid === kernelId ? active.path : null);
   return (
     <div className="jp-ptcuda-Panel-body">
       <section className="jp-ptcuda-Section" aria-label="GPUs">
         <h2 className="jp-ptcuda-Section-title">GPUs</h2>
         {snapshot && snapshot.state === 'ok' && (
           <div className="jp-ptcuda-muted jp-ptcuda-Driver">
-            Driver {snapshot.driver_version ?? '?'} · CUDA {snapshot.cuda_driver_version ?? '?'}
+            Driver {snapshot.driver_version ?? '?'} · CUDA{' '}
+            {snapshot.cuda_driver_version ?? '?'}
           </div>
         )}
         <StatusMessage model={model} />
@@ -107,7 +113,10 @@ function PanelView(props: IGpuPanelOptions): JSX.Element {
       {model.status !== 'missing' && (
         <section className="jp-ptcuda-Section" aria-label="Jobs">
           <h2 className="jp-ptcuda-Section-title">Training jobs</h2>
-          <button className="jp-Button jp-mod-styled jp-ptcuda-OpenJobs" onClick={props.openJobs}>
+          <button
+            className="jp-Button jp-mod-styled jp-ptcuda-OpenJobs"
+            onClick={props.openJobs}
+          >
             Show jobs
           </button>
         </section>

@@ -83,7 +83,13 @@ export function Sparkline(props: ISparklineProps): JSX.Element {
         role="img"
         aria-label={`${props.label} over time, now ${props.current}`}
       >
-        <line className="jp-ptcuda-Sparkline-grid" x1={0} x2={W} y1={H / 2} y2={H / 2} />
+        <line
+          className="jp-ptcuda-Sparkline-grid"
+          x1={0}
+          x2={W}
+          y1={H / 2}
+          y2={H / 2}
+        />
         {paths.map((seg, i) => (
           <React.Fragment key={i}>
             <path
@@ -94,7 +100,12 @@ export function Sparkline(props: ISparklineProps): JSX.Element {
           </React.Fragment>
         ))}
         {paths.length === 0 && (
-          <text x={W / 2} y={H / 2 + 4} textAnchor="middle" className="jp-ptcuda-Sparkline-empty">
+          <text
+            x={W / 2}
+            y={H / 2 + 4}
+            textAnchor="middle"
+            className="jp-ptcuda-Sparkline-empty"
+          >
             no data yet
           </text>
         )}

@@ -10,7 +10,10 @@ import { GpuModel } from '../model';
  * The status-bar text for the active kernel: its GPU(s) and memory, "no GPU" for a container
  * kernel without one, or null (hidden) for kernels that are not ours or when nothing is known.
  */
-export function statusText(model: GpuModel, kernelId: string | null): { text: string; title: string } | null {
+export function statusText(
+  model: GpuModel,
+  kernelId: string | null
+): { text: string; title: string } | null {
   if (!kernelId || model.status === 'missing') {
     return null;
   }
@@ -34,8 +37,15 @@ export function statusText(model: GpuModel, kernelId: string | null): { text: st
       ? `GPU ${ids} · ${formatBytes(own)} (${formatMemory(used, total)})`
       : `GPU ${ids} · ${formatMemory(used, total)}`;
   const title =
-    gpus.map(g => `GPU ${g.index}: ${g.name ?? ''}, ${g.utilization_gpu ?? '–'}% busy`).join('\n') +
-    (own !== null ? `\nThis kernel's processes use ${formatBytes(own)}.` : '\nMemory: the whole GPU (all its processes).');
+    gpus
+      .map(
+        g =>
+          `GPU ${g.index}: ${g.name ?? ''}, ${g.utilization_gpu ?? '–'}% busy`
+      )
+      .join('\n') +
+    (own !== null
+      ? `\nThis kernel's processes use ${formatBytes(own)}.`
+      : '\nMemory: the whole GPU (all its processes).');
   return { text, title };
 }
 
@@ -68,7 +78,11 @@ export class GpuStatusItem extends ReactWidget {
       return null;
     }
     return (
-      <span className="jp-ptcuda-StatusItem-text" title={content.title} onClick={this._onClick}>
+      <span
+        className="jp-ptcuda-StatusItem-text"
+        title={content.title}
+        onClick={this._onClick}
+      >
         {content.text}
       </span>
     );
