@@ -95,6 +95,39 @@ export class HealthModel {
       throw this._startError;
     }
     this._upsert(entry);
+    return this._follow(entry);
+  }
+
+  /**
+   * Load the server's recent checks (`GET health`: they outlive a page reload) and follow those
+   * still running. Errors are ignored: the panel says what is wrong elsewhere.
+   */
+  async load(): Promise<void> {
+    let entries: IHealth[];
+    try {
+      entries =
+        (await requestAPI<IHealth[]>('health', {}, this._settings)) ?? [];
+    } catch {
+      return;
+    }
+    const known = new Set(this._checks.map(c => c.id));
+    const fresh = entries.filter(e => !known.has(e.id));
+    if (!fresh.length) {
+      return;
+    }
+    this._checks = [...this._checks, ...fresh]
+      .sort((a, b) => b.created - a.created)
+      .slice(0, 20);
+    this._changed.emit();
+    for (const entry of fresh) {
+      if (entry.state === 'running') {
+        void this._follow(entry);
+      }
+    }
+  }
+
+  /** Poll `GET health/<id>` until the check is no longer running. */
+  private async _follow(entry: IHealth): Promise<IHealth> {
     let delay = this._pollInterval;
     while (entry.state === 'running') {
       await sleep(delay);

@@ -64,6 +64,7 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       app.serviceManager.serverSettings;
     const model = new GpuModel({ serverSettings });
     const health = new HealthModel({ serverSettings });
+    void app.restored.then(() => health.load());
     const jobs = new JobsModel({ serverSettings });
     const active = new ActiveKernel(tracker);
     let defaultImage = '';

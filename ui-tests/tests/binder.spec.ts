@@ -14,8 +14,11 @@ test('the panel says there is no NVIDIA driver and no Docker engine', async ({ p
   await expect(panel.locator('.jp-ptcuda-GpuCard')).toHaveCount(0);
 
   await panel.getByLabel('Image to check').fill('jupyter-ptcuda-test:cpu');
+  const results = panel.locator('.jp-ptcuda-HealthResult');
+  const before = await results.count();
   await panel.getByRole('button', { name: 'Check image' }).click();
-  const result = panel.locator('.jp-ptcuda-HealthResult').first();
+  await expect(results).toHaveCount(before + 1);
+  const result = results.first();
   await expect(result).toHaveAttribute('data-state', 'error', { timeout: 30000 });
   await expect(result.locator('.jp-ptcuda-error')).toContainText('Docker engine not available');
   await expect(result.locator('.jp-ptcuda-error')).toContainText('the Docker engine does not answer');

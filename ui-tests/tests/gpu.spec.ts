@@ -5,7 +5,7 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 
-import { execute, jobJSON, notebook, openNotebook, openPanel, screenshotPath, waitForIdle } from './helpers';
+import { jobJSON, notebook, openNotebook, openPanel, screenshotPath, waitForIdle } from './helpers';
 
 const IMAGE = process.env.JUPYTER_PTCUDA_TEST_IMAGE || 'jupyter-ptcuda-test:cpu';
 const KERNEL = process.env.PTCUDA_UI_KERNEL || 'ptcuda-test';
@@ -36,9 +36,11 @@ test.describe('GPU panel', () => {
     const panel = await openPanel(page);
     await panel.getByLabel('Image to check').fill(IMAGE);
     await panel.getByLabel('GPUs for the check').selectOption('none');
+    const results = panel.locator('.jp-ptcuda-HealthResult');
+    const before = await results.count();
     await panel.getByRole('button', { name: 'Check image' }).click();
-    const result = panel.locator('.jp-ptcuda-HealthResult').first();
-    await expect(result).toHaveAttribute('data-state', /running|done|error/);
+    await expect(results).toHaveCount(before + 1);
+    const result = results.first(); // newest first
     await expect(result).not.toHaveAttribute('data-state', 'running', { timeout: 180000 });
     await expect(result.locator('.jp-ptcuda-error')).toHaveCount(0); // it ran
     await expect(result).toHaveAttribute('data-summary', 'fail');
@@ -69,8 +71,11 @@ test.describe('container kernel', () => {
     const panel = await openPanel(page);
     const button = panel.getByRole('button', { name: 'Run health check' });
     await expect(button).toBeEnabled();
+    const results = panel.locator('.jp-ptcuda-HealthResult');
+    const before = await results.count();
     await button.click();
-    const result = panel.locator('.jp-ptcuda-HealthResult').first();
+    await expect(results).toHaveCount(before + 1);
+    const result = results.first(); // newest first
     await expect(result).toContainText('kernel of');
     await expect(result).not.toHaveAttribute('data-state', 'running', { timeout: 180000 });
     await expect(result.locator('.jp-ptcuda-error')).toHaveCount(0);
@@ -140,7 +145,8 @@ test.describe('export and jobs', () => {
         { source: "import time\nprint('sleeping', seconds, flush=True)\ntime.sleep(seconds)\nprint('woke up')" }
       ])
     );
-    await execute(page, 'jupyter-ptcuda:run-job');
+    // From the main menu this time.
+    await page.menu.clickMenuItem('Run>Run as Training Job…');
     const form = page.locator('.jp-Dialog .jp-ptcuda-JobForm');
     await expect(form).toBeVisible();
     await form.locator('input[name="image"]').fill(IMAGE);

@@ -122,3 +122,56 @@ describe('HealthModel', () => {
     expect(model.checks).toHaveLength(0);
   });
 });
+
+describe('HealthModel.load', () => {
+  let server: FakeServer;
+  beforeEach(() => {
+    server = new FakeServer();
+  });
+  afterEach(() => server.restore());
+
+  it("shows the server's recent checks and follows the running ones", async () => {
+    const done = {
+      id: 'old',
+      state: 'done',
+      created: 1,
+      target: { image: 'a' },
+      report: null
+    };
+    const running = {
+      id: 'new',
+      state: 'running',
+      created: 2,
+      target: { image: 'b' }
+    };
+    server.on('GET', 'health', { body: [done, running] });
+    server.on('GET', 'health/new', {
+      body: {
+        ...running,
+        state: 'error',
+        error: { message: 'x', reason: null }
+      }
+    });
+    const model = new HealthModel({
+      serverSettings: server.settings,
+      pollInterval: 1
+    });
+    const finished = new Promise<void>(resolve =>
+      model.changed.connect(() => {
+        if (model.checks[0]?.state === 'error') {
+          resolve();
+        }
+      })
+    );
+    await model.load();
+    expect(model.checks.map(c => c.id)).toEqual(['new', 'old']);
+    await finished;
+    expect(model.running).toBe(false);
+  });
+
+  it('ignores a server without the extension', async () => {
+    const model = new HealthModel({ serverSettings: server.settings });
+    await model.load();
+    expect(model.checks).toEqual([]);
+  });
+});

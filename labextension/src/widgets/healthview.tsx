@@ -152,6 +152,12 @@ export interface IHealthViewProps {
 export function HealthView(props: IHealthViewProps): JSX.Element {
   const [image, setImage] = React.useState(props.defaultImage);
   const [gpus, setGpus] = React.useState('all');
+  React.useEffect(() => {
+    // the settings may arrive after the first render
+    if (!image && props.defaultImage) {
+      setImage(props.defaultImage);
+    }
+  }, [props.defaultImage]);
   const { model } = props;
   const run = (request: Parameters<HealthModel['run']>[0]) => {
     model.run(request).catch(() => {
