@@ -4,14 +4,22 @@
  * shows its GPUs, the health button checks it.
  */
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { KernelSpec } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
+/** The provisioner of jupyter-ptcuda's kernelspecs (`jupyter ptcuda kernelspec install`). */
+export const PROVISIONER_NAME = 'ptcuda-docker-provisioner';
+
 export class ActiveKernel {
-  constructor(private _tracker: INotebookTracker | null) {
+  constructor(
+    private _tracker: INotebookTracker | null,
+    private _specs: KernelSpec.IManager | null = null
+  ) {
     if (_tracker) {
       _tracker.currentChanged.connect(this._onCurrentChanged, this);
       this._onCurrentChanged();
     }
+    _specs?.specsChanged.connect(this._emit, this);
   }
 
   /** The active notebook panel, or null. */
@@ -27,6 +35,15 @@ export class ActiveKernel {
   /** The active notebook's kernel id, or null. */
   get kernelId(): string | null {
     return this.notebook?.sessionContext.session?.kernel?.id ?? null;
+  }
+
+  /** Whether the active kernel's spec uses jupyter-ptcuda's provisioner (a container kernel). */
+  get isContainerKernel(): boolean {
+    const name = this.notebook?.sessionContext.session?.kernel?.name;
+    const spec = name ? this._specs?.specs?.kernelspecs[name] : undefined;
+    const provisioner = (spec?.metadata as any)?.kernel_provisioner
+      ?.provisioner_name;
+    return provisioner === PROVISIONER_NAME;
   }
 
   get changed(): ISignal<this, void> {

@@ -66,7 +66,7 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     const health = new HealthModel({ serverSettings });
     void app.restored.then(() => health.load());
     const jobs = new JobsModel({ serverSettings });
-    const active = new ActiveKernel(tracker);
+    const active = new ActiveKernel(tracker, app.serviceManager.kernelspecs);
     let defaultImage = '';
 
     const panel = new GpuPanel({
@@ -175,7 +175,15 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       palette?.addItem({ command, category: CATEGORY });
     }
 
+    // The status bar needs GPU data only while a container kernel's notebook is active: with the
+    // panel hidden and no such notebook, nothing polls.
+    let showStatusBar = true;
     let statusItem: GpuStatusItem | null = null;
+    const syncStatusDemand = () => {
+      model.statusBarEnabled =
+        !!statusItem && showStatusBar && active.isContainerKernel;
+    };
+    active.changed.connect(syncStatusDemand);
     if (statusBar) {
       statusItem = new GpuStatusItem(model, active, () =>
         app.shell.activateById(panel.id)
@@ -185,11 +193,11 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
         item,
         align: 'left',
         rank: 4,
-        isActive: () => model.statusBarEnabled && item.hasContent,
+        isActive: () => showStatusBar && item.hasContent,
         activeStateChanged: item.contentChanged
       });
     }
-    model.statusBarEnabled = !!statusItem;
+    syncStatusDemand();
 
     if (settingRegistry) {
       const apply = (settings: ISettingRegistry.ISettings) => {
@@ -197,7 +205,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
         model.refreshInterval = Number(c.refreshInterval ?? 2000);
         model.statusBarInterval = Number(c.statusBarInterval ?? 10000);
         model.historyMinutes = Number(c.historyMinutes ?? 10);
-        model.statusBarEnabled = !!statusItem && c.showStatusBar !== false;
+        showStatusBar = c.showStatusBar !== false;
+        syncStatusDemand();
         jobs.refreshInterval = Number(c.jobsRefreshInterval ?? 3000);
         defaultImage = String(c.defaultImage ?? '');
       };

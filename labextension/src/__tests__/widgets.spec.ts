@@ -1,4 +1,6 @@
-import { ActiveKernel } from '../activekernel';
+import { Signal } from '@lumino/signaling';
+
+import { ActiveKernel, PROVISIONER_NAME } from '../activekernel';
 import { GpuModel } from '../model';
 import { sparklinePaths } from '../widgets/sparkline';
 import { statusText } from '../widgets/statusitem';
@@ -69,5 +71,51 @@ describe('ActiveKernel', () => {
     const active = new ActiveKernel(null);
     expect(active.kernelId).toBeNull();
     expect(active.path).toBeNull();
+    expect(active.isContainerKernel).toBe(false);
+  });
+
+  function fakePanel(kernelName: string) {
+    const owner = {};
+    return {
+      context: { path: 'work/a.ipynb' },
+      sessionContext: {
+        session: { kernel: { id: `id-${kernelName}`, name: kernelName } },
+        kernelChanged: new Signal(owner),
+        sessionChanged: new Signal(owner),
+        statusChanged: new Signal(owner)
+      }
+    };
+  }
+
+  it("follows the current notebook and knows a container kernel by its spec's provisioner", () => {
+    const owner = {};
+    const tracker: any = {
+      currentWidget: fakePanel('ptcuda'),
+      currentChanged: new Signal(owner)
+    };
+    const specs: any = {
+      specsChanged: new Signal(owner),
+      specs: {
+        kernelspecs: {
+          ptcuda: {
+            metadata: {
+              kernel_provisioner: { provisioner_name: PROVISIONER_NAME }
+            }
+          },
+          python3: { metadata: {} }
+        }
+      }
+    };
+    const active = new ActiveKernel(tracker, specs);
+    let changes = 0;
+    active.changed.connect(() => changes++);
+    expect(active.kernelId).toBe('id-ptcuda');
+    expect(active.path).toBe('work/a.ipynb');
+    expect(active.isContainerKernel).toBe(true);
+    tracker.currentWidget = fakePanel('python3');
+    tracker.currentChanged.emit(tracker.currentWidget);
+    expect(changes).toBe(1);
+    expect(active.kernelId).toBe('id-python3');
+    expect(active.isContainerKernel).toBe(false);
   });
 });
