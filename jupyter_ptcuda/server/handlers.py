@@ -39,11 +39,25 @@ async def cached_holders(state: Any) -> dict[str, list[dict[str, str]]]:
     return holders
 
 
+async def engine_status(state: Any, ttl: float = 5.0) -> dict[str, Any]:
+    """Whether the Docker engine answers (cached ``ttl`` s): ``{"state": "ok"|"unavailable", ...}``."""
+    cache = getattr(state, "_engine_cache", None)
+    if cache and time.monotonic() - cache[0] < ttl:
+        return cache[1]
+    try:
+        version = await state.engine.ping()
+        status = {"state": "ok", "version": version.get("Version"), "api_version": version.get("ApiVersion")}
+    except PtcudaError as exc:
+        status = {"state": "unavailable", "reason": exc.message}
+    state._engine_cache = (time.monotonic(), status)
+    return status
+
+
 class GpusHandler(PtcudaHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """Snapshot + history (``?since=<epoch>&max_points=<n>``) + who holds each GPU."""
+        """Snapshot + history (``?since=<epoch>&max_points=<n>``) + who holds each GPU + engine state."""
         sampler = self.state.sampler
         sampler.ensure_started()
         try:
@@ -59,7 +73,8 @@ class GpusHandler(PtcudaHandler):
             gpu["holders"] = holders.get(str(gpu.get("index")), [])
         if snap.get("gpus"):
             await attribute_processes(snap)  # NVML pids → our containers
-        self.write_json({"snapshot": snap, "history": sampler.history(since=since, max_points=max_points)})
+        self.write_json({"snapshot": snap, "history": sampler.history(since=since, max_points=max_points),
+                         "engine": await engine_status(self.state)})
 
 
 class KernelsHandler(PtcudaHandler):

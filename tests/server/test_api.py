@@ -33,6 +33,7 @@ async def test_gpus_snapshot_and_history(api):
                 "power_limit_w", "clock_sm_mhz", "throttle_reasons", "ecc_volatile_uncorrected", "mig_mode", "holders"):
         assert key in g0, key
     assert set(body["history"]) == {g["uuid"] for g in snap["gpus"]}
+    assert body["engine"]["state"] in ("ok", "unavailable")
     status, again, _ = await api("GET", "gpus", params={"since": str(snap["sampled_at"])})
     assert status == 200
 
@@ -43,14 +44,17 @@ async def test_bad_query_is_400(api):
 
 
 async def test_no_driver_is_a_state_not_an_error(jp_serverapp, api, monkeypatch):
+    from jupyter_ptcuda.engine import Engine
     from jupyter_ptcuda.nvml.fake import make_fake_nvml
     from jupyter_ptcuda.nvml.sampler import GpuSampler
 
     state = jp_serverapp.web_app.settings["jupyter_ptcuda_state"]
+    state.engine = Engine(base_url="unix:///nonexistent/docker.sock")  # and no Docker engine (Binder)
     state.sampler.stop()
     state.sampler = GpuSampler(make_fake_nvml("driver_not_loaded"), interval=0.2)
     body = await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "unavailable")
     assert "driver" in body["snapshot"]["reason"].lower() and body["snapshot"]["gpus"] == []
+    assert body["engine"]["state"] == "unavailable" and "does not answer" in body["engine"]["reason"]
     state.sampler.stop()
 
 
