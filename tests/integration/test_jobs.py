@@ -270,7 +270,7 @@ async def test_from_kernel_runs_in_the_kernels_configuration(engine, kernelspec,
 
 
 async def test_nproc_per_node_runs_under_torchrun(engine, test_image, notebook_dir):
-    script(notebook_dir, "ranks.py", "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], flush=True)\n")
+    script(notebook_dir, "ranks.py", "import os\n# one write per line: two ranks share the log pipe\nos.write(1, f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n\".encode())\n")
     async with jobs_manager(engine) as manager:
         job = await manager.submit(JobRequest(path=str(notebook_dir / "ranks.py"), image=test_image, gpus="none",
                                               nproc_per_node=2))
