@@ -297,11 +297,16 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             sock.close()
 
     async def _heartbeat_loop(self, sock: Any, deadline: float, next_check: float) -> None:
+        import zmq
+
         while True:
             await sock.send(b"ptcuda-ping")
             if await sock.poll(100):
-                await sock.recv()
-                return
+                try:
+                    await sock.recv(zmq.NOBLOCK)
+                    return
+                except zmq.Again:  # a late echo of an earlier ping, dropped by REQ_CORRELATE
+                    pass
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + 0.5
