@@ -49,7 +49,8 @@ async def main() -> None:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--cells", type=int, default=500)
     ap.add_argument("--image", default=os.environ.get("JUPYTER_PTCUDA_TEST_IMAGE", "jupyter-ptcuda-test:cpu"))
-    ap.add_argument("--network", default="bridge", choices=["bridge", "host"])
+    ap.add_argument("--network", default="bridge", choices=["bridge", "host", "none"])
+    ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -59,7 +60,8 @@ async def main() -> None:
             "bench-local": {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                             "display_name": "local", "language": "python"},
             "bench-container": make_kernel_json("container", {"image": args.image, "gpus": "none",
-                                                               "network_mode": args.network}),
+                                                               "network_mode": args.network,
+                                                               "transport": args.transport}),
         }.items():
             (kdir / name).mkdir(parents=True)
             (kdir / name / "kernel.json").write_text(json.dumps(spec))
@@ -81,7 +83,7 @@ async def main() -> None:
         print(f"{k:12}{med[k][0]:12.3f}{med[k][1] * 1000:18.3f}")
     s_ratio = med["container"][0] / med["local"][0]
     r_ratio = med["container"][1] / med["local"][1]
-    print(f"{'ratio':12}{s_ratio:11.2f}x{r_ratio:17.2f}x   (targets: start <= 1.25x, round trip <= 1.1x; network={args.network})")
+    print(f"{'ratio':12}{s_ratio:11.2f}x{r_ratio:17.2f}x   (targets: start <= 1.25x, round trip <= 1.1x; network={args.network}, transport={args.transport})")
     if args.json:
         Path(args.json).write_text(json.dumps({"median": med, "ratio": {"start": s_ratio, "rtt": r_ratio}}, indent=2))
 

@@ -82,7 +82,11 @@ class ContainerOptions(LoggingConfigurable):
     unprivileged_gid = Int(100, config=True, help="gid paired with unprivileged_uid (default 100, 'users').")
     allow_root = Bool(False, config=True, help="""Run the kernel as root when the server runs as root
         (default False: unprivileged_uid is used instead).""")
-    network_mode = CaselessStrEnum(["bridge", "host"], "bridge", config=True, help="""'bridge' (default):
+    transport = CaselessStrEnum(["tcp", "ipc"], "tcp", config=True, help="""How the server reaches the kernel:
+        'tcp' (default): five ports published on 127.0.0.1; 'ipc': Unix sockets in the kernel's private
+        connection directory (mode 0700, bind-mounted at the same path), no published port at all
+        (faster start, nothing listening on the network).""")
+    network_mode = CaselessStrEnum(["bridge", "host", "none"], "bridge", config=True, help="""'bridge' (default):
         kernel ports are published on 127.0.0.1 only. 'host': the kernel shares the host network and
         binds 127.0.0.1 itself (lower latency, no port proxy).""")
 
@@ -172,8 +176,15 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         if km is None:
             raise LaunchError("DockerProvisioner needs a KernelManager parent.")
         S.parse_gpus(self.gpus)  # fail early on config errors
-        km.transport, km.ip = "tcp", "127.0.0.1"
-        if not self.ports_cached:
+        conn_dir = self._container_conn_dir()
+        ipc = self.transport == "ipc"
+        if ipc:  # socket files <conn_dir>/kernel-<n>; jupyter_client picks free suffixes
+            conn_dir.parent.mkdir(exist_ok=True, mode=0o711)
+            conn_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            km.transport, km.ip = "ipc", str(conn_dir / "kernel")
+        else:
+            km.transport, km.ip = "tcp", "127.0.0.1"
+        if not ipc and not self.ports_cached:
             lpc = LocalPortCache.instance()
             for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
                 setattr(km, name, lpc.find_available_port(km.ip))
@@ -182,10 +193,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         km.write_connection_file(jupyter_session=env_in.get("JPY_SESSION_NAME", ""))
         self.connection_info = km.get_connection_info()
 
-        conn_dir = self._container_conn_dir()
         user = self.container_user()
         self._write_container_connection(conn_dir, user)
-        cmd = [a.replace("{connection_file}", f"{CONTAINER_CONN_DIR}/kernel.json") for a in self.kernel_spec.argv]
+        inner = str(conn_dir) if ipc else CONTAINER_CONN_DIR  # ipc: the same path inside and out
+        cmd = [a.replace("{connection_file}", f"{inner}/kernel.json") for a in self.kernel_spec.argv]
         cmd = [a.replace("{resource_dir}", "/tmp") for a in cmd] + list(kwargs.pop("extra_arguments", []))
 
         env = S.filter_env(env_in, self.env_allowlist)
@@ -199,13 +210,21 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                   S.LABEL_SERVER_PID: str(os.getpid()), S.LABEL_NOTEBOOK: env_in.get("JPY_SESSION_NAME", "") or cwd}
         self._spec = self.base_spec(
             command=cmd, workdir=cwd, env=env, labels=labels,
-            ports=ports if self.network_mode == "bridge" else {},
-            extra_mounts=(S.Mount(str(conn_dir), CONTAINER_CONN_DIR, True),),
+            ports=ports if self.network_mode == "bridge" and not ipc else {},
+            extra_mounts=(S.Mount(str(conn_dir), inner, read_only=not ipc),),
         )
         kwargs.pop("cwd", None)
         return {"cmd": cmd, **kwargs}
 
     def _container_conn_dir(self) -> Path:
+        """Private per-kernel folder for the container's connection file (and ipc sockets).
+
+        ipc sockets must sit at the same path in and out of the container, on a path the container
+        user can traverse: under the system temp folder (the runtime dir may be under a 0700 HOME)."""
+        if self.transport == "ipc":
+            import tempfile
+
+            return Path(tempfile.gettempdir()) / f"jupyter-ptcuda-{os.geteuid()}" / str(self.kernel_id)
         return Path(jupyter_runtime_dir()) / "ptcuda" / str(self.kernel_id)
 
     def _write_container_connection(self, conn_dir: Path, user: str) -> None:
@@ -213,7 +232,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         mode 0600, owned by the container user. The key is never logged."""
         info = dict(self.connection_info)
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
-        info["ip"] = "0.0.0.0" if self.network_mode == "bridge" else "127.0.0.1"
+        if info.get("transport") == "tcp":
+            info["ip"] = "0.0.0.0" if self.network_mode == "bridge" else "127.0.0.1"
         conn_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = conn_dir / "kernel.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -290,7 +310,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         sock.setsockopt(zmq.REQ_RELAXED, 1)  # re-send while the port proxy drops early connections
         sock.setsockopt(zmq.REQ_CORRELATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
-        sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
+        if self.connection_info.get("transport") == "ipc":
+            sock.connect(f"ipc://{self.connection_info['ip']}-{self.connection_info['hb_port']}")
+        else:
+            sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
         try:
             await self._heartbeat_loop(sock, deadline, next_check)
         finally:

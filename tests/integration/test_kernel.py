@@ -236,3 +236,30 @@ async def test_dead_daemon(kernelspec, notebook_dir, tmp_path):
         assert "does not answer" in str(err.value) and "dockerd" in str(err.value)
     finally:
         set_engine(real)
+
+
+@pytest.mark.parametrize("network", ["bridge", "host"])
+async def test_ipc_transport_publishes_no_port(kernelspec, notebook_dir, engine, network):
+    """transport=ipc: Unix sockets in the kernel's private folder; nothing listens on the network."""
+    km, kc = await started(kernelspec(transport="ipc", network_mode=network), notebook_dir)
+    try:
+        assert km.transport == "ipc"
+        sockdir = os.path.dirname(km.ip)
+        assert oct(os.stat(sockdir).st_mode & 0o777) == "0o700"
+        info = await engine.inspect(km.provisioner.container_id)
+        assert not info["HostConfig"]["PortBindings"]
+        status, out = await run(kc, "print(6 * 7)")
+        assert out.strip() == "42"
+        kc.execute("import time; time.sleep(600)")
+        await asyncio.sleep(1.5)
+        await km.interrupt_kernel()
+        reply = await kc.get_shell_msg(timeout=20)
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        await km.restart_kernel()
+        await kc.wait_for_ready(timeout=90)
+        status, out = await run(kc, "print('again')")
+        assert out.strip() == "again"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel()
+    assert not os.path.exists(sockdir)
