@@ -7,6 +7,7 @@ The routes are described in ``jupyter_ptcuda/server/openapi.yaml``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -67,14 +68,24 @@ class GpusHandler(PtcudaHandler):
             raise web.HTTPError(400, "since must be a number (epoch seconds) and max_points an integer") from None
         if max_points <= 0:
             raise web.HTTPError(400, "max_points must be positive")
-        snap = sampler.snapshot()
         holders = await cached_holders(self.state)
-        for gpu in snap.get("gpus", []):
-            gpu["holders"] = holders.get(str(gpu.get("index")), [])
-        if snap.get("gpus"):
-            await attribute_processes(snap)  # NVML pids → our containers
-        self.write_json({"snapshot": snap, "history": sampler.history(since=since, max_points=max_points),
-                         "engine": await engine_status(self.state)})
+        engine = await engine_status(self.state)
+        snap = sampler.snapshot()
+        # Many panels poll the same thing: serialise once per (sample, query, holders, engine state).
+        key = (snap.get("sampled_at"), snap.get("state"), since, max_points, id(holders), id(engine))
+        cache = self.state.__dict__.setdefault("_gpus_body", {})
+        body = cache.get(key)
+        if body is None:
+            for gpu in snap.get("gpus", []):
+                gpu["holders"] = holders.get(str(gpu.get("index")), [])
+            if snap.get("gpus"):
+                await attribute_processes(snap)  # NVML pids → our containers
+            history = sampler.history(since=since, max_points=max_points)
+            body = json.dumps({"snapshot": snap, "history": history, "engine": engine}, default=str)
+            if len(cache) > 64 or any(k[0] != key[0] for k in cache):
+                cache.clear()
+            cache[key] = body
+        self.finish(body)
 
 
 class KernelsHandler(PtcudaHandler):
