@@ -34,11 +34,14 @@ def orphan_reason(container: dict[str, Any], *, own_server_id: str | None = None
                   known_kernels: Collection[str] | None = None, grace: float = 60.0) -> str | None:
     """Why this container is an orphan, or None. Pure apart from a pid liveness check."""
     labels = container.get("Labels") or {}
-    if labels.get(LABEL_KIND) != "kernel":
+    kind = labels.get(LABEL_KIND)
+    if kind not in ("kernel", "netns"):
         return None
     sid = labels.get(LABEL_SERVER_ID, "")
     host = sid.split(":", 1)[0]
     kernel_id = labels.get(LABEL_KERNEL_ID, "")
+    if kind == "netns" and sid == own_server_id:
+        return None  # this server's shared network namespace: removed when the server stops
     if own_server_id is not None and sid == own_server_id and known_kernels is not None:
         if kernel_id not in known_kernels and time.time() - container.get("Created", 0) > grace:
             return "its kernel is no longer managed by this server"
@@ -57,7 +60,7 @@ async def reap_orphans(engine: Engine, *, dry_run: bool = False, own_server_id: 
                        known_kernels: Collection[str] | None = None, grace: float = 60.0) -> list[dict[str, Any]]:
     """Remove orphaned kernel containers; returns what was (or would be) removed."""
     removed = []
-    for c in await engine.containers({LABEL_KIND: "kernel"}):
+    for c in await engine.containers():
         why = orphan_reason(c, own_server_id=own_server_id, known_kernels=known_kernels, grace=grace)
         if why is None:
             continue

@@ -125,4 +125,10 @@ class PtcudaExtension(ExtensionApp):
         if self.state.jobs is not None and hasattr(self.state.jobs, "stop"):
             await self.state.jobs.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
+        try:
+            from ..netns import remove_holder
+
+            await remove_holder(self.state.engine)
+        except PtcudaError:
+            pass
         set_active_ledger(None)

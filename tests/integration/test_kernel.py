@@ -263,3 +263,32 @@ async def test_ipc_transport_publishes_no_port(kernelspec, notebook_dir, engine,
         kc.stop_channels()
         await km.shutdown_kernel()
     assert not os.path.exists(sockdir)
+
+
+async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
+    """network_mode=shared: kernels of one server join one holder's namespace; nothing is published."""
+    from jupyter_ptcuda.netns import holder_name, remove_holder
+    from jupyter_ptcuda.provisioner import server_id
+    from jupyter_ptcuda.reaper import orphan_reason
+
+    name = kernelspec(network_mode="shared")
+    (km1, kc1), (km2, kc2) = [await started(name, notebook_dir) for _ in range(2)]
+    try:
+        holder = await engine.inspect(holder_name())
+        assert holder["Config"]["Labels"]["io.jupyter-ptcuda.kind"] == "netns"
+        for km in (km1, km2):
+            assert km.transport == "ipc"
+            info = await engine.inspect(km.provisioner.container_id)
+            assert info["HostConfig"]["NetworkMode"] == f"container:{holder['Id']}"
+            assert not info["HostConfig"]["PortBindings"]
+        status, out = await run(kc1, "import socket; print(socket.gethostname())")
+        assert status == "ok" and out.strip()
+        # the server's own sweep keeps its holder; a dead server's holder is an orphan
+        assert orphan_reason(holder | {"Labels": holder["Config"]["Labels"]}, own_server_id=server_id(),
+                             known_kernels=set()) is None
+    finally:
+        for km, kc in ((km1, kc1), (km2, kc2)):
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        await remove_holder(engine)
+    assert await engine.inspect(holder_name()) is None
