@@ -208,6 +208,11 @@ async def test_jobs_survive_a_server_restart(engine, test_image, notebook_dir):
         done = await finished(b, steady.id, within=30)
         assert (done.state, done.exit_code) == ("completed", 0)
         assert read(done.log_path) == "begin\nend\n"
+        # the finaliser records the outcome first, then removes the container: give it a moment
+        for _ in range(50):
+            if await engine.containers({"io.jupyter-ptcuda.kind": "job"}) == []:
+                break
+            await asyncio.sleep(0.2)
         assert await engine.containers({"io.jupyter-ptcuda.kind": "job"}) == []
     finally:
         await b.stop()
