@@ -34,6 +34,7 @@ class PtcudaState:
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: Any = None  # jupyter_ptcuda.jobs JobManager, when that module is present
     tasks: set[asyncio.Task] = field(default_factory=set)
+    cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         """Run a background coroutine, keeping a reference until it ends."""

@@ -27,31 +27,37 @@ _ID = r"(?P<item_id>[A-Za-z0-9_.-]+)"
 HOLDERS_TTL = 1.0
 
 
+async def _ttl_cached(state: Any, key: str, ttl: float, produce: Any) -> Any:
+    """``await produce()`` at most once per ``ttl`` seconds per server (many panels, one Docker call)."""
+    hit = state.cache.get(key)
+    if hit and time.monotonic() - hit[0] < ttl:
+        return hit[1]
+    value = await produce()
+    state.cache[key] = (time.monotonic(), value)
+    return value
+
+
 async def cached_holders(state: Any) -> dict[str, list[dict[str, str]]]:
-    """Ledger holders, cached for a second (many panels polling must not mean many Docker calls)."""
-    cache = getattr(state, "_holders_cache", None)
-    if cache and time.monotonic() - cache[0] < HOLDERS_TTL:
-        return cache[1]
-    try:
-        holders = await state.ledger.holders()
-    except PtcudaError:
-        holders = {}
-    state._holders_cache = (time.monotonic(), holders)
-    return holders
+    """Ledger holders, cached for a second."""
+    async def produce() -> dict[str, list[dict[str, str]]]:
+        try:
+            return await state.ledger.holders()
+        except PtcudaError:
+            return {}
+
+    return await _ttl_cached(state, "holders", HOLDERS_TTL, produce)
 
 
 async def engine_status(state: Any, ttl: float = 5.0) -> dict[str, Any]:
     """Whether the Docker engine answers (cached ``ttl`` s): ``{"state": "ok"|"unavailable", ...}``."""
-    cache = getattr(state, "_engine_cache", None)
-    if cache and time.monotonic() - cache[0] < ttl:
-        return cache[1]
-    try:
-        version = await state.engine.ping()
-        status = {"state": "ok", "version": version.get("Version"), "api_version": version.get("ApiVersion")}
-    except PtcudaError as exc:
-        status = {"state": "unavailable", "reason": exc.message}
-    state._engine_cache = (time.monotonic(), status)
-    return status
+    async def produce() -> dict[str, Any]:
+        try:
+            version = await state.engine.ping()
+        except PtcudaError as exc:
+            return {"state": "unavailable", "reason": exc.message}
+        return {"state": "ok", "version": version.get("Version"), "api_version": version.get("ApiVersion")}
+
+    return await _ttl_cached(state, "engine", ttl, produce)
 
 
 class GpusHandler(PtcudaHandler):
@@ -73,7 +79,7 @@ class GpusHandler(PtcudaHandler):
         snap = sampler.snapshot()
         # Many panels poll the same thing: serialise once per (sample, query, holders, engine state).
         key = (snap.get("sampled_at"), snap.get("state"), since, max_points, id(holders), id(engine))
-        cache = self.state.__dict__.setdefault("_gpus_body", {})
+        cache = self.state.cache.setdefault("gpus_body", {})
         body = cache.get(key)
         if body is None:
             for gpu in snap.get("gpus", []):

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.server.helpers import wait_for
+
 OPENAPI = Path(__file__).resolve().parents[2] / "jupyter_ptcuda" / "server" / "openapi.yaml"
-
-
-async def wait_for(api, path, pred, timeout=60):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        status, body, _ = await api("GET", path)
-        if pred(status, body):
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path}: still {status} {body}")
-        await asyncio.sleep(0.2)
 
 
 async def test_gpus_snapshot_and_history(api):

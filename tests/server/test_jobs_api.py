@@ -14,6 +14,7 @@ from tornado.httpclient import HTTPClientError
 
 from tests.conftest import TEST_IMAGE, _engine_answers
 from tests.integration.conftest import hook_engine
+from tests.server.helpers import wait_for
 
 pytestmark = pytest.mark.integration  # a real engine runs the jobs
 
@@ -65,13 +66,7 @@ def write_notebook(root, rel="nb/train.ipynb"):
 
 
 async def until(api, path, pred, within=60):
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        status, body, _ = await api("GET", path)
-        if pred(status, body):
-            return body
-        assert asyncio.get_running_loop().time() < deadline, f"{path}: still {status} {body}"
-        await asyncio.sleep(0.2)
+    return await wait_for(api, path, pred, timeout=within)
 
 
 def terminal(status, body):

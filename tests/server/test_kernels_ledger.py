@@ -108,7 +108,7 @@ async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_i
 
 
 async def test_health_check_inside_a_running_kernel(jp_fetch, api, jp_serverapp, gpu_kernelspec):
-    from tests.server.test_api import wait_for
+    from tests.server.helpers import wait_for
 
     code, model = await start_kernel(jp_fetch, gpu_kernelspec)
     assert code == 201, model
