@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import itertools
+import json
 import logging
 import threading
 import time
@@ -105,6 +106,9 @@ class _Gpu:
         self.compute_capability: str | None = None
         self.key = f"index-{index}"  # history key: the UUID once known at init
         self.columns: dict[str, deque[Any]] = {c: deque(maxlen=maxlen) for c in HISTORY_COLUMNS}
+        # The same values as JSON text, encoded once when sampled: a response joins them instead of
+        # re-encoding ~12k numbers (2 ms for 4 GPUs x 600 points) every time a sample lands.
+        self.encoded: dict[str, deque[str]] = {c: deque(maxlen=maxlen) for c in HISTORY_COLUMNS}
 
 
 class GpuSampler:
@@ -184,6 +188,11 @@ class GpuSampler:
     def reason(self) -> str | None:
         return self._reason
 
+    @property
+    def version(self) -> tuple[str, float | None]:
+        """Changes with every published sample or state change (a cache key for readers)."""
+        return self._state, self._sampled_at
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
@@ -216,12 +225,11 @@ class GpuSampler:
             with self._lock:
                 for gpu, sample in zip(self._gpus, gpus, strict=True):
                     if sample["state"] == "ok":
-                        cols = gpu.columns
-                        cols["t"].append(now)
-                        cols["util"].append(sample["utilization_gpu"])
-                        cols["mem_used"].append(sample["memory_used"])
-                        cols["temp"].append(sample["temperature_c"])
-                        cols["power"].append(sample["power_w"])
+                        row = (now, sample["utilization_gpu"], sample["memory_used"], sample["temperature_c"],
+                               sample["power_w"])
+                        for name, value in zip(HISTORY_COLUMNS, row, strict=True):
+                            gpu.columns[name].append(value)
+                            gpu.encoded[name].append(json.dumps(value))
                 self._latest = gpus
                 self._sampled_at = now
                 self._state, self._reason = "ok", None
@@ -397,6 +405,24 @@ class GpuSampler:
                     for name in HISTORY_COLUMNS:
                         series[name] = series[name][first::step]
         return out
+
+
+    def history_json(self, since: float | None = None, max_points: int | None = None) -> str:
+        """:meth:`history` as JSON text (``json.loads(history_json(...)) == history(...)``), joined
+        from the values encoded at sampling time: ~0.1 ms instead of ~2 ms for 4 GPUs x 600 points."""
+        parts = []
+        with self._lock:
+            for gpu in self._gpus:
+                ts = gpu.columns["t"]
+                start = 0 if since is None else bisect.bisect_right(ts, since)
+                n, first, step = len(ts) - start, 0, 1
+                if max_points is not None and 0 < max_points < n:
+                    step = -(-n // max_points)
+                    first = (n - 1) % step
+                cols = (f'"{name}": [{", ".join(itertools.islice(gpu.encoded[name], start + first, None, step))}]'
+                        for name in HISTORY_COLUMNS)
+                parts.append(f'{json.dumps(gpu.key)}: {{{", ".join(cols)}}}')
+        return "{" + ", ".join(parts) + "}"
 
 
 def pid_to_gpu(snapshot: dict[str, Any]) -> dict[int, list[str]]:

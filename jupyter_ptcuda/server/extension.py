@@ -8,12 +8,13 @@ reaps orphaned kernel containers at start and every ``reap_interval`` seconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import CaselessStrEnum, Float, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
 
 from ..engine import Engine, get_engine
 from ..errors import PtcudaError
@@ -58,6 +59,11 @@ class PtcudaExtension(ExtensionApp):
         (default): a GPU given to a kernel or job by count/id is not given to another. 'shared': counts
         pick the least loaded GPUs regardless of holders.""")
     health_timeout = Float(600.0, config=True, help="Seconds a health check may run (default 600).")
+    freeze_gc = Bool(True, config=True, help="""Once the server has started, move the objects that exist
+        then (imported modules, every extension's own state) out of the cyclic garbage collector's
+        scans (gc.freeze()). A full collection of a JupyterLab server visits ~200k such objects: 80-200 ms
+        on a 2-core host, a stall for every request and kernel message in flight; after the freeze it
+        visits only newer objects. False leaves the collector alone.""")
 
     @default("nvml")
     def _default_nvml(self) -> str:
@@ -97,8 +103,17 @@ class PtcudaExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
+        if self.freeze_gc:
+            self.state.spawn(self._freeze_gc())
         if self.state.jobs is not None and hasattr(self.state.jobs, "start"):
             await self.state.jobs.start()
+
+    async def _freeze_gc(self, delay: float = 2.0) -> None:
+        """After the other extensions have started: collect once, then freeze what survived."""
+        await asyncio.sleep(delay)
+        gc.collect()
+        gc.freeze()
+        self.log.debug("jupyter-ptcuda: %d objects moved out of the garbage collector's scans", gc.get_freeze_count())
 
     async def reap_once(self) -> list[dict[str, Any]]:
         """Remove our kernel containers whose kernel this server (or a dead one) no longer has."""

@@ -7,10 +7,13 @@ The routes are described in ``jupyter_ptcuda/server/openapi.yaml``.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -25,31 +28,66 @@ from .base import NAMESPACE, PtcudaHandler
 
 _ID = r"(?P<item_id>[A-Za-z0-9_.-]+)"
 HOLDERS_TTL = 1.0
+ENGINE_TTL = 5.0
 
 
-async def _ttl_cached(state: Any, key: str, ttl: float, produce: Any) -> Any:
-    """``await produce()`` at most once per ``ttl`` seconds per server (many panels, one Docker call)."""
-    hit = state.cache.get(key)
-    if hit and time.monotonic() - hit[0] < ttl:
-        return hit[1]
-    value = await produce()
-    state.cache[key] = (time.monotonic(), value)
+class Refreshed:
+    """A value read from Docker at most once per ``ttl`` seconds, shared by every request.
+
+    Readers never wait for Docker once a value exists: a stale value is returned at once while one
+    background refresh runs (stale-while-revalidate), so 50 polling panels cost one Docker call per
+    ``ttl`` and no request queues behind the engine. Only the very first readers wait, all on the
+    same call (single flight); if it fails they all get its exception. A failed refresh keeps the
+    last value and is tried again after ``ttl``. ``version`` changes with every new value.
+    """
+
+    _MISSING: Any = object()
+
+    def __init__(self, ttl: float, produce: Callable[[], Awaitable[Any]]) -> None:
+        self.ttl, self._produce = ttl, produce
+        self._value, self._at, self.version = self._MISSING, 0.0, 0
+        self._task: asyncio.Task | None = None
+
+    async def get(self) -> Any:
+        if self._task is None and (self._value is self._MISSING or time.monotonic() - self._at >= self.ttl):
+            self._task = asyncio.ensure_future(self._refresh())
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, not lost
+        if self._value is self._MISSING:
+            assert self._task is not None
+            return await asyncio.shield(self._task)
+        return self._value
+
+    async def _refresh(self) -> Any:
+        try:
+            value = await self._produce()
+            self.version += 1
+            self._value = value
+            return value
+        finally:  # a failure keeps the last value and is retried after ``ttl``, not on every read
+            self._at, self._task = time.monotonic(), None
+
+
+def _refreshed(state: Any, key: str, ttl: float, produce: Callable[[], Awaitable[Any]]) -> Refreshed:
+    value = state.cache.get(key)
+    if value is None:
+        value = state.cache[key] = Refreshed(ttl, produce)
     return value
 
 
-async def cached_holders(state: Any) -> dict[str, list[dict[str, str]]]:
-    """Ledger holders, cached for a second."""
+def holders_value(state: Any) -> Refreshed:
+    """Ledger holders (``{gpu index: [holder, ...]}``), refreshed at most every second."""
     async def produce() -> dict[str, list[dict[str, str]]]:
         try:
             return await state.ledger.holders()
         except PtcudaError:
             return {}
 
-    return await _ttl_cached(state, "holders", HOLDERS_TTL, produce)
+    return _refreshed(state, "holders", HOLDERS_TTL, produce)
 
 
-async def engine_status(state: Any, ttl: float = 5.0) -> dict[str, Any]:
-    """Whether the Docker engine answers (cached ``ttl`` s): ``{"state": "ok"|"unavailable", ...}``."""
+def engine_value(state: Any) -> Refreshed:
+    """Whether the Docker engine answers (refreshed at most every ``ENGINE_TTL`` s):
+    ``{"state": "ok"|"unavailable", ...}``."""
     async def produce() -> dict[str, Any]:
         try:
             version = await state.engine.ping()
@@ -57,7 +95,7 @@ async def engine_status(state: Any, ttl: float = 5.0) -> dict[str, Any]:
             return {"state": "unavailable", "reason": exc.message}
         return {"state": "ok", "version": version.get("Version"), "api_version": version.get("ApiVersion")}
 
-    return await _ttl_cached(state, "engine", ttl, produce)
+    return _refreshed(state, "engine", ENGINE_TTL, produce)
 
 
 class GpusHandler(PtcudaHandler):
@@ -74,24 +112,42 @@ class GpusHandler(PtcudaHandler):
             raise web.HTTPError(400, "since must be a number (epoch seconds) and max_points an integer") from None
         if max_points <= 0:
             raise web.HTTPError(400, "max_points must be positive")
-        holders = await cached_holders(self.state)
-        engine = await engine_status(self.state)
-        snap = sampler.snapshot()
-        # Many panels poll the same thing: serialise once per (sample, query, holders, engine state).
-        key = (snap.get("sampled_at"), snap.get("state"), since, max_points, id(holders), id(engine))
+        hv, ev = holders_value(self.state), engine_value(self.state)
+        holders, engine = await hv.get(), await ev.get()
+        # Many panels poll the same thing: encode once per (sample, query, holders, engine state).
+        key = (sampler.version, since, max_points, hv.version, ev.version)
         cache = self.state.cache.setdefault("gpus_body", {})
-        body = cache.get(key)
-        if body is None:
+        entry = cache.get(key)
+        if entry is None:
+            snap = sampler.snapshot()
             for gpu in snap.get("gpus", []):
                 gpu["holders"] = holders.get(str(gpu.get("index")), [])
             if snap.get("gpus"):
                 await attribute_processes(snap)  # NVML pids → our containers
-            history = sampler.history(since=since, max_points=max_points)
-            body = json.dumps({"snapshot": snap, "history": history, "engine": engine}, default=str)
+            history = sampler.history_json(since=since, max_points=max_points)  # pre-encoded samples, joined
+            entry = EncodedBody(f'{{"snapshot": {json.dumps(snap, default=str)}, "history": {history}, '
+                                f'"engine": {json.dumps(engine, default=str)}}}')
             if len(cache) > 64 or any(k[0] != key[0] for k in cache):
                 cache.clear()
-            cache[key] = body
-        self.finish(body)
+            cache[key] = entry
+        entry.send(self)
+
+
+class EncodedBody:
+    """A JSON response encoded once and sent to many clients, with its ETag (304 on ``If-None-Match``)
+    computed once too: tornado would otherwise hash the ~110 kB of a full hour's history on every send."""
+
+    def __init__(self, text: str) -> None:
+        self.raw = text.encode()
+        self.etag = f'"{hashlib.sha1(self.raw).hexdigest()[:20]}"'
+
+    def send(self, handler: web.RequestHandler) -> None:
+        handler.set_header("Etag", self.etag)
+        if handler.check_etag_header():
+            handler.set_status(304)
+            handler.finish()
+        else:
+            handler.finish(self.raw)
 
 
 class KernelsHandler(PtcudaHandler):
@@ -220,7 +276,7 @@ class MetricsHandler(PtcudaHandler):
         snap = sampler.snapshot()
         lines = ["# HELP ptcuda_nvml_up 1 when NVML answers on this host.", "# TYPE ptcuda_nvml_up gauge",
                  f"ptcuda_nvml_up {1 if snap.get('state') == 'ok' else 0}"]
-        holders = await cached_holders(self.state)
+        holders = await holders_value(self.state).get()
         for key, name, help_text in self.GAUGES:
             lines += [f"# HELP ptcuda_{name} {help_text}", f"# TYPE ptcuda_{name} gauge"]
             for g in snap.get("gpus", []):

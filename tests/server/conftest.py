@@ -12,11 +12,14 @@ from tests.server.openapi_check import validate_response
 
 
 @pytest.fixture
-def jp_server_config(jp_root_dir):
+def jp_server_config(jp_root_dir, request):
+    """``@pytest.mark.ptcuda_config(**traits)`` sets more PtcudaExtension traits for one test. The GC
+    freeze is off unless a test asks: it would freeze the test process's objects, test after test."""
     os.environ["JUPYTER_PTCUDA_FAKE_NVML"] = "2:model=H100+L4"
+    marker = request.node.get_closest_marker("ptcuda_config")
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_ptcuda": True}},
-        "PtcudaExtension": {"sample_interval": 0.2},
+        "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False, **(marker.kwargs if marker else {})},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,37 @@ async def test_gpus_snapshot_and_history(api):
     assert body["engine"]["state"] in ("ok", "unavailable")
     status, again, _ = await api("GET", "gpus", params={"since": str(snap["sampled_at"])})
     assert status == 200
+
+
+async def test_gpus_etag_gives_304_until_the_next_sample(api):
+    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")
+    seen = []
+    for _ in range(10):  # a new sample (every 0.2 s here) may land between the two requests: try again
+        _, body, r = await api("GET", "gpus")
+        status, again, r2 = await api("GET", "gpus", headers={"If-None-Match": r.headers["Etag"]})
+        seen.append(status)
+        if status == 304:
+            assert again == "" and r2.headers["Etag"] == r.headers["Etag"]
+            break
+        assert status == 200 and r2.headers["Etag"] != r.headers["Etag"]  # new content, new tag
+    assert seen[-1] == 304, seen
+
+
+@pytest.mark.ptcuda_config(freeze_gc=True)
+async def test_gc_is_frozen_once_the_server_has_started(jp_serverapp, api):
+    import gc
+
+    ext = jp_serverapp.web_app.settings["jupyter_ptcuda_state"].app
+    await ext._start_jupyter_server_extension(jp_serverapp)  # what ServerApp.start does (pytest-jupyter does not)
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while gc.get_freeze_count() == 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() > 10_000  # the server's modules and objects: no longer scanned
+        status, _, _ = await api("GET", "gpus")  # and the server goes on serving
+        assert status == 200
+    finally:
+        gc.unfreeze()
 
 
 async def test_bad_query_is_400(api):

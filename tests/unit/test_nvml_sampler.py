@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ctypes.util
+import json
 import threading
 import time
 
 import pynvml
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import (
@@ -230,3 +233,19 @@ def test_throttle_bits_match_pynvml():
     assert decode_throttle_reasons(0x4 | 0x40) == ["sw_power_cap", "hw_thermal_slowdown"]
     assert decode_throttle_reasons(0) == []
     assert decode_throttle_reasons(0x10000) == ["other_0x10000"]
+
+
+@given(samples=st.integers(0, 14), lost_at=st.none() | st.integers(0, 14), since_pick=st.none() | st.integers(-1, 15),
+       max_points=st.none() | st.integers(1, 12))
+@settings(max_examples=150, deadline=None)
+def test_history_json_is_the_history_encoded(samples, lost_at, since_pick, max_points):
+    """What GET gpus sends (joined from values encoded when sampled) is what history() returns,
+    for any ring-buffer fill, since, thinning, a GPU lost half-way, and unsupported fields (null)."""
+    sampler, nvml = sampler_for("2:not_supported=power", interval=1.0, history_seconds=10)
+    for i in range(samples):
+        if i == lost_at:
+            nvml.set_lost(1)
+        sampler.sample_once()
+    ts = next(iter(sampler.history().values()), {}).get("t", [])
+    since = None if since_pick is None else (ts[since_pick] if 0 <= since_pick < len(ts) else 1_700_000_000.0 + since_pick + 0.5)
+    assert json.loads(sampler.history_json(since, max_points)) == sampler.history(since, max_points)
