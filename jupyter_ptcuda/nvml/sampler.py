@@ -6,7 +6,8 @@ Who calls what, and when:
   ``pynvml``, or a :class:`~jupyter_ptcuda.nvml.fake.FakeNvml`) and calls
   :meth:`GpuSampler.ensure_started` on the first GPU request; it returns at once. ``nvmlInit``
   and every other NVML call run on the sampler's own daemon thread, never on an asyncio loop.
-- REST handlers call :meth:`GpuSampler.snapshot` and :meth:`GpuSampler.history`. They make no
+- REST handlers call :meth:`GpuSampler.snapshot` and :meth:`GpuSampler.history` (or
+  :meth:`GpuSampler.history_json`, the same already encoded, for responses). They make no
   NVML call: they copy cached state under a lock, so they are cheap (well under 1 ms for
   4 GPUs x 3600 samples) and safe to call on the event loop.
 - :func:`pid_to_gpu` turns a snapshot into ``{pid: [gpu uuid, ...]}``; the container

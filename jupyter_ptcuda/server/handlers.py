@@ -114,22 +114,28 @@ class GpusHandler(PtcudaHandler):
             raise web.HTTPError(400, "max_points must be positive")
         hv, ev = holders_value(self.state), engine_value(self.state)
         holders, engine = await hv.get(), await ev.get()
-        # Many panels poll the same thing: encode once per (sample, query, holders, engine state).
-        key = (sampler.version, since, max_points, hv.version, ev.version)
-        cache = self.state.cache.setdefault("gpus_body", {})
-        entry = cache.get(key)
-        if entry is None:
+        # Many panels poll the same thing: the snapshot is encoded once per (sample, holders) and each
+        # body once per (snapshot, query, engine state); history samples were encoded when sampled.
+        snap_key = (sampler.version, hv.version)
+        cache = self.state.cache
+        snap_json = cache.get("gpus_snapshot")
+        if snap_json is None or snap_json[0] != snap_key:
             snap = sampler.snapshot()
             for gpu in snap.get("gpus", []):
                 gpu["holders"] = holders.get(str(gpu.get("index")), [])
             if snap.get("gpus"):
                 await attribute_processes(snap)  # NVML pids → our containers
-            history = sampler.history_json(since=since, max_points=max_points)  # pre-encoded samples, joined
-            entry = EncodedBody(f'{{"snapshot": {json.dumps(snap, default=str)}, "history": {history}, '
+            snap_json = cache["gpus_snapshot"] = (snap_key, json.dumps(snap, default=str))
+        key = (snap_json[0], since, max_points, ev.version)
+        bodies = cache.setdefault("gpus_body", {})
+        entry = bodies.get(key)
+        if entry is None:
+            history = sampler.history_json(since=since, max_points=max_points)
+            entry = EncodedBody(f'{{"snapshot": {snap_json[1]}, "history": {history}, '
                                 f'"engine": {json.dumps(engine, default=str)}}}')
-            if len(cache) > 64 or any(k[0] != key[0] for k in cache):
-                cache.clear()
-            cache[key] = entry
+            if len(bodies) > 64 or any(k[0] != key[0] for k in bodies):
+                bodies.clear()
+            bodies[key] = entry
         entry.send(self)
 
 
