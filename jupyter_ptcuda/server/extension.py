@@ -2,7 +2,8 @@
 
 Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_ptcuda.json``. At start it sets
 the GPU ledger used by the provisioner, starts the NVML sampler lazily (first ``GET gpus``), and
-reaps orphaned kernel containers at start and every ``reap_interval`` seconds.
+reaps orphaned kernel containers at start and every ``reap_interval`` seconds. Two seconds after the
+server has started it freezes the garbage collector's view of the objects alive then (``freeze_gc``).
 """
 
 from __future__ import annotations
