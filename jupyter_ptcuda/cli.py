@@ -78,7 +78,13 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
     if args.image:
         gpus = _json_or_text(args.gpus) if args.gpus and args.gpus.startswith("[") else args.gpus
-        report = asyncio.run(check_image(get_engine(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout))
+        from traitlets.config import Configurable
+
+        from .jupyter_config import load_server_config
+
+        like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
+        report = asyncio.run(check_image(get_engine(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
+                                         parent=like_the_server))
     else:
         report = asyncio.run(check_kernel(get_engine(), args.kernel, perf=args.perf, timeout=args.timeout))
     print(json.dumps(report, indent=2) if args.json else render_text(report, color=sys.stdout.isatty()))

@@ -2,7 +2,8 @@
 
 The top-level CLI (``jupyter_ptcuda.cli``) calls :func:`register` to add the two sub-commands; each
 handler returns the exit status and raises PtcudaError subclasses for errors (printed by the top level).
-They talk to the engine and the SQLite store directly through a :class:`~.manager.JobManager`.
+They talk to the engine and the SQLite store directly through a :class:`~.manager.JobManager` configured
+from the same Jupyter config files as a server (``c.JobManager``, ``c.JobOptions``, ``c.ContainerOptions``).
 
 ``run --wait`` follows the output, is the job's watcher (timeout, finalising) and exits with the job's exit
 code; Ctrl-C cancels the job. Without ``--wait`` the job id is printed and the command returns: a running
@@ -21,6 +22,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
+from ..jupyter_config import load_server_config
 from .manager import JobManager
 from .request import JobRequest, parse_param
 from .store import Job
@@ -125,13 +127,18 @@ def _summary(job: Job) -> str:
     return f"job {job.id} {job.state}{reason}{code}{took}; log and manifest in {job.output_dir}"
 
 
+def manager() -> JobManager:
+    """A JobManager configured like the server's: the same Jupyter config files (store, job options)."""
+    return JobManager(config=load_server_config())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     req = request_from_args(args)
     return asyncio.run(_run(req, wait=args.wait, as_json=args.json))
 
 
 async def _run(req: JobRequest, *, wait: bool, as_json: bool) -> int:
-    mgr = JobManager()
+    mgr = manager()
     job = await mgr.submit(req, watch=False)
     print(f"job {job.id} running in {job.image} ({job.image_digest[:19]}), gpus {job.gpus}; "
           f"output in {job.output_dir}", file=sys.stderr, flush=True)
@@ -172,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def _list(as_json: bool, limit: int | None) -> int:
-    mgr = JobManager()
+    mgr = manager()
     try:
         await mgr.reconcile(adopt=False)
     except Exception as exc:  # noqa: BLE001 - the engine may be down: still show what the store knows
@@ -197,7 +204,7 @@ async def _list(as_json: bool, limit: int | None) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     async def show() -> int:
-        job = await JobManager().get(args.job_id)
+        job = await manager().get(args.job_id)
         print(json.dumps(job.to_json(), indent=2))
         return 0
 
@@ -206,7 +213,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     async def logs() -> int:
-        mgr = JobManager()
+        mgr = manager()
         if args.follow:
             async for chunk in mgr.follow(args.job_id):
                 sys.stdout.buffer.write(chunk)
@@ -222,7 +229,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     async def cancel() -> int:
-        mgr = JobManager()
+        mgr = manager()
         job = await mgr.get(args.job_id)
         print(f"cancelling job {job.id} (SIGTERM, SIGKILL after {mgr.cancel_grace:.0f} s)...", file=sys.stderr,
               flush=True)

@@ -133,6 +133,30 @@ async def test_cli_wait_exits_with_the_scripts_exit_code(test_image, notebook_di
     assert "failing" in listing.stdout and "failed" in listing.stdout
 
 
+async def test_cli_jobs_follow_the_servers_jupyter_config(test_image, notebook_dir, tmp_path, monkeypatch):
+    """An operator's c.JobOptions / c.ContainerOptions in jupyter_server_config apply to jobs run from a
+    terminal or CI as they do to the server's: here a memory limit and an allowlisted variable."""
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    (config_dir / "jupyter_server_config.py").write_text(
+        'c.JobOptions.mem_limit = "300m"\n'
+        'c.ContainerOptions.env_allowlist = ["LANG", "TEAM_DATASET"]\n')
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("TEAM_DATASET", "imagenet-mini")
+    script(notebook_dir, "env.py", "import os, pathlib\n"
+           "print('dataset', os.environ.get('TEAM_DATASET'))\n"
+           "v2, v1 = pathlib.Path('/sys/fs/cgroup/memory.max'), pathlib.Path('/sys/fs/cgroup/memory/memory.limit_in_bytes')\n"
+           "print('memory.max', (v2 if v2.exists() else v1).read_text().strip())\n")
+    done = cli("run", str(notebook_dir / "env.py"), "--image", test_image, "--gpus", "none", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "dataset imagenet-mini" in done.stdout
+    assert f"memory.max {300 * 1024 * 1024}" in done.stdout
+
+    (config_dir / "jupyter_server_config.py").write_text("c.JobOptions.mem_limit = \n")  # a broken file
+    broken = cli("jobs", "list")
+    assert broken.returncode != 0 and "jupyter_server_config.py" in broken.stderr and "Traceback" not in broken.stderr
+
+
 async def test_memory_limit_exceeded_is_oomkilled(engine, test_image, notebook_dir):
     async with jobs_manager(engine) as manager:
         script(notebook_dir, "hog.py", "print('allocating', flush=True)\nb = bytearray(500 * 1024 * 1024)\nprint('survived')\n")
