@@ -388,42 +388,33 @@ class GpuSampler:
         ``since``: only samples with ``t > since`` (pass the last ``t`` you received).
         ``max_points``: thin each series to at most this many points, keeping the newest.
         """
-        out: dict[str, dict[str, list[Any]]] = {}
         with self._lock:
-            for gpu in self._gpus:
-                ts = gpu.columns["t"]
-                start = 0 if since is None else bisect.bisect_right(ts, since)
-                out[gpu.key] = {
-                    name: list(itertools.islice(col, start, None)) if start else list(col)
-                    for name, col in gpu.columns.items()
-                }
-        if max_points is not None and max_points > 0:
-            for series in out.values():
-                n = len(series["t"])
-                if n > max_points:
-                    step = -(-n // max_points)
-                    first = (n - 1) % step
-                    for name in HISTORY_COLUMNS:
-                        series[name] = series[name][first::step]
-        return out
-
+            return {gpu.key: {name: list(self._window(gpu.columns[name], gpu, since, max_points))
+                              for name in HISTORY_COLUMNS}
+                    for gpu in self._gpus}
 
     def history_json(self, since: float | None = None, max_points: int | None = None) -> str:
         """:meth:`history` as JSON text (``json.loads(history_json(...)) == history(...)``), joined
         from the values encoded at sampling time: ~0.1 ms instead of ~2 ms for 4 GPUs x 600 points."""
-        parts = []
         with self._lock:
-            for gpu in self._gpus:
-                ts = gpu.columns["t"]
-                start = 0 if since is None else bisect.bisect_right(ts, since)
-                n, first, step = len(ts) - start, 0, 1
-                if max_points is not None and 0 < max_points < n:
-                    step = -(-n // max_points)
-                    first = (n - 1) % step
-                cols = (f'"{name}": [{", ".join(itertools.islice(gpu.encoded[name], start + first, None, step))}]'
-                        for name in HISTORY_COLUMNS)
-                parts.append(f'{json.dumps(gpu.key)}: {{{", ".join(cols)}}}')
+            parts = [
+                json.dumps(gpu.key) + ": {" + ", ".join(
+                    f'"{name}": [{", ".join(self._window(gpu.encoded[name], gpu, since, max_points))}]'
+                    for name in HISTORY_COLUMNS) + "}"
+                for gpu in self._gpus]
         return "{" + ", ".join(parts) + "}"
+
+    @staticmethod
+    def _window(column: deque[Any], gpu: _Gpu, since: float | None, max_points: int | None) -> Any:
+        """The samples of ``column`` newer than ``since``, thinned to at most ``max_points`` evenly
+        strided ones with the newest kept (caller holds the lock)."""
+        ts = gpu.columns["t"]
+        start = 0 if since is None else bisect.bisect_right(ts, since)
+        n, first, step = len(ts) - start, 0, 1
+        if max_points is not None and 0 < max_points < n:
+            step = -(-n // max_points)
+            first = (n - 1) % step
+        return itertools.islice(column, start + first, None, step)
 
 
 def pid_to_gpu(snapshot: dict[str, Any]) -> dict[int, list[str]]:
