@@ -50,7 +50,7 @@ async def main() -> None:
     ap.add_argument("--cells", type=int, default=500)
     ap.add_argument("--image", default=os.environ.get("JUPYTER_PTCUDA_TEST_IMAGE", "jupyter-ptcuda-test:cpu"))
     ap.add_argument("--network", default="bridge", choices=["bridge", "host", "none", "shared"])
-    ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
+    ap.add_argument("--transport", default="ipc", choices=["tcp", "ipc"])
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 

@@ -59,12 +59,15 @@ def cmd_kernelspec_install(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    from .reaper import reap_orphans
+    from .reaper import reap_kernel_files, reap_orphans
 
     removed = asyncio.run(reap_orphans(get_engine(), dry_run=args.dry_run))
+    files = asyncio.run(reap_kernel_files(dry_run=args.dry_run))
     verb = "would remove" if args.dry_run else "removed"
     for c in removed:
         print(f"{verb} {c['id'][:12]} (kernel {c['kernel_id']}, server {c['server_id']}): {c['why']}")
+    for f in files:
+        print(f"{verb} the connection files of kernel {f['kernel_id']}: {f['why']}")
     if not removed:
         print("no orphaned jupyter-ptcuda containers")
     return 0

@@ -35,7 +35,7 @@ from .errors import (
     NotFound,
     PtcudaError,
 )
-from .spec import LABEL_PREFIX, ContainerSpec, build_create_kwargs
+from .spec import LABEL_PREFIX, ContainerSpec, build_create_kwargs, files_archive
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_ptcuda")
@@ -187,6 +187,9 @@ class Engine:
             ) from exc
         cid = created["Id"]
         try:
+            archive = files_archive(spec)
+            if archive is not None:  # e.g. the kernel's connection file: in the container, no host folder
+                api.put_archive(cid, "/", archive)
             api.start(cid)
         except Exception as exc:
             self._remove_quietly(api, cid)

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import pwd
-import shutil
 import signal as signal_module
 import socket
 import time
@@ -30,18 +29,22 @@ from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo, LocalPortCache
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from . import kernel_files
 from . import spec as S
 from .engine import Engine, get_engine
 from .errors import ConfigError, ImageNotFound, LaunchError, NoNvidiaRuntime, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
 from .ledger import active_ledger
 
-CONTAINER_CONN_DIR = "/run/ptcuda"
+#: The container's copy of the connection file (placed in the container before start, never mounted).
+CONTAINER_CONN_FILE = "/run/ptcuda/kernel.json"
+#: The uid:gid of containers of a root server whose folder is root's (or that mounts no folder): held by
+#: no host account, so no local user can read its keys, signal it or read its memory.
+ISOLATED_UID = ISOLATED_GID = 65533
 SERVER_STARTED = time.time()
 
 
@@ -78,15 +81,21 @@ class ContainerOptions(LoggingConfigurable):
         patterns) of server environment variables passed to the kernel (default {list(S.DEFAULT_ENV_ALLOWLIST)}).
         Nothing else from the server's environment reaches the container; the kernelspec's own `env`
         is always passed. Example: c.DockerProvisioner.env_allowlist = ["LANG", "WANDB_*"]""")
-    unprivileged_uid = Int(1000, config=True, help="""uid for kernels when the server runs as root
-        (default 1000). A non-root server always runs kernels as its own uid:gid.""")
-    unprivileged_gid = Int(100, config=True, help="gid paired with unprivileged_uid (default 100, 'users').")
+    unprivileged_uid = Int(None, allow_none=True, config=True, help=f"""uid for containers when the server
+        runs as root. Default (None): the owner of the notebook's folder, with the folder's group, so
+        files are the user's own; when root owns the folder (or none is mounted), {ISOLATED_UID}:{ISOLATED_GID},
+        a uid no host account holds. A non-root server always runs containers as its own uid:gid.
+        Set a uid only if no other local user holds it (whoever holds it can read the kernel's memory and
+        signal it). Example: c.ContainerOptions.unprivileged_uid = 2000""")
+    unprivileged_gid = Int(100, config=True, help="gid paired with an explicit unprivileged_uid (default 100).")
     allow_root = Bool(False, config=True, help="""Run the kernel as root when the server runs as root
-        (default False: unprivileged_uid is used instead).""")
-    transport = CaselessStrEnum(["tcp", "ipc"], "tcp", config=True, help="""How the server reaches the kernel:
-        'tcp' (default): five ports published on 127.0.0.1; 'ipc': Unix sockets in the kernel's private
-        connection directory (mode 0700, bind-mounted at the same path), no published port at all
-        (faster start, nothing listening on the network).""")
+        (default False: see unprivileged_uid).""")
+    transport = CaselessStrEnum(["ipc", "tcp"], "ipc", config=True, help="""How the server reaches the kernel:
+        'ipc' (default): Unix sockets in the kernel's private folder (0700, owned by the kernel's uid,
+        bind-mounted at the same path); no port, nothing another local user can connect to.
+        'tcp': five ports published on 127.0.0.1, UNENCRYPTED: every local user can connect to them
+        and read the kernel's output on iopub (loopback is not private on a shared host); only for a
+        single-user machine. Example: c.DockerProvisioner.transport = "tcp" """)
     network_mode = CaselessStrEnum(["bridge", "host", "none", "shared"], "bridge", config=True, help="""'shared':
         the kernels of this server join one network namespace held by a small per-server container
         (outbound access, isolated from the host network; implies transport 'ipc'; fastest isolated start).
@@ -120,27 +129,44 @@ class ContainerOptions(LoggingConfigurable):
             raise TraitError(f"pids_limit={proposal['value']}: must be 0 (no limit) or positive.")
         return proposal["value"]
 
-    def container_user(self) -> str:
-        """uid:gid the container runs as (see ``unprivileged_uid``/``allow_root``)."""
+    def container_user(self, workdir: str | None = None) -> str:
+        """uid:gid a container with ``workdir`` mounted runs as (see ``unprivileged_uid``/``allow_root``)."""
         if os.geteuid() != 0:
             return f"{os.geteuid()}:{os.getegid()}"
         if self.allow_root:
             return "0:0"
-        return f"{self.unprivileged_uid}:{self.unprivileged_gid}"
+        if self.unprivileged_uid is not None:
+            return f"{self.unprivileged_uid}:{self.unprivileged_gid}"
+        if workdir:
+            try:
+                st = os.stat(workdir)
+            except OSError:
+                st = None
+            if st is not None and st.st_uid != 0:
+                return f"{st.st_uid}:{st.st_gid}"
+        try:
+            pwd.getpwuid(ISOLATED_UID)
+        except KeyError:
+            return f"{ISOLATED_UID}:{ISOLATED_GID}"
+        raise ConfigError(f"uid {ISOLATED_UID} (for containers of a root server in root's folders) belongs to "
+                          f"the host account {pwd.getpwuid(ISOLATED_UID).pw_name!r}: set "
+                          "c.ContainerOptions.unprivileged_uid to a uid that no local user holds.")
 
     def base_spec(self, *, command: list[str], workdir: str, env: dict[str, str], labels: dict[str, str],
                   ports: dict[int, int] | None = None, extra_mounts: tuple[S.Mount, ...] = (),
-                  mount_workdir: bool = True) -> S.ContainerSpec:
+                  mount_workdir: bool = True, user: str | None = None,
+                  files: tuple[S.SpecFile, ...] = ()) -> S.ContainerSpec:
         """The ContainerSpec for these options: the one builder kernels, jobs and health checks share.
 
         ``workdir`` (the notebook's directory) is bind-mounted at its own path unless ``mount_workdir``
-        is False (one-off health containers)."""
+        is False (one-off health containers, kernels started without a folder)."""
         gpus = S.parse_gpus(self.gpus)
         own = (S.Mount(workdir, workdir, False),) if mount_workdir else ()
         mounts = own + S.parse_mounts(self.mounts) + extra_mounts
         labels = {S.LABEL_OWNER_UID: str(os.geteuid()), S.LABEL_GPUS: gpus.label(), **labels}
         return S.ContainerSpec(
-            image=self.image, command=tuple(command), user=self.container_user(), workdir=workdir,
+            image=self.image, command=tuple(command), files=files,
+            user=user or self.container_user(workdir if mount_workdir else None), workdir=workdir,
             env=env, labels=labels, mounts=mounts, gpus=gpus, ports=ports or {},
             network_mode=self.network_mode, shm_size=S.parse_size(self.shm_size, "shm_size"),
             mem_limit=S.parse_size(self.mem_limit, "mem_limit"), cpus=S.parse_cpus(self.cpus),
@@ -175,20 +201,26 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
     # -- launch -----------------------------------------------------------------------------------
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Choose loopback ports (kept across restarts), write both connection files, build the spec."""
+        """Choose the transport's addresses (tcp ports are kept across restarts), write the server's
+        connection file and a record of the kernel's files, build the spec (with the container's copy of
+        the connection file placed inside the container, not mounted).
+
+        ``cwd`` (jupyter_server passes the notebook's folder) is mounted at its own path; a kernel
+        started without one mounts no folder and works in its private HOME."""
         km = self.parent
         if km is None:
             raise LaunchError("DockerProvisioner needs a KernelManager parent.")
         S.parse_gpus(self.gpus)  # fail early on config errors
-        conn_dir = self._container_conn_dir()
-        ipc = self._ipc
-        if ipc:  # socket files <conn_dir>/kernel-<n>; jupyter_client picks free suffixes
-            conn_dir.parent.mkdir(exist_ok=True, mode=0o711)
-            conn_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            km.transport, km.ip = "ipc", str(conn_dir / "kernel")
+        cwd = kwargs.pop("cwd", None)
+        workdir = os.path.abspath(cwd) if cwd else None
+        user = self.container_user(workdir)
+        kid = str(self.kernel_id)
+        ipc_dir = kernel_files.ipc_dir(kid, user) if self._ipc else None
+        if ipc_dir is not None:  # socket files <ipc_dir>/kernel-<n>; jupyter_client picks free suffixes
+            km.transport, km.ip = "ipc", str(ipc_dir / "kernel")
         else:
             km.transport, km.ip = "tcp", "127.0.0.1"
-        if not ipc and not self.ports_cached:
+        if ipc_dir is None and not self.ports_cached:
             lpc = LocalPortCache.instance()
             for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
                 setattr(km, name, lpc.find_available_port(km.ip))
@@ -196,63 +228,42 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         env_in = kwargs.pop("env", None) or dict(os.environ)
         km.write_connection_file(jupyter_session=env_in.get("JPY_SESSION_NAME", ""))
         self.connection_info = km.get_connection_info()
+        kernel_files.write_record(kid, server_id(), str(km.connection_file), ipc_dir)
 
-        user = self.container_user()
-        self._write_container_connection(conn_dir, user)
-        inner = str(conn_dir) if ipc else CONTAINER_CONN_DIR  # ipc: the same path inside and out
-        cmd = [a.replace("{connection_file}", f"{inner}/kernel.json") for a in self.kernel_spec.argv]
+        cmd = [a.replace("{connection_file}", CONTAINER_CONN_FILE) for a in self.kernel_spec.argv]
         cmd = [a.replace("{resource_dir}", "/tmp") for a in cmd] + list(kwargs.pop("extra_arguments", []))
 
         env = S.filter_env(env_in, self.env_allowlist)
         env.update({k: os.path.expandvars(v) for k, v in (self.kernel_spec.env or {}).items()})
-        env["JUPYTER_PTCUDA_KERNEL_ID"] = str(self.kernel_id)
+        env["JUPYTER_PTCUDA_KERNEL_ID"] = kid
         env.pop("PYTHONEXECUTABLE", None)
-        cwd = os.path.abspath(kwargs.get("cwd") or os.getcwd())
         ports = {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
                  for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
-        labels = {S.LABEL_KIND: "kernel", S.LABEL_KERNEL_ID: str(self.kernel_id), S.LABEL_SERVER_ID: server_id(),
-                  S.LABEL_SERVER_PID: str(os.getpid()), S.LABEL_NOTEBOOK: env_in.get("JPY_SESSION_NAME", "") or cwd}
+        labels = {S.LABEL_KIND: "kernel", S.LABEL_KERNEL_ID: kid, S.LABEL_SERVER_ID: server_id(),
+                  S.LABEL_SERVER_PID: str(os.getpid()),
+                  S.LABEL_NOTEBOOK: env_in.get("JPY_SESSION_NAME", "") or workdir or ""}
+        if ipc_dir is not None:
+            labels[S.LABEL_KERNEL_DIR] = str(ipc_dir)
         self._spec = self.base_spec(
-            command=cmd, workdir=cwd, env=env, labels=labels,
-            ports=ports if self.network_mode == "bridge" and not ipc else {},
-            extra_mounts=(S.Mount(str(conn_dir), inner, read_only=not ipc),),
+            command=cmd, workdir=workdir or S.ContainerSpec.home, env=env, labels=labels, user=user,
+            mount_workdir=workdir is not None,
+            ports=ports if self.network_mode == "bridge" and ipc_dir is None else {},
+            extra_mounts=(S.Mount(str(ipc_dir), str(ipc_dir), False),) if ipc_dir is not None else (),
+            files=(S.SpecFile(CONTAINER_CONN_FILE, self._container_connection()),),
         )
-        kwargs.pop("cwd", None)
         return {"cmd": cmd, **kwargs}
 
     @property
     def _ipc(self) -> bool:
         return self.transport == "ipc" or self.network_mode == "shared"
 
-    def _container_conn_dir(self) -> Path:
-        """Private per-kernel folder for the container's connection file (and ipc sockets).
-
-        ipc sockets must sit at the same path in and out of the container, on a path the container
-        user can traverse: under the system temp folder (the runtime dir may be under a 0700 HOME)."""
-        if self._ipc:
-            import tempfile
-
-            return Path(tempfile.gettempdir()) / f"jupyter-ptcuda-{os.geteuid()}" / str(self.kernel_id)
-        return Path(jupyter_runtime_dir()) / "ptcuda" / str(self.kernel_id)
-
-    def _write_container_connection(self, conn_dir: Path, user: str) -> None:
-        """The container's copy of the connection file: binds all interfaces *inside* the container,
-        mode 0600, owned by the container user. The key is never logged."""
-        info = dict(self.connection_info)
-        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
+    def _container_connection(self) -> bytes:
+        """The container's copy of the connection file: with tcp it binds all interfaces *inside* the
+        container (bridge). Placed in the container, mode 0400, owned by the container user; never logged."""
+        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in dict(self.connection_info).items()}
         if info.get("transport") == "tcp":
             info["ip"] = "0.0.0.0" if self.network_mode == "bridge" else "127.0.0.1"
-        conn_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = conn_dir / "kernel.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.chmod(path, 0o600)
-        if os.geteuid() == 0:
-            uid, gid = (int(x) for x in user.split(":"))
-            os.chown(conn_dir, uid, gid)
-            os.chown(path, uid, gid)
-        os.chmod(conn_dir, 0o700)
+        return json.dumps(info).encode()
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start the container and wait until the kernel answers its heartbeat."""
@@ -395,10 +406,13 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             await self.engine.kill(self.container_id, "SIGTERM")
 
     async def cleanup(self, restart: bool = False) -> None:
-        """Remove the container; on a real shutdown also the connection copy, ports and GPU claim."""
+        """Remove the container; on a real shutdown also the kernel's files (connection file, ipc folder,
+        record), ports and GPU claim."""
         await self._remove_container()
         if not restart:
-            shutil.rmtree(self._container_conn_dir(), ignore_errors=True)
+            km = self.parent
+            await asyncio.to_thread(kernel_files.remove, str(self.kernel_id),
+                                    getattr(km, "connection_file", None) or None)
             ledger = active_ledger()
             if ledger is not None:
                 ledger.release(str(self.kernel_id))

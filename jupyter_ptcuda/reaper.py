@@ -5,17 +5,22 @@ alive), or — asked by that server itself, with the kernel ids it still manages
 unknown to it. Only containers labelled ``io.jupyter-ptcuda.kind=kernel`` are considered; batch jobs
 (which outlive servers on purpose) and anything not ours are never touched.
 
+:func:`reap_kernel_files` does the same for what a kernel leaves on the host (connection file, ipc
+folder: :mod:`~jupyter_ptcuda.kernel_files`), so no key outlives its kernel, however it went.
+
 Callers: ``jupyter ptcuda reap`` (CLI), the server extension at start and periodically.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from collections.abc import Collection
 from typing import Any
 
+from . import kernel_files
 from .engine import Engine
 from .spec import LABEL_KERNEL_ID, LABEL_KIND, LABEL_SERVER_ID, LABEL_SERVER_PID
 
@@ -70,3 +75,10 @@ async def reap_orphans(engine: Engine, *, dry_run: bool = False, own_server_id: 
         if not dry_run:
             await engine.remove(c["Id"])
     return removed
+
+
+async def reap_kernel_files(*, dry_run: bool = False, own_server_id: str | None = None,
+                            known_kernels: Collection[str] | None = None, grace: float = 60.0) -> list[dict[str, Any]]:
+    """Remove the host files of kernels that are gone (this uid's records); ``[{kernel_id, why}]``."""
+    return await asyncio.to_thread(kernel_files.sweep, own_server_id=own_server_id, known_kernels=known_kernels,
+                                   pid_alive=_pid_alive, dry_run=dry_run, grace=grace)

@@ -29,6 +29,7 @@ LABEL_GPUS = LABEL_PREFIX + "gpus"
 LABEL_NOTEBOOK = LABEL_PREFIX + "notebook"
 LABEL_JOB_ID = LABEL_PREFIX + "job-id"
 LABEL_GPU_MODE = LABEL_PREFIX + "gpu-mode"  # exclusive | shared
+LABEL_KERNEL_DIR = LABEL_PREFIX + "kernel-dir"  # a kernel's private ipc folder: never mounted into a job
 
 #: Environment variables passed from the server's environment when present (fnmatch patterns).
 DEFAULT_ENV_ALLOWLIST = ("LANG", "LANGUAGE", "LC_*", "TZ", "JPY_SESSION_NAME", "TERM")
@@ -190,6 +191,20 @@ def filter_env(env: Mapping[str, str], allowlist: Iterable[str]) -> dict[str, st
 
 
 @dataclasses.dataclass(frozen=True)
+class SpecFile:
+    """A file placed in the container before it starts (``put_archive``), owned by the container user.
+
+    How a kernel gets its connection file (the key) without a host folder that the kernel's uid owns.
+    ``data`` is left out of the repr: specs are logged, keys never are.
+    """
+
+    path: str  # absolute path inside the container
+    data: bytes = dataclasses.field(repr=False)
+    mode: int = 0o400
+    dir_mode: int = 0o700  # the file's own folder (created, owned by the container user)
+
+
+@dataclasses.dataclass(frozen=True)
 class ContainerSpec:
     """Everything that defines a kernel or job container. Pure data; see :func:`build_create_kwargs`."""
 
@@ -212,11 +227,41 @@ class ContainerSpec:
     ulimits: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ULIMITS))
     name: str | None = None
     init: bool = True
+    files: tuple[SpecFile, ...] = ()  # placed before start; never copied into a job (see jobs.from_kernel)
 
     def with_gpus(self, gpus: GpuRequest) -> ContainerSpec:
         labels = dict(self.labels)
         labels[LABEL_GPUS] = gpus.label()
         return dataclasses.replace(self, gpus=gpus, labels=labels)
+
+
+def files_archive(spec: ContainerSpec) -> bytes | None:
+    """The tar that ``put_archive(container, "/", ...)`` extracts before start: each file's folder and
+    the file, owned by the spec's uid:gid (None when the spec has no files)."""
+    if not spec.files:
+        return None
+    import io
+    import tarfile
+
+    uid, _, gid = spec.user.partition(":")
+    ids = {"uid": int(uid or 0), "gid": int(gid or uid or 0)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs: set[str] = set()
+        for f in spec.files:
+            if not f.path.startswith("/") or ".." in f.path.split("/"):
+                raise ConfigError(f"container file {f.path!r}: give an absolute path without '..'.")
+            folder = f.path.rsplit("/", 1)[0].lstrip("/")
+            if folder and folder not in dirs:
+                d = tarfile.TarInfo(folder)
+                d.type, d.mode = tarfile.DIRTYPE, f.dir_mode
+                d.uid, d.gid = ids["uid"], ids["gid"]
+                tar.addfile(d)
+                dirs.add(folder)
+            info = tarfile.TarInfo(f.path.lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(f.data), f.mode, ids["uid"], ids["gid"]
+            tar.addfile(info, io.BytesIO(f.data))
+    return buf.getvalue()
 
 
 def device_requests(gpus: GpuRequest) -> list[dict[str, Any]]:

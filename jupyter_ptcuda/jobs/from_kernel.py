@@ -4,7 +4,8 @@
 ``docker inspect`` output back into the :class:`~jupyter_ptcuda.spec.ContainerSpec` the container was
 created from (unit-tested as a round trip). :func:`job_spec_from_kernel` then keeps what makes the
 kernel's environment (image, user, mounts, env, GPUs, limits, network) and drops what made it a kernel
-(ports, the connection-file mount, the kernel id, its labels, its command).
+(ports, the connection file and the private ipc folder — label ``kernel-dir`` —, the kernel id, its
+labels, its command: nothing that would let a job drive the kernel).
 
 Callers: ``JobManager.submit`` — with the kernel's provisioner ``_spec`` when the server manages the
 kernel, else (CLI) with :func:`spec_from_container` of the container found by
@@ -127,7 +128,8 @@ def job_spec_from_kernel(kernel: S.ContainerSpec, *, command: list[str], workdir
     ``gpus``/``mem_limit`` override the kernel's when given. The job's ``workdir`` is mounted at its own
     path unless one of the kernel's mounts already provides it.
     """
-    mounts = tuple(m for m in kernel.mounts if m.target != KERNEL_CONN_DIR)
+    private = {KERNEL_CONN_DIR, kernel.labels.get(S.LABEL_KERNEL_DIR)} - {None, ""}
+    mounts = tuple(m for m in kernel.mounts if m.target not in private and m.source not in private)
     if not any(m.source == m.target and (workdir == m.target or workdir.startswith(m.target.rstrip("/") + "/"))
                and not m.read_only for m in mounts):
         mounts += (S.Mount(workdir, workdir, False),)
@@ -136,6 +138,6 @@ def job_spec_from_kernel(kernel: S.ContainerSpec, *, command: list[str], workdir
     chosen = kernel.gpus if gpus is None else gpus
     return dataclasses.replace(
         kernel, command=tuple(command), workdir=workdir, env=job_env,
-        labels={**labels, S.LABEL_GPUS: chosen.label()}, mounts=mounts, gpus=chosen, ports={}, name=None,
+        labels={**labels, S.LABEL_GPUS: chosen.label()}, mounts=mounts, gpus=chosen, ports={}, name=None, files=(),
         mem_limit=kernel.mem_limit if mem_limit is None else mem_limit,
     )

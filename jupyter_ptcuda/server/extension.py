@@ -22,7 +22,7 @@ from ..errors import PtcudaError
 from ..ledger import GpuLedger, set_active_ledger
 from ..nvml.sampler import GpuSampler
 from ..provisioner import server_id
-from ..reaper import reap_orphans
+from ..reaper import reap_kernel_files, reap_orphans
 
 
 @dataclass
@@ -124,6 +124,8 @@ class PtcudaExtension(ExtensionApp):
         for c in removed:
             self.log.warning("jupyter-ptcuda: removed orphaned container %s (kernel %s): %s",
                              c["id"][:12], c["kernel_id"], c["why"])
+        for f in await reap_kernel_files(own_server_id=server_id(), known_kernels=known):
+            self.log.info("jupyter-ptcuda: removed the connection files of kernel %s: %s", f["kernel_id"], f["why"])
         return removed
 
     async def _reap_loop(self) -> None:

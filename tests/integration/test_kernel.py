@@ -104,11 +104,12 @@ async def test_message_interrupt_and_kill(kernelspec, notebook_dir, engine):
 
 
 async def test_hardening(kernelspec, notebook_dir, engine, monkeypatch, caplog):
-    """Loopback-only ports, non-root, no caps, no-new-privileges, no socket, env allowlist, key not logged."""
+    """tcp: loopback-only ports; always: non-root, no caps, no-new-privileges, no socket, env allowlist, the
+    key not logged and not in any host file the kernel's uid may read (it is placed in the container)."""
     monkeypatch.setenv("JUPYTER_TOKEN_SECRET_TEST", "s3cr3t-token")
     monkeypatch.setenv("LANG", "C.UTF-8")
     caplog.set_level(logging.DEBUG)
-    km, kc = await started(kernelspec(mem_limit="2g", cpus=1), notebook_dir)
+    km, kc = await started(kernelspec(mem_limit="2g", cpus=1, transport="tcp"), notebook_dir)
     try:
         info = await engine.inspect(km.provisioner.container_id)
         hc = info["HostConfig"]
@@ -124,6 +125,10 @@ async def test_hardening(kernelspec, notebook_dir, engine, monkeypatch, caplog):
         assert hc["ShmSize"] >= 1024**3
         mounts = [m["Source"] for m in info["Mounts"]]
         assert not any("docker.sock" in m for m in mounts)
+        assert mounts == [str(notebook_dir)]  # the connection file is not mounted from the host
+        status, out = await run(kc, "import os, stat; s = os.stat('/run/ptcuda/kernel.json');"
+                                    "print(s.st_uid == os.getuid(), oct(s.st_mode & 0o777))")
+        assert out.split() == ["True", "0o400"]
         env = dict(e.split("=", 1) for e in info["Config"]["Env"])
         assert "JUPYTER_TOKEN_SECRET_TEST" not in env and env["LANG"] == "C.UTF-8"
         status, out = await run(kc, "import os; print(os.getuid(), os.environ.get('JUPYTER_TOKEN_SECRET_TEST'));"
