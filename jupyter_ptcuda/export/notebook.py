@@ -25,6 +25,7 @@ from jupyter_ptcuda.export.cells import cell_bound_names, parse, render_code, tr
 from jupyter_ptcuda.export.context import ExportContext, split_lines
 from jupyter_ptcuda.export.params import Param, check_flags, find_parameters, override_lines, parse_call
 from jupyter_ptcuda.export.runtime import prelude
+from jupyter_ptcuda.nofollow import read_bytes
 
 SKIP_TAG = "skip-export"
 PARAMETERS_TAG = "parameters"
@@ -67,12 +68,14 @@ def load(nb: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[nbformat.Noteb
     """The notebook (v4), the bytes its sha256 is taken of, and its name.
 
     For a file, the bytes are the file's; for an in-memory notebook, ``nbformat.writes`` plus a
-    newline, which is what Jupyter saves (so the digest matches the saved file).
+    newline, which is what Jupyter saves (so the digest matches the saved file). A file is read
+    through no symbolic link when we are root (:mod:`jupyter_ptcuda.nofollow`): the server checks a
+    path, then exports it, and a link planted in between must not make it read another file.
     """
     if isinstance(nb, (str, os.PathLike)):
         path = Path(nb)
         try:
-            raw = path.read_bytes()
+            raw = read_bytes(path)
         except FileNotFoundError:
             raise NotFound(f"notebook {path} does not exist") from None
         except OSError as exc:

@@ -12,7 +12,6 @@ or a reconcile (server start and every ``reconcile_interval``, ``jobs list`` in 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -47,8 +46,10 @@ def outcome(job: Job, info: dict[str, Any] | None) -> tuple[str, str, int | None
 
 
 def _open_log(job: Job) -> Any:
-    """``job.log`` opened for the tee (from the start: the stream replays everything), or None."""
-    return open(job.log_path, "wb") if os.path.isdir(job.output_dir) else None  # noqa: SIM115
+    """``job.log`` opened for the tee (from the start: the stream replays everything), or None.
+
+    Through the job folder's descriptor, never a link: see :func:`.outputs.open_log`."""
+    return O.open_log(job)
 
 
 class JobLifecycle(LoggingConfigurable):

@@ -171,8 +171,8 @@ class JobManager(JobLifecycle):
         out_dir = await asyncio.to_thread(O.make_output_dir, workdir, job_id, user)
         script = path if export is None else out_dir / "train.py"
         if export is not None:
-            await asyncio.to_thread(O.write_atomic, script, export.script.encode())
-        env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(out_dir), "PYTHONUNBUFFERED": "1"}
+            await asyncio.to_thread(O.write_atomic, script, export.script.encode(), server_folder=True)
+        env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(O.artifacts_dir(out_dir)), "PYTHONUNBUFFERED": "1"}
         if script.parent != path.parent:  # exported script: the notebook's folder stays importable
             image_env = dict(e.partition("=")[::2] for e in image_config.get("Env") or [])
             inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_env.get("PYTHONPATH")
@@ -197,7 +197,7 @@ class JobManager(JobLifecycle):
             gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=time.time(), timeout=req.timeout,
             requirements=list(export.requirements) if export else [],
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
-                  "git_commit": await asyncio.to_thread(O.git_commit, workdir), "mem_limit": spec.mem_limit,
+                  "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
                   "nproc_per_node": req.nproc_per_node, "user": spec.user},
         )
         await self._db(self.store.insert, job)

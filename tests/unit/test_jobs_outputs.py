@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -13,6 +15,7 @@ from jupyter_ptcuda.jobs import outputs as O
 from jupyter_ptcuda.jobs.lifecycle import outcome
 from jupyter_ptcuda.jobs.logstream import docker_time
 from jupyter_ptcuda.jobs.store import Job
+from jupyter_ptcuda.nofollow import UnsafePath
 from jupyter_ptcuda.server.job_handlers import JOB_FIELDS, check_fields
 
 
@@ -69,8 +72,11 @@ def test_manifest_says_what_ran_on_what_with_which_result(tmp_path):
     _git(nb, "add", "train.py")
     _git(nb, "commit", "-q", "-m", "x")
     head = subprocess.run(["git", "-C", str(nb), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert O.git_commit(str(nb)) == head
-    assert O.git_commit(str(tmp_path)) is None  # not a repository: no commit, no error
+    if os.geteuid() == 0:  # as root git runs only as the job's container user, never as root
+        assert O.git_commit(str(nb)) is None and O.git_commit(str(nb), "0:0") is None
+    else:
+        assert O.git_commit(str(nb)) == head
+    assert O.git_commit(str(tmp_path), "1000:100") is None  # not a repository: no commit, no error
 
     out = O.make_output_dir(str(nb), "j1", "")
     job = Job(id="j1", owner="ann", name="train", notebook=str(nb / "train.ipynb"), notebook_sha256="a" * 64,
@@ -94,20 +100,90 @@ def test_manifest_says_what_ran_on_what_with_which_result(tmp_path):
     assert m["requirements"] == ["tqdm"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs git as another user: needs root")
+def test_as_root_git_runs_as_the_container_user():
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # /tmp/pytest-of-root is 0700: uid 1000 cannot enter
+        os.chmod(d, 0o755)
+        nb = os.path.join(d, "project")
+        os.mkdir(nb)
+        _git(nb, "init", "-q")
+        _git(nb, "commit", "-q", "--allow-empty", "-m", "x")
+        head = subprocess.run(["git", "-C", nb, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        subprocess.run(["chown", "-R", "1000:100", nb], check=True)
+        assert O.git_commit(nb, "1000:100") == head
+        os.chmod(os.path.join(nb, ".git"), 0o700)
+        subprocess.run(["chown", "0:0", os.path.join(nb, ".git")], check=True)
+        assert O.git_commit(nb, "1000:100") is None  # uid 1000 cannot read it: neither can git then
+
+
 def test_log_is_saved_whole_and_read_from_an_offset(tmp_path):
     job = Job(id="j", output_dir=str(tmp_path))
     assert O.read_log(job) == b""
     O.save_log(job, b"epoch 1\nepoch 2\n")
     assert O.read_log(job, 8) == b"epoch 2\n"
-    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+    assert stat.S_IMODE((tmp_path / "job.log").stat().st_mode) == 0o644
 
 
-def test_output_dir_belongs_to_the_container_user(tmp_path):
+def test_output_dir_is_the_servers_and_artifacts_the_container_users(tmp_path):
     out = O.make_output_dir(str(tmp_path), "j2", "1000:100")
-    assert out == tmp_path / "outputs" / "j2"
+    assert out == tmp_path / "outputs" / "j2" and O.artifacts_dir(out) == out / "artifacts"
+    assert out.stat().st_uid == os.geteuid() and stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert (out / "artifacts").is_dir()
     if os.geteuid() == 0:
-        assert (out.stat().st_uid, out.stat().st_gid) == (1000, 100)
+        assert ((out / "artifacts").stat().st_uid, (out / "artifacts").stat().st_gid) == (1000, 100)
         assert (out.parent.stat().st_uid, out.parent.stat().st_gid) == (1000, 100)
+
+
+def test_job_files_are_never_written_or_read_through_a_link(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    (tmp_path / "nb").mkdir()
+    out = O.make_output_dir(str(tmp_path / "nb"), "j4", "1000:100")
+    job = Job(id="j4", output_dir=str(out))
+    (out / "job.log").symlink_to(secret)
+    assert O.read_log(job) == b""  # a link in place of the log: not followed
+    O.save_log(job, b"the job's output\n")  # replaces the link
+    assert not (out / "job.log").is_symlink() and O.read_log(job) == b"the job's output\n"
+    assert secret.read_text() == "root only" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+    foreign = tmp_path / "nb" / "outputs" / "j5"  # a job folder that is not the server's: never used
+    foreign.mkdir()
+    foreign.chmod(0o777)
+    (foreign / "job.log").write_text("planted")
+    job5 = Job(id="j5", output_dir=str(foreign))
+    assert O.read_log(job5) == b""
+    O.write_manifest(job5)
+    assert not (foreign / "manifest.json").exists()
+    with pytest.raises(UnsafePath, match="written by others"):
+        O.write_atomic(foreign / "train.py", b"x", server_folder=True)
+
+    linked = tmp_path / "linked"
+    linked.symlink_to(tmp_path / "nb")
+    if os.geteuid() == 0:  # as root no link in the path is followed; as a user, the user's own links are
+        with pytest.raises(UnsafePath, match="symbolic link.*realpath"):
+            O.sha256_file(linked / "outputs" / "j4" / "job.log")
+
+
+def test_a_saved_export_replaces_a_planted_link(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    (tmp_path / "nb").mkdir()
+    target = tmp_path / "nb" / "train.train.py"
+    target.symlink_to(secret)
+    O.write_atomic(target, b"print('exported')\n")
+    assert not target.is_symlink() and target.read_text() == "print('exported')\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert secret.read_text() == "root only" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path / "nb")) == ["train.train.py"]
+
+
+def test_over_long_paths_are_a_400_before_the_file_system(root):
+    for bad in ("a" * 300 + ".ipynb", "nb/" + "x/" * 2100 + "t.ipynb", "nb/\ud800.ipynb"):
+        with pytest.raises(ConfigError, match="too long|not a valid file name"):
+            O.resolve_under_root(root, bad)
 
 
 @pytest.mark.parametrize("state, cancel_reason, expected", [
