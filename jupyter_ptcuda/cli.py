@@ -75,7 +75,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from .health.report import exit_code, render_text
-    from .health.runner import check_image, check_kernel
+    from .health.runner import check_allowed, check_image, check_kernel
 
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
@@ -86,6 +86,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         from .jupyter_config import load_server_config
 
         like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
+        asyncio.run(check_allowed(get_engine(), args.image, parent=like_the_server))  # the server's image policy
         report = asyncio.run(check_image(get_engine(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
                                          parent=like_the_server))
     else:

@@ -2,7 +2,13 @@
 
 Callers: ``jupyter ptcuda health`` (CLI) and ``POST health`` (server extension). Both go through the
 engine seam; the one-off container is built by the same ``ContainerOptions.base_spec`` as kernels, so
-the check sees the kernel's shared memory, limits, user and GPU request.
+the check sees the kernel's shared memory, limits, user and GPU request. Both call :func:`check_allowed`
+first: the image must be allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy`) and the GPUs within
+``c.ContainerOptions.gpus``.
+
+The check runs isolated from the user's files: ``python -I`` (no current directory, script directory,
+user site-packages or ``PYTHON*`` variables on the path), so a ``json.py`` in the notebook folder (the
+kernel container's working directory) cannot shadow the standard library.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from typing import Any
 
 from ..engine import Engine
 from ..errors import NoNvidiaRuntime, NotFound
-from ..spec import LABEL_KERNEL_ID, LABEL_KIND, GpuRequest
+from ..spec import LABEL_KERNEL_ID, LABEL_KIND, GpuRequest, parse_gpus
 from . import check_script_source
 from .report import parse_report
+
+#: The interpreter command of every check: isolated mode (see the module docstring).
+PYTHON = ["python", "-I"]
 
 
 def _options(parent: Any, image: str, gpus: Any) -> Any:
@@ -26,6 +35,30 @@ def _options(parent: Any, image: str, gpus: Any) -> Any:
     return ContainerOptions(parent=parent, **kwargs)
 
 
+async def check_allowed(engine: Engine, image: str, *, gpus: Any = None, parent: Any = None) -> None:
+    """Forbidden unless ``image`` may be checked and ``gpus`` is within ``c.ContainerOptions.gpus``.
+
+    Allowed images: ``c.ContainerOptions.image``, ``c.JobOptions.image``, ``c.ContainerPolicy.allowed_images``
+    and images built by ``jupyter ptcuda image build`` (see :class:`~jupyter_ptcuda.policy.ContainerPolicy`).
+    Called before a check is started (the health handler, ``jupyter ptcuda health --image``).
+    """
+    from traitlets import TraitError
+
+    from .. import policy as P
+    from ..errors import ConfigError
+    from ..jobs.manager import JobOptions
+    from ..provisioner import ContainerOptions
+
+    try:
+        kernels, jobs = ContainerOptions(parent=parent), JobOptions(parent=parent)
+    except TraitError as exc:
+        raise ConfigError(f"the container options in the Jupyter config are invalid: {exc}") from None
+    if gpus is not None:
+        P.narrow_gpus(parse_gpus(gpus), parse_gpus(kernels.gpus), asked=gpus,
+                      limit=P.operator_limit("ContainerOptions", "gpus", kernels.gpus))
+    await P.ContainerPolicy(parent=parent).check_image_on(engine, image, configured=[kernels.image, jobs.image])
+
+
 async def check_image(engine: Engine, image: str, *, gpus: Any = None, perf: bool = False,
                       parent: Any = None, timeout: float = 600) -> dict[str, Any]:
     """The health report of ``image``. Without an NVIDIA runtime the check still runs, on the CPU,
@@ -34,7 +67,7 @@ async def check_image(engine: Engine, image: str, *, gpus: Any = None, perf: boo
 
     await engine.image(image)  # ImageNotFound with the fix
     opts = _options(parent, image, gpus)
-    command = ["python", "-c", check_script_source()] + (["--perf"] if perf else [])
+    command = [*PYTHON, "-c", check_script_source()] + (["--perf"] if perf else [])
     spec = opts.base_spec(command=command, workdir="/tmp", env={}, labels={LABEL_KIND: "health"},
                           mount_workdir=False)
     note = None
@@ -72,7 +105,7 @@ async def check_kernel(engine: Engine, kernel_id: str, *, perf: bool = False, ti
     _, raw = await engine.exec(container["Id"], ["cat", "/proc/1/environ"])
     env = dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
     env = {k: v for k, v in env.items() if k.startswith(("NVIDIA_", "CUDA_"))}
-    argv = ["python", "-"] + (["--perf"] if perf else [])
+    argv = [*PYTHON, "-"] + (["--perf"] if perf else [])
     code, out = await asyncio.wait_for(
         engine.exec(container["Id"], argv, stdin=check_script_source().encode(), env=env), timeout)
     report = parse_report(out.decode("utf-8", "replace"))

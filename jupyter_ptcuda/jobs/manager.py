@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float, TraitError, Unicode, default
 
+from .. import policy as P
 from .. import spec as S
 from ..engine import Engine, get_engine
 from ..errors import ConfigError, NoNvidiaRuntime, NotFound, PtcudaError
@@ -160,6 +161,7 @@ class JobManager(JobLifecycle):
         if req.kernel_id:
             kernel, image_info = await self._kernel_spec(req.kernel_id)
         else:
+            await self._check_image(opts.image)
             image_info = await self.engine.image(opts.image)
         image_tag = kernel.image if kernel else opts.image
         pinned = (image_info.get("RepoDigests") or [None])[0] or image_info["Id"]
@@ -183,8 +185,7 @@ class JobManager(JobLifecycle):
             spec = job_spec_from_kernel(
                 kernel, command=command, workdir=workdir, env=env,
                 labels={S.LABEL_OWNER_UID: str(os.geteuid()), **labels},
-                gpus=S.parse_gpus(req.gpus) if req.gpus is not None else None,
-                mem_limit=S.parse_size(req.mem_limit, "mem_limit") if req.mem_limit is not None else None)
+                **self._kernel_limits(req, kernel))
         else:
             spec = opts.base_spec(command=command, workdir=workdir, labels=labels,
                                   env={**S.filter_env(os.environ, opts.env_allowlist), **env})
@@ -201,16 +202,73 @@ class JobManager(JobLifecycle):
                   "nproc_per_node": req.nproc_per_node, "user": spec.user},
         )
         await self._db(self.store.insert, job)
-        return await self._start(job, spec, opts.gpu_fallback, inherited_gpus=kernel is not None and req.gpus is None,
+        return await self._start(job, spec, opts.gpu_fallback, inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"),
                                  watch=watch)
 
     def _options(self, req: JobRequest) -> JobOptions:
-        given = {k: v for k, v in (("image", req.image), ("gpus", req.gpus), ("mem_limit", req.mem_limit))
-                 if v is not None and not (k != "image" and req.kernel_id)}
+        """The job's options: the operator's (``c.JobOptions``) narrowed by the request.
+
+        The configured gpus/mem_limit are ceilings (:mod:`jupyter_ptcuda.policy`): a request beyond them is
+        Forbidden naming the limit. For a job from a kernel, :meth:`_kernel_limits` decides those two.
+        """
+        ceiling = self._configured()
+        given: dict[str, Any] = {"image": req.image} if req.image is not None else {}
+        if not req.kernel_id:
+            if req.gpus is not None:
+                given["gpus"] = P.narrow_gpus(S.parse_gpus(req.gpus), S.parse_gpus(ceiling.gpus), asked=req.gpus,
+                                              limit=self._limit("gpus", ceiling.gpus))
+            if req.mem_limit is not None:
+                given["mem_limit"] = P.narrow_size(
+                    P.check_size(S.parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True),
+                    S.parse_size(ceiling.mem_limit, "mem_limit"), what="mem_limit", asked=req.mem_limit,
+                    limit=self._limit("mem_limit", ceiling.mem_limit))
         try:
             return JobOptions(parent=self, **given)
         except TraitError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _configured(self) -> JobOptions:
+        """The operator's job options alone (no request): the ceilings."""
+        try:
+            return JobOptions(parent=self)
+        except TraitError as exc:
+            raise ConfigError(f"the job options in the Jupyter config are invalid: {exc}") from None
+
+    def _limit(self, trait: str, value: Any) -> str:
+        """Names the config line a ceiling comes from (c.JobOptions.x, else c.ContainerOptions.x)."""
+        section = "JobOptions"
+        if not (self.config._has_section("JobOptions") and trait in self.config.JobOptions) \
+                and self.config._has_section("ContainerOptions") and trait in self.config.ContainerOptions:
+            section = "ContainerOptions"
+        return P.operator_limit(section, trait, value)
+
+    def _kernel_limits(self, req: JobRequest, kernel: S.ContainerSpec) -> dict[str, Any]:
+        """gpus/mem_limit of a job from a kernel: the kernel's, or the request's narrowing of them; within the
+        job ceilings too. An inherited memory limit above c.JobOptions.mem_limit becomes that limit; inherited
+        GPUs beyond c.JobOptions.gpus are Forbidden (ask for fewer)."""
+        ceiling = self._configured()
+        kid = (req.kernel_id or "")[:12]
+        gpus = kernel.gpus
+        if req.gpus is not None:
+            gpus = P.narrow_gpus(S.parse_gpus(req.gpus), kernel.gpus, asked=req.gpus,
+                                 limit=f"the GPUs of kernel {kid} ({kernel.gpus.label()})")
+        gpus = P.narrow_gpus(gpus, S.parse_gpus(ceiling.gpus), asked=req.gpus if req.gpus is not None else
+                             f"{gpus.label()} (kernel {kid}'s)", limit=self._limit("gpus", ceiling.gpus))
+        job_max = S.parse_size(ceiling.mem_limit, "mem_limit")
+        mem = kernel.mem_limit
+        if req.mem_limit is not None:
+            asked = P.check_size(S.parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True)
+            mem = P.narrow_size(asked, kernel.mem_limit, what="mem_limit", asked=req.mem_limit,
+                                limit=f"the memory limit of kernel {kid} ({P.format_size(kernel.mem_limit)})")
+            mem = P.narrow_size(mem, job_max, what="mem_limit", asked=req.mem_limit,
+                                limit=self._limit("mem_limit", ceiling.mem_limit))
+        elif job_max is not None and (mem is None or mem > job_max):
+            mem = job_max
+        return {"gpus": gpus, "mem_limit": mem}
+
+    async def _check_image(self, image: str) -> None:
+        """Forbidden unless the image is allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy`)."""
+        await P.ContainerPolicy(parent=self).check_image_on(self.engine, image, configured=[self._configured().image])
 
     async def _kernel_spec(self, kernel_id: str) -> tuple[S.ContainerSpec, dict[str, Any]]:
         """The kernel's ContainerSpec with its concrete GPUs, and its image's inspect.

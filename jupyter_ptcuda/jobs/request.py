@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,19 @@ from typing import Any
 from ..errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+#: Bounds of a request (each error message states its bound).
+MAX_NPROC = 1024
+MAX_NAME = 200
+MAX_ARGS = 1024
+MAX_ARG_LEN = 65536
+MAX_TEXT = 4096  # path, image, kernel id
+
+
+def _no_nul(what: str, value: Any) -> None:
+    if isinstance(value, str) and "\0" in value:
+        raise ConfigError(f"{what} contains a NUL byte (\\0), which no path, name or argument can hold; remove it.")
 
 
 @dataclasses.dataclass
@@ -40,15 +54,25 @@ class JobRequest:
     owner: str = ""
 
     def __post_init__(self) -> None:
+        for what in ("path", "kernel_id", "image"):
+            value = getattr(self, what)
+            _no_nul(what, value)
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                raise ConfigError(f"{what} is {len(value)} characters long; at most {MAX_TEXT} are accepted.")
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME or _CONTROL_RE.search(self.name):
+            raise ConfigError(f"name: give at most {MAX_NAME} characters without control characters "
+                              f"(this one has {len(self.name) if isinstance(self.name, str) else 'no text'}).")
         if self.kernel_id and self.image:
             raise ConfigError("give either a kernel to copy (--from-kernel / kernel_id) or an image, not both: "
                               "a job from a kernel runs in that kernel's image.")
         if self.nproc_per_node is not None:
             if isinstance(self.nproc_per_node, bool) or not isinstance(self.nproc_per_node, int) \
-                    or self.nproc_per_node < 1:
-                raise ConfigError(f"nproc_per_node={self.nproc_per_node!r}: give a positive number of processes.")
+                    or not 1 <= self.nproc_per_node <= MAX_NPROC:
+                shown = str(self.nproc_per_node)[:20]
+                raise ConfigError(f"nproc_per_node={shown}: give a positive number of processes, from 1 to {MAX_NPROC}.")
         if self.timeout is not None:
-            if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or self.timeout <= 0:
+            if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) or self.timeout <= 0 \
+                    or not math.isfinite(self.timeout):
                 raise ConfigError(f"timeout={self.timeout!r}: give a positive number of seconds, or leave it unset.")
             self.timeout = float(self.timeout)
         if not isinstance(self.params, Mapping):
@@ -56,8 +80,18 @@ class JobRequest:
         for key in self.params:
             if not isinstance(key, str) or not _NAME_RE.match(key):
                 raise ConfigError(f"parameter name {key!r} is not a Python identifier (e.g. lr, batch_size).")
+        for key, value in self.params.items():
+            _no_nul(f"params[{key!r}]", value)
         if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
             raise ConfigError("args must be a list of strings, passed to the script as given.")
+        if len(self.args) > MAX_ARGS:
+            raise ConfigError(f"args has {len(self.args)} items; at most {MAX_ARGS} are accepted "
+                              "(pass a config file for more).")
+        for i, arg in enumerate(self.args):
+            _no_nul(f"args[{i}]", arg)
+            if len(arg) > MAX_ARG_LEN:
+                raise ConfigError(f"args[{i}] is {len(arg)} characters long; at most {MAX_ARG_LEN} are accepted "
+                                  "(pass a file instead).")
 
 
 def parse_param(text: str) -> tuple[str, Any]:

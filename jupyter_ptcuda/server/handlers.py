@@ -21,10 +21,10 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from ..errors import ConfigError, NotFound, PtcudaError
-from ..health.runner import check_image, check_kernel
+from ..health.runner import check_allowed, check_image, check_kernel
 from ..spec import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KIND, LABEL_NOTEBOOK, parse_gpus
 from .attribution import attribute_processes
-from .base import NAMESPACE, PtcudaHandler
+from .base import NAMESPACE, PtcudaHandler, truncate
 
 _ID = r"(?P<item_id>[A-Za-z0-9_.-]+)"
 HOLDERS_TTL = 1.0
@@ -212,6 +212,8 @@ class HealthCollectionHandler(PtcudaHandler):
         perf = body.get("perf", False)
         if not isinstance(perf, bool):
             raise ConfigError("'perf' must be true or false")
+        if image:  # 403 before anything starts: an allowed image, GPUs within c.ContainerOptions.gpus
+            await check_allowed(self.state.engine, image, gpus=body.get("gpus"), parent=self.state.app)
         hid = uuid.uuid4().hex[:12]
         entry = {"id": hid, "state": "running", "created": time.time(), "finished": None,
                  "target": {"image": image} if image else {"kernel_id": kernel_id}, "report": None, "error": None}
@@ -232,10 +234,11 @@ class HealthCollectionHandler(PtcudaHandler):
                 entry["report"] = await check_kernel(engine, str(kernel_id), perf=perf, timeout=timeout)
             entry["state"] = "done"
         except PtcudaError as exc:
-            entry.update(state="error", error={"message": exc.message, "reason": type(exc).__name__})
+            entry.update(state="error", error={"message": truncate(exc.message), "reason": type(exc).__name__})
         except Exception as exc:  # noqa: BLE001 - reported to the client, logged here
-            self.log.exception("jupyter-ptcuda: health check failed")
-            entry.update(state="error", error={"message": f"{type(exc).__name__}: {exc}", "reason": "error"})
+            self.log.error("jupyter-ptcuda: health check failed: %s", truncate(f"{type(exc).__name__}: {exc}"),
+                           exc_info=not isinstance(exc, asyncio.TimeoutError))
+            entry.update(state="error", error={"message": truncate(f"{type(exc).__name__}: {exc}"), "reason": "error"})
         entry["finished"] = time.time()
 
     @web.authenticated

@@ -34,6 +34,8 @@ from ..jobs.store import Job
 from .base import NAMESPACE, PtcudaHandler
 
 _JOB_ID = r"(?P<job_id>[A-Za-z0-9_.-]+)"
+#: The largest log offset asked for (1 TiB): beyond any log, and within what every filesystem can seek to.
+MAX_LOG_OFFSET = 1024**4
 #: Fields of ``POST jobs`` and their JSON types (None: any).
 JOB_FIELDS: dict[str, Any] = {
     "path": str, "kernel_id": (str, type(None)), "image": (str, type(None)), "gpus": None, "params": dict,
@@ -163,13 +165,17 @@ class JobLogHandler(JobsBase):
     @authorized
     async def get(self, job_id: str) -> None:
         """The log from ``offset``; ``follow=1`` streams until the job ends (or the client goes away)."""
+        text = self.get_argument("offset", "0")
         try:
-            offset = int(self.get_argument("offset", "0"))
+            offset = int(text) if len(text) <= 20 else -1
         except ValueError:
-            raise web.HTTPError(400, "offset must be a whole number of bytes") from None
+            offset = -1
+        if not 0 <= offset <= MAX_LOG_OFFSET:
+            raise web.HTTPError(400, f"offset must be a whole number of bytes from 0 to {MAX_LOG_OFFSET} (1 TiB); "
+                                     "use the X-Ptcuda-Log-Offset of the previous reply")
         follow = self.get_argument("follow", "0").lower()
-        if offset < 0 or follow not in ("0", "1", "true", "false", ""):
-            raise web.HTTPError(400, "offset must be >= 0 and follow 0 or 1")
+        if follow not in ("0", "1", "true", "false", ""):
+            raise web.HTTPError(400, "follow must be 0 or 1")
         content_type = "text/plain; charset=utf-8"
         if follow in ("1", "true"):
             job = await self.jobs.get(job_id)
