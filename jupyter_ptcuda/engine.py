@@ -39,6 +39,8 @@ from .spec import LABEL_PREFIX, ContainerSpec, build_create_kwargs, files_archiv
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_ptcuda")
+#: Workers for long calls (container waits, execs, pulls): at most this many run at once.
+LONG_WORKERS = 8
 
 NO_NVIDIA_HINT = (
     "GPUs were requested but this Docker engine has no NVIDIA runtime ({reason}). Install the NVIDIA "
@@ -88,6 +90,9 @@ class Engine:
         self._lock = threading.Lock()
         self.ulimits_refused = False  # learnt once: this engine cannot raise memlock/stack limits
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ptcuda-engine")
+        # Calls that last as long as a container runs (waits, execs, pulls): their own bounded pool, so
+        # hung health checks or a slow pull never hold the workers that kernel starts and GET kernels need.
+        self._long_pool = ThreadPoolExecutor(max_workers=LONG_WORKERS, thread_name_prefix="ptcuda-engine-long")
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -116,11 +121,14 @@ class Engine:
         except Exception as exc:
             raise map_error(exc, what) from exc
 
-    async def call(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
-        """Run ``fn(api, *args, **kwargs)`` in a worker thread; the one way async code reaches Docker."""
+    async def call(self, fn: Callable[..., T], *args: Any, what: str = "", long: bool = False, **kwargs: Any) -> T:
+        """Run ``fn(api, *args, **kwargs)`` in a worker thread; the one way async code reaches Docker.
+
+        ``long``: a call that blocks while a container runs or an image downloads (wait, exec, pull,
+        build) runs in the separate, bounded long-call pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
+            self._long_pool if long else self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
         )
 
     # -- queries -------------------------------------------------------------------------------
@@ -255,19 +263,20 @@ class Engine:
 
     async def wait(self, container: str, timeout: float | None = None) -> int:
         """Block (in a thread) until the container exits; its exit code."""
-        result = await self.call(lambda api: api.wait(container, timeout=timeout))
+        result = await self.call(lambda api: api.wait(container, timeout=timeout), long=True)
         return int(result.get("StatusCode", -1))
 
     async def exec(self, container: str, cmd: list[str], stdin: bytes | None = None, user: str = "",
-                   env: dict[str, str] | None = None) -> tuple[int, bytes]:
-        """Run a command in a running container; (exit code, combined output)."""
-        return await self.call(self._exec_sync, container, cmd, stdin, user, env)
+                   env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]:
+        """Run a command in a running container; (exit code, combined output). ``workdir``: its cwd
+        (default: the container's working directory)."""
+        return await self.call(self._exec_sync, container, cmd, stdin, user, env, workdir, long=True)
 
     @staticmethod
     def _exec_sync(api: docker.APIClient, container: str, cmd: list[str], stdin: bytes | None, user: str,
-                   env: dict[str, str] | None = None) -> tuple[int, bytes]:
+                   env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]:
         ex = api.exec_create(container, cmd, stdin=stdin is not None, user=user, stdout=True, stderr=True,
-                             environment=env or None)
+                             environment=env or None, workdir=workdir)
         if stdin is None:
             out = api.exec_start(ex["Id"])
         else:

@@ -305,7 +305,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         if self.pull_policy == "always" or (not present and self.pull_policy == "missing"):
             try:
                 await asyncio.wait_for(self.engine.call(lambda api: list(api.pull(image, stream=True, decode=True)),
-                                                        what=f"pulling {image}"), self.pull_timeout)
+                                                        what=f"pulling {image}", long=True), self.pull_timeout)
             except TimeoutError:
                 raise LaunchError(f"pulling {image} took longer than pull_timeout={self.pull_timeout:.0f} s.") from None
             except PtcudaError as exc:

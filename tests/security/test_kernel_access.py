@@ -13,6 +13,7 @@ import asyncio
 import glob
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -68,6 +69,8 @@ def search_for_key(places: list[str], key: str, pids: list[int]) -> list[str]:
         candidates += [f"/proc/{pid}/environ", f"/proc/{pid}/cmdline", f"/proc/{pid}/root/run/ptcuda/kernel.json"]
     for path in candidates:
         try:
+            if not path.startswith("/proc/") and not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
             with open(path, "rb") as f:
                 if key.encode() in f.read(1 << 20):
                     found.append(path)
@@ -112,7 +115,9 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
         assert out.strip() == str(alice.uid), "the kernel runs as the notebook folder's owner"
         pids = kernel_pids(km.provisioner.container_id)
         assert pids
-        places = ["/tmp", "/run", os.environ.get("JUPYTER_RUNTIME_DIR", "/nonexistent"), "/root"]
+        # where kernel files are, and were: the runtime dir, the private folder, old ipc folders in /tmp
+        places = [os.environ.get("JUPYTER_RUNTIME_DIR", "/nonexistent"), "/run/jupyter-ptcuda",
+                  *glob.glob("/tmp/jupyter-ptcuda-*")]
         url = iopub_url(km)
         for attacker in (mallory, first_human):
             assert search_for_key(places, key, pids), "the server's own view finds the key (the search works)"
@@ -133,6 +138,10 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+        if config.get("network_mode") == "shared":
+            from jupyter_ptcuda.netns import remove_holder
+
+            await remove_holder(engine)
 
 
 async def test_a_kernel_without_a_path_mounts_no_host_folder(kernelspec, engine, tmp_path, monkeypatch):
