@@ -58,11 +58,14 @@ def kernel_pids(container_id: str) -> list[int]:
     return pids
 
 
-def search_for_key(places: list[str], key: str, pids: list[int]) -> list[str]:
-    """Attacker: every readable file that holds the key (connection files, /proc of the kernel)."""
+def search_for_key(places: list[str], key: str, pids: list[int], kernel_id: str) -> list[str]:
+    """Attacker: every readable file that holds the key (connection files, /proc of the kernel). It
+    knows the kernel's id, so folders it may traverse but not list are tried by name too."""
     found = []
     candidates = []
     for top in places:
+        candidates += [f"{top}/{kernel_id}/kernel.json", f"{top}/ptcuda/{kernel_id}/kernel.json",
+                       f"{top}/kernel-{kernel_id}.json"]
         for root, _dirs, files in os.walk(top, onerror=lambda e: None):
             candidates += [os.path.join(root, f) for f in files]
     for pid in pids:
@@ -111,8 +114,7 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
     try:
         key = km.session.key.decode()
         secret = "TOPSECRET-" + uuid.uuid4().hex
-        status, out = await run(kc, "import os; print(os.getuid())")
-        assert out.strip() == str(alice.uid), "the kernel runs as the notebook folder's owner"
+        status, kernel_uid = await run(kc, "import os; print(os.getuid())")
         pids = kernel_pids(km.provisioner.container_id)
         assert pids
         # where kernel files are, and were: the runtime dir, the private folder, old ipc folders in /tmp
@@ -120,8 +122,8 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
                   *glob.glob("/tmp/jupyter-ptcuda-*")]
         url = iopub_url(km)
         for attacker in (mallory, first_human):
-            assert search_for_key(places, key, pids), "the server's own view finds the key (the search works)"
-            assert as_user(attacker, lambda: search_for_key(places, key, pids)) == [], \
+            assert search_for_key(places, key, pids, km.kernel_id), "the server's own view finds the key (the search works)"
+            assert as_user(attacker, lambda: search_for_key(places, key, pids, km.kernel_id)) == [], \
                 f"{attacker.name} (uid {attacker.uid}) read the kernel's key"
             listening = asyncio.ensure_future(asyncio.to_thread(as_user, attacker, lambda: listen_iopub(url, 4.0)))
             await asyncio.sleep(1.0)
@@ -129,6 +131,7 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
             assert out.strip() == secret
             heard = await listening
             assert not any(secret in m for m in heard), f"{attacker.name} read the kernel's output on iopub"
+        assert kernel_uid.strip() == str(alice.uid), "the kernel runs as the notebook folder's owner"
         # and nothing is published: no docker-proxy command line shows a kernel port
         proxies = subprocess.run(["pgrep", "-a", "docker-proxy"], capture_output=True, text=True).stdout
         assert not any(str(getattr(km, p)) in proxies for p in ("shell_port", "iopub_port", "hb_port")
