@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__
 from .engine import get_engine
 from .errors import PtcudaError
+from .images import DEFAULT_BASE, DEFAULT_TAG
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -145,9 +146,9 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
 
     image = sub.add_parser("image", help="kernel images").add_subparsers(dest="image_command", required=True)
     b = image.add_parser("build", help="derive a kernel-ready image (adds ipykernel) from a PyTorch base")
-    b.add_argument("--base", default=None, help="base image (default: the official PyTorch CUDA runtime image); "
+    b.add_argument("--base", default=DEFAULT_BASE, help="base image (default: the official PyTorch CUDA runtime image); "
                    "'debian' builds one from Debian packages with no registry")
-    b.add_argument("--tag", default=None, help="tag of the result")
+    b.add_argument("--tag", default=DEFAULT_TAG, help="tag of the result")
     b.add_argument("--torch", default="torch", help="torch requirement for --base debian (default 'torch')")
     b.add_argument("--extra", action="append", default=[], help="another requirement to install (repeatable)")
     b.add_argument("--no-pull", action="store_true", help="never pull the base")
@@ -158,7 +159,7 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     k = ks.add_parser("install", help="install a kernelspec that runs kernels in containers")
     k.add_argument("--name", default="ptcuda")
     k.add_argument("--display-name", default="PyTorch (CUDA)")
-    k.add_argument("--image", default=None, help="kernel image (default: jupyter-ptcuda/pytorch-kernel:latest)")
+    k.add_argument("--image", default=DEFAULT_TAG, help="kernel image (default: jupyter-ptcuda/pytorch-kernel:latest)")
     k.add_argument("--gpus", default=None, help="'all', 'none', a count, or ids '[\"0\",\"1\"]'")
     k.add_argument("--interrupt-mode", choices=["signal", "message"])
     k.add_argument("--option", "-o", action="append", help="provisioner option KEY=VALUE (JSON values allowed)")
@@ -192,44 +193,22 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
 
 
 def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None]]:
-    """Commands contributed by feature modules (export, jobs, health), registered lazily."""
-    out: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
-    try:
-        from .export import cli as export_cli
+    """Commands contributed by feature modules (export, jobs)."""
+    from .export import cli as export_cli
+    from .jobs import cli as jobs_cli
 
-        def reg_export(sub: argparse._SubParsersAction) -> None:
-            e = sub.add_parser("export", help="export a notebook to a plain train.py")
-            export_cli.add_arguments(e)
-            e.set_defaults(func=export_cli.run)
+    def reg_export(sub: argparse._SubParsersAction) -> None:
+        e = sub.add_parser("export", help="export a notebook to a plain train.py")
+        export_cli.add_arguments(e)
+        e.set_defaults(func=export_cli.run)
 
-        out["export"] = reg_export
-    except ImportError:
-        pass
-    try:
-        from .jobs import cli as jobs_cli
-
-        out["jobs"] = jobs_cli.register
-    except ImportError:
-        pass
-    return out
+    return {"export": reg_export, "jobs": jobs_cli.register}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(_feature_commands())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
-    if getattr(args, "base", "x") is None:
-        from .images import DEFAULT_BASE
-
-        args.base = DEFAULT_BASE
-    if getattr(args, "tag", "x") is None:
-        from .images import DEFAULT_TAG
-
-        args.tag = DEFAULT_TAG
-    if getattr(args, "image", "x") is None:
-        from .images import DEFAULT_TAG
-
-        args.image = DEFAULT_TAG
     try:
         return int(args.func(args) or 0)
     except PtcudaError as exc:

@@ -68,3 +68,25 @@ def test_gpus_without_driver_says_so():
     assert out.returncode == 1 and "driver" in out.stdout.lower()
     two = ptcuda("gpus", env={"JUPYTER_PTCUDA_FAKE_NVML": "2:model=H100+L4"})
     assert two.returncode == 0 and "H100" in two.stdout and "L4" in two.stdout
+
+
+async def test_health_of_a_running_kernel(kernelspec, notebook_dir, engine):
+    """`jupyter ptcuda health --kernel ID` checks inside the kernel's container (it used to always say
+    "give --image IMAGE or --kernel": the CLI filled --image with a default for every command)."""
+    import asyncio
+
+    from tests.integration.test_kernel import started
+
+    km, kc = await started(kernelspec(), notebook_dir)
+    try:
+        out = await asyncio.to_thread(ptcuda, "health", "--kernel", km.kernel_id, "--json")
+        assert "give --image" not in out.stderr, out.stderr
+        report = json.loads(out.stdout)
+        assert report["target"]["kernel_id"] == km.kernel_id
+        assert report["versions"]["torch"].startswith("2.13.0")
+        assert out.returncode == 1  # a CPU-only torch: CUDA unavailable fails the gate, with the reason
+        both = await asyncio.to_thread(ptcuda, "health", "--kernel", km.kernel_id, "--image", "x")
+        assert both.returncode == 1 and "give --image IMAGE or --kernel KERNEL_ID" in both.stderr
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
