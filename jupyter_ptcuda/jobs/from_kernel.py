@@ -136,8 +136,13 @@ def job_spec_from_kernel(kernel: S.ContainerSpec, *, command: list[str], workdir
     job_env = {k: v for k, v in kernel.env.items() if k not in KERNEL_ONLY_ENV}
     job_env.update(env)
     chosen = kernel.gpus if gpus is None else gpus
+    # A shared-namespace kernel ("shared" before launch, "container:<holder>" after) gives its job a
+    # namespace of its own with the same outbound access: a job outlives the server that holds the holder.
+    network = "bridge" if kernel.network_mode == "shared" or kernel.network_mode.startswith("container:") \
+        else kernel.network_mode
     return dataclasses.replace(
         kernel, command=tuple(command), workdir=workdir, env=job_env,
         labels={**labels, S.LABEL_GPUS: chosen.label()}, mounts=mounts, gpus=chosen, ports={}, name=None, files=(),
+        network_mode=network,
         mem_limit=kernel.mem_limit if mem_limit is None else mem_limit,
     )

@@ -282,8 +282,9 @@ async def test_from_kernel_runs_in_the_kernels_configuration(engine, kernelspec,
                 info = await engine.inspect(job.container_id)
                 assert info["Image"] == kernel["Image"]
                 assert info["Config"]["User"] == kernel["Config"]["User"]
+                private = kernel["Config"]["Labels"].get("io.jupyter-ptcuda.kernel-dir", "/run/ptcuda")
                 assert set(info["HostConfig"]["Binds"]) == {b for b in kernel["HostConfig"]["Binds"]
-                                                             if ":/run/ptcuda:" not in b}
+                                                             if f":{private}:" not in b}
                 assert info["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["1"]
                 assert info["Config"]["Labels"]["io.jupyter-ptcuda.kind"] == "job"
                 job = await mgr.watch(job.id)
