@@ -122,8 +122,12 @@ async def test_health_check_of_image(api, engine, test_image):
 
 
 @pytest.mark.integration
-async def test_health_check_of_missing_image(api, engine):
+async def test_health_check_of_missing_image(api, engine, monkeypatch):
+    status, reply, _ = await api("POST", "health", {"image": "jupyter-ptcuda/absent:0"})  # not allowed
+    assert status == 403 and "not present on this Docker engine" in reply["message"]
+    monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", "jupyter-ptcuda/absent:0")  # the configured jobs image: allowed
     status, entry, _ = await api("POST", "health", {"image": "jupyter-ptcuda/absent:0"})
+    assert status == 201, entry
     done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running")
     assert done["state"] == "error" and "jupyter ptcuda image build" in done["error"]["message"]
 
