@@ -169,7 +169,7 @@ class JobManager(JobLifecycle):
         image_labels = image_config.get("Labels") or {}
         job_id = uuid.uuid4().hex[:12]
         workdir = str(path.parent)
-        user = kernel.user if kernel else opts.container_user()
+        user = kernel.user if kernel else opts.container_user(workdir)
         out_dir = await asyncio.to_thread(O.make_output_dir, workdir, job_id, user)
         script = path if export is None else out_dir / "train.py"
         if export is not None:
