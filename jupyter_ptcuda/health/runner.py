@@ -7,8 +7,8 @@ first: the image must be allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy
 ``c.ContainerOptions.gpus``.
 
 The check runs isolated from the user's files: ``python -I`` (no current directory, script directory,
-user site-packages or ``PYTHON*`` variables on the path), so a ``json.py`` in the notebook folder (the
-kernel container's working directory) cannot shadow the standard library.
+user site-packages or ``PYTHON*`` variables on the path), and the exec into a kernel runs in ``/``, not
+the notebook folder, so a ``json.py`` there cannot shadow the standard library.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ async def check_kernel(engine: Engine, kernel_id: str, *, perf: bool = False, ti
     env = {k: v for k, v in env.items() if k.startswith(("NVIDIA_", "CUDA_"))}
     argv = [*PYTHON, "-"] + (["--perf"] if perf else [])
     code, out = await asyncio.wait_for(
-        engine.exec(container["Id"], argv, stdin=check_script_source().encode(), env=env), timeout)
+        engine.exec(container["Id"], argv, stdin=check_script_source().encode(), env=env, workdir="/"),
+        timeout)  # not the notebook folder: nothing of the user's is on the path or the cwd
     report = parse_report(out.decode("utf-8", "replace"))
     report["target"] = {"kernel_id": kernel_id, "container": container["Id"][:12], "image": container.get("Image")}
     return report
