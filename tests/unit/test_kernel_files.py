@@ -84,10 +84,12 @@ HOST = socket.gethostname()
     ({"kernel_id": "k", "server_id": "otherhost:111:5", "created": 0}, False, None),  # not ours to judge
     ({"kernel_id": "k", "server_id": "OWN", "created": 0}, True, "its kernel is no longer managed by this server"),
     ({"kernel_id": "known", "server_id": "OWN", "created": 0}, True, None),
-    ({"kernel_id": "k", "server_id": "OWN", "created": time.time()}, True, None),  # starting right now
+    ({"kernel_id": "k", "server_id": "OWN", "created": "NOW"}, True, None),  # starting right now
 ])
 def test_stale_reason(record, alive, expected):
     """A dead server's kernels, and kernels this server forgot (restart limit), are stale."""
+    if record["created"] == "NOW":
+        record = {**record, "created": time.time()}
     got = kernel_files.stale_reason(record, own_server_id="OWN", known_kernels={"known"}, pid_alive=lambda pid: alive)
     assert got == expected
 
