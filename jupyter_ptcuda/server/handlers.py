@@ -20,7 +20,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ..errors import ConfigError, NotFound, PtcudaError
+from ..errors import ConfigError, EngineUnavailable, NotFound, PtcudaError
 from ..health.runner import check_allowed, check_image, check_kernel
 from ..spec import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KIND, LABEL_NOTEBOOK, parse_gpus
 from .attribution import attribute_processes
@@ -212,21 +212,28 @@ class HealthCollectionHandler(PtcudaHandler):
         perf = body.get("perf", False)
         if not isinstance(perf, bool):
             raise ConfigError("'perf' must be true or false")
+        unavailable: EngineUnavailable | None = None
         if image:  # 403 before anything starts: an allowed image, GPUs within c.ContainerOptions.gpus
-            await check_allowed(self.state.engine, image, gpus=body.get("gpus"), parent=self.state.app)
+            try:
+                await check_allowed(self.state.engine, image, gpus=body.get("gpus"), parent=self.state.app)
+            except EngineUnavailable as exc:  # the check is recorded and fails with it (the panel shows why)
+                unavailable = exc
         hid = uuid.uuid4().hex[:12]
         entry = {"id": hid, "state": "running", "created": time.time(), "finished": None,
                  "target": {"image": image} if image else {"kernel_id": kernel_id}, "report": None, "error": None}
         self.state.health[hid] = entry
         while len(self.state.health) > 100:
             self.state.health.pop(next(iter(self.state.health)))
-        self.state.spawn(self._run(entry, image, kernel_id, body.get("gpus"), perf))
+        self.state.spawn(self._run(entry, image, kernel_id, body.get("gpus"), perf, unavailable))
         self.set_header("Location", url_path_join(self.base_url, NAMESPACE, "health", hid))
         self.write_json(entry, status=201)
 
-    async def _run(self, entry: dict[str, Any], image: str | None, kernel_id: str | None, gpus: Any, perf: bool) -> None:
+    async def _run(self, entry: dict[str, Any], image: str | None, kernel_id: str | None, gpus: Any, perf: bool,
+                   unavailable: EngineUnavailable | None = None) -> None:
         engine, timeout = self.state.engine, self.state.app.health_timeout
         try:
+            if unavailable is not None:  # never run a check the policy could not judge
+                raise unavailable
             if image:
                 entry["report"] = await check_image(engine, image, gpus=gpus, perf=perf,
                                                     parent=self.state.app, timeout=timeout)
