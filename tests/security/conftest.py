@@ -29,6 +29,31 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures and the failur
 pytestmark = pytest.mark.integration
 
 
+def server_job_root(jp_root_dir, tmp_path, monkeypatch, scripts: dict[str, str]):
+    """For REST-job tests on a real server: a private job store, the test image as the jobs' image,
+    ``nb/`` with ``scripts`` owned by the job uid; yields ``nb``; every job container of this root is
+    removed afterwards. Used as ``yield from`` by the test files' autouse fixtures."""
+    from tests.conftest import TEST_IMAGE
+
+    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
+    monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", TEST_IMAGE)
+    nb = jp_root_dir / "nb"
+    nb.mkdir()
+    for name, text in scripts.items():
+        (nb / name).write_text(text)
+    if os.geteuid() == 0:
+        os.chown(jp_root_dir, 1000, 100)
+        os.chown(nb, 1000, 100)
+    yield nb
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
+                         text=True).stdout.split()
+    for cid in ids:
+        notebook = subprocess.run(["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}',
+                                   cid], capture_output=True, text=True).stdout
+        if str(jp_root_dir) in notebook:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
 @dataclass(frozen=True)
 class UnixUser:
     name: str

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 
 import pytest
 
 from jupyter_ptcuda.kernelspec import make_kernel_json
-from tests.conftest import TEST_IMAGE
+from tests.security.conftest import server_job_root
 from tests.server.conftest import api  # noqa: F401 - the REST client fixture (validates against openapi.yaml)
 from tests.server.helpers import wait_for
 
@@ -39,22 +37,7 @@ def jp_server_config(monkeypatch):
 def job_env(tmp_path, monkeypatch, jp_root_dir, engine, test_image):
     """A private job store, the test image as the jobs' image, nb/ owned by the job uid; job containers of
     this root removed afterwards."""
-    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
-    monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", TEST_IMAGE)
-    nb = jp_root_dir / "nb"
-    nb.mkdir()
-    (nb / "hello.py").write_text("print('hello from the job')\n")
-    if os.geteuid() == 0:
-        os.chown(jp_root_dir, 1000, 100)
-        os.chown(nb, 1000, 100)
-    yield
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
-                         text=True).stdout.split()
-    for cid in ids:
-        notebook = subprocess.run(["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}',
-                                   cid], capture_output=True, text=True).stdout
-        if str(jp_root_dir) in notebook:
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+    yield from server_job_root(jp_root_dir, tmp_path, monkeypatch, {"hello.py": "print('hello from the job')\n"})
 
 
 class Collect(logging.Handler):
