@@ -78,10 +78,10 @@ async def main() -> None:
             res["container"].append(await one("bench-container", args.cells, str(cwd)))
 
     if args.network == "shared":
-        from jupyter_ptcuda.engine import get_engine
-        from jupyter_ptcuda.netns import remove_holder
+        from jupyter_ptcuda.containers.netns import remove_holder
+        from jupyter_ptcuda.containers.service import get_service
 
-        await remove_holder(get_engine())
+        await remove_holder(get_service())
     med = {k: (statistics.median(s for s, _ in v), statistics.median(r for _, r in v)) for k, v in res.items()}
     print(f"{'':12}{'start (s)':>12}{'round trip (ms)':>18}   (median of {args.n} kernels, {args.cells} cells each)")
     for k in ("local", "container"):

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .engine import get_engine
+from .containers.engine import get_engine
+from .containers.service import get_service
 from .errors import PtcudaError
 from .images import DEFAULT_BASE, DEFAULT_TAG
 
@@ -52,7 +53,7 @@ def cmd_kernelspec_install(args: argparse.Namespace) -> int:
     if args.interrupt_mode:
         config["interrupt_mode"] = args.interrupt_mode
     prefix = sys.prefix if args.sys_prefix else args.prefix
-    path = install_kernelspec(None if args.no_check else get_engine(), name=args.name,
+    path = install_kernelspec(None if args.no_check else get_service(), name=args.name,
                               display_name=args.display_name, config=config, user=args.user, prefix=prefix,
                               check_image=not args.no_check)
     print(f"installed kernelspec {args.name!r} ({args.display_name}) in {path}")
@@ -60,13 +61,14 @@ def cmd_kernelspec_install(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    from .reaper import reap_kernel_files, reap_orphans
+    from .containers.reaper import reap_kernel_files, reap_orphans
 
-    removed = asyncio.run(reap_orphans(get_engine(), dry_run=args.dry_run))
+    removed = asyncio.run(reap_orphans(get_service(), dry_run=args.dry_run))
     files = asyncio.run(reap_kernel_files(dry_run=args.dry_run))
     verb = "would remove" if args.dry_run else "removed"
     for c in removed:
-        print(f"{verb} {c['id'][:12]} (kernel {c['kernel_id']}, server {c['server_id']}): {c['why']}")
+        what = f"kernel {c['kernel_id']}, " if c["kernel_id"] else f"{c['kind']}, "
+        print(f"{verb} {c['id'][:12]} ({what}server {c['server_id']}): {c['why']}")
     for f in files:
         print(f"{verb} the connection files of kernel {f['kernel_id']}: {f['why']}")
     if not removed:
@@ -87,11 +89,11 @@ def cmd_health(args: argparse.Namespace) -> int:
         from .jupyter_config import load_server_config
 
         like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
-        asyncio.run(check_allowed(get_engine(), args.image, parent=like_the_server))  # the server's image policy
-        report = asyncio.run(check_image(get_engine(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
+        asyncio.run(check_allowed(get_service(), args.image, parent=like_the_server))  # the server's image policy
+        report = asyncio.run(check_image(get_service(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
                                          parent=like_the_server))
     else:
-        report = asyncio.run(check_kernel(get_engine(), args.kernel, perf=args.perf, timeout=args.timeout))
+        report = asyncio.run(check_kernel(get_service(), args.kernel, perf=args.perf, timeout=args.timeout))
     print(json.dumps(report, indent=2) if args.json else render_text(report, color=sys.stdout.isatty()))
     return exit_code(report)
 
@@ -114,9 +116,9 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     sampler.stop()
     holders: dict[str, Any] = {}
     try:
-        from .ledger import GpuLedger
+        from .containers.ledger import GpuLedger
 
-        holders = asyncio.run(GpuLedger(get_engine(), lambda: snap).holders())
+        holders = asyncio.run(GpuLedger(get_service(), lambda: snap).holders())
     except PtcudaError:
         pass
     if args.json:

@@ -52,6 +52,12 @@ class Forbidden(PtcudaError):
     status = 403
 
 
+class TooBusy(PtcudaError):
+    """429: a bounded resource (e.g. health checks running at once) is full; retry later."""
+
+    status = 429
+
+
 class EngineUnavailable(PtcudaError):
     """The Docker daemon does not answer."""
 

@@ -30,20 +30,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine
+from .containers import labels as L
+from .containers.build import Policy, Request, build
+from .containers.engine import Engine
+from .containers.identity import this_server
+from .containers.service import ContainerService
+from .containers.spec import ContainerSpec
 from .errors import ImageNotReady, PtcudaError
-from .spec import LABEL_PREFIX, ContainerSpec
 
 DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
 DEBIAN_BASE_TAG = "jupyter-ptcuda/debian-base:bookworm"
 DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"
 
-L_BASE = LABEL_PREFIX + "image.base"
-L_TORCH = LABEL_PREFIX + "image.torch"
-L_CUDA = LABEL_PREFIX + "image.cuda"
-L_PYTHON = LABEL_PREFIX + "image.python"
-L_IPYKERNEL = LABEL_PREFIX + "image.ipykernel"
+L_BASE, L_TORCH, L_CUDA = L.IMAGE_BASE, L.IMAGE_TORCH, L.IMAGE_CUDA
+L_PYTHON, L_IPYKERNEL = L.IMAGE_PYTHON, L.IMAGE_IPYKERNEL
 
 PROBE = (
     "import json, platform, sys\n"
@@ -64,20 +65,19 @@ class ImageBuildError(PtcudaError):
         self.step = step
 
 
-def _probe_spec(image: str, python: str = "python") -> ContainerSpec:
-    return ContainerSpec(
-        image=image, command=(python, "-c", PROBE), user="65534:65534", workdir="/tmp",
-        labels={LABEL_PREFIX + "kind": "probe"}, shm_size=None, pids_limit=256,
-    )
+def probe_spec(image: str, python: str = "python") -> ContainerSpec:
+    """A one-off ``probe`` container: nobody's uid, nothing mounted, no GPU."""
+    return build(Request(kind=L.PROBE, image=image, command=(python, "-c", PROBE), workdir="/tmp",
+                         mount_workdir=False, shm_size=None, pids_limit=256), Policy(images=(image,)), this_server())
 
 
-async def probe_image(engine: Engine, image: str) -> dict[str, Any]:
+async def probe_image(service: ContainerService, image: str) -> dict[str, Any]:
     """Run ``image`` once and report its Python/torch/ipykernel versions.
 
     Raises ImageNotFound when absent, ImageNotReady when it has no ``python``.
     """
-    await engine.image(image)
-    code, out = await engine.run_once(_probe_spec(image), timeout=120)
+    await service.image(image)
+    code, out, _ = await service.run_once(probe_spec(image), timeout=120)
     for line in out.splitlines():
         if line.startswith("PTCUDA-PROBE "):
             return json.loads(line[len("PTCUDA-PROBE ") :])
@@ -87,13 +87,12 @@ async def probe_image(engine: Engine, image: str) -> dict[str, Any]:
     )
 
 
-async def check_kernel_image(engine: Engine, image: str) -> dict[str, Any]:
+async def check_kernel_image(service: ContainerService, image: str) -> dict[str, Any]:
     """Labels or a probe proving ``image`` can run an IPython kernel; ImageNotReady with the fix if not."""
-    info = await engine.image(image)
-    labels = (info.get("Config") or {}).get("Labels") or {}
+    labels = (await service.image(image)).labels
     if labels.get(L_IPYKERNEL):
         return {"ipykernel": labels[L_IPYKERNEL], "torch": labels.get(L_TORCH), "cuda": labels.get(L_CUDA)}
-    probe = await probe_image(engine, image)
+    probe = await probe_image(service, image)
     if "ipykernel" not in probe:
         raise ImageNotReady(
             f"image {image!r} has no ipykernel ({probe.get('ipykernel_error', 'not importable')}): run "
@@ -244,7 +243,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
                 raise ImageBuildError("base", f"cannot pull {base} ({exc.message.splitlines()[0]}). "
                                       "Without a registry, build from Debian: --base debian.") from None
     progress(f"[probe] reading versions from {base}")
-    base_probe = asyncio.run(probe_image(engine, base))
+    base_probe = asyncio.run(probe_image(ContainerService(engine), base))
     if "torch" not in base_probe and base_label == base:
         raise ImageBuildError("probe", f"{base} has no torch ({base_probe.get('torch_error')}): "
                               "choose a PyTorch base image, or --base debian.")
@@ -261,7 +260,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
             )
             stage = _docker_build(engine, dockerfile, f"{tag}-stage", "install", progress)
     progress("[label] probing the result")
-    probe = asyncio.run(probe_image(engine, stage))
+    probe = asyncio.run(probe_image(ContainerService(engine), stage))
     if "ipykernel" not in probe:
         raise ImageBuildError("label", f"ipykernel is not importable in the result: {probe.get('ipykernel_error')}")
     labels = {L_BASE: base_label, L_TORCH: probe.get("torch", ""), L_CUDA: probe.get("cuda", ""),

@@ -11,7 +11,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
-from .engine import Engine
+from .containers.service import ContainerService
 from .errors import ConfigError
 from .images import check_kernel_image
 from .provisioner import DockerProvisioner
@@ -50,7 +50,7 @@ def make_kernel_json(display_name: str, config: dict[str, Any]) -> dict[str, Any
 
 
 def install_kernelspec(
-    engine: Engine | None,
+    service: ContainerService | None,
     *,
     name: str = "ptcuda",
     display_name: str = "PyTorch (CUDA)",
@@ -65,8 +65,8 @@ def install_kernelspec(
     if interrupt_mode not in ("signal", "message"):
         raise ConfigError(f"interrupt_mode={interrupt_mode!r}: use 'signal' or 'message'.")
     validate_config({k: v for k, v in config.items() if k != "interrupt_mode"})
-    if check_image and engine is not None:
-        asyncio.run(check_kernel_image(engine, config.get("image") or DockerProvisioner().image))
+    if check_image and service is not None:
+        asyncio.run(check_kernel_image(service, config.get("image") or DockerProvisioner().image))
     spec = make_kernel_json(display_name, config)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / name

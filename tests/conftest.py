@@ -25,7 +25,7 @@ def _engine_answers() -> bool:
 @pytest.fixture(scope="session")
 def engine():
     """The real engine; fails in CI when it does not answer (skips only outside CI)."""
-    from jupyter_ptcuda.engine import get_engine
+    from jupyter_ptcuda.containers.engine import get_engine
 
     if not _engine_answers():
         msg = "no Docker engine answers: run scripts/ensure-engine (scripts/test does)"
@@ -46,7 +46,7 @@ def test_image(engine):
 
 
 def ours(engine, **labels) -> list[dict]:
-    from jupyter_ptcuda.spec import LABEL_PREFIX
+    from jupyter_ptcuda.containers import labels as L
 
-    filters = [LABEL_PREFIX + "kind"] + [f"{LABEL_PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
+    filters = [L.PREFIX + "kind"] + [f"{L.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
     return engine.run_sync(lambda api: api.containers(all=True, filters={"label": filters}))

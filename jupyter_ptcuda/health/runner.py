@@ -14,68 +14,83 @@ the notebook folder, so a ``json.py`` there cannot shadow the standard library.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
-from ..engine import Engine
-from ..errors import NoNvidiaRuntime, NotFound
-from ..spec import LABEL_KERNEL_ID, LABEL_KIND, GpuRequest, parse_gpus
+from ..containers import labels as L
+from ..containers import policy as P
+from ..containers.gpus import NONE, parse_gpus
+from ..containers.options import ContainerOptions
+from ..containers.service import ContainerService
+from ..errors import ConfigError, LaunchError, NoNvidiaRuntime
 from . import check_script_source
 from .report import parse_report
 
 #: The interpreter command of every check: isolated mode (see the module docstring).
 PYTHON = ["python", "-I"]
+#: Runs the check script read from stdin with an alarm: the process ends itself after ``seconds``.
+ALARMED = ("import signal, sys; signal.alarm({seconds}); src = sys.stdin.read(); sys.argv[0] = 'check'; "
+           "exec(compile(src, 'check.py', 'exec'), {{'__name__': '__main__'}})")
 
 
-def _options(parent: Any, image: str, gpus: Any) -> Any:
-    from ..provisioner import ContainerOptions
-
+def _options(parent: Any, image: str, gpus: Any) -> ContainerOptions:
     kwargs: dict[str, Any] = {"image": image}
     if gpus is not None:
         kwargs["gpus"] = gpus
     return ContainerOptions(parent=parent, **kwargs)
 
 
-async def check_allowed(engine: Engine, image: str, *, gpus: Any = None, parent: Any = None) -> None:
+def configured_images(parent: Any) -> list[str]:
+    """The images an operator configured (kernels' and jobs'): always allowed to be checked."""
+    from traitlets import TraitError
+
+    from ..jobs.manager import JobOptions
+
+    try:
+        return [ContainerOptions(parent=parent).image, JobOptions(parent=parent).image]
+    except TraitError as exc:
+        raise ConfigError(f"the container options in the Jupyter config are invalid: {exc}") from None
+
+
+async def check_allowed(service: ContainerService, image: str, *, gpus: Any = None, parent: Any = None) -> None:
     """Forbidden unless ``image`` may be checked and ``gpus`` is within ``c.ContainerOptions.gpus``.
 
     Allowed images: ``c.ContainerOptions.image``, ``c.JobOptions.image``, ``c.ContainerPolicy.allowed_images``
-    and images built by ``jupyter ptcuda image build`` (see :class:`~jupyter_ptcuda.policy.ContainerPolicy`).
+    and images built by ``jupyter ptcuda image build`` (see :class:`~jupyter_ptcuda.containers.policy.ContainerPolicy`).
     Called before a check is started (the health handler, ``jupyter ptcuda health --image``).
     """
-    from traitlets import TraitError
-
-    from .. import policy as P
-    from ..errors import ConfigError
-    from ..jobs.manager import JobOptions
-    from ..provisioner import ContainerOptions
-
-    try:
-        kernels, jobs = ContainerOptions(parent=parent), JobOptions(parent=parent)
-    except TraitError as exc:
-        raise ConfigError(f"the container options in the Jupyter config are invalid: {exc}") from None
+    configured = configured_images(parent)
     if gpus is not None:
-        P.narrow_gpus(parse_gpus(gpus), parse_gpus(kernels.gpus), asked=gpus,
-                      limit=P.operator_limit("ContainerOptions", "gpus", kernels.gpus))
-    await P.ContainerPolicy(parent=parent).check_image_on(engine, image, configured=[kernels.image, jobs.image])
+        ceiling = ContainerOptions(parent=parent).gpus
+        P.narrow_gpus(parse_gpus(gpus), parse_gpus(ceiling), asked=gpus,
+                      limit=P.operator_limit("ContainerOptions", "gpus", ceiling))
+    await P.ContainerPolicy(parent=parent).check_image_on(service, image, configured=configured)
 
 
-async def check_image(engine: Engine, image: str, *, gpus: Any = None, perf: bool = False,
-                      parent: Any = None, timeout: float = 600) -> dict[str, Any]:
-    """The health report of ``image``. Without an NVIDIA runtime the check still runs, on the CPU,
-    and the report says that this is why CUDA is unavailable."""
+async def check_image(service: ContainerService, image: str, *, gpus: Any = None, perf: bool = False,
+                      parent: Any = None, timeout: float = 600, check_id: str | None = None) -> dict[str, Any]:
+    """The health report of ``image``, from a one-off ``health`` container built like a kernel's.
+
+    Its GPUs come from the ledger like any container's: ``all`` means every GPU nobody holds, so a check
+    never runs on a GPU a kernel holds exclusively (GpuUnavailable naming the holders when none is free).
+    Without an NVIDIA runtime the check still runs, on the CPU, and the report says that this is why
+    CUDA is unavailable. ``timeout``: the container is killed and removed after it (LaunchError).
+    """
     from ..images import check_kernel_image
 
-    await engine.image(image)  # ImageNotFound with the fix
+    info = await service.image(image)  # ImageNotFound with the fix
     opts = _options(parent, image, gpus)
     command = [*PYTHON, "-c", check_script_source()] + (["--perf"] if perf else [])
-    spec = opts.base_spec(command=command, workdir="/tmp", env={}, labels={LABEL_KIND: "health"},
-                          mount_workdir=False)
+    check_id = check_id or uuid.uuid4().hex[:12]
+    spec = opts.base_spec(kind=L.HEALTH, id=check_id, command=command, workdir="/tmp", env={},
+                          mount_workdir=False, configured=[*configured_images(parent), image],
+                          image_labels=info.labels)
     note = None
     try:
-        code, out = await engine.run_once(spec, timeout=timeout)
+        code, out, spec = await service.run_once(spec, timeout=timeout, claim=check_id)
     except NoNvidiaRuntime as exc:
         note = exc.message
-        code, out = await engine.run_once(spec.with_gpus(GpuRequest()), timeout=timeout)
+        code, out, spec = await service.run_once(spec.with_gpus(NONE), timeout=timeout, claim=check_id)
     report = parse_report(out)
     if note:
         report.setdefault("notes", []).insert(0, note)
@@ -84,31 +99,33 @@ async def check_image(engine: Engine, image: str, *, gpus: Any = None, perf: boo
                                     "(NVIDIA Container Toolkit); the check ran without GPUs."}
     report["target"] = {"image": image, "gpus": spec.gpus.label()}
     try:
-        report["image"] = await check_kernel_image(engine, image)
+        report["image"] = await check_kernel_image(service, image)
     except Exception as exc:  # noqa: BLE001 - informative only; the checks above are the verdict
         report.setdefault("notes", []).append(f"not a kernel image: {exc}")
     return report
 
 
-async def find_kernel_container(engine: Engine, kernel_id: str) -> dict[str, Any]:
-    found = await engine.containers({LABEL_KIND: "kernel", LABEL_KERNEL_ID: kernel_id}, all=False)
-    if not found:
-        raise NotFound(f"no running container for kernel {kernel_id}: is it a PyTorch (CUDA) kernel, and running?")
-    return found[0]
-
-
-async def check_kernel(engine: Engine, kernel_id: str, *, perf: bool = False, timeout: float = 600) -> dict[str, Any]:
+async def check_kernel(service: ContainerService, kernel_id: str, *, perf: bool = False,
+                       timeout: float = 600) -> dict[str, Any]:
     """The health report from inside a running kernel's container (``docker exec``)."""
-    container = await find_kernel_container(engine, kernel_id)
+    container = await service.find(L.KERNEL, kernel_id)
     # `docker exec` does not inherit what the engine's NVIDIA driver set for the container's processes
     # (NVIDIA_VISIBLE_DEVICES…): take it from the container's init process, as the kernel sees it.
-    _, raw = await engine.exec(container["Id"], ["cat", "/proc/1/environ"])
+    _, raw = await service.exec(container.id, ["cat", "/proc/1/environ"])
     env = dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
     env = {k: v for k, v in env.items() if k.startswith(("NVIDIA_", "CUDA_"))}
-    argv = [*PYTHON, "-"] + (["--perf"] if perf else [])
-    code, out = await asyncio.wait_for(
-        engine.exec(container["Id"], argv, stdin=check_script_source().encode(), env=env, workdir="/"),
-        timeout)  # not the notebook folder: nothing of the user's is on the path or the cwd
+    # The check's own process ends itself after ``timeout`` (SIGALRM's default action), so a hung check
+    # ends its exec and frees the worker that waits on it; Docker has no way to kill an exec from outside.
+    argv = [*PYTHON, "-c", ALARMED.format(seconds=max(1, int(timeout)))] + (["--perf"] if perf else [])
+    try:
+        code, out = await asyncio.wait_for(
+            service.exec(container.id, argv, stdin=check_script_source().encode(), env=env, workdir="/"),
+            timeout + 5)  # not the notebook folder: nothing of the user's is on the path or the cwd
+    except TimeoutError:
+        raise LaunchError(f"the health check in kernel {container.tag.id[:12]} did not finish in {timeout:.0f} s.") from None
+    if code == -14 or code == 142:  # SIGALRM
+        raise LaunchError(f"the health check in kernel {container.tag.id[:12]} did not finish in {timeout:.0f} s "
+                          "and was stopped (c.PtcudaExtension.health_timeout).")
     report = parse_report(out.decode("utf-8", "replace"))
-    report["target"] = {"kernel_id": kernel_id, "container": container["Id"][:12], "image": container.get("Image")}
+    report["target"] = {"kernel_id": container.tag.id, "container": container.id[:12], "image": container.image}
     return report

@@ -6,9 +6,11 @@
 - :mod:`.request` — what a submission asks for, and the command line it becomes (pure).
 - :mod:`.manager` — ``JobManager``: config, submit (export, pin the image, claim GPUs, start).
 - :mod:`.lifecycle` — watch, finalise, cancel, reconcile, read/follow the output.
-- :mod:`.from_kernel` — ``--from-kernel``: ``spec_from_container`` (inverse of the spec builder).
 - :mod:`.store` — the SQLite job store. :mod:`.outputs` — ``outputs/<job-id>/`` files, path checks.
-- :mod:`.logstream` — a container's output as an async stream. :mod:`.cli` — the commands.
+- :mod:`.cli` — the commands.
+
+Containers (a job's spec, ``--from-kernel``, launching, logs) are the container service's
+(:mod:`jupyter_ptcuda.containers`).
 """
 
 from .request import JobRequest

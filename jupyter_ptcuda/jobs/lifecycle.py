@@ -1,6 +1,6 @@
 """Running jobs to their end: watch, finalise, cancel, reconcile, and read or follow their output.
 
-A mixin of :class:`~.manager.JobManager` (which owns the engine, the store and the SQLite thread).
+A mixin of :class:`~.manager.JobManager` (which owns the container service, the store and the SQLite thread).
 
 *Finalising* (:meth:`JobLifecycle.finalise`) saves the container's whole output as ``job.log``, records
 exit code and reason with one conditional state change (of several processes finalising the same job,
@@ -18,29 +18,25 @@ from typing import Any, TypeVar
 
 from traitlets.config import LoggingConfigurable
 
-from .. import spec as S
-from ..engine import Engine
+from ..containers import labels as L
+from ..containers.service import ContainerService, ContainerState
 from ..errors import Conflict, NotFound, PtcudaError
-from ..ledger import active_ledger
 from . import outputs as O
-from .logstream import docker_time, follow_container
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
 
 T = TypeVar("T")
 
 
-def outcome(job: Job, info: dict[str, Any] | None) -> tuple[str, str, int | None]:
-    """(state, reason, exit code) of a job whose container has exited (``info``) or is gone (None)."""
-    if info is None:
+def outcome(job: Job, state: ContainerState | None) -> tuple[str, str, int | None]:
+    """(state, reason, exit code) of a job whose container has exited (``state``) or is gone (None)."""
+    if state is None:
         return FAILED, "container lost", None
-    state = info.get("State") or {}
-    code = state.get("ExitCode")
-    code = int(code) if code is not None else None
+    code = state.exit_code
     if job.cancel_reason == TIMED_OUT:
         return TIMED_OUT, "timed out", code
     if job.cancel_reason:
         return CANCELLED, "cancelled", code
-    if state.get("OOMKilled"):
+    if state.oom_killed:
         return FAILED, "OOMKilled", code
     return (COMPLETED, "completed", code) if code == 0 else (FAILED, "failed", code)
 
@@ -55,7 +51,7 @@ def _open_log(job: Job) -> Any:
 class JobLifecycle(LoggingConfigurable):
     """Watch/finalise/cancel/reconcile/logs. Needs the attributes and traits JobManager defines."""
 
-    engine: Engine
+    service: ContainerService
     store: JobStore
     cancel_grace: float
     poll_interval: float
@@ -112,7 +108,7 @@ class JobLifecycle(LoggingConfigurable):
 
         async def tee() -> None:
             try:
-                async for _ in follow_container(self.engine, cid, sink):
+                async for _ in self.service.follow(cid, sink):
                     pass
             except PtcudaError:  # gone or being removed: finalise fetches the whole output anyway
                 pass
@@ -120,8 +116,8 @@ class JobLifecycle(LoggingConfigurable):
         tee_task = asyncio.get_running_loop().create_task(tee())
         try:
             while True:
-                info = await self.engine.inspect(cid)
-                if info is None or not info["State"].get("Running"):
+                info = await self.service.inspect(cid)
+                if info is None or not info.running:
                     await asyncio.wait({tee_task}, timeout=5)
                     return await self.finalise(job_id, info)
                 wait = self.poll_interval
@@ -143,7 +139,7 @@ class JobLifecycle(LoggingConfigurable):
             if log_file is not None:
                 await asyncio.to_thread(log_file.close)
 
-    async def finalise(self, job_id: str, info: dict[str, Any] | None | bool = True) -> Job:
+    async def finalise(self, job_id: str, info: ContainerState | None | bool = True) -> Job:
         """Record how an exited (or vanished) job ended, keep its output and remove its container.
 
         ``info``: the container's inspect (None = gone; True = look it up). A container still running is
@@ -155,38 +151,36 @@ class JobLifecycle(LoggingConfigurable):
         task.add_done_callback(self._finalising.discard)
         return await asyncio.shield(task)
 
-    async def _finalise(self, job_id: str, info: dict[str, Any] | None | bool) -> Job:
+    async def _finalise(self, job_id: str, info: ContainerState | None | bool) -> Job:
         async with self._lock(job_id):
             job = await self.get(job_id)
             if job.terminal:
                 return job
             cid = job.container_id
             if info is True:
-                info = await self.engine.inspect(cid) if cid else None
+                info = await self.service.inspect(cid) if cid else None
             assert not isinstance(info, bool)
-            if info is not None and info["State"].get("Running"):
+            if info is not None and info.running:
                 return job
             if info is not None and cid:
                 try:
-                    data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
+                    data = await self.service.log_bytes(cid)
                     await asyncio.to_thread(O.save_log, job, data)
                 except (NotFound, Conflict):  # removed (or being removed) by whoever finalised it
                     pass
             if job.state == QUEUED and info is not None:
-                await self._db(self.store.transition, job_id, RUNNING, started=docker_time(info["State"].get("StartedAt")))
+                await self._db(self.store.transition, job_id, RUNNING, started=info.started_at)
                 job = await self.get(job_id)
             state, reason, code = outcome(job, info)
-            finished = docker_time(((info or {}).get("State") or {}).get("FinishedAt")) or time.time()
+            finished = (info.finished_at if info else None) or time.time()
             won = await self._db(self.store.transition, job_id, state, reason=reason, exit_code=code, finished=finished)
             job = await self.get(job_id)
             if won:
                 await asyncio.to_thread(O.write_manifest, job)
                 self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
             if cid:
-                await self.engine.remove(cid)
-            ledger = active_ledger()
-            if ledger is not None:
-                ledger.release(job_id)
+                await self.service.remove(cid)
+            self.service.release(job_id)
         self._locks.pop(job_id, None)
         return job
 
@@ -211,18 +205,18 @@ class JobLifecycle(LoggingConfigurable):
             job = await self._db(self.store.update, job_id, cancel_reason=reason)
         cid = job.container_id
         if cid:
-            await self.engine.kill(cid, "SIGTERM")
+            await self.service.signal(cid, "SIGTERM")
             if not await self._exited(cid, self.cancel_grace):
                 self.log.info("jupyter-ptcuda: job %s ignored SIGTERM for %.0f s: SIGKILL", job_id, self.cancel_grace)
-                await self.engine.kill(cid, "SIGKILL")
+                await self.service.signal(cid, "SIGKILL")
                 await self._exited(cid, 30)
         return await self.finalise(job_id)
 
     async def _exited(self, cid: str, within: float) -> bool:
         deadline = time.monotonic() + within
         while True:
-            info = await self.engine.inspect(cid)
-            if info is None or not info["State"].get("Running"):
+            info = await self.service.inspect(cid)
+            if info is None or not info.running:
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -236,8 +230,7 @@ class JobLifecycle(LoggingConfigurable):
         exited → finalised; gone → failed, "container lost". A container left behind by a finished job (its
         finaliser stopped between recording and removing) is removed. Returns the jobs it looked at.
         """
-        containers = {(c.get("Labels") or {}).get(S.LABEL_JOB_ID): c
-                      for c in await self.engine.containers({S.LABEL_KIND: "job"})}
+        containers = {c.tag.id: c for c in await self.service.list(L.JOB)}
         jobs = await self._db(self.store.list_jobs, ACTIVE)
         active = {j.id for j in jobs}
         for job_id, c in containers.items():
@@ -247,14 +240,14 @@ class JobLifecycle(LoggingConfigurable):
                 except NotFound:  # another store's job: not ours to judge
                     continue
                 if done:
-                    await self.engine.remove(c["Id"])
+                    await self.service.remove(c.id)
         for job in jobs:
             task = self._watchers.get(job.id)
             if task is not None and not task.done():
                 continue
             found = containers.get(job.id)
-            cid: str | None = found["Id"] if found else job.container_id
-            info = await self.engine.inspect(cid) if cid else None
+            cid: str | None = found.id if found else job.container_id
+            info = await self.service.inspect(cid) if cid else None
             if info is None:
                 if job.state == QUEUED and time.time() - job.created < self.queued_grace:
                     continue  # being started by another process right now
@@ -266,14 +259,13 @@ class JobLifecycle(LoggingConfigurable):
                 continue
             if job.container_id != cid:
                 await self._db(self.store.update, job.id, container_id=cid)
-            if not info["State"].get("Running"):
+            if not info.running:
                 await self.finalise(job.id, info)
                 continue
             if job.state == QUEUED:
-                await self._db(self.store.transition, job.id, RUNNING,
-                               started=docker_time(info["State"].get("StartedAt")) or time.time())
+                await self._db(self.store.transition, job.id, RUNNING, started=info.started_at or time.time())
             if adopt:
-                self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info["Id"][:12])
+                self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info.id[:12])
                 self.spawn_watch(job.id)
             elif job.timeout and job.started and time.time() > job.started + job.timeout:
                 await self.cancel(job.id, reason=TIMED_OUT)
@@ -286,7 +278,7 @@ class JobLifecycle(LoggingConfigurable):
         if not job.terminal and job.container_id:
             cid = job.container_id
             try:
-                data = await self.engine.call(lambda api: api.logs(cid, stdout=True, stderr=True))
+                data = await self.service.log_bytes(cid)
                 return data[max(0, offset):], job
             except (NotFound, Conflict):
                 job = await self.get(job_id)
@@ -303,7 +295,7 @@ class JobLifecycle(LoggingConfigurable):
         while not job.terminal and job.container_id:
             cid, seen = job.container_id, 0
             try:
-                async for chunk in follow_container(self.engine, cid):
+                async for chunk in self.service.follow(cid):
                     end = seen + len(chunk)
                     if end > pos:
                         yield chunk[max(0, pos - seen):]

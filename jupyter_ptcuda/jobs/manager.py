@@ -2,7 +2,7 @@
 
 Who calls what:
 
-- The server extension creates one (``JobManager(engine=..., parent=ext, root_dir=...)``), awaits
+- The server extension creates one (``JobManager(service=..., parent=ext, root_dir=...)``), awaits
   :meth:`start` at server start (reconcile, then re-check every ``reconcile_interval``) and :meth:`stop`
   at server stop (stops *watching*; jobs keep running and are picked up by the next start).
 - ``server.job_handlers`` calls :meth:`submit`, :meth:`get`, :meth:`list_jobs`, :meth:`read_log`, :meth:`follow`
@@ -12,7 +12,9 @@ Who calls what:
 
 A job's truth is its container (labels ``io.jupyter-ptcuda.kind=job`` and ``.job-id``) plus its row in the
 :class:`~.store.JobStore`. Watching, finalising, cancelling and reconciling live in :mod:`.lifecycle`.
-Docker goes through the engine seam; SQLite through one worker thread (``_db``: every store call, so the
+Containers go through the container service (:mod:`jupyter_ptcuda.containers.service`); a job's spec
+is built by the same builder as a kernel's (:func:`~jupyter_ptcuda.containers.build.build`; from a kernel,
+:func:`~jupyter_ptcuda.containers.build.job_from_kernel`); SQLite through one worker thread (``_db``: every store call, so the
 event loop never waits on a lock held by another process); files and ``git`` through ``asyncio.to_thread``.
 """
 
@@ -32,17 +34,18 @@ from typing import Any, TypeVar
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float, TraitError, Unicode, default
 
-from .. import policy as P
-from .. import spec as S
-from ..engine import Engine, get_engine
-from ..errors import ConfigError, NoNvidiaRuntime, NotFound, PtcudaError
+from ..containers import labels as L
+from ..containers import policy as P
+from ..containers.build import build, job_from_kernel
+from ..containers.gpus import GpuRequest, parse_gpus
+from ..containers.identity import this_server, username
+from ..containers.options import ContainerOptions
+from ..containers.service import ContainerService, ImageInfo, get_service
+from ..containers.spec import ContainerSpec, filter_env, parse_size
+from ..errors import ConfigError, NotFound, PtcudaError
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
-from ..ledger import active_ledger
-from ..provisioner import ContainerOptions, username
 from . import outputs as O
-from .from_kernel import find_kernel_container, job_spec_from_kernel, spec_from_container
 from .lifecycle import JobLifecycle
-from .logstream import docker_time
 from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
 
@@ -76,10 +79,10 @@ class JobManager(JobLifecycle):
         return os.environ.get("JUPYTER_PTCUDA_JOBS_DB") or os.path.join(jupyter_data_dir(), "jupyter_ptcuda",
                                                                           "jobs.sqlite")
 
-    def __init__(self, engine: Engine | None = None, root_dir: str | None = None, kernel_manager: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, service: ContainerService | None = None, root_dir: str | None = None,
+                 kernel_manager: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.engine = engine or get_engine()
+        self.service = service or get_service()
         self.root_dir = root_dir
         self._kernel_manager = kernel_manager
         self.store = JobStore(self.db_path)
@@ -157,16 +160,13 @@ class JobManager(JobLifecycle):
             export = await asyncio.to_thread(export_notebook, str(path), lenient=req.lenient)
         args = params_to_flags(req.params, export.parameters if export else None) + list(req.args)
         opts = self._options(req)
-        kernel, image_info = None, None
+        kernel: ContainerSpec | None = None
         if req.kernel_id:
             kernel, image_info = await self._kernel_spec(req.kernel_id)
         else:
             await self._check_image(opts.image)
-            image_info = await self.engine.image(opts.image)
+            image_info = await self.service.image(opts.image)
         image_tag = kernel.image if kernel else opts.image
-        pinned = (image_info.get("RepoDigests") or [None])[0] or image_info["Id"]
-        image_config = image_info.get("Config") or {}
-        image_labels = image_config.get("Labels") or {}
         job_id = uuid.uuid4().hex[:12]
         workdir = str(path.parent)
         user = kernel.user if kernel else opts.container_user(workdir)
@@ -176,20 +176,20 @@ class JobManager(JobLifecycle):
             await asyncio.to_thread(O.write_atomic, script, export.script.encode(), server_folder=True)
         env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(O.artifacts_dir(out_dir)), "PYTHONUNBUFFERED": "1"}
         if script.parent != path.parent:  # exported script: the notebook's folder stays importable
-            image_env = dict(e.partition("=")[::2] for e in image_config.get("Env") or [])
-            inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_env.get("PYTHONPATH")
+            inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_info.env.get("PYTHONPATH")
             env["PYTHONPATH"] = workdir + (f":{inherited}" if inherited else "")
-        labels = {S.LABEL_KIND: "job", S.LABEL_JOB_ID: job_id, S.LABEL_NOTEBOOK: str(path)}
         command = job_command(self.python, str(script), args, req.nproc_per_node)
+        policy = opts.policy(configured=[self._configured().image, *([kernel.image] if kernel else [])])
         if kernel is not None:
-            spec = job_spec_from_kernel(
-                kernel, command=command, workdir=workdir, env=env,
-                labels={S.LABEL_OWNER_UID: str(os.geteuid()), **labels},
-                **self._kernel_limits(req, kernel))
+            request = job_from_kernel(kernel, command=command, workdir=workdir, env=env, id=job_id,
+                                      notebook=str(path), image=image_tag, **self._kernel_limits(req, kernel))
         else:
-            spec = opts.base_spec(command=command, workdir=workdir, labels=labels,
-                                  env={**S.filter_env(os.environ, opts.env_allowlist), **env})
-        spec = dataclasses.replace(spec, image=pinned, name=f"ptcuda-job-{job_id}")
+            request = opts.request(kind=L.JOB, id=job_id, notebook=str(path), command=command, workdir=workdir,
+                                   env={**filter_env(os.environ, opts.env_allowlist), **env})
+        request = dataclasses.replace(request, image_labels=image_info.labels, name=f"ptcuda-job-{job_id}")
+        pinned = image_info.digest
+        spec = dataclasses.replace(build(request, policy, this_server()), image=pinned)  # the exact image
+        image_labels = image_info.labels
         job = Job(
             id=job_id, owner=req.owner or username(), name=req.name or path.stem,
             notebook=str(path) if is_notebook else None, notebook_sha256=export.notebook_sha256 if export else None,
@@ -202,8 +202,8 @@ class JobManager(JobLifecycle):
                   "nproc_per_node": req.nproc_per_node, "user": spec.user},
         )
         await self._db(self.store.insert, job)
-        return await self._start(job, spec, opts.gpu_fallback, inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"),
-                                 watch=watch)
+        return await self._start(job, spec, opts.gpu_fallback, watch=watch,
+                                 inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"))
 
     def _options(self, req: JobRequest) -> JobOptions:
         """The job's options: the operator's (``c.JobOptions``) narrowed by the request.
@@ -215,12 +215,12 @@ class JobManager(JobLifecycle):
         given: dict[str, Any] = {"image": req.image} if req.image is not None else {}
         if not req.kernel_id:
             if req.gpus is not None:
-                given["gpus"] = P.narrow_gpus(S.parse_gpus(req.gpus), S.parse_gpus(ceiling.gpus), asked=req.gpus,
+                given["gpus"] = P.narrow_gpus(parse_gpus(req.gpus), parse_gpus(ceiling.gpus), asked=req.gpus,
                                               limit=self._limit("gpus", ceiling.gpus))
             if req.mem_limit is not None:
                 given["mem_limit"] = P.narrow_size(
-                    P.check_size(S.parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True),
-                    S.parse_size(ceiling.mem_limit, "mem_limit"), what="mem_limit", asked=req.mem_limit,
+                    P.check_size(parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True),
+                    parse_size(ceiling.mem_limit, "mem_limit"), what="mem_limit", asked=req.mem_limit,
                     limit=self._limit("mem_limit", ceiling.mem_limit))
         try:
             return JobOptions(parent=self, **given)
@@ -242,7 +242,7 @@ class JobManager(JobLifecycle):
             section = "ContainerOptions"
         return P.operator_limit(section, trait, value)
 
-    def _kernel_limits(self, req: JobRequest, kernel: S.ContainerSpec) -> dict[str, Any]:
+    def _kernel_limits(self, req: JobRequest, kernel: ContainerSpec) -> dict[str, Any]:
         """gpus/mem_limit of a job from a kernel: the kernel's, or the request's narrowing of them; within the
         job ceilings too. An inherited memory limit above c.JobOptions.mem_limit becomes that limit; inherited
         GPUs beyond c.JobOptions.gpus are Forbidden (ask for fewer)."""
@@ -250,14 +250,14 @@ class JobManager(JobLifecycle):
         kid = (req.kernel_id or "")[:12]
         gpus = kernel.gpus
         if req.gpus is not None:
-            gpus = P.narrow_gpus(S.parse_gpus(req.gpus), kernel.gpus, asked=req.gpus,
+            gpus = P.narrow_gpus(parse_gpus(req.gpus), kernel.gpus, asked=req.gpus,
                                  limit=f"the GPUs of kernel {kid} ({kernel.gpus.label()})")
-        gpus = P.narrow_gpus(gpus, S.parse_gpus(ceiling.gpus), asked=req.gpus if req.gpus is not None else
+        gpus = P.narrow_gpus(gpus, parse_gpus(ceiling.gpus), asked=req.gpus if req.gpus is not None else
                              f"{gpus.label()} (kernel {kid}'s)", limit=self._limit("gpus", ceiling.gpus))
-        job_max = S.parse_size(ceiling.mem_limit, "mem_limit")
+        job_max = parse_size(ceiling.mem_limit, "mem_limit")
         mem = kernel.mem_limit
         if req.mem_limit is not None:
-            asked = P.check_size(S.parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True)
+            asked = P.check_size(parse_size(req.mem_limit, "mem_limit"), "mem_limit", memory=True)
             mem = P.narrow_size(asked, kernel.mem_limit, what="mem_limit", asked=req.mem_limit,
                                 limit=f"the memory limit of kernel {kid} ({P.format_size(kernel.mem_limit)})")
             mem = P.narrow_size(mem, job_max, what="mem_limit", asked=req.mem_limit,
@@ -268,16 +268,16 @@ class JobManager(JobLifecycle):
 
     async def _check_image(self, image: str) -> None:
         """Forbidden unless the image is allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy`)."""
-        await P.ContainerPolicy(parent=self).check_image_on(self.engine, image, configured=[self._configured().image])
+        await P.ContainerPolicy(parent=self).check_image_on(self.service, image, configured=[self._configured().image])
 
-    async def _kernel_spec(self, kernel_id: str) -> tuple[S.ContainerSpec, dict[str, Any]]:
-        """The kernel's ContainerSpec with its concrete GPUs, and its image's inspect.
+    async def _kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo]:
+        """The kernel's ContainerSpec with its concrete GPUs, and the image it runs.
 
         A kernel managed by this server gives its provisioner's ``_spec``; otherwise (the CLI) the spec is
-        read back from the kernel container's ``docker inspect``. The GPUs are the container's: a count
+        read back from the kernel container (found by its label). The GPUs are the container's: a count
         becomes the device indexes Docker gave it (0..n-1).
         """
-        prov_spec, info = None, None
+        prov_spec, cid = None, None
         km = self.kernel_manager
         if km is not None:
             try:
@@ -285,49 +285,34 @@ class JobManager(JobLifecycle):
             except (KeyError, AttributeError):
                 prov = None
             prov_spec = getattr(prov, "_spec", None)
-            if prov_spec is not None and getattr(prov, "container_id", None):
-                info = await self.engine.inspect(prov.container_id)
-        if info is None:
-            prov_spec, info = None, await find_kernel_container(self.engine, kernel_id)
-        image_info = await self.engine.image(info["Image"])
-        found = spec_from_container(info, image_info.get("Config"))
+            cid = getattr(prov, "container_id", None) if prov_spec is not None else None
+        if cid is None:
+            prov_spec, cid = None, (await self.service.find(L.KERNEL, kernel_id)).id
+        found, image = await self.service.spec_of(cid)
         gpus = found.gpus
         if gpus.mode == "count":
-            gpus = S.GpuRequest("ids", ids=tuple(str(i) for i in range(gpus.count)))
-        base = prov_spec if isinstance(prov_spec, S.ContainerSpec) else found
-        return dataclasses.replace(base, gpus=gpus), image_info
+            gpus = GpuRequest("ids", ids=tuple(str(i) for i in range(gpus.count)))
+        base = prov_spec if isinstance(prov_spec, ContainerSpec) else found
+        return dataclasses.replace(base, gpus=gpus), image
 
-    async def _start(self, job: Job, spec: S.ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
+    async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
                      watch: bool) -> Job:
-        ledger = active_ledger()
         try:
-            if ledger is not None and spec.gpus.wanted and not inherited_gpus:
-                spec = spec.with_gpus(await ledger.assign(job.id, spec.gpus))
-            try:
-                cid = await self.engine.run(spec)
-            except NoNvidiaRuntime as exc:
-                if gpu_fallback != "cpu":
-                    raise
-                self.log.warning("jupyter-ptcuda: %s -- gpu_fallback='cpu': job %s runs WITHOUT GPUs.",
-                                 exc.message.split(". ")[0], job.id)
-                spec = spec.with_gpus(S.GpuRequest())
-                cid = await self.engine.run(spec)
+            cid, spec = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
+                                                  assign_gpus=not inherited_gpus)
         except PtcudaError as exc:
-            if ledger is not None:
-                ledger.release(job.id)
-            for leftover in await self.engine.containers({S.LABEL_JOB_ID: job.id}):  # a half-started one
-                await self.engine.remove(leftover["Id"])
+            for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
+                await self.service.remove(leftover.id)
             await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
                            reason=f"start failed: {exc.message.splitlines()[0]}")
             await asyncio.to_thread(O.write_manifest, await self.get(job.id))
             raise
-        info = await self.engine.inspect(cid)
-        started = docker_time(((info or {}).get("State") or {}).get("StartedAt")) or time.time()
+        state = await self.service.inspect(cid)
+        started = (state.started_at if state else None) or time.time()
         if not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
                               gpus=spec.gpus.label()):  # cancelled while starting
-            await self.engine.remove(cid)
-            if ledger is not None:
-                ledger.release(job.id)
+            await self.service.remove(cid)
+            self.service.release(job.id)
             return await self.get(job.id)
         job = await self.get(job.id)
         await asyncio.to_thread(O.write_manifest, job)

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Float, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 
-from ..engine import Engine, get_engine
+from ..containers.identity import server_id
+from ..containers.ledger import GpuLedger, set_active_ledger
+from ..containers.netns import remove_holder
+from ..containers.reaper import reap_kernel_files, reap_orphans
+from ..containers.service import ContainerService, get_service
 from ..errors import PtcudaError
-from ..ledger import GpuLedger, set_active_ledger
+from ..jobs.manager import JobManager
 from ..nvml.sampler import GpuSampler
-from ..provisioner import server_id
-from ..reaper import reap_kernel_files, reap_orphans
 
 
 @dataclass
@@ -30,11 +32,11 @@ class PtcudaState:
     """Everything handlers share (``settings["jupyter_ptcuda_state"]``)."""
 
     app: PtcudaExtension
-    engine: Engine
+    service: ContainerService
     sampler: GpuSampler
     ledger: GpuLedger
+    jobs: JobManager
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
-    jobs: Any = None  # jupyter_ptcuda.jobs JobManager, when that module is present
     tasks: set[asyncio.Task] = field(default_factory=set)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
 
@@ -59,7 +61,11 @@ class PtcudaExtension(ExtensionApp):
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to a kernel or job by count/id is not given to another. 'shared': counts
         pick the least loaded GPUs regardless of holders.""")
-    health_timeout = Float(600.0, config=True, help="Seconds a health check may run (default 600).")
+    health_timeout = Float(600.0, config=True, help="""Seconds a health check may run (default 600); past it
+        its container is killed and removed, and the check reports the timeout.""")
+    health_concurrency = Int(2, config=True, help="""Health checks that may run at once (default 2). A check
+        asked for beyond it is refused with 429 Too Many Requests, saying how many run and when to retry.
+        Example: c.PtcudaExtension.health_concurrency = 4""")
     freeze_gc = Bool(True, config=True, help="""Once the server has started, move the objects that exist
         then (imported modules, every extension's own state) out of the cyclic garbage collector's
         scans (gc.freeze()). A full collection of a JupyterLab server visits ~200k such objects: 80-200 ms
@@ -79,35 +85,25 @@ class PtcudaExtension(ExtensionApp):
         return None  # the sampler imports pynvml on its own thread
 
     def initialize_settings(self) -> None:
-        engine = get_engine()
+        service = get_service()
         sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
-        ledger = GpuLedger(engine, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
+        ledger = GpuLedger(service, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
         set_active_ledger(ledger)
-        self.state = PtcudaState(app=self, engine=engine, sampler=sampler, ledger=ledger)
-        try:
-            from ..jobs.manager import JobManager
-
-            self.state.jobs = JobManager(engine=engine, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
-        except ImportError:
-            self.log.debug("jupyter-ptcuda: jobs module not present")
+        jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
+        self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
-        from . import handlers
+        from . import handlers, job_handlers
 
         self.handlers.extend(handlers.handlers)
-        try:
-            from . import job_handlers
-        except ImportError:
-            return
         self.handlers.extend(job_handlers.handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
         if self.freeze_gc:
             self.state.spawn(self._freeze_gc())
-        if self.state.jobs is not None and hasattr(self.state.jobs, "start"):
-            await self.state.jobs.start()
+        await self.state.jobs.start()
 
     async def _freeze_gc(self, delay: float = 2.0) -> None:
         """After the other extensions have started: collect once, then freeze what survived."""
@@ -117,13 +113,14 @@ class PtcudaExtension(ExtensionApp):
         self.log.debug("jupyter-ptcuda: %d objects moved out of the garbage collector's scans", gc.get_freeze_count())
 
     async def reap_once(self) -> list[dict[str, Any]]:
-        """Remove our kernel containers whose kernel this server (or a dead one) no longer has."""
+        """Remove our containers whose kernel this server (or a dead one) no longer has, and the checks,
+        probes and namespace holders of dead servers."""
         km = self.serverapp.kernel_manager  # type: ignore[union-attr]
         known = set(km.list_kernel_ids())
-        removed = await reap_orphans(self.state.engine, own_server_id=server_id(), known_kernels=known)
+        removed = await reap_orphans(self.state.service, own_server_id=server_id(), known_kernels=known)
         for c in removed:
-            self.log.warning("jupyter-ptcuda: removed orphaned container %s (kernel %s): %s",
-                             c["id"][:12], c["kernel_id"], c["why"])
+            self.log.warning("jupyter-ptcuda: removed orphaned %s container %s%s: %s", c["kind"], c["id"][:12],
+                             f" (kernel {c['kernel_id']})" if c["kernel_id"] else "", c["why"])
         for f in await reap_kernel_files(own_server_id=server_id(), known_kernels=known):
             self.log.info("jupyter-ptcuda: removed the connection files of kernel %s: %s", f["kernel_id"], f["why"])
         return removed
@@ -141,13 +138,10 @@ class PtcudaExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         for task in list(self.state.tasks):
             task.cancel()
-        if self.state.jobs is not None and hasattr(self.state.jobs, "stop"):
-            await self.state.jobs.stop()
+        await self.state.jobs.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
         try:
-            from ..netns import remove_holder
-
-            await remove_holder(self.state.engine)
+            await remove_holder(self.state.service)
         except PtcudaError:
             pass
         set_active_ledger(None)

@@ -20,9 +20,10 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ..errors import ConfigError, EngineUnavailable, NotFound, PtcudaError
+from ..containers import labels as L
+from ..containers.gpus import devices, parse_gpus
+from ..errors import ConfigError, EngineUnavailable, NotFound, PtcudaError, TooBusy
 from ..health.runner import check_allowed, check_image, check_kernel
-from ..spec import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_KIND, LABEL_NOTEBOOK, parse_gpus
 from .attribution import attribute_processes
 from .base import NAMESPACE, PtcudaHandler, truncate
 
@@ -90,10 +91,10 @@ def engine_value(state: Any) -> Refreshed:
     ``{"state": "ok"|"unavailable", ...}``."""
     async def produce() -> dict[str, Any]:
         try:
-            version = await state.engine.ping()
+            version = await state.service.ping()
         except PtcudaError as exc:
             return {"state": "unavailable", "reason": exc.message}
-        return {"state": "ok", "version": version.get("Version"), "api_version": version.get("ApiVersion")}
+        return {"state": "ok", **version}
 
     return _refreshed(state, "engine", ENGINE_TTL, produce)
 
@@ -165,29 +166,33 @@ class KernelsHandler(PtcudaHandler):
 
 
 async def kernels_view(handler: PtcudaHandler) -> list[dict[str, Any]]:
+    """This server's kernels with their container, image, notebook and GPUs. ``gpus``: the device indexes
+    the kernel can use (``all`` → every GPU the sampler sees; the status bar matches them), ``gpu_request``:
+    the request as labelled (``all``, ``count:2``, ``0,1``)."""
     km = handler.serverapp.kernel_manager
     sessions = {s["kernel"]["id"]: s for s in await handler.serverapp.session_manager.list_sessions() if s.get("kernel")}
     try:
-        containers = {c["Labels"].get(LABEL_KERNEL_ID): c
-                      for c in await handler.state.engine.containers({LABEL_KIND: "kernel"}, all=False)}
+        containers = {c.tag.id: c for c in await handler.state.service.list(L.KERNEL, running=True)}
     except PtcudaError:
         containers = {}
+    snapshot = handler.state.sampler.snapshot() or {}
+    gpus_seen = snapshot.get("gpus", []) if snapshot.get("state") == "ok" else []
     out = []
     for kid in km.list_kernel_ids():
         kernel = km.get_kernel(kid)
         model = km.kernel_model(kid)
         c = containers.get(kid)
-        labels = (c or {}).get("Labels") or {}
         session = sessions.get(kid, {})
-        gpus = labels.get(LABEL_GPUS, "")
+        label = c.tag.gpus if c else "none"
         out.append({
             "kernel_id": kid,
             "name": model.get("name"),
             "execution_state": model.get("execution_state"),
-            "notebook": session.get("path") or labels.get(LABEL_NOTEBOOK),
-            "container_id": (c or {}).get("Id", "")[:12] or None,
-            "image": (c or {}).get("Image"),
-            "gpus": [] if gpus in ("", "none") else gpus.split(","),
+            "notebook": session.get("path") or (c.tag.notebook if c else None),
+            "container_id": c.id[:12] if c else None,
+            "image": c.image if c else None,
+            "gpus": devices(label, gpus_seen),
+            "gpu_request": label,
             "in_container": bool(getattr(kernel.provisioner, "container_id", None)),
         })
     return out
@@ -209,13 +214,18 @@ class HealthCollectionHandler(PtcudaHandler):
                 raise NotFound(f"no kernel {kernel_id!r} on this server")
         if "gpus" in body:
             parse_gpus(body["gpus"])
+        running = sum(1 for e in self.state.health.values() if e["state"] == "running")
+        limit = self.state.app.health_concurrency
+        if running >= limit:
+            raise TooBusy(f"{running} health checks are running, the most this server runs at once "
+                          f"(c.PtcudaExtension.health_concurrency = {limit}); retry when one has finished.")
         perf = body.get("perf", False)
         if not isinstance(perf, bool):
             raise ConfigError("'perf' must be true or false")
         unavailable: EngineUnavailable | None = None
         if image:  # 403 before anything starts: an allowed image, GPUs within c.ContainerOptions.gpus
             try:
-                await check_allowed(self.state.engine, image, gpus=body.get("gpus"), parent=self.state.app)
+                await check_allowed(self.state.service, image, gpus=body.get("gpus"), parent=self.state.app)
             except EngineUnavailable as exc:  # the check is recorded and fails with it (the panel shows why)
                 unavailable = exc
         hid = uuid.uuid4().hex[:12]
@@ -230,15 +240,15 @@ class HealthCollectionHandler(PtcudaHandler):
 
     async def _run(self, entry: dict[str, Any], image: str | None, kernel_id: str | None, gpus: Any, perf: bool,
                    unavailable: EngineUnavailable | None = None) -> None:
-        engine, timeout = self.state.engine, self.state.app.health_timeout
+        service, timeout = self.state.service, self.state.app.health_timeout
         try:
             if unavailable is not None:  # never run a check the policy could not judge
                 raise unavailable
             if image:
-                entry["report"] = await check_image(engine, image, gpus=gpus, perf=perf,
-                                                    parent=self.state.app, timeout=timeout)
+                entry["report"] = await check_image(service, image, gpus=gpus, perf=perf, parent=self.state.app,
+                                                    timeout=timeout, check_id=entry["id"])
             else:
-                entry["report"] = await check_kernel(engine, str(kernel_id), perf=perf, timeout=timeout)
+                entry["report"] = await check_kernel(service, str(kernel_id), perf=perf, timeout=timeout)
             entry["state"] = "done"
         except PtcudaError as exc:
             entry.update(state="error", error={"message": truncate(exc.message), "reason": type(exc).__name__})
@@ -306,11 +316,9 @@ class MetricsHandler(PtcudaHandler):
         kernels = self.serverapp.kernel_manager.list_kernel_ids()
         lines += ["# HELP ptcuda_kernels Kernels on this server.", "# TYPE ptcuda_kernels gauge",
                   f"ptcuda_kernels {len(kernels)}"]
-        jobs = self.state.jobs
-        if jobs is not None and hasattr(jobs, "count_by_state"):
-            lines += ["# HELP ptcuda_jobs Batch jobs by state.", "# TYPE ptcuda_jobs gauge"]
-            for st, n in sorted((await jobs.count_by_state()).items()):
-                lines.append(f'ptcuda_jobs{{state="{_esc(st)}"}} {n}')
+        lines += ["# HELP ptcuda_jobs Batch jobs by state.", "# TYPE ptcuda_jobs gauge"]
+        for st, n in sorted((await self.state.jobs.count_by_state()).items()):
+            lines.append(f'ptcuda_jobs{{state="{_esc(st)}"}} {n}')
         self.finish("\n".join(lines) + "\n", set_content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -10,6 +10,7 @@ import time
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
+from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.errors import ImageNotFound, ImageNotReady, LaunchError, NoNvidiaRuntime
 from tests.conftest import DEBIAN_BASE, ours
 from tests.integration.conftest import hook_engine
@@ -149,7 +150,7 @@ async def test_gpu_request_reaches_container(kernelspec, notebook_dir, gpus, vis
     try:
         status, out = await run(kc, "import os; print(os.environ.get('NVIDIA_VISIBLE_DEVICES'))")
         assert out.strip() == visible
-        info = await km.provisioner.engine.inspect(km.provisioner.container_id)
+        info = await km.provisioner.service.engine.inspect(km.provisioner.container_id)
         assert info["Config"]["Labels"]["io.jupyter-ptcuda.gpus"] == (visible if gpus != "all" else "all")
     finally:
         kc.stop_channels()
@@ -229,7 +230,7 @@ async def test_bad_kernelspec_option(kernelspec, notebook_dir, engine, option, v
 
 
 async def test_dead_daemon(kernelspec, notebook_dir, tmp_path):
-    from jupyter_ptcuda.engine import Engine, get_engine, set_engine
+    from jupyter_ptcuda.containers.engine import Engine, get_engine, set_engine
     from jupyter_ptcuda.errors import EngineUnavailable
 
     real = get_engine()
@@ -272,9 +273,10 @@ async def test_ipc_transport_publishes_no_port(kernelspec, notebook_dir, engine,
 
 async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
     """network_mode=shared: kernels of one server join one holder's namespace; nothing is published."""
-    from jupyter_ptcuda.netns import holder_name, remove_holder
-    from jupyter_ptcuda.provisioner import server_id
-    from jupyter_ptcuda.reaper import orphan_reason
+    from jupyter_ptcuda.containers.identity import server_id
+    from jupyter_ptcuda.containers.netns import holder_name, remove_holder
+    from jupyter_ptcuda.containers.reaper import orphan_reason
+    from jupyter_ptcuda.containers.service import ContainerState
 
     name = kernelspec(network_mode="shared")
     (km1, kc1), (km2, kc2) = [await started(name, notebook_dir) for _ in range(2)]
@@ -289,11 +291,11 @@ async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
         status, out = await run(kc1, "import socket; print(socket.gethostname())")
         assert status == "ok" and out.strip()
         # the server's own sweep keeps its holder; a dead server's holder is an orphan
-        assert orphan_reason(holder | {"Labels": holder["Config"]["Labels"]}, own_server_id=server_id(),
+        assert orphan_reason(ContainerState.from_inspect(holder), own_server_id=server_id(),
                              known_kernels=set()) is None
     finally:
         for km, kc in ((km1, kc1), (km2, kc2)):
             kc.stop_channels()
             await km.shutdown_kernel(now=True)
-        await remove_holder(engine)
+        await remove_holder(ContainerService(engine))
     assert await engine.inspect(holder_name()) is None

@@ -82,18 +82,13 @@ async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp,
 
 
 async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_image):
-    from jupyter_ptcuda.spec import (
-        LABEL_KERNEL_ID,
-        LABEL_KIND,
-        LABEL_SERVER_ID,
-        LABEL_SERVER_PID,
-        ContainerSpec,
-    )
+    from jupyter_ptcuda.containers import labels as L
+    from jupyter_ptcuda.containers.spec import ContainerSpec
 
     dead = "4194301"
     spec = ContainerSpec(image=DEBIAN_BASE, command=("sleep", "600"), user="65534:65534", workdir="/tmp",
-                         labels={LABEL_KIND: "kernel", LABEL_KERNEL_ID: "k-dead-server",
-                                 LABEL_SERVER_ID: f"{socket.gethostname()}:{dead}:0", LABEL_SERVER_PID: dead})
+                         labels={L.KIND: "kernel", L.KERNEL_ID: "k-dead-server",
+                                 L.SERVER_ID: f"{socket.gethostname()}:{dead}:0", L.SERVER_PID: dead})
     cid = await engine.run(spec)
     foreign = subprocess.run(["docker", "run", "-d", DEBIAN_BASE, "sleep", "600"], capture_output=True, text=True,
                              check=True).stdout.strip()

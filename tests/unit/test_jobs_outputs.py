@@ -10,10 +10,11 @@ import tempfile
 
 import pytest
 
+from jupyter_ptcuda.containers.logstream import docker_time
+from jupyter_ptcuda.containers.service import ContainerState
 from jupyter_ptcuda.errors import ConfigError, Forbidden, NotFound
 from jupyter_ptcuda.jobs import outputs as O
 from jupyter_ptcuda.jobs.lifecycle import outcome
-from jupyter_ptcuda.jobs.logstream import docker_time
 from jupyter_ptcuda.jobs.store import Job
 from jupyter_ptcuda.nofollow import UnsafePath
 from jupyter_ptcuda.server.job_handlers import JOB_FIELDS, check_fields
@@ -194,7 +195,8 @@ def test_over_long_paths_are_a_400_before_the_file_system(root):
     ({"ExitCode": 137}, "timed_out", ("timed_out", "timed out", 137)),
 ])
 def test_outcome(state, cancel_reason, expected):
-    assert outcome(Job(id="j", cancel_reason=cancel_reason), {"State": state}) == expected
+    container = ContainerState.from_inspect({"Id": "c" * 64, "State": state, "Config": {}})
+    assert outcome(Job(id="j", cancel_reason=cancel_reason), container) == expected
     assert outcome(Job(id="j"), None) == ("failed", "container lost", None)
 
 

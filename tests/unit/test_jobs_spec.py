@@ -8,12 +8,17 @@ import dataclasses
 
 import pytest
 
-from jupyter_ptcuda import spec as S
+from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers import spec as S
+from jupyter_ptcuda.containers.build import Policy, build, job_from_kernel
+from jupyter_ptcuda.containers.identity import Identity
+from jupyter_ptcuda.containers.options import ContainerOptions
+from jupyter_ptcuda.containers.spec import spec_from_container
 from jupyter_ptcuda.errors import ConfigError
 from jupyter_ptcuda.jobs.cli import register, split_run_argv
-from jupyter_ptcuda.jobs.from_kernel import job_spec_from_kernel, spec_from_container
 from jupyter_ptcuda.jobs.request import JobRequest, job_command, params_to_flags, parse_param
-from jupyter_ptcuda.provisioner import ContainerOptions
+
+ANN = Identity(uid=1000, gid=100, name="ann", server_id="host:42:1", server_pid=42)
 
 
 def inspect_like(kwargs: dict, name: str | None = None, image_config: dict | None = None) -> dict:
@@ -40,10 +45,10 @@ def kernel_spec(**overrides) -> S.ContainerSpec:
     """A kernel's spec, built by the real builder the provisioner uses."""
     opts = ContainerOptions(gpus=["1"], mounts=["/data:/data:ro", "/scratch"], mem_limit="8g", cpus=2,
                             shm_size="4g")
-    spec = opts.base_spec(command=["python", "-m", "ipykernel_launcher", "-f", "/run/ptcuda/kernel.json"],
+    spec = opts.base_spec(kind=L.KERNEL, id="k1", identity=ANN, user="1000:100",
+                          command=["python", "-m", "ipykernel_launcher", "-f", "/run/ptcuda/kernel.json"],
                           workdir="/home/ann/project", env={"LANG": "C.UTF-8", "JUPYTER_PTCUDA_KERNEL_ID": "k1"},
-                          labels={S.LABEL_KIND: "kernel", S.LABEL_KERNEL_ID: "k1"}, ports={50001: 50001, 50002: 50002},
-                          extra_mounts=(S.Mount("/rt/ptcuda/k1", "/run/ptcuda", True),))
+                          ports={50001: 50001, 50002: 50002}, private_dir="/run/jupyter-ptcuda/k1")
     return dataclasses.replace(spec, name="ptcuda-kernel-k1", **overrides)
 
 
@@ -72,29 +77,41 @@ def test_image_env_and_labels_are_not_taken_as_requested():
     assert back == dataclasses.replace(spec, env={"JUPYTER_PTCUDA_KERNEL_ID": "k1"})
 
 
+def job_of(kernel: S.ContainerSpec, **kwargs) -> S.ContainerSpec:
+    return build(job_from_kernel(kernel, **kwargs), Policy(images=(kernel.image,)), ANN)
+
+
 def test_job_keeps_the_kernel_environment_not_its_kernel_parts():
-    kernel = kernel_spec()
-    job = job_spec_from_kernel(kernel, command=["python", "-u", "train.py"], workdir="/home/ann/project",
-                               env={"JUPYTER_PTCUDA_JOB_ID": "j1"}, labels={S.LABEL_KIND: "job", S.LABEL_JOB_ID: "j1"})
+    kernel = kernel_spec(files=(S.SpecFile("/run/ptcuda/kernel.json", b'{"key": "secret"}'),))
+    job = job_of(kernel, command=["python", "-u", "train.py"], workdir="/home/ann/project",
+                 env={"JUPYTER_PTCUDA_JOB_ID": "j1"}, id="j1")
     assert (job.image, job.user, job.gpus, job.mem_limit, job.cpus, job.shm_size) == (
         kernel.image, kernel.user, kernel.gpus, kernel.mem_limit, kernel.cpus, kernel.shm_size)
-    assert job.mounts == tuple(m for m in kernel.mounts if m.target != "/run/ptcuda")
-    assert job.ports == {} and job.name is None
+    assert "/run/jupyter-ptcuda/k1" in [m.source for m in kernel.mounts]  # the kernel's private folder...
+    assert job.mounts == tuple(m for m in kernel.mounts if m.source != "/run/jupyter-ptcuda/k1")  # ...not the job's
+    assert job.ports == {} and job.name is None and job.files == ()
     assert job.env == {"LANG": "C.UTF-8", "JUPYTER_PTCUDA_JOB_ID": "j1"}
-    assert job.labels == {S.LABEL_KIND: "job", S.LABEL_JOB_ID: "j1", S.LABEL_GPUS: "1"}
+    assert job.labels == {L.KIND: "job", L.JOB_ID: "j1", L.GPUS: "1", L.OWNER_UID: "1000", L.OWNER: "ann",
+                          L.SERVER_ID: "host:42:1", L.SERVER_PID: "42"}
     kwargs = S.build_create_kwargs(job)
     assert kwargs["host_config"]["DeviceRequests"][0]["DeviceIDs"] == ["1"]
     assert kwargs["working_dir"] == "/home/ann/project" and kwargs["command"] == ["python", "-u", "train.py"]
 
 
+@pytest.mark.parametrize("network", ["shared", "container:" + "a" * 64])
+def test_job_of_a_shared_namespace_kernel_gets_a_namespace_of_its_own(network):
+    job = job_of(kernel_spec(network_mode=network), command=["python", "x.py"], workdir="/home/ann/project",
+                 env={}, id="j1")
+    assert job.network_mode == "bridge"
+
+
 def test_job_in_another_folder_gets_it_mounted_and_overrides_win():
     kernel = kernel_spec()
-    job = job_spec_from_kernel(kernel, command=["python", "x.py"], workdir="/srv/other", env={}, labels={},
-                               gpus=S.GpuRequest(), mem_limit=1024)
+    job = job_of(kernel, command=["python", "x.py"], workdir="/srv/other", env={}, id="j2",
+                 gpus=S.GpuRequest(), mem_limit=1024 * 1024 * 64)
     assert S.Mount("/srv/other", "/srv/other", False) in job.mounts
-    assert job.gpus == S.GpuRequest() and job.mem_limit == 1024 and job.labels[S.LABEL_GPUS] == "none"
-    inside = job_spec_from_kernel(kernel, command=["python", "x.py"], workdir="/home/ann/project/sub", env={},
-                                  labels={})
+    assert job.gpus == S.GpuRequest() and job.mem_limit == 1024 * 1024 * 64 and job.labels[L.GPUS] == "none"
+    inside = job_of(kernel, command=["python", "x.py"], workdir="/home/ann/project/sub", env={}, id="j3")
     assert len(inside.mounts) == len(kernel.mounts) - 1  # already inside the kernel's folder mount
 
 

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from jupyter_ptcuda import kernel_files
-from jupyter_ptcuda import spec as S
+from jupyter_ptcuda.containers import spec as S
+from jupyter_ptcuda.containers.options import ISOLATED_UID, ContainerOptions
 from jupyter_ptcuda.errors import LaunchError
-from jupyter_ptcuda.provisioner import ISOLATED_UID, ContainerOptions
 
 
 def test_connection_file_is_placed_in_the_container_owned_by_its_user():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from traitlets.config import Config
 
-from jupyter_ptcuda import policy as P
+from jupyter_ptcuda.containers import policy as P
+from jupyter_ptcuda.containers.spec import GpuRequest, parse_gpus, parse_size
 from jupyter_ptcuda.errors import ConfigError, Forbidden
 from jupyter_ptcuda.images import L_BASE, L_CUDA, L_IPYKERNEL, L_PYTHON, L_TORCH
 from jupyter_ptcuda.jobs.request import MAX_NAME, MAX_NPROC, JobRequest
-from jupyter_ptcuda.spec import GpuRequest, parse_gpus, parse_size
 
 LIMIT = P.operator_limit("JobOptions", "mem_limit", "1g")
 G = 1024**3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_ptcuda import spec as S
+from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers import spec as S
 from jupyter_ptcuda.errors import ConfigError
 
 
@@ -64,7 +65,7 @@ def test_env_allowlist():
 def test_build_create_kwargs_is_hardened():
     spec = S.ContainerSpec(
         image="img:1", command=("python", "-m", "ipykernel_launcher"), user="1000:100", workdir="/home/u/nb",
-        env={"LANG": "C"}, labels={S.LABEL_KIND: "kernel"}, mounts=(S.Mount("/home/u/nb", "/home/u/nb"),),
+        env={"LANG": "C"}, labels={L.KIND: "kernel"}, mounts=(S.Mount("/home/u/nb", "/home/u/nb"),),
         gpus=S.GpuRequest("ids", ids=("1",)), ports={5000: 5000}, mem_limit=1024**3, cpus=2.0,
     )
     kw = S.build_create_kwargs(spec)
@@ -99,4 +100,4 @@ def test_device_requests_match_docker_cli():
 
 def test_with_gpus_updates_label():
     spec = S.ContainerSpec(image="i", command=("x",), user="1:1", workdir="/w", gpus=S.GpuRequest("count", count=2))
-    assert spec.with_gpus(S.GpuRequest("ids", ids=("0", "3"))).labels[S.LABEL_GPUS] == "0,3"
+    assert spec.with_gpus(S.GpuRequest("ids", ids=("0", "3"))).labels[L.GPUS] == "0,3"

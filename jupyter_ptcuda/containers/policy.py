@@ -26,14 +26,14 @@ from typing import Any
 from traitlets import Bool, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .errors import ConfigError, Forbidden
-from .images import L_BASE, L_CUDA, L_IPYKERNEL, L_PYTHON, L_TORCH
-from .spec import GpuRequest
+from ..errors import ConfigError, Forbidden
+from . import labels as L
+from .gpus import GpuRequest, describe
 
 #: Labels every image made by ``jupyter ptcuda image build`` carries (torch/cuda may be empty: CPU builds).
-BUILT_LABELS = (L_BASE, L_TORCH, L_CUDA, L_PYTHON, L_IPYKERNEL)
+BUILT_LABELS = (L.IMAGE_BASE, L.IMAGE_TORCH, L.IMAGE_CUDA, L.IMAGE_PYTHON, L.IMAGE_IPYKERNEL)
 #: Of those, the ones that are never empty.
-BUILT_LABELS_SET = (L_BASE, L_PYTHON, L_IPYKERNEL)
+BUILT_LABELS_SET = (L.IMAGE_BASE, L.IMAGE_PYTHON, L.IMAGE_IPYKERNEL)
 #: Docker refuses memory limits below 6 MiB; sizes above 8 PiB are not a real machine.
 MIN_MEMORY = 6 * 1024**2
 MAX_SIZE = 2**53
@@ -98,14 +98,6 @@ def check_gpu_count(requested: GpuRequest) -> GpuRequest:
     return requested
 
 
-def _describe(gpus: GpuRequest) -> str:
-    if gpus.mode == "count":
-        return f"{gpus.count} GPU(s)"
-    if gpus.mode == "ids":
-        return f"GPU(s) {', '.join(gpus.ids)}"
-    return "all GPUs" if gpus.mode == "all" else "no GPU"
-
-
 def narrow_gpus(requested: GpuRequest, ceiling: GpuRequest, *, asked: Any, limit: str) -> GpuRequest:
     """The GPUs a request gets within ``ceiling`` (see the module docstring); 403 naming ``limit`` if beyond.
 
@@ -115,7 +107,7 @@ def narrow_gpus(requested: GpuRequest, ceiling: GpuRequest, *, asked: Any, limit
     check_gpu_count(requested)
     if ceiling.mode == "all" or requested.mode == "none":
         return requested
-    beyond = f"gpus {short(asked)} asks for {_describe(requested)}, beyond {limit}"
+    beyond = f"gpus {short(asked)} asks for {describe(requested)}, beyond {limit}"
     if ceiling.mode == "none":
         raise Forbidden(f"{beyond}: no GPU is allowed; leave gpus unset or ask for 'none'.", limit=limit)
     if ceiling.mode == "count":
@@ -190,6 +182,11 @@ class ContainerPolicy(LoggingConfigurable):
         such labels; set False to allow only the configured image and allowed_images.
         Example: c.ContainerPolicy.allow_built_images = False""")
 
+    mount_roots = List(Unicode(), config=True, help="""Host folders under which notebook folders and extra
+        mounts of containers must lie (after normalising the path). Default: [] -- anywhere except the Docker
+        socket and the host's system folders (/, /etc, /proc, /run, /var/run, ...), which are never mounted.
+        Example: c.ContainerPolicy.mount_roots = ["/home", "/data"]""")
+
     def allows(self, image: str, *, configured: Iterable[str], labels: Mapping[str, str] | None) -> bool:
         return image_allowed(image, configured=configured, patterns=self.allowed_images, labels=labels,
                              allow_built=self.allow_built_images)
@@ -207,8 +204,9 @@ class ContainerPolicy(LoggingConfigurable):
             raise image_refusal(image, configured=configured, patterns=self.allowed_images,
                                 allow_built=self.allow_built_images, present=present)
 
-    async def check_image_on(self, engine: Any, image: str, *, configured: Iterable[str]) -> None:
-        """:meth:`check_image`, reading the labels from ``engine`` (the engine seam) only when they decide.
+    async def check_image_on(self, service: Any, image: str, *, configured: Iterable[str]) -> None:
+        """:meth:`check_image`, reading the labels through ``service`` (the container service) only when
+        they decide.
 
         Called before anything is started: by ``JobManager.submit`` and the health handler and CLI.
         """
@@ -216,11 +214,11 @@ class ContainerPolicy(LoggingConfigurable):
         if not self.needs_labels(image, configured=configured):
             self.check_image(image, configured=configured, labels={})
             return
-        from .errors import NotFound
+        from ..errors import NotFound
 
         try:
-            info = await engine.image(image)
+            info = await service.image(image)
         except NotFound:
             self.check_image(image, configured=configured, labels=None, present=False)
             return
-        self.check_image(image, configured=configured, labels=(info.get("Config") or {}).get("Labels") or {})
+        self.check_image(image, configured=configured, labels=info.labels)

@@ -17,19 +17,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from . import labels as L
+from .gpus import GpuRequest, device_requests, from_device_requests, parse_gpus
 
-LABEL_PREFIX = "io.jupyter-ptcuda."
-LABEL_KIND = LABEL_PREFIX + "kind"  # kernel | job | health
-LABEL_KERNEL_ID = LABEL_PREFIX + "kernel-id"
-LABEL_SERVER_ID = LABEL_PREFIX + "server-id"
-LABEL_SERVER_PID = LABEL_PREFIX + "server-pid"
-LABEL_OWNER_UID = LABEL_PREFIX + "owner-uid"
-LABEL_GPUS = LABEL_PREFIX + "gpus"
-LABEL_NOTEBOOK = LABEL_PREFIX + "notebook"
-LABEL_JOB_ID = LABEL_PREFIX + "job-id"
-LABEL_GPU_MODE = LABEL_PREFIX + "gpu-mode"  # exclusive | shared
-LABEL_KERNEL_DIR = LABEL_PREFIX + "kernel-dir"  # a kernel's private ipc folder: never mounted into a job
+__all__ = ["ContainerSpec", "GpuRequest", "Mount", "SpecFile", "build_create_kwargs", "filter_env", "files_archive",
+           "parse_cpus", "parse_gpus", "parse_mounts", "parse_size", "spec_from_container"]
 
 #: Environment variables passed from the server's environment when present (fnmatch patterns).
 DEFAULT_ENV_ALLOWLIST = ("LANG", "LANGUAGE", "LC_*", "TZ", "JPY_SESSION_NAME", "TERM")
@@ -38,79 +31,6 @@ DEFAULT_ENV_ALLOWLIST = ("LANG", "LANGUAGE", "LC_*", "TZ", "JPY_SESSION_NAME", "
 DEFAULT_ULIMITS = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UUID_RE = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
-
-
-@dataclasses.dataclass(frozen=True)
-class GpuRequest:
-    """``gpus`` option, normalised. ``mode`` is none | all | count | ids."""
-
-    mode: str = "none"
-    count: int = 0
-    ids: tuple[str, ...] = ()
-
-    def label(self) -> str:
-        if self.mode == "count":
-            return f"count:{self.count}"
-        if self.mode == "ids":
-            return ",".join(self.ids)
-        return self.mode
-
-    @property
-    def wanted(self) -> bool:
-        return self.mode != "none"
-
-
-def parse_gpus(value: Any) -> GpuRequest:
-    """Parse ``gpus``: ``"all"`` | a count (int or digit string) | device ids/UUIDs | ``"none"``.
-
-    Lists (``["0", "1"]``) and comma strings (``"0,1"``, ``"GPU-…"``) are device ids. A bare integer
-    or ``"2"`` is a *count*; write ``["2"]`` or ``"device=2"`` for the device with index 2.
-    """
-    if isinstance(value, GpuRequest):
-        return value
-    if value is None or value is False:
-        return GpuRequest()
-    if isinstance(value, bool):  # True
-        return GpuRequest("all")
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"gpus={value}: a GPU count cannot be negative; use 0 or 'none' for no GPU.")
-        return GpuRequest("count", count=value) if value else GpuRequest()
-    if isinstance(value, str):
-        text = value.strip()
-        low = text.lower()
-        if low in ("", "none", "0", "void"):
-            return GpuRequest()
-        if low == "all":
-            return GpuRequest("all")
-        if text.isdigit():
-            return GpuRequest("count", count=int(text))
-        if low.startswith("device="):
-            text = text[len("device=") :]
-        return parse_gpus([p for p in text.split(",")])
-    if isinstance(value, Iterable):
-        ids = []
-        for item in value:
-            s = str(item).strip()
-            if not s:
-                continue
-            if not (s.isdigit() or _UUID_RE.match(s)):
-                raise ConfigError(
-                    f"gpus: {s!r} is not a GPU index or UUID. Use 'all', a count such as 2, "
-                    "device indexes such as ['0', '1'], or UUIDs such as ['GPU-5a3f…'] "
-                    "(see `nvidia-smi -L`)."
-                )
-            ids.append(s)
-        if not ids:
-            return GpuRequest()
-        if len(set(ids)) != len(ids):
-            raise ConfigError(f"gpus: device {ids} is listed twice; list each device once.")
-        return GpuRequest("ids", ids=tuple(ids))
-    raise ConfigError(
-        f"gpus={value!r} ({type(value).__name__}) is not understood: use 'all', 'none', a count, "
-        "or a list of device indexes/UUIDs."
-    )
 
 
 def parse_size(value: Any, what: str) -> int | None:
@@ -231,7 +151,7 @@ class ContainerSpec:
 
     def with_gpus(self, gpus: GpuRequest) -> ContainerSpec:
         labels = dict(self.labels)
-        labels[LABEL_GPUS] = gpus.label()
+        labels[L.GPUS] = gpus.label()
         return dataclasses.replace(self, gpus=gpus, labels=labels)
 
 
@@ -262,20 +182,6 @@ def files_archive(spec: ContainerSpec) -> bytes | None:
             info.size, info.mode, info.uid, info.gid = len(f.data), f.mode, ids["uid"], ids["gid"]
             tar.addfile(info, io.BytesIO(f.data))
     return buf.getvalue()
-
-
-def device_requests(gpus: GpuRequest) -> list[dict[str, Any]]:
-    """The ``DeviceRequests`` Docker's ``--gpus`` flag sends (driver "" lets the engine pick nvidia)."""
-    if gpus.mode == "none":
-        return []
-    req: dict[str, Any] = {"Driver": "", "Capabilities": [["gpu"]], "Options": {}}
-    if gpus.mode == "all":
-        req.update(Count=-1, DeviceIDs=None)
-    elif gpus.mode == "count":
-        req.update(Count=gpus.count, DeviceIDs=None)
-    else:
-        req.update(Count=0, DeviceIDs=list(gpus.ids))
-    return [req]
 
 
 def build_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -324,3 +230,64 @@ def build_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "stdin_open": False,
         "tty": False,
     }
+
+
+def _parse_tmpfs_home(tmpfs: Mapping[str, str] | None) -> str | None:
+    return next(iter(tmpfs), None) if tmpfs else None
+
+
+def spec_from_container(inspect: Mapping[str, Any], image_config: Mapping[str, Any] | None = None) -> ContainerSpec:
+    """The ContainerSpec a container was created from, read back from its ``docker inspect``.
+
+    ``image_config``: the image's ``Config`` (``docker image inspect``). Docker merges the image's
+    environment and labels into the container's; values identical to the image's are dropped, so the
+    spec holds only what was asked for at create time. Without it they are kept (harmless: the same
+    values would be set again).
+    """
+    config = inspect.get("Config") or {}
+    host = inspect.get("HostConfig") or {}
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    home = env.pop("HOME", None) or _parse_tmpfs_home(host.get("Tmpfs")) or ContainerSpec.home
+    labels = dict(config.get("Labels") or {})
+    if image_config:
+        image_env = dict(e.partition("=")[::2] for e in image_config.get("Env") or [])
+        env = {k: v for k, v in env.items() if image_env.get(k) != v}
+        image_labels = image_config.get("Labels") or {}
+        labels = {k: v for k, v in labels.items() if image_labels.get(k) != v}
+    mounts = []
+    for bind in host.get("Binds") or []:
+        parts = bind.split(":")
+        mode = parts[2] if len(parts) > 2 else "rw"
+        mounts.append(Mount(parts[0], parts[1] if len(parts) > 1 else parts[0], "ro" in mode.split(",")))
+    ports: dict[int, int] = {}
+    bind_ip = ContainerSpec.bind_ip
+    for cport, bindings in (host.get("PortBindings") or {}).items():
+        for b in bindings or []:
+            ports[int(cport.split("/")[0])] = int(b.get("HostPort") or 0)
+            bind_ip = b.get("HostIp") or bind_ip
+    ulimits = {u["Name"]: (int(u["Soft"]), int(u["Hard"])) for u in host.get("Ulimits") or []}
+    nano = host.get("NanoCpus") or 0
+    return ContainerSpec(
+        image=config.get("Image") or "",
+        command=tuple(config.get("Cmd") or ()),
+        user=config.get("User") or "",
+        workdir=config.get("WorkingDir") or "",
+        home=home,
+        env=env,
+        labels=labels,
+        mounts=tuple(mounts),
+        gpus=from_device_requests(host.get("DeviceRequests")),
+        ports=ports,
+        bind_ip=bind_ip,
+        network_mode=host.get("NetworkMode") or "bridge",
+        shm_size=host.get("ShmSize") or None,
+        mem_limit=host.get("Memory") or None,
+        cpus=nano / 1e9 if nano else None,
+        pids_limit=host.get("PidsLimit") or None,
+        ulimits=ulimits,
+        name=(inspect.get("Name") or "").lstrip("/") or None,
+        init=bool(host.get("Init")),
+    )

@@ -9,18 +9,26 @@ load. A request that cannot be met raises GpuUnavailable naming who holds what.
 The truth is the ``io.jupyter-ptcuda.gpus`` label of running containers; assignments still being
 started are kept in memory until their container exists (so two concurrent starts cannot race).
 
-Callers: the provisioner (``_resolve_gpus``) and jobs, through :func:`active_ledger`, which the server
-extension sets; ``holders()`` feeds ``GET gpus``/``GET kernels``.
+A health check asks for ``all`` to test every GPU it may use: for it (``free_all``) ``all`` means every
+GPU nobody holds exclusively, so a check never runs its GEMM on a GPU a kernel or job holds; with
+none free it is refused, naming the holders.
+
+Callers: :meth:`ContainerService.launch <.service.ContainerService.launch>` for every kind that asks for
+GPUs, through :func:`active_ledger`, which the server extension sets; ``holders()`` feeds ``GET gpus``/
+``GET kernels``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import Engine
-from .errors import GpuUnavailable
-from .spec import LABEL_GPUS, LABEL_JOB_ID, LABEL_KERNEL_ID, LABEL_KIND, LABEL_NOTEBOOK, GpuRequest
+from ..errors import GpuUnavailable
+from . import labels as L
+from .gpus import GpuRequest, devices
+
+if TYPE_CHECKING:
+    from .service import ContainerService
 
 _active: GpuLedger | None = None
 
@@ -36,10 +44,10 @@ def set_active_ledger(ledger: GpuLedger | None) -> None:
 
 
 class GpuLedger:
-    def __init__(self, engine: Engine, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
+    def __init__(self, service: ContainerService, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
         """``snapshot``: a callable returning the sampler's snapshot (GPUs, load); ``sampler``: the
         sampler to start (and wait for, in a worker thread) before the first assignment."""
-        self.engine = engine
+        self.service = service
         self.snapshot = snapshot
         self.sampler = sampler
         self.sharing = sharing
@@ -50,21 +58,18 @@ class GpuLedger:
         """GPU index → holders [{kind, id, container, notebook}] from running containers' labels."""
         out: dict[str, list[dict[str, str]]] = {}
         seen: set[str] = set()
-        for c in await self.engine.containers(all=False):
-            labels = c.get("Labels") or {}
-            kind = labels.get(LABEL_KIND)
-            if kind not in ("kernel", "job"):
+        for c in await self.service.list(running=True):
+            if c.tag.kind not in L.GPU_KINDS:
                 continue
-            owner = labels.get(LABEL_JOB_ID) if kind == "job" else labels.get(LABEL_KERNEL_ID)
-            seen.add(owner or "")
-            for gpu in self._indexes(labels.get(LABEL_GPUS, "none")):
-                out.setdefault(gpu, []).append({"kind": kind, "id": owner or "", "container": c["Id"][:12],
-                                                "notebook": labels.get(LABEL_NOTEBOOK, "")})
+            seen.add(c.tag.id)
+            for gpu in self._indexes(c.tag.gpus):
+                out.setdefault(gpu, []).append({"kind": c.tag.kind, "id": c.tag.id, "container": c.id[:12],
+                                                "notebook": c.tag.notebook, "owner": c.tag.owner})
         for owner, gpus in list(self._pending.items()):
             if owner in seen:
                 continue
             for gpu in gpus:
-                out.setdefault(gpu, []).append({"kind": "starting", "id": owner, "container": "", "notebook": ""})
+                out.setdefault(gpu, []).append({"kind": "starting", "id": owner, "container": "", "notebook": "", "owner": ""})
         return out
 
     def _gpus(self) -> list[dict[str, Any]]:
@@ -72,15 +77,14 @@ class GpuLedger:
         return [g for g in snap.get("gpus", []) if g.get("state", "ok") == "ok"] if snap.get("state") == "ok" else []
 
     def _indexes(self, label: str) -> list[str]:
-        """Label value → device indexes (UUIDs mapped through the snapshot; 'all'/'count:n' → none)."""
-        if label in ("", "none", "all") or label.startswith("count:"):
-            return []
-        by_uuid = {g.get("uuid"): str(g.get("index")) for g in self._gpus()}
-        return [by_uuid.get(x, x) for x in label.split(",")]
+        """Label value → device indexes held ('all' shares and 'count:n' is unresolved: none)."""
+        return devices(label, self._gpus(), all_devices=False)
 
-    async def assign(self, owner: str, request: GpuRequest) -> GpuRequest:
-        """Turn a request into concrete devices for ``owner`` (a kernel or job id), or raise."""
-        if request.mode in ("none", "all"):
+    async def assign(self, owner: str, request: GpuRequest, *, free_all: bool = False) -> GpuRequest:
+        """Turn a request into concrete devices for ``owner`` (a kernel, job or check id), or raise.
+
+        ``free_all``: ``all`` means every GPU not held by another (health checks)."""
+        if request.mode == "none" or (request.mode == "all" and not free_all):
             return request
         if self.sampler is not None and self.sampler.state == "starting":
             self.sampler.ensure_started()
@@ -99,6 +103,15 @@ class GpuLedger:
                 return request
             if not gpus:  # no NVML view (no driver here): let the engine decide
                 return request
+            if request.mode == "all":  # free_all
+                if self.sharing == "shared":
+                    return request
+                free_ids = tuple(str(g["index"]) for g in gpus if str(g["index"]) not in taken)
+                if not free_ids:
+                    raise GpuUnavailable(f"no GPU is free for a health check: {self._describe(taken, sorted(taken))}. "
+                                         "Run it when one is free, or check the kernel itself (health --kernel).")
+                self._pending[owner] = free_ids
+                return GpuRequest("ids", ids=free_ids)
             free = [g for g in gpus if str(g["index"]) not in taken or self.sharing == "shared"]
             free.sort(key=lambda g: (str(g["index"]) in taken, g.get("utilization_gpu") or 0,
                                      g.get("memory_used") or 0, g["index"]))

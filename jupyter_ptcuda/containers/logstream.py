@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
-from ..engine import Engine
+from .engine import Engine
 
 
 def _close(stream: Any) -> None:

@@ -6,7 +6,7 @@ loop, and every ``docker.errors`` exception is mapped to our own (:mod:`jupyter_
 → NoNvidiaRuntime. The client is created lazily on first use, because provisioner methods may run on
 different event loops and the server extension may start before the daemon answers.
 
-Callers: the provisioner (kernels), jobs, the health runner, image builds, the reaper and the CLI.
+Callers: :class:`~.service.ContainerService` (everything that runs containers) and image builds.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .errors import (
+from ..errors import (
     Conflict,
     EngineError,
     EngineUnavailable,
     ImageNotFound,
-    LaunchError,
     NoNvidiaRuntime,
     NotFound,
     PtcudaError,
 )
-from .spec import LABEL_PREFIX, ContainerSpec, build_create_kwargs, files_archive
+from . import labels as L
+from .spec import ContainerSpec, build_create_kwargs, files_archive
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_ptcuda")
@@ -155,7 +155,7 @@ class Engine:
 
     async def containers(self, labels: dict[str, str] | None = None, all: bool = True) -> list[dict[str, Any]]:
         """Our containers (label ``io.jupyter-ptcuda.kind`` present), filtered by more labels."""
-        filters = [f"{LABEL_PREFIX}kind"] + [f"{k}={v}" for k, v in (labels or {}).items()]
+        filters = [L.KIND] + [f"{k}={v}" for k, v in (labels or {}).items()]
         return await self.call(lambda api: api.containers(all=all, filters={"label": filters}))
 
     async def logs(self, container: str, tail: int | str = "all") -> str:
@@ -229,18 +229,6 @@ class Engine:
                     return
                 time.sleep(0.1)
 
-    async def run_once(self, spec: ContainerSpec, timeout: float = 300) -> tuple[int, str]:
-        """Run a one-off container to completion: (exit code, output). Always removed afterwards."""
-        cid = await self.run(spec)
-        try:
-            try:
-                code = await asyncio.wait_for(self.wait(cid), timeout)
-            except TimeoutError:
-                raise LaunchError(f"{spec.image}: {' '.join(spec.command)[:80]} did not finish in {timeout:.0f} s.") from None
-            return code, await self.logs(cid)
-        finally:
-            await self.remove(cid)
-
     async def kill(self, container: str, signal: str | int = "SIGKILL") -> None:
         """Send a signal to the container's PID 1 (the init process forwards it to the kernel)."""
         try:
@@ -288,17 +276,6 @@ class Engine:
             sock.close()
         code = api.exec_inspect(ex["Id"]).get("ExitCode")
         return int(code if code is not None else -1), out
-
-    def describe_exit(self, info: dict[str, Any] | None, logs: str, what: str) -> LaunchError:
-        """A LaunchError for a container that died: exit code, OOMKilled, the last log lines."""
-        state = (info or {}).get("State", {})
-        code, oom = state.get("ExitCode"), bool(state.get("OOMKilled"))
-        tail = "\n".join(logs.strip().splitlines()[-20:])
-        why = "it was killed for exceeding its memory limit (OOMKilled)" if oom else f"it exited with code {code}"
-        msg = f"{what}: {why}."
-        if tail:
-            msg += f" Last log lines:\n{tail}"
-        return LaunchError(msg, exit_code=code, oom_killed=oom, logs=tail)
 
 
 def _read_multiplexed(sock: Any) -> bytes:

@@ -1,0 +1,80 @@
+"""Reaping: remove containers of ours whose owner no longer exists, from their labels alone.
+
+A kernel, health-check, image-probe or netns-holder container is an orphan when the server that
+launched it is gone (same host, its pid no longer alive); a kernel container also — asked by that server
+itself, with the kernel ids it still manages — when its kernel id is unknown to it. Batch jobs (which
+outlive servers on purpose) and anything not ours are never touched.
+
+:func:`reap_kernel_files` does the same for what a kernel leaves on the host (connection file, ipc
+folder: :mod:`~jupyter_ptcuda.kernel_files`), so no key outlives its kernel, however it went.
+
+Callers: ``jupyter ptcuda reap`` (CLI), the server extension at start and periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Collection
+from typing import Any
+
+from .. import kernel_files
+from . import labels as L
+from .service import ContainerService, ContainerState
+
+#: Kinds that belong to the server that started them (jobs do not).
+SERVER_KINDS = (L.KERNEL, L.HEALTH, L.PROBE, L.NETNS)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphan_reason(container: ContainerState, *, own_server_id: str | None = None,
+                  known_kernels: Collection[str] | None = None, grace: float = 60.0) -> str | None:
+    """Why this container is an orphan, or None. Pure apart from a pid liveness check."""
+    tag = container.tag
+    if tag.kind not in SERVER_KINDS:
+        return None
+    if tag.kind != L.KERNEL and tag.server_id == own_server_id:
+        return None  # this server's own check, probe or namespace holder: it removes them itself
+    if own_server_id is not None and tag.server_id == own_server_id and known_kernels is not None:
+        if tag.id not in known_kernels and time.time() - container.created > grace:
+            return "its kernel is no longer managed by this server"
+        return None
+    if tag.host == socket.gethostname():
+        if tag.server_pid is None:
+            return "it carries no server pid"
+        if not _pid_alive(tag.server_pid):
+            return f"the server that started it (pid {tag.server_pid}) is gone"
+    return None
+
+
+async def reap_orphans(service: ContainerService, *, dry_run: bool = False, own_server_id: str | None = None,
+                       known_kernels: Collection[str] | None = None, grace: float = 60.0) -> list[dict[str, Any]]:
+    """Remove orphaned containers; returns what was (or would be) removed."""
+    removed = []
+    for c in await service.list():
+        why = orphan_reason(c, own_server_id=own_server_id, known_kernels=known_kernels, grace=grace)
+        if why is None:
+            continue
+        removed.append({"id": c.id, "kind": c.tag.kind, "kernel_id": c.tag.id if c.tag.kind == L.KERNEL else None,
+                        "server_id": c.tag.server_id, "why": why})
+        if not dry_run:
+            await service.remove(c.id)
+    return removed
+
+
+async def reap_kernel_files(*, dry_run: bool = False, own_server_id: str | None = None,
+                            known_kernels: Collection[str] | None = None, grace: float = 60.0) -> list[dict[str, Any]]:
+    """Remove the host files of kernels that are gone (this uid's records); ``[{kernel_id, why}]``."""
+    return await asyncio.to_thread(kernel_files.sweep, own_server_id=own_server_id, known_kernels=known_kernels,
+                                   pid_alive=_pid_alive, dry_run=dry_run, grace=grace)
