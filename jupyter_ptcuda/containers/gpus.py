@@ -102,17 +102,19 @@ def parse_gpus(value: Any) -> GpuRequest:
 
 
 def from_label(label: str | None) -> GpuRequest:
-    """The request a ``gpus`` label was written from (an unreadable label reads as no GPU)."""
+    """The request a ``gpus`` label was written from (:meth:`GpuRequest.label`): ``none``, ``all``,
+    ``count:N`` or device ids (``"0"`` is device 0 here, not a count); unreadable reads as no GPU."""
     text = (label or "").strip()
-    if text.startswith("count:"):
-        try:
-            return GpuRequest("count", count=int(text[6:]))
-        except ValueError:
-            return NONE
-    try:
-        return parse_gpus(text)
-    except ConfigError:
+    if text in ("", "none"):
         return NONE
+    if text == "all":
+        return ALL
+    if text.startswith("count:"):
+        return GpuRequest("count", count=int(text[6:])) if text[6:].isdigit() else NONE
+    ids = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not all(i.isdigit() or _UUID_RE.match(i) for i in ids):
+        return NONE
+    return GpuRequest("ids", ids=ids)
 
 
 def devices(label: str | None, gpus: Sequence[Mapping[str, Any]] = (), *, all_devices: bool = True) -> list[str]:

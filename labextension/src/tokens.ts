@@ -83,7 +83,10 @@ export interface IKernelInfo {
   notebook?: string | null;
   container_id?: string | null;
   image?: string | null;
+  /** Device indexes the kernel can use (every GPU for a kernel with `gpus: "all"`). */
   gpus: string[];
+  /** The request as labelled: `none`, `all`, `count:N` or ids `0,1`. */
+  gpu_request?: string;
   in_container: boolean;
 }
 

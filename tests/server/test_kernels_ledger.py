@@ -120,3 +120,76 @@ async def test_health_check_inside_a_running_kernel(jp_fetch, api, jp_serverapp,
         assert {c["id"]: c for c in report["checks"]}["torch_import"]["status"] == "pass"
     finally:
         await jp_serverapp.kernel_manager.shutdown_kernel(model["id"], now=True)
+
+
+def health_containers() -> list[str]:
+    return subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=health"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
+async def test_a_health_check_never_runs_on_a_gpu_a_kernel_holds(jp_fetch, api, jp_serverapp, gpu_kernelspec,
+                                                                 test_image):
+    """The check asks for 'all' (c.ContainerOptions.gpus): every GPU nobody holds, through the ledger."""
+    ids = []
+    try:
+        code, model = await start_kernel(jp_fetch, gpu_kernelspec)
+        assert code == 201, model
+        ids.append(model["id"])
+        _, kernels, _ = await api("GET", "kernels")
+        held = next(k for k in kernels if k["kernel_id"] == model["id"])["gpus"]
+        free = [g for g in ("0", "1") if g not in held]
+        status, entry, _ = await api("POST", "health", {"image": test_image})
+        assert status == 201, entry
+        done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running", timeout=120)
+        assert done["state"] == "done", done
+        assert done["report"]["target"]["gpus"] == ",".join(free)
+        assert done["report"]["env"]["NVIDIA_VISIBLE_DEVICES"] == ",".join(free)  # not the kernel's GPU
+
+        code, model = await start_kernel(jp_fetch, gpu_kernelspec)  # now both GPUs are held
+        assert code == 201, model
+        ids.append(model["id"])
+        status, entry, _ = await api("POST", "health", {"image": test_image})
+        done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running", timeout=60)
+        assert done["state"] == "error"
+        message = done["error"]["message"]
+        assert "no GPU is free for a health check" in message and ids[0][:8] in message and ids[1][:8] in message
+        assert health_containers() == []
+    finally:
+        for kid in ids:
+            await jp_serverapp.kernel_manager.shutdown_kernel(kid, now=True)
+
+
+@pytest.mark.ptcuda_config(health_concurrency=1)
+async def test_health_checks_beyond_the_limit_are_429(api, test_image):
+    status, first, _ = await api("POST", "health", {"image": test_image, "gpus": "none"})
+    assert status == 201
+    status, reply, _ = await api("POST", "health", {"image": test_image, "gpus": "none"})
+    assert status == 429 and "c.PtcudaExtension.health_concurrency = 1" in reply["message"]
+    await wait_for(api, f"health/{first['id']}", lambda s, b: b["state"] != "running", timeout=120)
+    status, again, _ = await api("POST", "health", {"image": test_image, "gpus": "none"})
+    assert status == 201  # a slot is free again
+    await wait_for(api, f"health/{again['id']}", lambda s, b: b["state"] != "running", timeout=120)
+
+
+@pytest.mark.ptcuda_config(health_timeout=3)
+async def test_a_hung_health_check_is_killed_at_the_timeout(api, jp_fetch, jp_serverapp, gpu_kernelspec, test_image,
+                                                           monkeypatch, engine):
+    """A check that never ends (here: one that sleeps) is stopped at health_timeout, in a one-off container
+    (removed) and inside a kernel (its process ends itself), and says so."""
+    import jupyter_ptcuda.health.runner as runner
+
+    monkeypatch.setattr(runner, "check_script_source", lambda: "import time\ntime.sleep(600)\n")
+    code, model = await start_kernel(jp_fetch, gpu_kernelspec)
+    assert code == 201, model
+    try:
+        _, image_check, _ = await api("POST", "health", {"image": test_image, "gpus": "none"})
+        _, kernel_check, _ = await api("POST", "health", {"kernel_id": model["id"]})
+        for entry in (image_check, kernel_check):
+            done = await wait_for(api, f"health/{entry['id']}", lambda s, b: b["state"] != "running", timeout=30)
+            assert done["state"] == "error" and "did not finish in 3 s" in done["error"]["message"], done
+        assert health_containers() == []  # the one-off container is gone
+        cid = jp_serverapp.kernel_manager.get_kernel(model["id"]).provisioner.container_id
+        code, out = await engine.exec(cid, ["ps", "-eo", "args"])
+        assert "signal.alarm" not in out.decode()  # the check's process in the kernel has ended
+    finally:
+        await jp_serverapp.kernel_manager.shutdown_kernel(model["id"], now=True)

@@ -123,3 +123,21 @@ def test_home_cannot_be_chosen_and_hardening_is_always_on():
     kwargs = build_create_kwargs(spec)
     assert kwargs["environment"] == {"LANG": "C", "HOME": "/tmp/ptcuda-home"}
     assert {k: kwargs["host_config"][k] for k in HARDENING} == HARDENING
+
+
+@pytest.mark.parametrize("request_", [GpuRequest(), ALL, GpuRequest("count", count=3), GpuRequest("ids", ids=("0",)),
+                                      GpuRequest("ids", ids=("1", "GPU-5a3f0e2b-aaaa"))])
+def test_gpu_labels_read_back_as_written(request_):
+    from jupyter_ptcuda.containers.gpus import from_label
+
+    assert from_label(request_.label()) == request_
+
+
+def test_gpu_devices_a_user_sees():
+    from jupyter_ptcuda.containers.gpus import devices
+
+    seen = [{"index": 0, "uuid": "GPU-aaaa"}, {"index": 1, "uuid": "GPU-bbbb"}]
+    assert devices("all", seen) == ["0", "1"]  # a gpus: "all" kernel has every GPU (the status bar shows them)
+    assert devices("all", seen, all_devices=False) == []  # ...and claims none in the ledger
+    assert devices("0", seen) == ["0"] and devices("GPU-bbbb", seen) == ["1"]
+    assert devices("none", seen) == devices("count:2", seen) == devices("garbage!", seen) == []

@@ -9,6 +9,7 @@ import { jobJSON, notebook, openNotebook, openPanel, screenshotPath, waitForIdle
 
 const IMAGE = process.env.JUPYTER_PTCUDA_TEST_IMAGE || 'jupyter-ptcuda-test:cpu';
 const KERNEL = process.env.PTCUDA_UI_KERNEL || 'ptcuda-test';
+const KERNEL_ALL = process.env.PTCUDA_UI_KERNEL_ALL || 'ptcuda-test-all-gpus';
 
 test.describe('GPU panel', () => {
   test('shows both GPUs with their charts, values and holders', async ({ page }) => {
@@ -81,6 +82,26 @@ test.describe('container kernel', () => {
     await expect(result.locator('.jp-ptcuda-error')).toHaveCount(0);
     await expect(result.locator('.jp-ptcuda-Check').first()).toHaveAttribute('data-status', 'fail');
     await page.screenshot({ path: screenshotPath('kernel-health-and-status-bar') });
+  });
+});
+
+test.describe('container kernel with gpus: "all"', () => {
+  test('the status bar shows every GPU the kernel has', async ({ page, tmpPath }) => {
+    await openNotebook(
+      page,
+      tmpPath,
+      'all-gpus.ipynb',
+      notebook([{ source: "import os\nos.environ.get('NVIDIA_VISIBLE_DEVICES')" }], {
+        name: KERNEL_ALL,
+        display_name: KERNEL_ALL
+      })
+    );
+    await waitForIdle(page);
+    // The server answers the kernel's devices (not ["all"]): both fake GPUs, in the status bar.
+    const item = page.locator('#jp-main-statusbar .jp-ptcuda-StatusItem');
+    await expect(item).toContainText('GPU 0,1', { timeout: 30000 });
+    await expect(item).not.toContainText('none');
+    await page.screenshot({ path: screenshotPath('status-bar-all-gpus') });
   });
 });
 
