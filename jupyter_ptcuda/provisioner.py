@@ -132,8 +132,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         """Start the container (GPUs from the ledger, the namespace holder for 'shared', the CPU fallback:
         all in the container service) and wait until the kernel answers its heartbeat."""
         await self._ensure_image(self._spec.image)
-        self.container_id, spec = await self.service.launch(self._spec, claim=str(self.kernel_id),
-                                                            gpu_fallback=self.gpu_fallback)
+        self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
+                                                               gpu_fallback=self.gpu_fallback)
         self._exit_code = None
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
                       self.kernel_id, self.container_id[:12], spec.image, spec.gpus.label(), spec.user)

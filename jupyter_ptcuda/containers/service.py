@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import LaunchError, NoNvidiaRuntime, NotFound
 from . import labels as L
@@ -91,6 +91,15 @@ class ImageInfo:
         return {"Labels": dict(self.labels), "Env": [f"{k}={v}" for k, v in self.env.items()]}
 
 
+class Launched(NamedTuple):
+    """What :meth:`ContainerService.launch` started: the container, the spec it was started with, and
+    why it runs without the GPUs it asked for (``gpu_fallback='cpu'`` without an NVIDIA runtime), if so."""
+
+    id: str
+    spec: ContainerSpec
+    fallback: str | None = None
+
+
 class ContainerService:
     """Containers over one engine. One per process (:func:`get_service`); tests make their own."""
 
@@ -108,8 +117,8 @@ class ContainerService:
 
     # -- launching ---------------------------------------------------------------------------------
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
-                     assign_gpus: bool = True) -> tuple[str, ContainerSpec]:
-        """Start a container; ``(id, the spec it was started with)``.
+                     assign_gpus: bool = True) -> Launched:
+        """Start a container; ``(id, the spec it was started with, the fallback's reason)``.
 
         ``claim``: the kernel/job/check id the GPU ledger records (when the server extension runs one and
         ``assign_gpus``); released again if the start fails. ``gpu_fallback='cpu'``: without an NVIDIA
@@ -128,14 +137,14 @@ class ContainerService:
                 holder = await ensure_holder(self, spec.image)
                 spec = dataclasses.replace(spec, network_mode=f"container:{holder}", ports={})
             try:
-                return await self.engine.run(spec), spec
+                return Launched(await self.engine.run(spec), spec)
             except NoNvidiaRuntime as exc:
                 if gpu_fallback != "cpu":
                     raise
                 log.warning("jupyter-ptcuda: %s -- gpu_fallback='cpu': %s %s starts WITHOUT GPUs.",
                             exc.message.split(". ")[0], spec.labels.get(L.KIND, "container"), claim or "")
                 spec = spec.with_gpus(NONE)
-                return await self.engine.run(spec), spec
+                return Launched(await self.engine.run(spec), spec, exc.message)
         except BaseException:
             if claimed and ledger is not None:
                 ledger.release(claim or "")
@@ -148,17 +157,19 @@ class ContainerService:
             ledger.release(claim)
 
     async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
-                       gpu_fallback: str = "error") -> tuple[int, str, ContainerSpec]:
-        """Run a one-off container to completion: ``(exit code, output, spec)``. Always removed afterwards,
-        also on timeout (LaunchError) or cancellation, which frees the worker its wait held."""
-        cid, spec = await self.launch(spec, claim=claim, gpu_fallback=gpu_fallback)
+                       gpu_fallback: str = "error") -> tuple[int, str, Launched]:
+        """Run a one-off container to completion: ``(exit code, output, what was launched)``. Always
+        removed afterwards, also on timeout (LaunchError) or cancellation, which frees the worker its wait
+        held."""
+        launched = await self.launch(spec, claim=claim, gpu_fallback=gpu_fallback)
+        cid, spec = launched.id, launched.spec
         try:
             try:
                 code = await asyncio.wait_for(self.engine.wait(cid), timeout)
             except TimeoutError:
                 raise LaunchError(f"{spec.image}: {' '.join(spec.command)[:80]} did not finish in {timeout:.0f} s; "
                                   "its container was removed.") from None
-            return code, await self.engine.logs(cid), spec
+            return code, await self.engine.logs(cid), launched
         finally:
             await self.engine.remove(cid)
             if claim:

@@ -19,10 +19,10 @@ from typing import Any
 
 from ..containers import labels as L
 from ..containers import policy as P
-from ..containers.gpus import NONE, parse_gpus
+from ..containers.gpus import parse_gpus
 from ..containers.options import ContainerOptions
 from ..containers.service import ContainerService
-from ..errors import ConfigError, LaunchError, NoNvidiaRuntime
+from ..errors import ConfigError, LaunchError
 from . import check_script_source
 from .report import parse_report
 
@@ -85,15 +85,13 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
     spec = opts.base_spec(kind=L.HEALTH, id=check_id, command=command, workdir="/tmp", env={},
                           mount_workdir=False, configured=[*configured_images(parent), image],
                           image_labels=info.labels)
-    note = None
-    try:
-        code, out, spec = await service.run_once(spec, timeout=timeout, claim=check_id)
-    except NoNvidiaRuntime as exc:
-        note = exc.message
-        code, out, spec = await service.run_once(spec.with_gpus(NONE), timeout=timeout, claim=check_id)
+    # The check runs without GPUs when the engine has no NVIDIA runtime (the one fallback, in the
+    # service), so the report can say that this is why CUDA is unavailable.
+    code, out, launched = await service.run_once(spec, timeout=timeout, claim=check_id, gpu_fallback="cpu")
+    spec = launched.spec
     report = parse_report(out)
-    if note:
-        report.setdefault("notes", []).insert(0, note)
+    if launched.fallback:
+        report.setdefault("notes", []).insert(0, launched.fallback)
         report["cuda"] = {**report.get("cuda", {}), "reason_code": "no_nvidia_runtime",
                           "reason": "GPUs were requested but the Docker engine has no NVIDIA runtime "
                                     "(NVIDIA Container Toolkit); the check ran without GPUs."}

@@ -298,8 +298,8 @@ class JobManager(JobLifecycle):
     async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
                      watch: bool) -> Job:
         try:
-            cid, spec = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
-                                                  assign_gpus=not inherited_gpus)
+            cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
+                                                     assign_gpus=not inherited_gpus)
         except PtcudaError as exc:
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
+from ..containers.gpus import devices
 from ..errors import ConfigError, Forbidden, NotFound, PtcudaError
 from ..nofollow import DIR_FLAGS, UnsafePath, check_owned, create_at, folder, open_read, write_at
 from .store import Job, iso
@@ -240,7 +241,7 @@ def git_commit(directory: str, user: str | None = None) -> str | None:
 def manifest(job: Job) -> dict[str, Any]:
     """What ran, on what, with which result: the content of ``manifest.json``."""
     meta = job.meta
-    gpu_ids = job.gpus.split(",") if job.gpus not in ("", "none", "all") and not job.gpus.startswith("count:") else []
+    gpu_ids = devices(job.gpus, all_devices=False)
     return {
         "job_id": job.id,
         "name": job.name,

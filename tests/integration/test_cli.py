@@ -58,6 +58,15 @@ def test_health_gate_exit_code(engine, test_image):
     assert text.returncode == 1 and "CPU-only torch build" in text.stdout
 
 
+@pytest.mark.no_nvidia_runtime
+def test_health_without_nvidia_runtime_runs_on_the_cpu_and_says_why(engine, test_image):
+    out = ptcuda("health", "--image", test_image, "--gpus", "all", "--json")
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["cuda"]["reason_code"] == "no_nvidia_runtime" and report["target"]["gpus"] == "none"
+    assert "NVIDIA Container Toolkit" in report["notes"][0]
+
+
 def test_dead_daemon_is_a_clear_cli_error(tmp_path):
     out = ptcuda("reap", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
     assert out.returncode == 1 and "does not answer" in out.stderr and "Traceback" not in out.stderr
