@@ -29,10 +29,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the packages of !pip / %%pip install lines to FILE")
 
 
+def inferred_line(result: ExportResult) -> str | None:
+    """The report's line naming the parameters that came from plain assignments (None when there are
+    none: the notebook has a parameters cell, or no top-level literal assignment)."""
+    inferred = [f"{name} (cell {p['cell']})" for name, p in result.parameters.items() if p.get("inferred")]
+    if not inferred:
+        return None
+    return ("parameters: no cell is tagged 'parameters', so these top-level assignments are the flags "
+            f"(`-p NAME=VALUE` / --NAME VALUE): {', '.join(inferred)}")
+
+
 def _report(result: ExportResult) -> None:
     for entry in result.report:
         source = str(entry["source"]).splitlines()[0] if entry["source"] else ""
         print(f"cell {entry['cell']}: {source} -> {entry['action']}", file=sys.stderr)
+    line = inferred_line(result)
+    if line:
+        print(line, file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 

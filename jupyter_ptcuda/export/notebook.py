@@ -7,22 +7,29 @@ notebook into a batch job, and by the REST handler (off the event loop; it sends
 
 Cell numbers: ``N`` in ``# %% cell N``, in the report and in errors is the cell's position in
 the notebook counted from 1, markdown and raw cells included (what you count in JupyterLab).
+
+After every cell is rewritten: with no cell tagged ``parameters``, top-level literal assignments
+become the flags (``assignments.py``); the execution counts are checked against cell order
+(``order.py``), and a broken order is the first warning and is printed by the script when it starts.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nbformat
 
 from jupyter_ptcuda.errors import ExportError, NotFound
+from jupyter_ptcuda.export.assignments import infer_parameters, insert_overrides, rebinds
 from jupyter_ptcuda.export.cells import cell_bound_names, parse, render_code, transform
 from jupyter_ptcuda.export.context import ExportContext, split_lines
+from jupyter_ptcuda.export.order import OrderCheck, check_order, order_warning
 from jupyter_ptcuda.export.params import Param, check_flags, find_parameters, override_lines, parse_call
 from jupyter_ptcuda.export.runtime import prelude
 from jupyter_ptcuda.nofollow import read_bytes
@@ -38,7 +45,12 @@ class ExportResult:
 
     ``report``: one ``{"cell", "kind", "source", "action"}`` per rewrite, ``kind`` one of
     line_magic, cell_magic, shell, pip, parameters, skipped, dropped, commented.
-    ``parameters``: name -> ``{"type": int|float|str|bool|json, "default": value}``.
+    ``parameters``: name -> ``{"type": int|float|str|bool|json, "default": value, "cell": N,
+    "inferred": bool}``; ``inferred`` when no cell is tagged parameters and the names are top-level
+    assignments of literals (``assignments.py``), ``cell`` the cell of the parameters cell or assignment.
+    ``execution_order``: ``{"out_of_order": [{"cell", "count", "after_cell", "after_count"}],
+    "not_run": [cell, ...]}`` (``order.py``); when ``out_of_order`` is not empty the first warning
+    says so, and the script prints it when it starts.
     """
 
     script: str
@@ -48,6 +60,7 @@ class ExportResult:
     requirements: list[str] = field(default_factory=list)
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    execution_order: dict[str, Any] = field(default_factory=lambda: {"out_of_order": [], "not_run": []})
 
     def to_json(self) -> dict[str, Any]:
         """Everything, as JSON-serialisable data (for the REST API)."""
@@ -162,18 +175,19 @@ def export_notebook(
         bound |= cell_bound_names(_source(cell), ctx)
     ctx.bound = frozenset(bound)
 
-    chunks: list[str] = []
+    chunks: list[list[str]] = []  # [title, body] per part of the script, in notebook order
+    code_parts: list[tuple[int, list[str], object]] = []  # (cell, its chunk, execution_count)
     params: list[Param] = []
     for n, cell in enumerate(cells, 1):
         ctx.cell, src, tags = n, _source(cell), _tags(cell)
         if cell.get("cell_type") == "markdown" and src.strip():
-            chunks.append(_markdown(n, src))
+            chunks.append([_markdown(n, src), ""])
         if cell.get("cell_type") != "code":
             continue
         if SKIP_TAG in tags or INJECTED_TAG in tags:
             why = f"tagged {SKIP_TAG}" if SKIP_TAG in tags else f"papermill's {INJECTED_TAG}; flags set parameters"
             ctx.note("skipped", src.strip().splitlines()[0] if src.strip() else "", f"left out ({why})")
-            chunks.append(f"# %% cell {n} (left out: {why})\n")
+            chunks.append([f"# %% cell {n} (left out: {why})\n", ""])
             continue
         if not src.strip():
             continue
@@ -182,13 +196,23 @@ def export_notebook(
         body = render_code(src, ctx, echo_outputs)
         if n == params_cell:
             params = _parameters(src, ctx)
+            for param in params:
+                param.cell = n
             body += override_lines(params)
         _compile_check(body, ctx)
-        title = f"# %% cell {n}" + (" (parameters)" if n == params_cell else "")
-        chunks.append(f"{title}\n{body}")
+        chunk = [f"# %% cell {n}" + (" (parameters)" if n == params_cell else "") + "\n", body]
+        chunks.append(chunk)
+        code_parts.append((n, chunk, cell.get("execution_count")))
+
+    if params_cell is None:
+        params = _inferred(code_parts, ctx)
+    else:
+        _rebound(params, params_cell, code_parts, ctx)
+    order, order_text = _order(code_parts, ctx)
+    ctx.report.sort(key=lambda entry: cast(int, entry["cell"]))  # notes added after the cells, in cell order
 
     ctx.cell = 0
-    script = _assemble(name, sha, ctx, params, params_cell, chunks)
+    script = _assemble(name, sha, ctx, params, params_cell, ["".join(c) for c in chunks], order_text)
     try:
         compile(script, name, "exec", dont_inherit=True)
     except SyntaxError as exc:  # a bug here, not in the notebook
@@ -196,19 +220,59 @@ def export_notebook(
                           "please report it with the notebook", line=exc.text) from None
     return ExportResult(
         script=script, notebook_sha256=sha, name=name, report=ctx.report, requirements=ctx.requirements,
-        parameters={p.name: {"type": p.kind, "default": p.default} for p in params}, warnings=ctx.warnings,
+        parameters={p.name: {"type": p.kind, "default": p.default, "cell": p.cell, "inferred": params_cell is None}
+                    for p in params},
+        warnings=ctx.warnings, execution_order=asdict(order),
     )
 
 
+def _rebound(params: list[Param], params_cell: int, code_parts: list[tuple[int, list[str], object]],
+             ctx: ExportContext) -> None:
+    """Warn about a parameter set again below the parameters cell: the flag's value ends there."""
+    for n, source, again in rebinds(params, [(m, c[1]) for m, c, _ in code_parts if m > params_cell]):
+        ctx.cell = n
+        ctx.warn(f"{source}: sets parameter {again} again, after the parameters cell (cell {params_cell}); "
+                 f"from here on the script uses this value, not --{again.replace('_', '-')}'s")
+
+
+def _order(code_parts: list[tuple[int, list[str], object]], ctx: ExportContext) -> tuple[OrderCheck, str | None]:
+    """Check the execution counts of the cells that run in the script (``order.py``); a broken order is
+    the first warning."""
+    running = [(n, count) for n, chunk, count in code_parts if ast.parse(chunk[1]).body]
+    order = check_order(running)
+    text = order_warning(order, [n for n, _ in running])
+    if text:
+        ctx.warnings.insert(0, text)
+    return order, text
+
+
+def _inferred(code_parts: list[tuple[int, list[str], object]], ctx: ExportContext) -> list[Param]:
+    """No parameters cell: top-level literal assignments become the flags (``assignments.py``); their
+    override lines go into the cells' code, and the report says which names and why others are not."""
+    found = infer_parameters([(n, chunk[1]) for n, chunk, _ in code_parts])
+    for n, chunk, _ in code_parts:
+        if n in found.inserts:
+            chunk[1] = insert_overrides(chunk[1], found.inserts[n])
+    for n, source, action in found.notes:
+        ctx.cell = n
+        ctx.note("parameters", source, action)
+    return found.params
+
+
 def _assemble(name: str, sha: str, ctx: ExportContext, params: list[Param], params_cell: int | None,
-              chunks: list[str]) -> str:
-    if params_cell is None:
-        about = f"{name}, exported by jupyter-ptcuda. The notebook has no cell tagged 'parameters', so there are no flags."
+              chunks: list[str], order_text: str | None) -> str:
+    if params_cell is None and not params:
+        about = (f"{name}, exported by jupyter-ptcuda. The notebook has no cell tagged 'parameters' and no "
+                 "top-level assignment of a literal value, so there are no flags.")
+    elif params_cell is None:
+        about = (f"{name}, exported by jupyter-ptcuda. No cell is tagged 'parameters': flags set the notebook's "
+                 "top-level assignments of literal values (a flag's value replaces the assignment's); "
+                 "--params-file FILE sets them from JSON, flags win.")
     else:
         about = (f"{name}, exported by jupyter-ptcuda. Flags set the variables of the parameters cell "
                  f"(cell {params_cell}); --params-file FILE sets them from JSON, flags win.")
     ctx.use("_parse_params")
-    ctx.need("os")
+    ctx.need("os", *(["sys"] if order_text else []))
     imports, helpers = prelude(ctx.helpers, ctx.modules)
     head = [
         "#!/usr/bin/env python3",
@@ -221,7 +285,7 @@ def _assemble(name: str, sha: str, ctx: ExportContext, params: list[Param], para
     prelude_parts = [
         "\n".join(imports) + '\n\nos.environ["MPLBACKEND"] = "Agg"  # no display in a batch job',
         helpers,
-        parse_call(params, about),
+        parse_call(params, about) + (f"print({'warning: ' + order_text!r}, file=sys.stderr)\n" if order_text else ""),
     ]
     top = "\n\n\n".join(p.strip("\n") for p in prelude_parts if p.strip())
     return "\n\n".join(["\n".join(head), top, *(c.strip("\n") for c in chunks)]) + "\n"

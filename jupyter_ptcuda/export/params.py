@@ -1,7 +1,8 @@
 """The papermill-style ``parameters`` cell, as command-line flags of the script.
 
 ``notebook.export_notebook`` calls :func:`find_parameters` on the first code cell tagged
-``parameters``. Each top-level ``name = <literal>`` (or ``name: T = <literal>``) becomes a flag
+``parameters`` (with no such cell, ``assignments.py`` finds them in the other cells, with the
+same typing rules). Each top-level ``name = <literal>`` (or ``name: T = <literal>``) becomes a flag
 typed from the literal: ``--lr 0.5`` (float), ``--epochs 3`` (int), ``--name x`` (str),
 ``--amp/--no-amp`` (bool), ``--layers '[64, 32]'`` (list/dict/None: JSON). ``--params-file`` takes
 a JSON file of values; flags given explicitly win over it. The script parses its command line
@@ -24,12 +25,14 @@ RESERVED_FLAGS = frozenset({"-h", "--help", "--params-file"})
 
 @dataclass
 class Param:
-    """One flag: the variable, its kind (int/float/str/bool/json), default, and the source line."""
+    """One flag: the variable, its kind (int/float/str/bool/json), default, the source line, and the
+    cell it is assigned in (set by ``notebook.py``, or by ``assignments.py`` with no parameters cell)."""
 
     name: str
     kind: str
     default: object
     source: str
+    cell: int | None = None
 
 
 def _plain(value: object) -> object:

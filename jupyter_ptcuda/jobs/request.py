@@ -7,6 +7,7 @@ Built by the CLI (``jupyter ptcuda run``) and the REST handler (``POST jobs``), 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -106,15 +107,36 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def unknown_parameters(unknown: Sequence[str], kinds: Mapping[str, Mapping[str, Any]]) -> str:
+    """The error for names the notebook cannot set: the names it can (the candidates), where they come
+    from (a parameters cell, or top-level assignments when no cell is tagged), and the closest match."""
+    text = f"unknown parameter(s) {', '.join(unknown)}"
+    if not kinds:
+        return (f"{text}: the notebook has nothing to set: no cell is tagged 'parameters', and no cell assigns a "
+                "literal value to a name at its top level (e.g. `epochs = 3`).")
+    def where(name: str) -> str:
+        cell = kinds[name].get("cell")
+        return f"{name} (cell {cell})" if cell is not None else name
+    cells = {kinds[n].get("cell") for n in kinds}
+    if any(k.get("inferred") for k in kinds.values()):
+        text += ("; no cell is tagged 'parameters', so the names that can be set are the top-level assignments "
+                 f"of literal values: {', '.join(where(n) for n in kinds)}")
+    else:
+        cell = next(iter(cells)) if len(cells) == 1 else None
+        text += f"; the notebook's parameters{f' (cell {cell})' if cell is not None else ''} are: {', '.join(kinds)}"
+    close = [m for name in unknown for m in difflib.get_close_matches(name, list(kinds), n=1)]
+    return text + (f". Did you mean {' or '.join(dict.fromkeys(close))}?" if close else ".")
+
+
 def params_to_flags(params: Mapping[str, Any], kinds: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """The exported script's flags for parameter values: ``--lr 0.5``, ``--amp``/``--no-amp``, JSON for
-    lists/dicts/None. ``kinds`` (the export's ``parameters``) lets unknown names fail here, before a
-    container is started, instead of as the script's usage error."""
+    lists/dicts/None. ``kinds`` (the export's ``parameters``: the parameters cell's names or, with no cell
+    tagged, the top-level literal assignments) lets unknown names fail here, before a container is started,
+    instead of as the script's usage error (:func:`unknown_parameters`)."""
     if kinds is not None:
-        unknown = sorted(set(params) - set(kinds))
+        unknown = [name for name in params if name not in kinds]
         if unknown:
-            known = ", ".join(sorted(kinds)) or "none: the notebook has no cell tagged 'parameters'"
-            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; the notebook's parameters are: {known}.")
+            raise ConfigError(unknown_parameters(unknown, kinds))
     flags: list[str] = []
     for name, value in params.items():
         flag = "--" + name.replace("_", "-")

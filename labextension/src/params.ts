@@ -19,6 +19,48 @@ export interface IJobForm {
   timeoutMinutes?: number | string;
 }
 
+/**
+ * A parameter as `POST exports` describes it: `cell` is the cell it is assigned in; `inferred`
+ * when no cell is tagged "parameters" and the notebook's top-level assignments of literal values
+ * (`max_steps = 200000`) are the parameters.
+ */
+export interface IParameterInfo extends IExportParameter {
+  cell?: number | null;
+  inferred?: boolean;
+}
+
+/** Are these the notebook's top-level assignments (no cell is tagged "parameters")? */
+export function parametersInferred(parameters: {
+  [name: string]: IParameterInfo;
+}): boolean {
+  return Object.values(parameters).some(p => !!p.inferred);
+}
+
+/**
+ * Where the parameters come from, in a sentence (the job form and the export dialog show it):
+ * the parameters cell, the top-level assignments when no cell is tagged, or that there are none.
+ */
+export function parametersSource(parameters: {
+  [name: string]: IParameterInfo;
+}): string {
+  const params = Object.values(parameters);
+  if (!params.length) {
+    return 'The notebook has no parameters: tag a cell "parameters", or assign values at the top level of a cell (epochs = 3), to get one field per variable.';
+  }
+  if (parametersInferred(parameters)) {
+    return 'No cell is tagged "parameters", so these are the notebook\'s top-level assignments of literal values; a value here replaces the assignment\'s.';
+  }
+  const cell = params[0].cell;
+  return cell ? `From the parameters cell (cell ${cell}).` : '';
+}
+
+/** A field's hint: the parameter's type, and the cell it is assigned in when inferred. */
+export function parameterHint(param: IParameterInfo): string {
+  return param.inferred && param.cell
+    ? `${param.type}, cell ${param.cell}`
+    : param.type;
+}
+
 /** A parameter's default as the form shows it. */
 export function defaultText(param: IExportParameter): string | boolean {
   if (param.type === 'bool') {

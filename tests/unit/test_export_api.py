@@ -24,11 +24,13 @@ def test_result_for_the_rest_api_is_json() -> None:
     data = json.loads(json.dumps(result.to_json()))
     assert set(data) >= {"script", "report", "requirements", "parameters", "warnings", "notebook_sha256"}
     assert data["script"] == result.script
+    tagged = {"cell": 3, "inferred": False}
     assert data["parameters"] == {
-        "lr": {"type": "float", "default": 0.01}, "epochs": {"type": "int", "default": 3},
-        "run_name": {"type": "str", "default": "baseline"}, "amp": {"type": "bool", "default": False},
-        "layers": {"type": "json", "default": [64, 32]},
+        "lr": {"type": "float", "default": 0.01, **tagged}, "epochs": {"type": "int", "default": 3, **tagged},
+        "run_name": {"type": "str", "default": "baseline", **tagged},
+        "amp": {"type": "bool", "default": False, **tagged}, "layers": {"type": "json", "default": [64, 32], **tagged},
     }
+    assert data["execution_order"] == {"out_of_order": [], "not_run": [2, 3, 5, 6, 7, 8, 10]}  # cell 4: only !pip
     assert all(set(entry) == {"cell", "kind", "source", "action"} for entry in data["report"])
     kinds = {entry["kind"] for entry in data["report"]}
     assert kinds == {"dropped", "parameters", "pip", "shell", "cell_magic", "line_magic", "skipped"}
@@ -74,8 +76,8 @@ def test_non_python_notebook_is_refused() -> None:
 def test_parameters_that_are_not_literals_warn() -> None:
     result = export(("import os\nlr = 0.1\ndevice = 'cuda' if os.environ.get('X') else 'cpu'\nshape = (3, 4)\n"
                      "_seed = 1", ["parameters"]))
-    assert result.parameters == {"lr": {"type": "float", "default": 0.1},
-                                 "shape": {"type": "json", "default": [3, 4]}}
+    assert result.parameters == {"lr": {"type": "float", "default": 0.1, "cell": 1, "inferred": False},
+                                 "shape": {"type": "json", "default": [3, 4], "cell": 1, "inferred": False}}
     assert any("device = " in w and "not a command-line flag" in w for w in result.warnings)
     assert any("_seed = 1" in w for w in result.warnings)
 

@@ -150,7 +150,8 @@ def test_skip_export_cell_is_left_out() -> None:
     result = export("x = 1", ("raise SystemExit('notebook only')", ["skip-export"]), "y = 2")
     assert "notebook only" not in result.script
     assert "# %% cell 2 (left out: tagged skip-export)" in result.script
-    assert {"cell": 2, "kind": "skipped"}.items() <= result.report[0].items()
+    assert [(e["cell"], e["kind"]) for e in result.report] == [(1, "parameters"), (2, "skipped"), (3, "parameters")]
+    assert {"cell": 2, "kind": "skipped"}.items() <= result.report[1].items()
 
 
 def test_cells_are_numbered_like_the_notebook_markdown_included() -> None:
@@ -200,13 +201,13 @@ def test_lenient_comments_out_with_a_warning() -> None:
     code = cell_code(result)
     assert "# %load_ext tensorboard  (commented out by --lenient: %load_ext has no plain-Python equivalent)" in code
     assert "    # %tensorboard --logdir runs  (commented out" in code and "    pass" in code
-    assert [e["kind"] for e in result.report] == ["commented", "commented"]
+    assert [e["kind"] for e in result.report] == ["commented", "commented", "parameters"]  # x = 1 is a flag
     assert result.warnings[0].startswith("cell 1: %load_ext tensorboard: commented out")
 
 
 def test_shared_line_falls_back_to_the_whole_cell() -> None:
     code = cell_code(export("x = 1; get_ipython().system('ls')  # both"))
-    assert "# !ls" in code and "x = 1\n_sh('ls')" in code
+    assert "# !ls" in code and "x = 1\nx = _params.get('x', x)  # --x\n_sh('ls')" in code
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,33 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { IParameterInfo, parametersInferred } from '../params';
 import { IExportResult } from '../tokens';
 
-/** The export report: what was rewritten in which cell, warnings, requirements, the script. */
-export function ExportReport(props: { result: IExportResult }): JSX.Element {
+/** What `POST exports` adds to {@link IExportResult}: where each parameter comes from, and whether
+ * the cells ran in order (the first warning says so when they did not). */
+export interface IExportReply extends IExportResult {
+  parameters?: { [name: string]: IParameterInfo };
+  execution_order?: {
+    out_of_order: {
+      cell: number;
+      count: number;
+      after_cell: number;
+      after_count: number;
+    }[];
+    not_run: number[];
+  };
+}
+
+/**
+ * The export report: warnings first (cells run out of order is the first of them), then where
+ * the parameters come from, requirements, what was rewritten in which cell, the script.
+ */
+export function ExportReport(props: { result: IExportReply }): JSX.Element {
   const r = props.result;
   const params = Object.entries(r.parameters ?? {});
+  const inferred = parametersInferred(r.parameters ?? {});
+  const outOfOrder = (r.execution_order?.out_of_order ?? []).length > 0;
   return (
     <div className="jp-ptcuda-Export">
       {r.saved_path && (
@@ -17,19 +38,29 @@ export function ExportReport(props: { result: IExportResult }): JSX.Element {
       )}
       {(r.warnings ?? []).length > 0 && (
         <ul className="jp-ptcuda-Export-warnings">
-          {r.warnings!.map(w => (
-            <li key={w} className="jp-ptcuda-warning">
+          {r.warnings!.map((w, i) => (
+            <li
+              key={w}
+              className={
+                outOfOrder && i === 0
+                  ? 'jp-ptcuda-warning jp-ptcuda-Export-order'
+                  : 'jp-ptcuda-warning'
+              }
+            >
               ⚠ {w}
             </li>
           ))}
         </ul>
       )}
       {params.length > 0 && (
-        <p>
-          Parameters (flags of the script):{' '}
+        <p className="jp-ptcuda-Export-params">
+          {inferred
+            ? 'No cell is tagged "parameters", so these top-level assignments became the flags of the script: '
+            : 'Parameters (flags of the script): '}
           {params.map(([name, p]) => (
             <code key={name} className="jp-ptcuda-Export-param">
               --{name.replace(/_/g, '-')} {p.type} = {JSON.stringify(p.default)}
+              {inferred && p.cell ? ` (cell ${p.cell})` : ''}
             </code>
           ))}
         </p>
@@ -78,7 +109,7 @@ export type ExportChoice = 'close' | 'open' | 'run';
 
 /** Show an export; resolves with what the user chose next. */
 export async function showExportDialog(
-  result: IExportResult,
+  result: IExportReply,
   notebookPath: string
 ): Promise<ExportChoice> {
   const body = ReactWidget.create(<ExportReport result={result} />);

@@ -1,14 +1,21 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { buildJobRequest, defaultText, IJobForm } from '../params';
-import { IExportParameter, IJobRequest, IKernelInfo } from '../tokens';
+import {
+  buildJobRequest,
+  defaultText,
+  IJobForm,
+  IParameterInfo,
+  parameterHint,
+  parametersSource
+} from '../params';
+import { IJobRequest, IKernelInfo } from '../tokens';
 
 export interface IJobFormOptions {
   /** The notebook (relative to the server root). */
   path: string;
   /** The export's parameters: one field each. */
-  parameters: { [name: string]: IExportParameter };
+  parameters: { [name: string]: IParameterInfo };
   /** The notebook's kernel as `GET kernels` sees it (a container kernel can be copied). */
   kernel: IKernelInfo | null;
   /** The image field's default when not copying a kernel. */
@@ -63,11 +70,11 @@ export class JobFormBody
     const legend = document.createElement('legend');
     legend.textContent = 'Parameters';
     paramBox.append(legend);
-    if (!params.length) {
+    const source = parametersSource(_options.parameters);
+    if (source) {
       const p = document.createElement('p');
-      p.className = 'jp-ptcuda-muted';
-      p.textContent =
-        'The notebook has no parameters cell (tag a cell "parameters" to get one flag per variable).';
+      p.className = 'jp-ptcuda-muted jp-ptcuda-JobForm-source';
+      p.textContent = source;
       paramBox.append(p);
     }
     for (const [name, param] of params) {
@@ -85,7 +92,7 @@ export class JobFormBody
         input.value = String(value);
         input.placeholder = JSON.stringify(param.default);
       }
-      field(paramBox, name, input, param.type);
+      field(paramBox, name, input, parameterHint(param));
     }
     node.append(paramBox);
 
