@@ -77,23 +77,34 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from .health.report import exit_code, render_text
+    """Exit 1 when a check fails or the check cannot run; ``--junit FILE`` is written in both cases."""
+    from .health.report import exit_code, render_junit, render_junit_error, render_text, write_junit
     from .health.runner import check_allowed, check_image, check_kernel
 
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
-    if args.image:
-        gpus = _json_or_text(args.gpus) if args.gpus and args.gpus.startswith("[") else args.gpus
-        from traitlets.config import Configurable
+    try:
+        if args.image:
+            gpus = _json_or_text(args.gpus) if args.gpus and args.gpus.startswith("[") else args.gpus
+            from traitlets.config import Configurable
 
-        from .jupyter_config import load_server_config
+            from .jupyter_config import load_server_config
 
-        like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
-        asyncio.run(check_allowed(get_service(), args.image, parent=like_the_server))  # the server's image policy
-        report = asyncio.run(check_image(get_service(), args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
-                                         parent=like_the_server))
-    else:
-        report = asyncio.run(check_kernel(get_service(), args.kernel, perf=args.perf, timeout=args.timeout))
+            like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
+            asyncio.run(check_allowed(get_service(), args.image, parent=like_the_server))  # the server's image policy
+            report = asyncio.run(check_image(get_service(), args.image, gpus=gpus, perf=args.perf,
+                                             timeout=args.timeout, parent=like_the_server))
+        else:
+            report = asyncio.run(check_kernel(get_service(), args.kernel, perf=args.perf, timeout=args.timeout))
+    except PtcudaError as exc:
+        if args.junit:  # CI shows why the gate failed, not a missing report
+            target = {"image": args.image, "gpus": args.gpus} if args.image else {"kernel_id": args.kernel}
+            write_junit(args.junit, render_junit_error(exc.message, target))
+        raise
+    if args.junit:
+        write_junit(args.junit, render_junit(report))
+        failed = sum(c["status"] == "fail" for c in report["checks"])
+        print(f"JUnit report: {args.junit} ({len(report['checks'])} checks, {failed} failed)", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else render_text(report, color=sys.stdout.isatty()))
     return exit_code(report)
 
@@ -182,6 +193,8 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     h.add_argument("--gpus", default="all", help="GPUs for --image (default all; 'none', a count, '[\"0\"]')")
     h.add_argument("--perf", action="store_true", help="also measure GEMM TFLOPS and memory bandwidth")
     h.add_argument("--json", action="store_true", help="print the JSON report")
+    h.add_argument("--junit", metavar="FILE", help="also write the report as JUnit XML for CI (one testcase per "
+                   "check; a failed check is a failure, a skipped one skipped); the exit code is unchanged")
     h.add_argument("--timeout", type=float, default=600)
     h.set_defaults(func=cmd_health)
 

@@ -38,7 +38,7 @@ from .containers.service import ContainerService
 from .containers.spec import ContainerSpec
 from .errors import ImageNotReady, PtcudaError
 
-DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+DEFAULT_BASE = "pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime"  # CUDA 12.8: first with sm_100/sm_120 (Blackwell)
 DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
 DEBIAN_BASE_TAG = "jupyter-ptcuda/debian-base:bookworm"
 DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"

@@ -2,8 +2,9 @@
 
 Who calls what: the health runner (it starts the container and captures its output) calls
 :func:`parse_report` on the container's stdout; the CLI prints :func:`render_text` and exits
-with :func:`exit_code`; the REST handler returns the parsed dict as JSON. Nothing here talks
-to Docker or imports torch.
+with :func:`exit_code`, and ``--junit FILE`` writes :func:`render_junit` (or, when the check
+could not run, :func:`render_junit_error`) with :func:`write_junit`; the REST handler returns
+the parsed dict as JSON. Nothing here talks to Docker or imports torch.
 
 The report schema is documented in ``check.py``'s module docstring (schema 1).
 """
@@ -11,6 +12,12 @@ The report schema is documented in ``check.py``'s module docstring (schema 1).
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
+import tempfile
+import time
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from ..errors import PtcudaError
@@ -171,3 +178,123 @@ def render_text(report: dict[str, Any], *, unicode: bool = True, color: bool = F
         for reason, titles in skipped.items():
             lines.append(paint("skip", f"{symbols['skip']} {', '.join(titles)}: {reason}"))
     return "\n".join(lines) + "\n"
+
+
+# -- JUnit XML (``jupyter ptcuda health --junit FILE``), for CI systems that display test reports --
+JUNIT_CLASSNAME = "jupyter_ptcuda.health"
+# Characters XML 1.0 cannot carry (ANSI escapes, NUL...) would make the whole file unreadable.
+_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return _NOT_XML.sub("?", text)
+
+
+def junit_suite_name(target: dict[str, Any] | None) -> str:
+    """``jupyter ptcuda health <what was checked>``: the image (and its GPUs) or the kernel."""
+    target = target or {}
+    if target.get("kernel_id"):
+        what = f"kernel {target['kernel_id']}"
+    elif target.get("image"):
+        what = f"image {target['image']}" + (f" (gpus {target['gpus']})" if target.get("gpus") else "")
+    else:
+        what = "container"
+    return f"jupyter ptcuda health {what}"
+
+
+def _case_text(check: dict[str, Any]) -> str:
+    why = "why" if check["status"] in ("fail", "warn") else "detail"
+    rows = [("value", check.get("value")), ("want", check.get("threshold")),
+            (why, check.get("detail")), ("fix", check.get("remediation"))]
+    return "\n".join(f"{k}: {_xml_text(v)}" for k, v in rows if v not in (None, ""))
+
+
+def _suites(suite: ET.Element, *, tests: int, failures: int, errors: int, skipped: int,
+            seconds: float, timestamp: float | None) -> ET.Element:
+    counts = {"tests": str(tests), "failures": str(failures), "errors": str(errors), "skipped": str(skipped),
+              "time": f"{seconds:.3f}"}
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() if timestamp is None else timestamp))
+    suite.attrib.update({**counts, "timestamp": when, "hostname": _xml_text(socket.gethostname())})
+    root = ET.Element("testsuites", {"name": "jupyter ptcuda health", **counts})
+    root.append(suite)
+    return root
+
+
+def _xml(root: ET.Element) -> str:
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def render_junit(report: dict[str, Any], *, timestamp: float | None = None) -> str:
+    """The report as JUnit XML: one ``<testcase>`` per check, in the report's order.
+
+    ``fail`` → ``<failure message=detail>`` whose text gives value, wanted threshold, why and fix;
+    ``skip`` → ``<skipped message=reason>``; ``warn`` → passed (a warning does not fail the gate,
+    as :func:`exit_code` says) with ``<system-out>`` starting ``WARNING:``; ``pass`` → passed with
+    the value in ``<system-out>``. Test names are ``<id>: <title>`` (both fixed per check, so CI
+    history tracks them), classname ``jupyter_ptcuda.health``; the suite is named after what was
+    checked, carries versions and GPUs as ``<properties>`` and the report's notes as its output.
+    Checks are not timed one by one: each case has ``time="0"``, the suite the whole duration.
+    """
+    checks = report.get("checks", [])
+    suite = ET.Element("testsuite", {"name": _xml_text(junit_suite_name(report.get("target")))})
+    props = ET.SubElement(suite, "properties")
+    facts: dict[str, Any] = {"summary": report.get("summary")}
+    facts.update({k: v for k, v in (report.get("versions") or {}).items() if v})
+    for gpu in report.get("gpus") or []:
+        facts[f"gpu{gpu.get('index')}"] = f"{gpu.get('name')} (compute capability {gpu.get('capability')})"
+    cuda = report.get("cuda") or {}
+    if cuda.get("reason_code"):
+        facts["cuda_unavailable"] = f"{cuda['reason_code']}: {cuda.get('reason')}"
+    for name, value in facts.items():
+        ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
+    for check in checks:
+        case = ET.SubElement(suite, "testcase", {"classname": JUNIT_CLASSNAME, "time": "0",
+                                                 "name": _xml_text(f"{check['id']}: {check['title']}")})
+        status, text = check["status"], _case_text(check)
+        if status == "fail":
+            message = check.get("detail") or f"{check['title']}: {_xml_text(check.get('value'))}"
+            ET.SubElement(case, "failure", {"message": _xml_text(message), "type": "HealthCheckFailed"}).text = text
+        elif status == "skip":
+            ET.SubElement(case, "skipped", {"message": _xml_text(check.get("detail") or "skipped")})
+        elif text:
+            ET.SubElement(case, "system-out").text = ("WARNING: " if status == "warn" else "") + text
+    notes = [_xml_text(n) for n in report.get("notes") or []]
+    if notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(notes)
+    root = _suites(suite, tests=len(checks), failures=sum(c["status"] == "fail" for c in checks), errors=0,
+                   skipped=sum(c["status"] == "skip" for c in checks),
+                   seconds=float(report.get("duration_s") or 0), timestamp=timestamp)
+    return _xml(root)
+
+
+def render_junit_error(message: str, target: dict[str, Any] | None = None, *,
+                       timestamp: float | None = None) -> str:
+    """JUnit XML for a check that could not run (engine down, image missing, no report): one testcase
+    ``health_check`` with an ``<error>`` carrying the message, so CI shows why the gate failed."""
+    suite = ET.Element("testsuite", {"name": _xml_text(junit_suite_name(target))})
+    case = ET.SubElement(suite, "testcase", {"classname": JUNIT_CLASSNAME, "time": "0",
+                                             "name": "health_check: the health check ran"})
+    first = message.strip().splitlines()[0] if message.strip() else "the health check did not run"
+    ET.SubElement(case, "error", {"message": _xml_text(first), "type": "HealthCheckError"}).text = _xml_text(message)
+    return _xml(_suites(suite, tests=1, failures=0, errors=1, skipped=0, seconds=0, timestamp=timestamp))
+
+
+def write_junit(path: str, xml_text: str) -> None:
+    """Write ``xml_text`` to ``path`` (folders made as needed) atomically: a CI step never reads half a
+    file. Raises :class:`PtcudaError` naming the path when it cannot be written."""
+    target = os.path.abspath(path)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=os.path.dirname(target))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(xml_text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise PtcudaError(f"cannot write the JUnit report to {path}: {exc.strerror or exc}") from None

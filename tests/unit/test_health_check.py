@@ -345,6 +345,7 @@ def test_expected_device_count(args, status):
     ("NVIDIA L40", "L40"), ("NVIDIA A10", "A10"), ("Tesla T4", "T4"), ("Tesla V100-SXM2-32GB", "V100 SXM2"),
     ("Tesla V100-PCIE-16GB", "V100 PCIe"), ("NVIDIA GeForce RTX 4090", "GeForce RTX 4090"),
     ("NVIDIA A10G", None), ("NVIDIA GH200 480GB", None), ("NVIDIA GeForce RTX 3090 Ti", None),
+    ("NVIDIA B200", "B200"), ("NVIDIA GeForce RTX 5090", "GeForce RTX 5090"), ("NVIDIA GeForce RTX 5090 D", None),
 ])
 def test_lookup_peak(name, label):
     peak = chk.lookup_peak(name)
@@ -403,3 +404,100 @@ def test_an_exception_inside_a_check_becomes_a_fail_with_the_message():
 
     res = chk.run_check(chk.Ctx([]), None, broken)
     assert res["status"] == "fail" and "ZeroDivisionError: division by zero in a check" in res["detail"]
+
+
+# -- the default image on Blackwell: what the driver and architecture checks tell the user -----------
+# torch.cuda.get_arch_list() of the official wheels, as pytorch's .ci/manywheel/build_cuda.sh sets
+# TORCH_CUDA_ARCH_LIST: cu124 (torch 2.5, the old default image) "5.0;6.0;7.0;7.5;8.0;8.6;9.0";
+# cu128 "7.0;7.5;8.0;8.6;9.0;10.0;12.0"; cu129 the same with "12.0+PTX".
+ARCHES_CU124 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+ARCHES_CU128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+ARCHES_CU129 = [*ARCHES_CU128, "compute_120"]
+
+
+def _gpu_ctx(capability, arch_list, cuda, driver, cuda_ok=True):
+    """A Ctx as check.py builds it in a container of a torch ``cuda`` build on one GPU of ``capability``."""
+    from types import SimpleNamespace
+
+    ctx = chk.Ctx([])
+    ctx.torch = SimpleNamespace(cuda=SimpleNamespace(get_arch_list=lambda: list(arch_list),
+                                                     get_device_capability=lambda i=0: capability))
+    ctx.cuda_ok, ctx.device_count = cuda_ok, 1 if cuda_ok else 0
+    if not cuda_ok:
+        ctx.cuda_reason = "CUDA initialization failed"
+    ctx.versions.update(torch="2.11.0", cuda_runtime=cuda, driver=driver)
+    return ctx
+
+
+def _judge(ctx) -> dict[str, dict]:
+    checks = {cid: (title, needs, fn) for cid, title, needs, fn in chk.CHECKS}
+    return {cid: {"id": cid, "title": checks[cid][0], **chk.run_check(ctx, checks[cid][1], checks[cid][2])}
+            for cid in ("driver_cuda", "arch_coverage")}
+
+
+def test_the_default_base_image_is_a_cuda_build_with_blackwell_kernels():
+    import re
+
+    from jupyter_ptcuda.images import DEFAULT_BASE
+
+    m = re.fullmatch(r"pytorch/pytorch:(\d+)\.(\d+)\.(\d+)-cuda(\d+\.\d+)-cudnn\d+-runtime", DEFAULT_BASE)
+    assert m, f"{DEFAULT_BASE} is not an official pytorch/pytorch CUDA runtime tag"
+    torch_version, cuda = tuple(int(g) for g in m.groups()[:3]), m.group(4)
+    assert torch_version >= (2, 7, 0) and chk.parse_version(cuda) >= (12, 8), "sm_100/sm_120 need CUDA >= 12.8"
+    assert chk.toolkit_entry(cuda), f"no minimum driver on record for CUDA {cuda}: the check would only warn"
+    assert chk.parse_version(cuda)[0] in (12, 13) and chk.MINOR_VERSION_COMPAT[str(chk.parse_version(cuda)[0])]
+
+
+@pytest.mark.parametrize(("cuda", "entry"), [
+    ("12.8", ("12.8.0", "570.26")), ("12.8.1", ("12.8.1", "570.124.06")),
+    ("12.9", ("12.9.0", "575.51.03")), ("12.9.1", ("12.9.1", "575.57.08")),
+    ("13.0", ("13.0.0", "580.65.06")), ("13.0.1", ("13.0.1", "580.82.07")), ("13.0.2", ("13.0.2", "580.95.05")),
+])
+def test_blackwell_toolkits_have_their_minimum_drivers(cuda, entry):
+    """CUDA Toolkit release notes, Table 3 (Linux x86_64): the toolkits with sm_100/sm_120 code."""
+    assert chk.toolkit_entry(cuda) == entry
+
+
+@pytest.mark.parametrize(("gpu", "capability", "arches", "cuda", "driver", "driver_status", "arch_status", "shown"), [
+    ("RTX 5090 + default image", (12, 0), ARCHES_CU128, "12.8", "570.124.06", "pass", "pass",
+     "cuda:0 sm_120: sm_120 (sass)"),
+    ("B200 + default image", (10, 0), ARCHES_CU128, "12.8", "570.26", "pass", "pass", "cuda:0 sm_100: sm_100 (sass)"),
+    ("B300 (sm_103) + default image", (10, 3), ARCHES_CU128, "12.8", "575.57.08", "pass", "pass",
+     "cuda:0 sm_103: sm_100 (sass)"),
+    ("GB10 (sm_121) + cu129 image", (12, 1), ARCHES_CU129, "12.9", "580.95.05", "pass", "pass",
+     "cuda:0 sm_121: sm_120 (sass)"),
+    ("RTX 5090 + the old default (torch 2.5.1, cu124)", (12, 0), ARCHES_CU124, "12.4", "570.124.06", "pass", "fail",
+     "cuda:0 sm_120: not covered"),
+    ("B200 + the old default", (10, 0), ARCHES_CU124, "12.4", "570.26", "pass", "fail", "cuda:0 sm_100: not covered"),
+    ("H100 + default image on an R535 driver", (9, 0), ARCHES_CU128, "12.8", "535.104.05", "pass", "pass",
+     "cuda:0 sm_90: sm_90 (sass)"),
+])
+def test_blackwell_gpus_are_judged_by_the_tables(gpu, capability, arches, cuda, driver, driver_status, arch_status,
+                                                  shown):
+    results = _judge(_gpu_ctx(capability, arches, cuda, driver))
+    assert results["driver_cuda"]["status"] == driver_status, (gpu, results["driver_cuda"])
+    arch = results["arch_coverage"]
+    assert (arch["status"], arch["value"]) == (arch_status, shown), (gpu, arch)
+    if arch_status == "fail":
+        assert "cu128 for Blackwell" in arch["remediation"]
+        assert arch["detail"] == "no kernel image for this GPU (or PTX newer than the driver) in torch built for: " + \
+            " ".join(arches)
+    if driver == "535.104.05":  # older than 12.8's 570.26, inside the 12.x minor-version compatibility
+        assert "minor version compatibility" in results["driver_cuda"]["detail"]
+
+
+def test_a_cuda_13_image_on_a_driver_older_than_580_says_what_to_upgrade():
+    """A cu130 image on an R575 host: CUDA cannot start; the driver check names the driver to install and
+    the newest CUDA this driver runs; the architecture check waits for CUDA."""
+    from jupyter_ptcuda.health.report import render_text
+
+    results = _judge(_gpu_ctx((12, 0), ARCHES_CU129, "13.0", "575.57.08", cuda_ok=False))
+    driver = results["driver_cuda"]
+    assert driver["status"] == "fail" and driver["threshold"] == ">= 580.65.06 (CUDA 13.0.0)"
+    assert driver["remediation"] == "upgrade the host NVIDIA driver to >= 580.65.06, or use an image built for CUDA <= 12.9"
+    assert results["arch_coverage"]["status"] == "skip"
+    report = {"summary": "fail", "checks": list(results.values()), "versions": {"cuda_runtime": "13.0",
+              "driver": "575.57.08"}}
+    text = render_text(report, unicode=False)
+    assert "XX Driver supports the image's CUDA" in text and "(want >= 580.65.06 (CUDA 13.0.0))" in text
+    assert "fix: upgrade the host NVIDIA driver to >= 580.65.06" in text
