@@ -40,6 +40,47 @@ from .images import DEFAULT_TAG, check_kernel_image
 
 #: The container's copy of the connection file (placed in the container before start, never mounted).
 CONTAINER_CONN_FILE = "/run/ptcuda/kernel.json"
+#: The supervisor (``jupyter_ptcuda/supervise.py``), placed beside it: ipc kernels restart in place.
+CONTAINER_SUPERVISOR = "/run/ptcuda/supervise.py"
+_SUPERVISOR_SOURCE = (Path(__file__).parent / "supervise.py").read_bytes()
+#: Container removals still running after their kernel's shutdown returned (see ``cleanup``).
+_removals: set[asyncio.Future] = set()
+
+
+async def drain_removals(timeout: float = 30) -> None:
+    """Wait for the container removals that kernel shutdowns left running (the server's stop)."""
+    if _removals:
+        await asyncio.wait(set(_removals), timeout=timeout)
+
+
+def read_only_notice(workdir: str, user: str) -> str | None:
+    """What to tell a user whose kernel cannot write its notebook folder (a root server, root's folder),
+    or None when it can. Said in the server log and, at the first cell, in the notebook."""
+    try:
+        st = os.stat(workdir)
+    except OSError:
+        return None
+    uid, _, gid = user.partition(":")
+    if int(uid) == 0 or int(uid) == st.st_uid and st.st_mode & 0o200:
+        return None
+    if int(gid or uid) == st.st_gid and st.st_mode & 0o020 or st.st_mode & 0o002:
+        return None
+    owner = "root" if st.st_uid == 0 else f"uid {st.st_uid}"
+    return (f"this kernel runs as uid {uid} and cannot write to {workdir} (it belongs to {owner}): files "
+            "the notebook saves there fail with PermissionError. Give the folder to the user who works in "
+            f"it (`chown -R USER {workdir}`: the kernel then runs as that user), or set "
+            "c.ContainerOptions.unprivileged_uid to a uid that may write it.")
+
+
+def notice_argv(notice: str) -> list[str]:
+    """IPython arguments that print ``notice`` to stderr when the notebook runs its first cell (a kernel's
+    start-up output reaches no notebook: nobody is listening yet)."""
+    code = ("import sys as _s\n"
+            f"_ptcuda_notice = [{('jupyter-ptcuda: ' + notice)!r}]\n"
+            "def _ptcuda_say(*_a):\n"
+            "    while _ptcuda_notice: print(_ptcuda_notice.pop(), file=_s.stderr, flush=True)\n"
+            "get_ipython().events.register('pre_run_cell', _ptcuda_say)")
+    return [f"--IPKernelApp.exec_lines={json.dumps([code])}"]
 
 
 class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignore[misc,metaclass]
@@ -54,6 +95,11 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     container_id = Unicode(None, allow_none=True)
     ports_cached = False
     _exit_code: int | None = None
+    _control: Path | None = None  # the ipc folder the supervisor shares (None: no supervisor, tcp)
+    _generation = 0  # which kernel process of the container runs now (the supervisor's n)
+    _restart_asked = False
+    _inspected = 0.0  # when poll last asked the engine
+    _shutting_down = False  # between shutdown_requested and the next launch
 
     @default("image")
     def _default_image(self) -> str:
@@ -100,6 +146,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
         cmd = [a.replace("{connection_file}", CONTAINER_CONN_FILE) for a in self.kernel_spec.argv]
         cmd = [a.replace("{resource_dir}", "/tmp") for a in cmd] + list(kwargs.pop("extra_arguments", []))
+        notice = read_only_notice(workdir, user) if workdir else None
+        if notice:
+            self.log.warning("jupyter-ptcuda: kernel %s: %s", kid, notice)
+            cmd += notice_argv(notice)
 
         env = filter_env(env_in, self.env_allowlist)
         env.update({k: os.path.expandvars(v) for k, v in (self.kernel_spec.env or {}).items()})
@@ -107,12 +157,17 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         env.pop("PYTHONEXECUTABLE", None)
         ports = {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
                  for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
+        files: tuple[SpecFile, ...] = (SpecFile(CONTAINER_CONN_FILE, self._container_connection()),)
+        self._control = ipc_dir
+        if ipc_dir is not None:  # restarts happen in the container: see jupyter_ptcuda/supervise.py
+            files += (SpecFile(CONTAINER_SUPERVISOR, _SUPERVISOR_SOURCE, mode=0o500),)
+            cmd = [cmd[0], "-I", "-S", CONTAINER_SUPERVISOR, str(ipc_dir), "--", *cmd]
         self._spec = self.base_spec(
             kind=L.KERNEL, id=kid, command=cmd, workdir=workdir, env=env, user=user,
             notebook=env_in.get("JPY_SESSION_NAME", "") or workdir or "",
             ports=ports if self.network_mode == "bridge" and ipc_dir is None else {},
             private_dir=str(ipc_dir) if ipc_dir is not None else "",
-            files=(SpecFile(CONTAINER_CONN_FILE, self._container_connection()),),
+            files=files,
         )
         return {"cmd": cmd, **kwargs}
 
@@ -130,11 +185,21 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start the container (GPUs from the ledger, the namespace holder for 'shared', the CPU fallback:
-        all in the container service) and wait until the kernel answers its heartbeat."""
+        all in the container service) and wait until the kernel answers its heartbeat.
+
+        A restart of a supervised kernel keeps its container: the supervisor has started the kernel again
+        already, so this only waits for its heartbeat."""
+        if self.container_id and self._restarted_in_place():
+            self._generation += 1
+            self._restart_asked, self._exit_code, self._shutting_down = False, None, False
+            await self._wait_ready()
+            return self.connection_info
         await self._ensure_image(self._spec.image)
+        await asyncio.to_thread(self._clear_markers)
         self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
                                                                gpu_fallback=self.gpu_fallback)
         self._exit_code = None
+        self._generation, self._restart_asked, self._shutting_down = 0, False, False
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
                       self.kernel_id, self.container_id[:12], spec.image, spec.gpus.label(), spec.user)
         await self._wait_ready()
@@ -183,6 +248,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
         try:
             await self._heartbeat_loop(sock, deadline, next_check)
+            self._inspected = time.monotonic()  # it runs: the heartbeat loop has just looked
         finally:
             sock.close()
 
@@ -200,7 +266,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + 0.5
-                state = await self.service.inspect(self.container_id or "")
+                state = await self.service.inspect(self.container_id or "", signals=True)
                 if state is None or not state.running:
                     logs = await self.service.logs(self.container_id or "", tail=40)
                     err = self.service.describe_exit(state, logs, f"kernel container for image {self._spec.image} stopped during start-up")
@@ -213,10 +279,78 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                                   f"its container was removed. Last log lines:\n{logs[-2000:]}")
 
     # -- running ----------------------------------------------------------------------------------
+    def _marker(self, name: str) -> bool:
+        """Whether the supervisor wrote ``<control>/<name>-<generation>`` (lstat: links are not followed)."""
+        if self._control is None:
+            return False
+        try:
+            os.lstat(self._control / f"{name}-{self._generation}")
+        except OSError:
+            return False
+        return True
+
+    def _restarted_in_place(self) -> bool:
+        return self._marker("restarting")
+
+    def _ended_code(self) -> int | None:
+        """The exit code in ``ended-<generation>``, or None when the supervisor has not written it."""
+        if not self._marker("ended"):
+            return None
+        assert self._control is not None
+        try:
+            fd = os.open(self._control / f"ended-{self._generation}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                text = os.read(fd, 16).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+        except OSError:
+            text = ""
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    def _clear_markers(self) -> None:
+        """A new container's supervisor counts from 0 again: forget the last one's files."""
+        if self._control is None:
+            return
+        for entry in os.scandir(self._control):
+            if entry.name == "restart" or entry.name.startswith(("ended-", "restarting-")):
+                os.unlink(entry.path)  # unlink never follows a link
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Called just after the shutdown request was sent: for a restart, ask the supervisor to start
+        the kernel again in this container (file ``restart`` in the control folder, created without
+        following a link the kernel's user may have put there)."""
+        self._shutting_down = True
+        if restart and self._control is not None and self.container_id:
+            try:
+                fd = os.open(self._control / "restart", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                pass
+            except OSError as exc:  # not a restart in place then: the container is replaced as before
+                self.log.warning("jupyter-ptcuda: kernel %s restarts in a new container: %s", self.kernel_id, exc)
+                return
+            else:
+                os.close(fd)
+            self._restart_asked = True
+
     async def poll(self) -> int | None:
-        """None while the container runs, else its exit code. One inspect in a worker thread."""
+        """None while the kernel runs, else its exit code. A supervised kernel's end is a file its
+        supervisor writes (no Docker call; the container may still be stopping); else one inspect."""
         if self.container_id is None:
             return self._exit_code if self._exit_code is not None else 0
+        code = self._ended_code()
+        if code is None and self._shutting_down and self._control is not None:
+            # Asked to shut down: jupyter_client polls every 0.1 s; answer as soon as the kernel has ended
+            # (its supervisor's file), within this poll, so a shutdown or restart does not wait for a tick.
+            deadline = time.monotonic() + 0.09
+            while code is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.003)
+                code = self._ended_code()
+        if code is not None:
+            self._exit_code = code
+            return code
+        if self._control is not None and time.monotonic() - self._inspected < 1.0:
+            return None  # supervised: its end is the file above; the container itself is looked at each second
+        self._inspected = time.monotonic()
         state = await self.service.inspect(self.container_id)
         if state is None:
             return self._exit_code if self._exit_code is not None else -1
@@ -248,9 +382,21 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             await self.service.signal(self.container_id, "SIGTERM")
 
     async def cleanup(self, restart: bool = False) -> None:
-        """Remove the container; on a real shutdown also the kernel's files (connection file, ipc folder,
-        record), ports and GPU claim."""
-        await self._remove_container()
+        """Remove the container (kept on a restart in place); on a real shutdown also the kernel's files
+        (connection file, ipc folder, record), ports and GPU claim.
+
+        The removal runs on in the background once the kernel has ended: a shutdown does not wait for
+        Docker's teardown (the server's stop waits for it, :func:`drain_removals`; the reaper removes what a
+        killed server left)."""
+        if restart and self._restart_asked and self._restarted_in_place():
+            return
+        if self._marker("ended") and self.container_id:
+            cid, self.container_id = self.container_id, None
+            removal = self.service.remove_soon(cid)
+            _removals.add(removal)
+            removal.add_done_callback(_removals.discard)
+        else:
+            await self._remove_container()
         if not restart:
             km = self.parent
             await asyncio.to_thread(kernel_files.remove, str(self.kernel_id),

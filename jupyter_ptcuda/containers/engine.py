@@ -131,6 +131,13 @@ class Engine:
             self._long_pool if long else self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
         )
 
+    def call_soon(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> asyncio.Future[T]:
+        """Like :meth:`call`, but handed to a worker thread *now*, before the caller awaits anything: the
+        call is made even if the event loop stops first (the pool's threads finish their work before the
+        interpreter exits). For work a caller does not wait for (a container removal after shutdown)."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs))
+
     # -- queries -------------------------------------------------------------------------------
     async def ping(self) -> dict[str, Any]:
         """Version info of the daemon; raises EngineUnavailable when it does not answer."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal as signal_module
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -51,6 +53,7 @@ class ContainerState:
     created: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    pid: int | None = None  # its init process on the host (inspect only)
 
     @classmethod
     def from_inspect(cls, info: Mapping[str, Any]) -> ContainerState:
@@ -62,7 +65,8 @@ class ContainerState:
                    image_id=info.get("Image") or "", running=running, status=state.get("Status") or ("running" if running else "exited"),
                    tag=L.Tag.read(labels), labels=labels, exit_code=None if running or code is None else int(code),
                    oom_killed=bool(state.get("OOMKilled")), created=docker_time(info.get("Created")) or 0.0,
-                   started_at=docker_time(state.get("StartedAt")), finished_at=docker_time(state.get("FinishedAt")))
+                   started_at=docker_time(state.get("StartedAt")), finished_at=docker_time(state.get("FinishedAt")),
+                   pid=int(state.get("Pid") or 0) or None)
 
     @classmethod
     def from_listing(cls, row: Mapping[str, Any]) -> ContainerState:
@@ -105,6 +109,8 @@ class ContainerService:
 
     def __init__(self, engine: Engine | None = None) -> None:
         self._engine = engine
+        self._removing: set[str] = set()  # being removed now: gone as far as GPUs and listings go
+        self._pidfds: dict[str, int] = {}  # container -> pidfd of its init process (fast signals)
 
     @property
     def engine(self) -> Engine:
@@ -176,16 +182,29 @@ class ContainerService:
                 self.release(claim)
 
     # -- watching ----------------------------------------------------------------------------------
-    async def inspect(self, cid: str) -> ContainerState | None:
+    async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:
+        """The container's state, or None when it is gone. ``signals``: also get ready to signal it
+        quickly (see :meth:`signal`), from this inspect (a kernel's start-up check does this)."""
         info = await self.engine.inspect(cid)
-        return ContainerState.from_inspect(info) if info else None
+        state = ContainerState.from_inspect(info) if info else None
+        if signals and state is not None and state.running and state.pid:
+            self._open_pidfd(cid, state.pid)
+        return state
+
+    def _open_pidfd(self, cid: str, pid: int) -> int | None:
+        if cid not in self._pidfds and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfds[cid] = os.pidfd_open(pid)
+            except OSError:
+                return None
+        return self._pidfds.get(cid)
 
     async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
                    server_id: str | None = None, running: bool = False) -> list[ContainerState]:
         """Containers of ours (of ``kind``, with that id/owner/server), newest first; ``running`` only."""
         rows = await self.engine.containers(L.selector(kind, id=id, owner_uid=owner_uid, server_id=server_id),
                                             all=not running)
-        return [ContainerState.from_listing(r) for r in rows]
+        return [ContainerState.from_listing(r) for r in rows if not (running and r["Id"] in self._removing)]
 
     async def find(self, kind: str, id: str) -> ContainerState:
         """The running container of kernel/job ``id`` (a unique prefix will do); NotFound saying why."""
@@ -226,12 +245,68 @@ class ContainerService:
 
     # -- acting ------------------------------------------------------------------------------------
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
-        """Signal PID 1 (the init process forwards it); a container gone or stopped is fine."""
+        """Signal PID 1 (the init process forwards it); a container gone or stopped is fine.
+
+        Where this process may signal the container's init process directly (same host, same uid or
+        root, no user namespace) it does, through a pidfd (no pid-reuse race): an interrupt then costs
+        microseconds instead of a Docker API call. Otherwise, and on any doubt, ``docker kill``."""
+        fd = self._pidfds.get(cid)
+        if fd is None and hasattr(os, "pidfd_open"):
+            state = await self.inspect(cid, signals=True)
+            fd = self._pidfds.get(cid) if state is not None else None
+        if fd is not None:
+            try:
+                sig = signal if isinstance(signal, int) else int(getattr(signal_module, signal))
+                signal_module.pidfd_send_signal(fd, sig)
+                return
+            except ProcessLookupError:
+                return  # it has exited: nothing to signal
+            except OSError:  # not ours to signal (user namespaces, another host's pid): ask the engine
+                self._close_pidfd(cid)
         await self.engine.kill(cid, signal)
 
+    def _close_pidfd(self, cid: str) -> None:
+        fd = self._pidfds.pop(cid, None)
+        if fd is not None:
+            os.close(fd)
+
     async def remove(self, cid: str) -> None:
-        """Force-remove; a container already gone (or being removed) is fine."""
-        await self.engine.remove(cid)
+        """Force-remove; a container already gone (or being removed) is fine. While the removal runs the
+        container is no longer listed as running (its GPUs are free for the ledger)."""
+        self._removing.add(cid)
+        self._close_pidfd(cid)
+        try:
+            await self.engine.remove(cid)
+        finally:
+            self._removing.discard(cid)
+
+    def remove_soon(self, cid: str) -> asyncio.Future[None]:
+        """Start removing a container and return at once (the removal is handed to a worker thread before
+        this returns, so it happens even if the caller's event loop ends); the future says when it is
+        done. A container gone, or being removed already, is fine."""
+        from ..errors import Conflict
+
+        self._removing.add(cid)
+        self._close_pidfd(cid)
+
+        def remove(api: Any) -> None:
+            try:
+                api.remove_container(cid, force=True, v=True)
+            except Exception as exc:  # noqa: BLE001 - mapped below; gone/being removed is fine
+                from .engine import map_error
+
+                mapped = map_error(exc)
+                if not isinstance(mapped, NotFound | Conflict):
+                    raise mapped from exc
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._removing.discard(cid)
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("jupyter-ptcuda: %s", f.exception())
+
+        future = self.engine.call_soon(remove, what=f"removing container {cid[:12]}")
+        future.add_done_callback(done)
+        return future
 
     # -- images ------------------------------------------------------------------------------------
     async def image(self, ref: str) -> ImageInfo:

@@ -25,6 +25,7 @@ from ..containers.service import ContainerService, get_service
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
 from ..nvml.sampler import GpuSampler
+from ..provisioner import drain_removals
 
 
 @dataclass
@@ -139,6 +140,7 @@ class PtcudaExtension(ExtensionApp):
         for task in list(self.state.tasks):
             task.cancel()
         await self.state.jobs.stop()
+        await drain_removals()  # the containers of kernels shut down just now
         await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
         try:
             await remove_holder(self.state.service)

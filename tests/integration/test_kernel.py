@@ -66,16 +66,22 @@ async def test_kernel_lifecycle(kernelspec, notebook_dir, engine):
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert time.monotonic() - t0 < 10
 
-        # restart: state is gone, same ports, still works
+        # restart: state is gone, same ports, still works; a kernel that ends cleanly restarts in its
+        # container (a new kernel process, the same container); one that is killed gets a new container
         ports = (km.shell_port, km.iopub_port, km.hb_port)
         cid = km.provisioner.container_id
-        await run(kc, "marker = 42")
+        _, pid = await run(kc, "import os; marker = 42; print(os.getpid())")
         await km.restart_kernel()
         await kc.wait_for_ready(timeout=90)
         assert (km.shell_port, km.iopub_port, km.hb_port) == ports
+        assert km.provisioner.container_id == cid
+        status, out = await run(kc, "import os; print('marker' in globals(), os.getpid() != " + pid.strip() + ")")
+        assert out.strip() == "False True"
+        await km.restart_kernel(now=True)
+        await kc.wait_for_ready(timeout=90)
         assert km.provisioner.container_id != cid
         status, out = await run(kc, "print('marker' in globals())")
-        assert out.strip() == "False"
+        assert status == "ok" and out.strip() == "False"
         info = await km.provisioner.get_provisioner_info()
         assert info["container_id"] == km.provisioner.container_id
         from jupyter_ptcuda.provisioner import DockerProvisioner
@@ -87,6 +93,9 @@ async def test_kernel_lifecycle(kernelspec, notebook_dir, engine):
         kc.stop_channels()
         await km.shutdown_kernel(now=False)
     assert not await km.is_alive()
+    from jupyter_ptcuda.provisioner import drain_removals
+
+    await drain_removals()  # the container is removed just after the shutdown returns
     assert ours(engine, kind="kernel", kernel_id=km.kernel_id) == []
 
 
@@ -299,3 +308,43 @@ async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
             await km.shutdown_kernel(now=True)
         await remove_holder(ContainerService(engine))
     assert await engine.inspect(holder_name()) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root server's kernel in a root-owned folder (CI runs as root)")
+async def test_a_kernel_that_cannot_write_its_folder_says_so(kernelspec, tmp_path, caplog):
+    """A root server, a root-owned notebook folder: the kernel runs as a uid no account holds, so it cannot
+    write there; the server log and the notebook's first cell say so, and what to do."""
+    folder = tmp_path / "root-owned"
+    folder.mkdir(mode=0o755)
+    km, kc = await started(kernelspec(), folder)
+    try:
+        stderr: list[str] = []
+
+        def hook(msg):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stderr":
+                stderr.append(msg["content"]["text"])
+
+        reply = await kc.execute_interactive("open('x.txt', 'w')", timeout=60, output_hook=hook)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "PermissionError"
+        said = "".join(stderr)
+        assert f"cannot write to {folder}" in said and "chown -R USER" in said and "unprivileged_uid" in said
+        again: list[str] = []
+        await kc.execute_interactive("1", timeout=60, output_hook=lambda m: again.append(m["msg_type"]))
+        assert "stream" not in again  # said once, at the first cell
+        assert any(f"cannot write to {folder}" in r.getMessage() for r in caplog.records)
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    os.chown(owned, 1000, 100)
+    km, kc = await started(kernelspec(), owned)
+    try:
+        stderr = []
+        reply = await kc.execute_interactive("open('x.txt', 'w').write('ok')", timeout=60,
+                                             output_hook=lambda m: stderr.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok" and "jupyter-ptcuda" not in "".join(stderr)
+        assert (owned / "x.txt").stat().st_uid == 1000  # the folder's owner wrote it
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
