@@ -40,7 +40,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true",
                    help="follow the output and exit with the job's exit code (Ctrl-C cancels the job)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a notebook parameter (cell tagged 'parameters'); repeatable; JSON values allowed")
+                   help="set a notebook parameter (a variable of the cell tagged 'parameters', else a top-level NAME = literal); repeatable; JSON values allowed")
     p.add_argument("--nproc-per-node", type=int, metavar="N", help="run under torchrun with N processes")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="cancel the job after this long (timed_out)")
     p.add_argument("--mem-limit", metavar="SIZE", help="memory limit, e.g. 16g (exceeding it: OOMKilled)")
