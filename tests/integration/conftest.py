@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def no_leftovers(request, engine):
 
     before = {c["Id"] for c in mine()}
     yield
-    left = [c for c in mine() if c["Id"] not in before]
+    # a kernel's container is removed just after its shutdown returns (in a worker thread): give it a moment
+    deadline = time.monotonic() + 15
+    while (left := [c for c in mine() if c["Id"] not in before]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     for c in left:
         subprocess.run(["docker", "rm", "-f", c["Id"]], capture_output=True)
     assert not left, f"containers left behind: {[(c['Id'][:12], c['Labels']) for c in left]}"
