@@ -19,6 +19,7 @@ from .containers.engine import get_engine
 from .containers.service import get_service
 from .errors import PtcudaError
 from .images import DEFAULT_BASE, DEFAULT_TAG
+from .presets import PRESETS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -34,7 +35,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     from .images import build_image
 
     build_image(get_engine(), base=args.base, tag=args.tag, torch=args.torch, extra=args.extra,
-                pull=not args.no_pull, wheelhouse=args.wheelhouse,
+                preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
                 progress=lambda line: print(line, flush=True))
     return 0
 
@@ -164,6 +165,7 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     b.add_argument("--tag", default=DEFAULT_TAG, help="tag of the result")
     b.add_argument("--torch", default="torch", help="torch requirement for --base debian (default 'torch')")
     b.add_argument("--extra", action="append", default=[], help="another requirement to install (repeatable)")
+    b.add_argument("--preset", choices=sorted(PRESETS), help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()))
     b.add_argument("--no-pull", action="store_true", help="never pull the base")
     b.add_argument("--wheelhouse", help="use this folder of wheels instead of downloading on the host")
     b.set_defaults(func=cmd_image_build)

@@ -5,11 +5,19 @@
 1. **base** — use ``--base IMAGE`` (pulled when missing), or ``--base debian``: debootstrap a Debian
    bookworm root (python3 + pip) and ``docker import`` it, for machines with no container registry.
 2. **probe** — run the base once to read its Python, torch and CUDA versions.
-3. **wheelhouse** — ``pip download`` ipykernel (and torch, for a Debian base) *on the host*, for the
-   image's Python version and platform; containers need no route to a package index.
-4. **install** — one ``RUN pip install --no-index`` layer, fed by a loopback HTTP server over the
+3. **wheelhouse** — ``pip download`` ipykernel (and torch, for a Debian base; a ``--preset``'s packages;
+   each ``--extra``: :func:`~.presets.install_list`) *on the host*, for the image's Python version and
+   platform; containers need no route to a package index.
+4. **torchvision** — for a preset that asks for it: the torchvision wheel that pairs with the image's
+   torch, looked up where pip finds packages on the host (then PyPI's PyTorch index for a ``+cpu`` /
+   ``+cuXXX`` torch); left out, saying why, when none pairs (:mod:`.presets`).
+5. **install** — one ``RUN pip install --no-index`` layer, fed by a loopback HTTP server over the
    wheelhouse (build with host networking), so no wheel is copied into a layer.
-5. **label** — probe the result and record base, torch, CUDA, Python and ipykernel versions as labels.
+6. **label** — probe the result and record base, torch, CUDA, Python and ipykernel versions as labels,
+   and the top-level modules it can import (:data:`L_MODULES`, read by the jobs' import check).
+
+:func:`probe_modules` answers "can this image import X?" (``importlib.util.find_spec`` in a one-off
+probe container); the job import check (:mod:`.jobs.imports`) asks it before a job starts.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from .containers.identity import this_server
 from .containers.service import ContainerService
 from .containers.spec import ContainerSpec
 from .errors import ImageNotReady, PtcudaError
+from .presets import PRESETS, add_torchvision, install_list, project_name
 
 DEFAULT_BASE = "pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime"  # CUDA 12.8: first with sm_100/sm_120 (Blackwell)
 DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
@@ -45,6 +54,11 @@ DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"
 
 L_BASE, L_TORCH, L_CUDA = L.IMAGE_BASE, L.IMAGE_TORCH, L.IMAGE_CUDA
 L_PYTHON, L_IPYKERNEL = L.IMAGE_PYTHON, L.IMAGE_IPYKERNEL
+#: Written by the build: the image's top-level importable modules (stdlib left out), space-separated;
+#: the preset it was built with; its torchvision ("" when left out). (To move to containers/labels.py.)
+L_MODULES = L.PREFIX + "image.modules"
+L_PRESET = L.PREFIX + "image.preset"
+L_TORCHVISION = L.PREFIX + "image.torchvision"
 
 PROBE = (
     "import json, platform, sys\n"
@@ -53,7 +67,26 @@ PROBE = (
     "except Exception as e: out['torch_error'] = repr(e)\n"
     "try:\n import ipykernel; out['ipykernel'] = ipykernel.__version__\n"
     "except Exception as e: out['ipykernel_error'] = repr(e)\n"
+    "try:\n import importlib.metadata as md; out['torchvision'] = md.version('torchvision')\n"
+    "except Exception: pass\n"
     "print('PTCUDA-PROBE ' + json.dumps(out))\n"
+)
+#: ``python -c MODULES_PROBE [NAME ...]``: with names, ``{name: importable}`` (``find_spec``, nothing
+#: imported); without, every top-level module on sys.path and of installed distributions, stdlib left out.
+MODULES_PROBE = (
+    "import importlib.util, json, pkgutil, sys\n"
+    "if sys.argv[1:]:\n"
+    " out = {}\n"
+    " for n in sys.argv[1:]:\n"
+    "  try: out[n] = importlib.util.find_spec(n) is not None\n"
+    "  except Exception: out[n] = False\n"
+    "else:\n"
+    " names = {m.name for m in pkgutil.iter_modules()}\n"
+    " try:\n  import importlib.metadata as md; names |= set(md.packages_distributions())\n"
+    " except Exception: pass\n"
+    " std = set(getattr(sys, 'stdlib_module_names', ()))\n"
+    " out = sorted(n for n in names if n.isidentifier() and n not in std)\n"
+    "print('PTCUDA-MODULES ' + json.dumps(out))\n"
 )
 
 Progress = Callable[[str], None]
@@ -65,9 +98,9 @@ class ImageBuildError(PtcudaError):
         self.step = step
 
 
-def probe_spec(image: str, python: str = "python") -> ContainerSpec:
-    """A one-off ``probe`` container: nobody's uid, nothing mounted, no GPU."""
-    return build(Request(kind=L.PROBE, image=image, command=(python, "-c", PROBE), workdir="/tmp",
+def probe_spec(image: str, python: str = "python", code: str = PROBE, args: tuple[str, ...] = ()) -> ContainerSpec:
+    """A one-off ``probe`` container running ``python -c code args``: nobody's uid, nothing mounted, no GPU."""
+    return build(Request(kind=L.PROBE, image=image, command=(python, "-c", code, *args), workdir="/tmp",
                          mount_workdir=False, shm_size=None, pids_limit=256), Policy(images=(image,)), this_server())
 
 
@@ -85,6 +118,18 @@ async def probe_image(service: ContainerService, image: str) -> dict[str, Any]:
         f"image {image!r} cannot run `python` (exit code {code}): {out.strip()[-300:]}. A kernel image "
         f"needs python on PATH; derive one with `jupyter ptcuda image build --base {image}`."
     )
+
+
+async def probe_modules(service: ContainerService, image: str, names: list[str] | None = None,
+                        python: str = "python") -> Any:
+    """Ask ``image`` (one probe container) which of ``names`` it can import: ``{name: bool}``; without
+    names, the sorted list of its top-level modules (for the build's label). ImageNotReady when it
+    cannot run ``python``. Callers: the build (label step), ``jobs.imports`` (the check before a job)."""
+    code, out, _ = await service.run_once(probe_spec(image, python, MODULES_PROBE, tuple(names or ())), timeout=120)
+    for line in out.splitlines():
+        if line.startswith("PTCUDA-MODULES "):
+            return json.loads(line[len("PTCUDA-MODULES ") :])
+    raise ImageNotReady(f"image {image!r} could not list its Python modules (exit code {code}): {out.strip()[-300:]}")
 
 
 async def check_kernel_image(service: ContainerService, image: str) -> dict[str, Any]:
@@ -159,15 +204,30 @@ def build_debian_base(engine: Engine, progress: Progress, tag: str = DEBIAN_BASE
     return tag
 
 
-def download_wheels(dest: Path, requirements: list[str], python: str, machine: str, progress: Progress) -> None:
-    """pip download ``requirements`` on the host for the image's Python version and platform."""
+def _platform_args(python: str, machine: str) -> list[str]:
     arch = {"aarch64": "aarch64", "arm64": "aarch64"}.get(machine, "x86_64")
     platforms = [f"manylinux_2_{n}_{arch}" for n in range(17, 40)] + [f"manylinux2014_{arch}", f"linux_{arch}"]
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-d", str(dest),
-           "--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    args = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
     for plat in platforms:
-        cmd += ["--platform", plat]
-    _run_step("wheelhouse", cmd + requirements, progress)
+        args += ["--platform", plat]
+    return args
+
+
+def download_wheels(dest: Path, requirements: list[str], python: str, machine: str, progress: Progress,
+                    options: tuple[str, ...] = (), step: str = "wheelhouse") -> None:
+    """pip download ``requirements`` on the host for the image's Python version and platform."""
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-d", str(dest),
+           *_platform_args(python, machine), *options]
+    _run_step(step, cmd + requirements, progress)
+
+
+def torch_version_of(probe: dict[str, Any], wheels: Path) -> str | None:
+    """The image's torch: the base's (probe), else the version of the torch wheel in the wheelhouse."""
+    if probe.get("torch"):
+        return str(probe["torch"])
+    for wheel in sorted(wheels.glob("torch-*.whl")):
+        return wheel.name.split("-")[1]
+    return None
 
 
 class _WheelServer:
@@ -219,17 +279,22 @@ def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress
 
 
 def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_TAG, torch: str = "torch",
-                extra: list[str] | None = None, pull: bool = True, progress: Progress = print,
-                wheelhouse: str | None = None) -> dict[str, Any]:
-    """Build a kernel image (blocking; called by the CLI). Returns the probe of the result."""
-    extra = list(extra or [])
+                extra: list[str] | None = None, preset: str | None = None, pull: bool = True,
+                progress: Progress = print, wheelhouse: str | None = None) -> dict[str, Any]:
+    """Build a kernel image (blocking; called by the CLI). Returns the probe of the result.
+
+    ``preset``: a name in :data:`~.presets.PRESETS` (``datasci``); ``extra``: more requirements (an extra
+    naming a preset package replaces it).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ImageBuildError("base", f"unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
     base_label = base
-    if base in ("debian", "debian:bookworm"):
+    debian = base in ("debian", "debian:bookworm")
+    wanted = install_list(debian=debian, torch=torch, preset=preset, extra=list(extra or []))
+    if debian:
         base = build_debian_base(engine, progress)
         base_label = f"debian:bookworm (debootstrap) + {torch}"
-        wanted = [torch, "numpy", "ipykernel"] + extra
     else:
-        wanted = ["ipykernel"] + extra
         try:
             engine.run_sync(lambda api: api.inspect_image(base))
         except PtcudaError:
@@ -247,11 +312,23 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
     if "torch" not in base_probe and base_label == base:
         raise ImageBuildError("probe", f"{base} has no torch ({base_probe.get('torch_error')}): "
                               "choose a PyTorch base image, or --base debian.")
+    if preset:
+        progress(f"[wheelhouse] preset {preset}: {', '.join(PRESETS[preset].packages)}")
     with tempfile.TemporaryDirectory(prefix="ptcuda-wheels-") as tmp:
         wheels = Path(wheelhouse) if wheelhouse else Path(tmp)
         if not wheelhouse:
             download_wheels(wheels, wanted, base_probe["python"], base_probe.get("machine", "x86_64"), progress)
-        names = " ".join(_shell_quote(w) for w in wanted)
+        install = list(wanted)
+        if preset and PRESETS[preset].torchvision and "torchvision" not in map(project_name, install):
+            python, machine = base_probe["python"], base_probe.get("machine", "x86_64")
+
+            def fetch(dest: Path, reqs: list[str], options: tuple[str, ...]) -> None:
+                download_wheels(dest, reqs, python, machine, progress, options, "torchvision")
+
+            vision = add_torchvision(wheels, torch_version_of(base_probe, wheels), base_probe, progress,
+                                     fetch=None if wheelhouse else fetch)
+            install += [vision] if vision else []
+        names = " ".join(_shell_quote(w) for w in install)
         with _WheelServer(wheels) as server:
             dockerfile = (
                 f"FROM {base}\n"
@@ -260,17 +337,24 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
             )
             stage = _docker_build(engine, dockerfile, f"{tag}-stage", "install", progress)
     progress("[label] probing the result")
-    probe = asyncio.run(probe_image(ContainerService(engine), stage))
+    service = ContainerService(engine)
+    probe = asyncio.run(probe_image(service, stage))
     if "ipykernel" not in probe:
         raise ImageBuildError("label", f"ipykernel is not importable in the result: {probe.get('ipykernel_error')}")
+    modules = asyncio.run(probe_modules(service, stage))
     labels = {L_BASE: base_label, L_TORCH: probe.get("torch", ""), L_CUDA: probe.get("cuda", ""),
-              L_PYTHON: probe["python"], L_IPYKERNEL: probe["ipykernel"]}
+              L_PYTHON: probe["python"], L_IPYKERNEL: probe["ipykernel"], L_MODULES: " ".join(modules),
+              L_TORCHVISION: probe.get("torchvision", "")}
+    if preset:
+        labels[L_PRESET] = preset
     label_line = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
     _docker_build(engine, f"FROM {stage}\n{label_line}\n", tag, "label", progress)
     engine.run_sync(lambda api: api.remove_image(f"{tag}-stage", noprune=True))
+    vision_note = f", torchvision {labels[L_TORCHVISION] or 'left out (see [torchvision] above)'}" if preset else ""
     progress(f"built {tag}: torch {labels[L_TORCH]} (CUDA {labels[L_CUDA] or 'none: CPU build'}), "
-             f"python {labels[L_PYTHON]}, ipykernel {labels[L_IPYKERNEL]}")
-    return {"tag": tag, **probe, "labels": labels}
+             f"python {labels[L_PYTHON]}, ipykernel {labels[L_IPYKERNEL]}"
+             + (f", preset {preset}" if preset else "") + vision_note)
+    return {"tag": tag, **probe, "labels": labels, "installed": install}
 
 
 def _shell_quote(text: str) -> str:

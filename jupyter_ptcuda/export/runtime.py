@@ -10,12 +10,16 @@ than this package's. Only the helpers a script uses are emitted (:func:`prelude`
 from __future__ import annotations
 
 import argparse
+import ast
+import atexit
 import contextlib
+import importlib.util
 import inspect
 import io
 import json
 import math
 import os
+import re
 import runpy
 import shlex
 import shutil
@@ -244,6 +248,93 @@ def _parse_params(spec, description):
     return values
 
 
+def _new_cell(n):
+    """``# %% cell N`` begins (a job's train.py): save the figures the cell before left open, as Jupyter
+    shows them at the end of a cell, and remember N (a ``plt.show()`` saves under it). Figures go to
+    ``$JUPYTER_PTCUDA_OUTPUT_DIR/figures/cell-<N>-<k>.png``; outside a job (no such variable) nothing.
+    """
+    state = _new_cell.__dict__
+    if not os.environ.get("JUPYTER_PTCUDA_OUTPUT_DIR"):
+        return
+    if "cell" not in state:
+        state["counts"] = {}
+        if "matplotlib.pyplot" in sys.modules:
+            _patch_show(sys.modules["matplotlib.pyplot"])
+        else:
+            sys.meta_path.insert(0, _PyplotShow())
+    else:
+        _save_figures()
+    state["cell"] = n
+
+
+def _save_figures():
+    """Save every open pyplot figure with something drawn in it (as IPython's inline backend shows it:
+    PNG, tight bounding box), then close them all. Only rank 0 of a torchrun job saves; a figure that
+    cannot be saved is reported on stderr and never ends the job."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    state = _new_cell.__dict__
+    n, counts = state.get("cell", 0), state.setdefault("counts", {})
+    folder = os.path.join(os.environ.get("JUPYTER_PTCUDA_OUTPUT_DIR", "."), "figures")
+    try:
+        numbers = list(plt.get_fignums())
+        if os.environ.get("RANK", "0") != "0":
+            numbers = []
+        for number in numbers:
+            fig = plt.figure(number)
+            if not fig.axes and not fig.lines:
+                continue
+            counts[n] = counts.get(n, 0) + 1
+            name = f"cell-{n}-{counts[n]}.png"
+            try:
+                os.makedirs(folder, exist_ok=True)
+                fig.savefig(os.path.join(folder, name), format="png", bbox_inches="tight")
+                print(f"<Figure saved: figures/{name}>", flush=True)
+            except Exception as exc:
+                print(f"jupyter-ptcuda: figure {number} of cell {n} not saved: {exc!r}", file=sys.stderr)
+        plt.close("all")
+    except Exception as exc:
+        print(f"jupyter-ptcuda: the figures of cell {n} were not saved: {exc!r}", file=sys.stderr)
+
+
+def _patch_show(plt):
+    """``plt.show()`` saves the open figures (and closes them, as in Jupyter); so does the end of the
+    script. Registered after matplotlib's own exit handler, so it runs before that closes them."""
+    if getattr(plt.show, "_ptcuda", False):
+        return
+
+    def show(*args, **kwargs):
+        _save_figures()
+
+    show._ptcuda = True
+    show.__doc__ = plt.show.__doc__
+    plt.show = show
+    atexit.register(_save_figures)
+
+
+class _PyplotShow:
+    """An import hook, used once: when the script imports ``matplotlib.pyplot``, patch it (_patch_show)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _patch_show(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
 @dataclass(frozen=True)
 class Helper:
     """A runtime helper: the function to copy, the modules it imports, helpers it calls."""
@@ -270,6 +361,10 @@ HELPERS: dict[str, Helper] = {
     "_parse_params": Helper(_parse_params, ("argparse", "json"), ("_param_value",)),
     "_echo": Helper(_echo),
     "display": Helper(display),
+    "_save_figures": Helper(_save_figures, ("os", "sys")),
+    "_patch_show": Helper(_patch_show, ("atexit",), ("_save_figures",)),
+    "_PyplotShow": Helper(_PyplotShow, ("importlib.util", "sys"), ("_patch_show",)),
+    "_new_cell": Helper(_new_cell, ("os", "sys"), ("_save_figures", "_patch_show", "_PyplotShow")),
 }
 
 
@@ -295,3 +390,33 @@ def prelude(helpers: set[str], modules: set[str]) -> tuple[list[str], str]:
         imports.update(HELPERS[name].modules)
     code = "\n\n".join(inspect.getsource(HELPERS[name].func).rstrip() + "\n" for name in names)
     return [f"import {module}" for module in sorted(imports)], code
+
+
+_CELL_TITLE = re.compile(r"^# %% cell (\d+)(?: \(parameters\))?\s*$")  # a code cell's title (not "left out")
+
+
+def add_figure_hooks(script: str) -> str:
+    """A job's ``train.py``: the exported ``script`` with ``_new_cell(N)`` after each ``# %% cell N`` title,
+    and the figure helpers before the first ``# %%`` part. Called by ``JobManager.submit`` for a notebook;
+    what ``jupyter ptcuda export`` writes stays as it is. Only titles at the top level count (not a comment
+    inside a statement or a string); a script with no cell, or that does not parse, is returned unchanged.
+    """
+    try:
+        tree = ast.parse(script)
+    except SyntaxError:
+        return script
+    inside: set[int] = set()
+    for node in tree.body:
+        inside.update(range(node.lineno + 1, (node.end_lineno or node.lineno) + 1))
+    lines = script.splitlines(keepends=True)
+    top = [i for i, line in enumerate(lines) if i + 1 not in inside and line.startswith("# %% ")]
+    titles = {i: m.group(1) for i in top if (m := _CELL_TITLE.match(lines[i]))}
+    if not titles:
+        return script
+    imports, code = prelude({"_new_cell"}, set())
+    out = lines[: top[0]] + ["\n".join(imports) + "\n\n\n" + code.rstrip("\n") + "\n\n\n"]
+    for i, line in enumerate(lines[top[0] :], top[0]):
+        out.append(line)
+        if i in titles:
+            out.append(f"_new_cell({titles[i]})\n")
+    return "".join(out)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Float, TraitError, Unicode, default
+from traitlets import Bool, Float, TraitError, Unicode, default
 
 from ..containers import labels as L
 from ..containers import policy as P
@@ -44,7 +44,9 @@ from ..containers.service import ContainerService, ImageInfo, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
 from ..errors import ConfigError, NotFound, PtcudaError
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
+from ..nofollow import read_bytes
 from . import outputs as O
+from .imports import check_imports
 from .lifecycle import JobLifecycle
 from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
@@ -73,6 +75,15 @@ class JobManager(JobLifecycle):
         (default 30; 0 = only at start).""")
     poll_interval = Float(2.0, config=True, help="Seconds between container checks of a watched job (default 2).")
     python = Unicode("python", config=True, help="Interpreter that runs the script in the image (default 'python').")
+    import_check = Bool(config=True, help="""Before a job starts, check that its image can import what the script
+        imports at the top level; if not, refuse the job (400) naming the missing packages and the `jupyter ptcuda
+        image build` command that adds them (:mod:`jupyter_ptcuda.jobs.imports`). Default True, or
+        $JUPYTER_PTCUDA_IMPORT_CHECK (0/false: off); a request's "import_check" wins.
+        Example: c.JobManager.import_check = False""")
+
+    @default("import_check")
+    def _default_import_check(self) -> bool:
+        return os.environ.get("JUPYTER_PTCUDA_IMPORT_CHECK", "1").strip().lower() not in ("0", "false", "no", "off")
 
     @default("db_path")
     def _default_db_path(self) -> str:
@@ -140,12 +151,13 @@ class JobManager(JobLifecycle):
         return await self._db(self.store.count_by_state)
 
     # -- submit -----------------------------------------------------------------------------------
-    async def submit(self, req: JobRequest, *, watch: bool = True) -> Job:
-        """Export (notebooks), pin the image, record the job, claim GPUs, start the container.
+    async def submit(self, req: JobRequest, *, watch: bool = True, import_check: bool | None = None) -> Job:
+        """Export (notebooks), pin the image, check its imports, record the job, claim GPUs, start the container.
 
-        ``watch``: follow it here until it ends (the server; ``run --wait``). Errors before the job is
-        recorded (bad request, export error, missing image) raise without a trace in the store; a start
-        failure records the job as failed (reason "start failed: ...") and raises.
+        ``watch``: follow it here until it ends (the server; ``run --wait``). ``import_check``: None takes
+        ``c.JobManager.import_check``. Errors before the job is recorded (bad request, export error, missing
+        image, a package the image lacks) raise without a trace in the store, its folder or the engine; a
+        start failure records the job as failed (reason "start failed: ...") and raises.
         """
         path = Path(req.path)
         if not await asyncio.to_thread(path.is_file):
@@ -167,13 +179,17 @@ class JobManager(JobLifecycle):
             await self._check_image(opts.image)
             image_info = await self.service.image(opts.image)
         image_tag = kernel.image if kernel else opts.image
+        if self.import_check if import_check is None else import_check:
+            await self._check_imports(path, export, kernel, opts, image_info, image_tag)
         job_id = uuid.uuid4().hex[:12]
         workdir = str(path.parent)
         user = kernel.user if kernel else opts.container_user(workdir)
         out_dir = await asyncio.to_thread(O.make_output_dir, workdir, job_id, user)
         script = path if export is None else out_dir / "train.py"
-        if export is not None:
-            await asyncio.to_thread(O.write_atomic, script, export.script.encode(), server_folder=True)
+        if export is not None:  # the job's train.py saves its figures (export/runtime.py)
+            from ..export.runtime import add_figure_hooks
+
+            await asyncio.to_thread(O.write_atomic, script, add_figure_hooks(export.script).encode(), server_folder=True)
         env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(O.artifacts_dir(out_dir)), "PYTHONUNBUFFERED": "1"}
         if script.parent != path.parent:  # exported script: the notebook's folder stays importable
             inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_info.env.get("PYTHONPATH")
@@ -204,6 +220,21 @@ class JobManager(JobLifecycle):
         await self._db(self.store.insert, job)
         return await self._start(job, spec, opts.gpu_fallback, watch=watch,
                                  inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"))
+
+    async def _check_imports(self, path: Path, export: Any, kernel: ContainerSpec | None, opts: JobOptions,
+                             image_info: ImageInfo, image: str) -> None:
+        """The pre-start import check (:mod:`.imports`) of the exported train.py or the script: ConfigError
+        naming what ``image`` lacks. Modules in the notebook's folder, or in a PYTHONPATH folder the job
+        inherits (the kernel's, the server's allowed env), are the job's own."""
+        if export is not None:
+            source = export.script
+        else:
+            source = (await asyncio.to_thread(read_bytes, path)).decode("utf-8", "replace")
+        env = kernel.env if kernel is not None else filter_env(os.environ, opts.env_allowlist)
+        folders = [str(path.parent), *(p for p in (env.get("PYTHONPATH") or "").split(":") if p)]
+        await check_imports(self.service, image_info, image, source=source, what=path.name, folders=folders,
+                            cells=export is not None, requirements=export.requirements if export else (),
+                            python=self.python)
 
     def _options(self, req: JobRequest) -> JobOptions:
         """The job's options: the operator's (``c.JobOptions``) narrowed by the request.

@@ -4,7 +4,9 @@
 output, kept after the container is removed), ``manifest.json`` (what ran, on what, with which result)
 and, for a notebook, the exported ``train.py`` (0644: the container reads it). In it, ``artifacts/``
 belongs to the container's user (chowned when the server is root): the job's
-``$JUPYTER_PTCUDA_OUTPUT_DIR``, where a script saves its checkpoints. ``outputs/`` itself is the
+``$JUPYTER_PTCUDA_OUTPUT_DIR``, where a script saves its checkpoints, and where a notebook job's
+matplotlib figures go: ``artifacts/figures/cell-<N>-<k>.png`` (:func:`list_figures`, :func:`open_figure`:
+only such names, regular files with one link and a PNG signature, reached through no link). ``outputs/`` itself is the
 container user's, as the notebook folder is. A job can thus write its artifacts but never a file the
 server writes or reads back: every such file is reached through :mod:`..nofollow` (no link followed,
 a folder that is the server's and nobody else's, random ``O_EXCL`` temporary files renamed into place).
@@ -20,6 +22,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import stat
 import subprocess
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +36,11 @@ from .store import Job, iso
 
 OUTPUTS = "outputs"
 ARTIFACTS = "artifacts"
+FIGURES = "figures"  # in artifacts/: what a notebook job's figures are saved as (export/runtime.py)
+FIGURE_NAME = re.compile(r"^cell-(\d{1,6})-(\d{1,6})\.png$")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_FIGURES = 500  # listed per job (the first by cell and number)
+MAX_FIGURE_BYTES = 32 * 1024**2
 NAME_MAX = 255  # bytes in one file or folder name (Linux)
 PATH_MAX = 4096  # bytes in a path, with its NUL (Linux)
 log = logging.getLogger(__name__)
@@ -238,8 +247,62 @@ def git_commit(directory: str, user: str | None = None) -> str | None:
     return commit if out.returncode == 0 and len(commit) >= 40 else None
 
 
-def manifest(job: Job) -> dict[str, Any]:
-    """What ran, on what, with which result: the content of ``manifest.json``."""
+def figures_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Where a notebook job saves its figures: ``artifacts/figures`` (the container user's)."""
+    return artifacts_dir(out_dir) / FIGURES
+
+
+def list_figures(job: Job) -> list[dict[str, Any]]:
+    """The job's figures, by cell and number: ``{"name", "cell", "index", "size", "path"}`` (``path``
+    relative to the job folder). Only ``cell-N-k.png`` regular files; the folder is reached through no link
+    (one planted by the job is not followed: no figures then). Blocking; [] without figures."""
+    if not job.output_dir:
+        return []
+    found: list[dict[str, Any]] = []
+    try:
+        with folder(figures_dir(job.output_dir)) as dfd:
+            with os.scandir(dfd) as entries:
+                for entry in entries:
+                    match = FIGURE_NAME.match(entry.name)
+                    if not match:
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and 0 < st.st_size <= MAX_FIGURE_BYTES:
+                        found.append({"name": entry.name, "cell": int(match.group(1)), "index": int(match.group(2)),
+                                      "size": st.st_size, "path": f"{ARTIFACTS}/{FIGURES}/{entry.name}"})
+    except UnsafePath as exc:
+        log.warning("jupyter-ptcuda: job %s: figures not listed: %s", job.id, exc.message)
+        return []
+    except OSError:  # no figures folder
+        return []
+    return sorted(found, key=lambda f: (f["cell"], f["index"]))[:MAX_FIGURES]
+
+
+def open_figure(job: Job, name: str) -> IO[bytes]:
+    """One figure, opened for reading (the caller closes it): NotFound unless ``name`` is ``cell-N-k.png``
+    and a regular PNG file of at most MAX_FIGURE_BYTES with one link, in a folder reached through no link
+    (Forbidden: UnsafePath, when something was planted)."""
+    if not job.output_dir or not FIGURE_NAME.match(name):
+        raise NotFound(f"job {job.id} has no figure {name[:80]!r}: figures are named cell-<cell>-<n>.png.")
+    path = figures_dir(job.output_dir) / name
+    try:
+        fd = open_read(path)
+    except UnsafePath:
+        raise
+    except OSError:
+        raise NotFound(f"job {job.id} has no figure {name}.") from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if st.st_nlink != 1 or st.st_size > MAX_FIGURE_BYTES or f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+        f.close()
+        raise UnsafePath(f"{path} is not a PNG image the job wrote (a link to another file, too large, or not PNG).")
+    f.seek(0)
+    return f
+
+
+def manifest(job: Job, figures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What ran, on what, with which result: the content of ``manifest.json``. ``figures``: the job's
+    (:func:`list_figures`): name, cell, index, size and path relative to the job folder."""
     meta = job.meta
     gpu_ids = devices(job.gpus, all_devices=False)
     return {
@@ -269,10 +332,11 @@ def manifest(job: Job) -> dict[str, Any]:
                    "nproc_per_node": meta.get("nproc_per_node")},
         "timings": {"created": iso(job.created), "started": iso(job.started), "finished": iso(job.finished),
                     "duration_s": job.duration()},
+        "figures": figures or [],
         "jupyter_ptcuda": __version__,
     }
 
 
 def write_manifest(job: Job) -> None:
-    """(Re)write ``manifest.json``: at start (state running) and when the job ends."""
-    _job_file(job, "manifest.json", (json.dumps(manifest(job), indent=2) + "\n").encode())
+    """(Re)write ``manifest.json``: at start (state running) and when the job ends (with its figures)."""
+    _job_file(job, "manifest.json", (json.dumps(manifest(job, list_figures(job)), indent=2) + "\n").encode())

@@ -4,10 +4,16 @@
   parameters, warnings, notebook_sha256); with ``save`` the script is also written next to the notebook
   as ``<stem>.train.py`` and ``saved_path`` says where (relative to the root).
 - ``POST jobs`` {path, kernel_id?, image?, gpus?, params?, args?, nproc_per_node?, timeout?, mem_limit?,
-  name?, lenient?} → 201 + ``Location`` + the job. ``path`` is a notebook (exported on the fly) or a script.
+  name?, lenient?, import_check?} → 201 + ``Location`` + the job. ``path`` is a notebook (exported on the fly)
+  or a script. 400 before anything starts when the image lacks a package the script imports (the message
+  names the ``jupyter ptcuda image build`` command); ``import_check: false`` skips that check.
 - ``GET jobs`` → the jobs, newest first. ``GET jobs/<id>`` → the job (404 unknown).
 - ``GET jobs/<id>/log`` → text from byte ``offset`` (default 0); headers ``X-Ptcuda-Job-State`` and
   ``X-Ptcuda-Log-Offset`` (the offset to ask for next). ``follow=1`` streams (chunked) until the job ends.
+- ``GET jobs/<id>/figures`` → the matplotlib figures a notebook job saved (``artifacts/figures/cell-N-k.png``),
+  by cell: name, cell, index, size, path (relative to the root); header ``X-Ptcuda-Job-State``.
+  ``GET jobs/<id>/figures/<name>`` → the PNG (404 unknown name; 403 for anything planted: a link, a file
+  with more than one link, not a PNG; files are read through no link, :func:`..jobs.outputs.open_figure`).
 - ``DELETE jobs/<id>`` → 202 + the job: cancelling has begun (SIGTERM, ``cancel_grace``, SIGKILL); poll the
   job until its state is ``cancelled``. 409 when the job has already finished.
 
@@ -20,6 +26,7 @@ and ``asyncio.to_thread``). Mounted by the extension from :data:`handlers`.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -28,7 +35,14 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..errors import ConfigError, PtcudaError
-from ..jobs.outputs import relative_to_root, resolve_under_root, write_atomic
+from ..jobs.outputs import (
+    MAX_FIGURE_BYTES,
+    list_figures,
+    open_figure,
+    relative_to_root,
+    resolve_under_root,
+    write_atomic,
+)
 from ..jobs.request import JobRequest
 from ..jobs.store import Job
 from .base import NAMESPACE, PtcudaHandler
@@ -40,7 +54,7 @@ MAX_LOG_OFFSET = 1024**4
 JOB_FIELDS: dict[str, Any] = {
     "path": str, "kernel_id": (str, type(None)), "image": (str, type(None)), "gpus": None, "params": dict,
     "args": list, "nproc_per_node": (int, type(None)), "timeout": (int, float, type(None)),
-    "mem_limit": (str, int, type(None)), "name": str, "lenient": bool,
+    "mem_limit": (str, int, type(None)), "name": str, "lenient": bool, "import_check": bool,
 }
 EXPORT_FIELDS: dict[str, Any] = {"path": str, "lenient": bool, "echo_outputs": bool, "save": bool}
 
@@ -128,7 +142,7 @@ class JobsHandler(JobsBase):
             timeout=body.get("timeout"), mem_limit=body.get("mem_limit"), name=body.get("name") or "",
             lenient=bool(body.get("lenient")), owner=getattr(user, "username", "") or "",
         )
-        job = await self.jobs.submit(req)
+        job = await self.jobs.submit(req, import_check=body.get("import_check"))
         self.set_header("Location", url_path_join(self.base_url, NAMESPACE, "jobs", job.id))
         self.write_json(self.job_json(job), status=201)
 
@@ -221,9 +235,40 @@ class JobLogHandler(JobsBase):
         super().on_connection_close()
 
 
+class JobFiguresHandler(JobsBase):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """The job's figures, by cell (``path`` relative to the server root, for opening in JupyterLab)."""
+        job = await self.jobs.get(job_id)
+        figures = await asyncio.to_thread(list_figures, job)
+        for figure in figures:
+            figure["path"] = relative_to_root(self.root_dir, os.path.join(job.output_dir or "", figure["path"]))
+        self.set_header("X-Ptcuda-Job-State", job.state)
+        self.write_json(figures)
+
+
+class JobFigureHandler(JobsBase):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str, name: str) -> None:
+        """One figure as image/png, read through no link (the job folder's artifacts are the job's)."""
+        job = await self.jobs.get(job_id)
+        f = await asyncio.to_thread(open_figure, job, name)
+        try:
+            data = await asyncio.to_thread(f.read, MAX_FIGURE_BYTES)
+        finally:
+            f.close()
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "private, no-cache")
+        self.finish(data, set_content_type="image/png")
+
+
 handlers = [
     (rf"/{NAMESPACE}/exports", ExportsHandler),
     (rf"/{NAMESPACE}/jobs", JobsHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}", JobHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/log", JobLogHandler),
+    (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures", JobFiguresHandler),
+    (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures/(?P<name>[^/]+)", JobFigureHandler),
 ]

@@ -1,14 +1,17 @@
 /**
  * Batch jobs: the list (`GET jobs`, polled while the Jobs view is visible), submitting
- * (`POST jobs`), cancelling (`DELETE jobs/<id>`), and one job's live log
- * (`GET jobs/<id>/log?offset=N`, polled until the job has ended and the log is read to its end).
+ * (`POST jobs`), cancelling (`DELETE jobs/<id>`), one job's live log
+ * (`GET jobs/<id>/log?offset=N`, polled until the job has ended and the log is read to its end),
+ * and one job's matplotlib figures (`GET jobs/<id>/figures`, polled until the job has ended).
  */
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
+  API_NAMESPACE,
   ApiError,
   errorMessage,
   postJSON,
@@ -320,6 +323,173 @@ export namespace JobLogModel {
     pollInterval?: number;
     /** Characters of log kept (default 2 000 000; older text is dropped). */
     maxChars?: number;
+    autoStart?: boolean;
+  }
+}
+
+/** A figure a notebook job saved: `outputs/<job>/artifacts/figures/cell-<cell>-<index>.png`. */
+export interface IJobFigure {
+  name: string;
+  /** The notebook cell that drew it (counted from 1, markdown cells included). */
+  cell: number;
+  /** Its number within the cell, from 1. */
+  index: number;
+  size: number;
+  /** Relative to the server root (to open it in JupyterLab). */
+  path?: string | null;
+}
+
+/**
+ * One job's figures: the list (`GET jobs/<id>/figures`), polled while the job runs and read once
+ * more after it has ended, and each figure's PNG (`GET jobs/<id>/figures/<name>`), fetched with the
+ * page's credentials and shown through a blob URL (revoked on dispose).
+ */
+export class JobFiguresModel implements IDisposable {
+  constructor(
+    readonly jobId: string,
+    options: JobFiguresModel.IOptions = {}
+  ) {
+    this._settings = options.serverSettings ?? ServerConnection.makeSettings();
+    this._poll = new Poll({
+      auto: options.autoStart ?? true,
+      factory: () => this.fetch(),
+      frequency: {
+        interval: options.pollInterval ?? 3000,
+        backoff: true,
+        max: 30000
+      },
+      name: `jupyter-ptcuda:JobFiguresModel#${jobId}`,
+      standby: 'when-hidden'
+    });
+  }
+
+  /** The figures listed so far, by cell and number. */
+  get figures(): IJobFigure[] {
+    return this._figures;
+  }
+
+  /** True once the job has ended and its figures have been listed. */
+  get done(): boolean {
+    return this._done;
+  }
+
+  get error(): string {
+    return this._error;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get poll(): Poll {
+    return this._poll;
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  /** The image URL of a figure once it is loaded, else null. */
+  src(name: string): string | null {
+    return this._urls.get(name)?.url ?? null;
+  }
+
+  /** List the figures and load the new ones. */
+  async fetch(): Promise<void> {
+    if (this._done) {
+      return;
+    }
+    const base = `jobs/${encodeURIComponent(this.jobId)}/figures`;
+    let figures: IJobFigure[];
+    let state: string | null;
+    try {
+      const response = await requestRaw(base, {}, this._settings);
+      figures = JSON.parse((await response.text()) || '[]') as IJobFigure[];
+      state = response.headers.get('X-Ptcuda-Job-State');
+    } catch (error) {
+      this._error = errorMessage(error);
+      if (error instanceof ApiError && error.status === 404) {
+        this._finish();
+      }
+      this._changed.emit();
+      throw error;
+    }
+    this._error = '';
+    for (const figure of figures) {
+      const known = this._urls.get(figure.name);
+      if (known && known.size === figure.size) {
+        continue;
+      }
+      try {
+        const response = await requestRaw(
+          `${base}/${encodeURIComponent(figure.name)}`,
+          {},
+          this._settings
+        );
+        this._set(figure, await response.arrayBuffer());
+      } catch (error) {
+        this._error = `${figure.name}: ${errorMessage(error)}`;
+      }
+    }
+    this._figures = figures;
+    if (isTerminal(state)) {
+      this._finish();
+    }
+    this._changed.emit();
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    for (const { url } of this._urls.values()) {
+      if (url.startsWith('blob:')) {
+        URL.revokeObjectURL(url);
+      }
+    }
+    this._urls.clear();
+    Signal.clearData(this);
+  }
+
+  private _set(figure: IJobFigure, bytes: ArrayBuffer): void {
+    const old = this._urls.get(figure.name)?.url;
+    if (old?.startsWith('blob:')) {
+      URL.revokeObjectURL(old);
+    }
+    const url =
+      typeof URL.createObjectURL === 'function'
+        ? URL.createObjectURL(new Blob([bytes], { type: 'image/png' }))
+        : URLExt.join(
+            this._settings.baseUrl,
+            API_NAMESPACE,
+            'jobs',
+            encodeURIComponent(this.jobId),
+            'figures',
+            encodeURIComponent(figure.name)
+          );
+    this._urls.set(figure.name, { url, size: figure.size });
+  }
+
+  private _finish(): void {
+    this._done = true;
+    void this._poll.stop();
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _figures: IJobFigure[] = [];
+  private _urls = new Map<string, { url: string; size: number }>();
+  private _done = false;
+  private _error = '';
+  private _changed = new Signal<this, void>(this);
+  private _poll: Poll;
+}
+
+export namespace JobFiguresModel {
+  export interface IOptions {
+    serverSettings?: ServerConnection.ISettings;
+    /** ms between listings while the job runs (default 3000, backing off after errors). */
+    pollInterval?: number;
     autoStart?: boolean;
   }
 }

@@ -5,7 +5,13 @@ import * as React from 'react';
 
 import { formatDuration } from '../format';
 import { errorTitle } from '../health';
-import { isTerminal, JobLogModel, JobsModel } from '../jobs';
+import {
+  IJobFigure,
+  isTerminal,
+  JobFiguresModel,
+  JobLogModel,
+  JobsModel
+} from '../jobs';
 import { errorMessage } from '../request';
 import { IJob } from '../tokens';
 
@@ -70,6 +76,59 @@ function JobLog(props: {
       >
         {log.text || (log.done ? '(empty log)' : '')}
       </pre>
+    </section>
+  );
+}
+
+/** The figures the selected job saved (matplotlib, at `plt.show()` and at each cell's end). */
+export function JobFigures(props: {
+  figures: IJobFigure[];
+  src: (name: string) => string | null;
+  error?: string;
+  onOpen: (path: string) => void;
+}): JSX.Element | null {
+  const { figures } = props;
+  if (!figures.length && !props.error) {
+    return null;
+  }
+  return (
+    <section className="jp-ptcuda-JobFigures" aria-label="Figures">
+      <h3>Figures ({figures.length})</h3>
+      {props.error && <div className="jp-ptcuda-error">{props.error}</div>}
+      <div style={{ display: 'flex', flexWrap: 'wrap', gap: '8px' }}>
+        {figures.map(figure => {
+          const src = props.src(figure.name);
+          const label = `cell ${figure.cell}, figure ${figure.index}`;
+          return (
+            <figure
+              key={figure.name}
+              className="jp-ptcuda-JobFigure"
+              data-name={figure.name}
+              style={{ margin: 0, maxWidth: '360px' }}
+            >
+              {src ? (
+                <img src={src} alt={label} style={{ maxWidth: '100%' }} />
+              ) : (
+                <div className="jp-ptcuda-muted">loading {figure.name}…</div>
+              )}
+              <figcaption>
+                {label}{' '}
+                {figure.path && (
+                  <a
+                    href="#"
+                    onClick={e => {
+                      e.preventDefault();
+                      props.onOpen(figure.path!);
+                    }}
+                  >
+                    open
+                  </a>
+                )}
+              </figcaption>
+            </figure>
+          );
+        })}
+      </div>
     </section>
   );
 }
@@ -147,7 +206,7 @@ function JobRow(props: {
 
 /**
  * The "Jobs" view: every job with its state and exit code, a Log and a Cancel button, and the
- * selected job's log, followed live.
+ * selected job's log, followed live, with the figures it saved.
  */
 export class JobsView extends ReactWidget {
   constructor(
@@ -155,6 +214,8 @@ export class JobsView extends ReactWidget {
     private _options: {
       serverSettings?: ServerConnection.ISettings;
       openPath: (path: string) => void;
+      /** Start polling the selected job's figures at once (default true; tests set false). */
+      autoStart?: boolean;
     }
   ) {
     super();
@@ -162,14 +223,20 @@ export class JobsView extends ReactWidget {
     _model.changed.connect(this._onChange, this);
   }
 
-  /** Show a job's log (and follow it while it runs). */
+  /** Show a job's log and figures (and follow them while it runs). */
   select(jobId: string): void {
     if (this._log?.jobId !== jobId) {
       this._log?.dispose();
+      this._figures?.dispose();
       this._log = new JobLogModel(jobId, {
         serverSettings: this._options.serverSettings
       });
       this._log.changed.connect(this._onLogChange, this);
+      this._figures = new JobFiguresModel(jobId, {
+        serverSettings: this._options.serverSettings,
+        autoStart: this._options.autoStart
+      });
+      this._figures.changed.connect(this._onChange, this);
     }
     this.update();
   }
@@ -182,6 +249,10 @@ export class JobsView extends ReactWidget {
 
   get log(): JobLogModel | null {
     return this._log;
+  }
+
+  get figures(): JobFiguresModel | null {
+    return this._figures;
   }
 
   protected render(): JSX.Element {
@@ -254,6 +325,14 @@ export class JobsView extends ReactWidget {
             onOpen={this._options.openPath}
           />
         )}
+        {this._figures && (
+          <JobFigures
+            figures={this._figures.figures}
+            src={name => this._figures?.src(name) ?? null}
+            error={this._figures.error}
+            onOpen={this._options.openPath}
+          />
+        )}
       </div>
     );
   }
@@ -284,6 +363,7 @@ export class JobsView extends ReactWidget {
     }
     this._model.changed.disconnect(this._onChange, this);
     this._log?.dispose();
+    this._figures?.dispose();
     super.dispose();
   }
 
@@ -314,6 +394,7 @@ export class JobsView extends ReactWidget {
   }
 
   private _log: JobLogModel | null = null;
+  private _figures: JobFiguresModel | null = null;
   private _notice: { title: string; message: string } | null = null;
   private _refreshedFor = new Set<string>();
 }
