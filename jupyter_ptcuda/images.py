@@ -42,7 +42,7 @@ from .containers import labels as L
 from .containers.build import Policy, Request, build
 from .containers.engine import Engine
 from .containers.identity import this_server
-from .containers.service import ContainerService
+from .containers.service import ContainerService, ImageInfo
 from .containers.spec import ContainerSpec
 from .errors import ImageNotReady, PtcudaError
 from .presets import PRESETS, add_torchvision, install_list, project_name
@@ -55,10 +55,8 @@ DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"
 L_BASE, L_TORCH, L_CUDA = L.IMAGE_BASE, L.IMAGE_TORCH, L.IMAGE_CUDA
 L_PYTHON, L_IPYKERNEL = L.IMAGE_PYTHON, L.IMAGE_IPYKERNEL
 #: Written by the build: the image's top-level importable modules (stdlib left out), space-separated;
-#: the preset it was built with; its torchvision ("" when left out). (To move to containers/labels.py.)
-L_MODULES = L.PREFIX + "image.modules"
-L_PRESET = L.PREFIX + "image.preset"
-L_TORCHVISION = L.PREFIX + "image.torchvision"
+#: the preset it was built with; its torchvision ("" when left out).
+L_MODULES, L_PRESET, L_TORCHVISION = L.IMAGE_MODULES, L.IMAGE_PRESET, L.IMAGE_TORCHVISION
 
 PROBE = (
     "import json, platform, sys\n"
@@ -132,9 +130,10 @@ async def probe_modules(service: ContainerService, image: str, names: list[str] 
     raise ImageNotReady(f"image {image!r} could not list its Python modules (exit code {code}): {out.strip()[-300:]}")
 
 
-async def check_kernel_image(service: ContainerService, image: str) -> dict[str, Any]:
-    """Labels or a probe proving ``image`` can run an IPython kernel; ImageNotReady with the fix if not."""
-    labels = (await service.image(image)).labels
+async def check_kernel_image(service: ContainerService, image: str, info: ImageInfo | None = None) -> dict[str, Any]:
+    """Labels or a probe proving ``image`` can run an IPython kernel; ImageNotReady with the fix if not.
+    ``info``: the image's inspect when the caller has it (not asked for again)."""
+    labels = (info or await service.image(image)).labels
     if labels.get(L_IPYKERNEL):
         return {"ipykernel": labels[L_IPYKERNEL], "torch": labels.get(L_TORCH), "cuda": labels.get(L_CUDA)}
     probe = await probe_image(service, image)

@@ -33,7 +33,7 @@ from .containers import labels as L
 from .containers.gpus import parse_gpus
 from .containers.identity import server_id
 from .containers.options import ContainerOptions
-from .containers.service import ContainerService, get_service
+from .containers.service import ContainerService, ImageInfo, get_service
 from .containers.spec import SpecFile, filter_env
 from .errors import ImageNotFound, LaunchError, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
@@ -206,12 +206,14 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         return self.connection_info
 
     async def _ensure_image(self, image: str) -> None:
-        present = True
+        info: ImageInfo | None = None
         try:
-            await self.service.image(image)
+            info = await self.service.image(image)
         except ImageNotFound:
-            present = False
+            pass
+        present = info is not None
         if self.pull_policy == "always" or (not present and self.pull_policy == "missing"):
+            info = None  # what the pull brings is another image: inspected again below
             try:
                 await self.service.pull(image, self.pull_timeout)
             except PtcudaError as exc:
@@ -227,7 +229,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         elif not present:
             raise ImageNotFound(f"image {image!r} is not present (pull_policy='never'): build it with "
                                 f"`jupyter ptcuda image build --tag {image}`.")
-        await check_kernel_image(self.service, image)
+        await check_kernel_image(self.service, image, info)
 
     async def _wait_ready(self) -> None:
         """Heartbeat until the kernel echoes; if the container exits first, remove it and raise why."""

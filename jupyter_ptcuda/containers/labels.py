@@ -28,6 +28,9 @@ IMAGE_TORCH = PREFIX + "image.torch"
 IMAGE_CUDA = PREFIX + "image.cuda"
 IMAGE_PYTHON = PREFIX + "image.python"
 IMAGE_IPYKERNEL = PREFIX + "image.ipykernel"
+IMAGE_MODULES = PREFIX + "image.modules"  # top-level modules the image can import (the jobs' import check)
+IMAGE_PRESET = PREFIX + "image.preset"
+IMAGE_TORCHVISION = PREFIX + "image.torchvision"
 
 #: The kinds of container we run. Jobs outlive their server on purpose; every other kind belongs to
 #: the server that started it (the reaper removes it when that server is gone).

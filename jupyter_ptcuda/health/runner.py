@@ -97,7 +97,7 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
                                     "(NVIDIA Container Toolkit); the check ran without GPUs."}
     report["target"] = {"image": image, "gpus": spec.gpus.label()}
     try:
-        report["image"] = await check_kernel_image(service, image)
+        report["image"] = await check_kernel_image(service, image, info)
     except Exception as exc:  # noqa: BLE001 - informative only; the checks above are the verdict
         report.setdefault("notes", []).append(f"not a kernel image: {exc}")
     return report

@@ -187,42 +187,39 @@ export namespace JobsModel {
  * stream, so a character split between two reads is not mangled. Polling stops once the job is
  * over and a read returns nothing more.
  */
-export class JobLogModel implements IDisposable {
+/**
+ * What the job log and figure models share: one job, a {@link Poll} of `fetch()` that stops once the
+ * job is over and all is read (`done`), the last error, a `changed` signal.
+ */
+abstract class JobReader implements IDisposable {
   constructor(
     readonly jobId: string,
-    options: JobLogModel.IOptions = {}
+    name: string,
+    options: {
+      serverSettings?: ServerConnection.ISettings;
+      pollInterval?: number;
+      autoStart?: boolean;
+    },
+    interval: number
   ) {
     this._settings = options.serverSettings ?? ServerConnection.makeSettings();
-    this._maxChars = options.maxChars ?? 2_000_000;
     this._poll = new Poll({
       auto: options.autoStart ?? true,
       factory: () => this.fetch(),
       frequency: {
-        interval: options.pollInterval ?? 1000,
+        interval: options.pollInterval ?? interval,
         backoff: true,
         max: 30000
       },
-      name: `jupyter-ptcuda:JobLogModel#${jobId}`,
+      name: `jupyter-ptcuda:${name}#${jobId}`,
       standby: 'when-hidden'
     });
   }
 
-  /** The log text read so far (its tail when longer than `maxChars`). */
-  get text(): string {
-    return this._text;
-  }
+  /** Read what is new (the poll's factory). */
+  abstract fetch(): Promise<unknown>;
 
-  /** Bytes read so far (the next `offset`). */
-  get offset(): number {
-    return this._offset;
-  }
-
-  /** The job's state as of the last read. */
-  get state(): JobState | null {
-    return this._state;
-  }
-
-  /** True once the job has ended and its log has been read to the end. */
+  /** True once the job has ended and all of it has been read. */
   get done(): boolean {
     return this._done;
   }
@@ -241,6 +238,47 @@ export class JobLogModel implements IDisposable {
 
   get isDisposed(): boolean {
     return this._poll.isDisposed;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  protected _finish(): void {
+    this._done = true;
+    void this._poll.stop();
+  }
+
+  protected _settings: ServerConnection.ISettings;
+  protected _done = false;
+  protected _error = '';
+  protected _changed = new Signal<this, void>(this);
+  private _poll: Poll;
+}
+
+export class JobLogModel extends JobReader {
+  constructor(jobId: string, options: JobLogModel.IOptions = {}) {
+    super(jobId, 'JobLogModel', options, 1000);
+    this._maxChars = options.maxChars ?? 2_000_000;
+  }
+
+  /** The log text read so far (its tail when longer than `maxChars`). */
+  get text(): string {
+    return this._text;
+  }
+
+  /** Bytes read so far (the next `offset`). */
+  get offset(): number {
+    return this._offset;
+  }
+
+  /** The job's state as of the last read. */
+  get state(): JobState | null {
+    return this._state;
   }
 
   /** Read what is new. Returns the number of bytes read. */
@@ -281,14 +319,6 @@ export class JobLogModel implements IDisposable {
     return bytes.length;
   }
 
-  dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    this._poll.dispose();
-    Signal.clearData(this);
-  }
-
   private _append(chunk: string): void {
     if (!chunk) {
       return;
@@ -299,21 +329,11 @@ export class JobLogModel implements IDisposable {
     }
   }
 
-  private _finish(): void {
-    this._done = true;
-    void this._poll.stop();
-  }
-
-  private _settings: ServerConnection.ISettings;
   private _maxChars: number;
   private _decoder = new TextDecoder('utf-8');
   private _text = '';
   private _offset = 0;
   private _state: JobState | null = null;
-  private _done = false;
-  private _error = '';
-  private _changed = new Signal<this, void>(this);
-  private _poll: Poll;
 }
 
 export namespace JobLogModel {
@@ -344,49 +364,14 @@ export interface IJobFigure {
  * more after it has ended, and each figure's PNG (`GET jobs/<id>/figures/<name>`), fetched with the
  * page's credentials and shown through a blob URL (revoked on dispose).
  */
-export class JobFiguresModel implements IDisposable {
-  constructor(
-    readonly jobId: string,
-    options: JobFiguresModel.IOptions = {}
-  ) {
-    this._settings = options.serverSettings ?? ServerConnection.makeSettings();
-    this._poll = new Poll({
-      auto: options.autoStart ?? true,
-      factory: () => this.fetch(),
-      frequency: {
-        interval: options.pollInterval ?? 3000,
-        backoff: true,
-        max: 30000
-      },
-      name: `jupyter-ptcuda:JobFiguresModel#${jobId}`,
-      standby: 'when-hidden'
-    });
+export class JobFiguresModel extends JobReader {
+  constructor(jobId: string, options: JobFiguresModel.IOptions = {}) {
+    super(jobId, 'JobFiguresModel', options, 3000);
   }
 
   /** The figures listed so far, by cell and number. */
   get figures(): IJobFigure[] {
     return this._figures;
-  }
-
-  /** True once the job has ended and its figures have been listed. */
-  get done(): boolean {
-    return this._done;
-  }
-
-  get error(): string {
-    return this._error;
-  }
-
-  get changed(): ISignal<this, void> {
-    return this._changed;
-  }
-
-  get poll(): Poll {
-    return this._poll;
-  }
-
-  get isDisposed(): boolean {
-    return this._poll.isDisposed;
   }
 
   /** The image URL of a figure once it is loaded, else null. */
@@ -442,14 +427,13 @@ export class JobFiguresModel implements IDisposable {
     if (this.isDisposed) {
       return;
     }
-    this._poll.dispose();
     for (const { url } of this._urls.values()) {
       if (url.startsWith('blob:')) {
         URL.revokeObjectURL(url);
       }
     }
     this._urls.clear();
-    Signal.clearData(this);
+    super.dispose();
   }
 
   private _set(figure: IJobFigure, bytes: ArrayBuffer): void {
@@ -471,18 +455,8 @@ export class JobFiguresModel implements IDisposable {
     this._urls.set(figure.name, { url, size: figure.size });
   }
 
-  private _finish(): void {
-    this._done = true;
-    void this._poll.stop();
-  }
-
-  private _settings: ServerConnection.ISettings;
   private _figures: IJobFigure[] = [];
   private _urls = new Map<string, { url: string; size: number }>();
-  private _done = false;
-  private _error = '';
-  private _changed = new Signal<this, void>(this);
-  private _poll: Poll;
 }
 
 export namespace JobFiguresModel {

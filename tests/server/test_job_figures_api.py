@@ -5,16 +5,13 @@ the image lacks is refused at submit (400) with the build command, and nothing o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 
 import nbformat
 import pytest
 
-from tests.conftest import _engine_answers
 from tests.datasci import containers_created, ensure_datasci_image
-from tests.server.helpers import wait_for
+from tests.server.helpers import job_environment, wait_for
 from tests.server.openapi_check import validate_response
 
 pytestmark = pytest.mark.integration
@@ -35,23 +32,8 @@ def jp_server_config(jp_server_config):
 @pytest.fixture(autouse=True)
 def job_env(tmp_path, monkeypatch, jp_root_dir, datasci_image):
     """A private job store, the datasci image as the jobs' default, nb/ owned by the job user; no leftovers."""
-    if not _engine_answers():
-        pytest.fail("no Docker engine answers: run scripts/ensure-engine") if os.environ.get("CI") else \
-            pytest.skip("no Docker engine")
-    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
-    monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", datasci_image)
-    (jp_root_dir / "nb").mkdir()
-    if os.geteuid() == 0:
-        os.chown(jp_root_dir / "nb", 1000, 100)
-    yield
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
-                         text=True).stdout.split()
-    left = [i for i in ids if str(jp_root_dir) in subprocess.run(
-        ["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}', i],
-        capture_output=True, text=True).stdout]
-    for cid in left:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-    assert not left, f"job containers left behind: {left}"
+    with job_environment(tmp_path, monkeypatch, jp_root_dir, datasci_image):
+        yield
 
 
 def write_notebook(root, rel: str, cells: list[tuple[str, str]]) -> str:

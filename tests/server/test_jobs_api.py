@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 
 import nbformat
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
 
-from tests.conftest import TEST_IMAGE, _engine_answers
+from tests.conftest import TEST_IMAGE
 from tests.integration.conftest import hook_engine
-from tests.server.helpers import wait_for
+from tests.server.helpers import job_environment, wait_for
 
 pytestmark = pytest.mark.integration  # a real engine runs the jobs
 
@@ -38,23 +37,8 @@ def jp_server_config(jp_server_config, request):
 @pytest.fixture(autouse=True)
 def job_env(tmp_path, monkeypatch, jp_root_dir):
     """A private job store, the test image as the default, a root the job user can write; no leftovers."""
-    if not _engine_answers():
-        pytest.fail("no Docker engine answers: run scripts/ensure-engine") if os.environ.get("CI") else \
-            pytest.skip("no Docker engine")
-    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
-    monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", TEST_IMAGE)
-    (jp_root_dir / "nb").mkdir()
-    if os.geteuid() == 0:
-        os.chown(jp_root_dir / "nb", 1000, 100)
-    yield
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
-                         text=True).stdout.split()
-    left = [i for i in ids if str(jp_root_dir) in subprocess.run(
-        ["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}', i],
-        capture_output=True, text=True).stdout]
-    for cid in left:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-    assert not left, f"job containers left behind: {left}"
+    with job_environment(tmp_path, monkeypatch, jp_root_dir, TEST_IMAGE):
+        yield
 
 
 def write_notebook(root, rel="nb/train.ipynb"):
