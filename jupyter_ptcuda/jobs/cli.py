@@ -46,6 +46,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mem-limit", metavar="SIZE", help="memory limit, e.g. 16g (exceeding it: OOMKilled)")
     p.add_argument("--name", default="", help="a name to recognise the job by (default: the file's stem)")
     p.add_argument("--lenient", action="store_true", help="export: comment out magics with no plain-Python form")
+    p.add_argument("--no-import-check", dest="import_check", action="store_false", default=None,
+                   help="start even if the image lacks a package the script imports (default: refuse, naming them)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
 
 
@@ -134,12 +136,14 @@ def manager() -> JobManager:
 
 def cmd_run(args: argparse.Namespace) -> int:
     req = request_from_args(args)
-    return asyncio.run(_run(req, wait=args.wait, as_json=args.json))
+    return asyncio.run(_run(req, wait=args.wait, as_json=args.json, import_check=args.import_check))
 
 
-async def _run(req: JobRequest, *, wait: bool, as_json: bool) -> int:
+async def _run(req: JobRequest, *, wait: bool, as_json: bool, import_check: bool | None = None) -> int:
     mgr = manager()
-    job = await mgr.submit(req, watch=False)
+    job = await mgr.submit(req, watch=False, import_check=import_check)
+    for warning in job.meta.get("export_warnings") or ():  # also at the top of the job's log
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"job {job.id} running in {job.image} ({job.image_digest[:19]}), gpus {job.gpus}; "
           f"output in {job.output_dir}", file=sys.stderr, flush=True)
     if not wait:

@@ -215,7 +215,8 @@ class JobManager(JobLifecycle):
             requirements=list(export.requirements) if export else [],
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
-                  "nproc_per_node": req.nproc_per_node, "user": spec.user},
+                  "nproc_per_node": req.nproc_per_node, "user": spec.user,
+                  "export_warnings": list(export.warnings) if export else []},
         )
         await self._db(self.store.insert, job)
         return await self._start(job, spec, opts.gpu_fallback, watch=watch,

@@ -100,3 +100,22 @@ def test_a_script_with_everything_at_hand_runs_and_the_check_can_be_skipped(engi
     (done, failed), (log, failed_log) = asyncio.run(go())
     assert (done.state, done.exit_code) == ("completed", 0) and b"ok mine" in log
     assert failed.state == "failed" and b"ModuleNotFoundError" in failed_log  # the old way: 10 s later, in the log
+
+
+def test_run_no_import_check_starts_the_job_and_run_says_the_export_warnings(engine, datasci_image, notebook_dir):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", execution_count=2),
+                                         nbformat.v4.new_code_cell("import einops_not_here\nprint(x)",
+                                                                   execution_count=1)])
+    path = notebook_dir / "late.ipynb"
+    nbformat.write(nb, path)
+    refused = cli("run", "--image", datasci_image, str(path))
+    assert refused.returncode == 1 and "einops-not-here" in refused.stderr
+    # without --wait: the job id on stdout, the export's warnings (out-of-order cells) on stderr
+    started = cli("run", "--image", datasci_image, "--gpus", "none", str(path), "--no-import-check")
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.strip()
+    assert "warning: cells ran out of order: cell 2 (In [1]) is below cell 1" in started.stderr, started.stderr
+    logs = cli("jobs", "logs", "-f", job_id)
+    assert "ModuleNotFoundError" in logs.stdout + logs.stderr
+    job = json.loads(cli("jobs", "show", job_id).stdout)
+    assert job["state"] == "failed" and job["exit_code"] == 1

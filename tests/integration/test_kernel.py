@@ -348,3 +348,31 @@ async def test_a_kernel_that_cannot_write_its_folder_says_so(kernelspec, tmp_pat
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize("sudo_uid", [None, "1000"])
+async def test_the_quickstart_folder_is_one_the_kernel_can_write(kernelspec, tmp_path, sudo_uid):
+    """scripts/quickstart serves the folder scripts/notebook-folder makes: as root it is the sudo user's, or
+    65533's (no host account), and a notebook's kernel writes there without a notice."""
+    import subprocess
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUDO_")}
+    if sudo_uid:
+        env.update(SUDO_UID=sudo_uid, SUDO_GID="100")
+    script = Path(__file__).parents[2] / "scripts" / "notebook-folder"
+    out = subprocess.run([str(script), str(tmp_path / "notebooks")], env=env, capture_output=True, text=True, check=True)
+    folder = Path(out.stdout.strip())
+    assert folder == tmp_path / "notebooks"
+    owner = int(sudo_uid or 65533)
+    assert folder.stat().st_uid == owner
+    km, kc = await started(kernelspec(), folder)
+    try:
+        said: list[str] = []
+        reply = await kc.execute_interactive("open('saved.txt', 'w').write('ok')", timeout=60,
+                                             output_hook=lambda m: said.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok" and "cannot write" not in "".join(said)
+        assert (folder / "saved.txt").stat().st_uid == owner
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
