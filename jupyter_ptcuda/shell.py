@@ -1,0 +1,292 @@
+"""A shell, or one command, inside a kernel's or job's container (``jupyter ptcuda shell|exec``, and the
+process behind a JupyterLab "terminal in kernel container").
+
+The exec is always built here, from the container itself: its configured user (the kernel's ``uid:gid``),
+its working directory (the notebook's folder) and its environment (so ``NVIDIA_VISIBLE_DEVICES`` is the
+kernel's). A caller chooses only *which* kernel or job; never the command of a shell, the user or the
+container. The container is found with :meth:`ContainerService.find` and read with
+:meth:`ContainerService.spec_of`; a command runs with :meth:`ContainerService.exec`.
+
+The interactive shell needs a terminal. It is a Docker exec with ``Tty`` and stdin attached over the
+engine's own socket (the SDK's hijacked ``exec_start(socket=True)``), bridged to this process's terminal
+(raw mode, window size forwarded with ``exec_resize``), not the ``docker`` CLI: no docker binary is needed,
+it talks to the engine the engine seam is configured for (``DOCKER_HOST``), and it is one byte stream a
+remote backend can forward. That attach (:func:`open_tty_exec`) is not on :class:`ContainerService` yet;
+a broker backend needs to provide it.
+
+A Docker exec outlives its client (the engine keeps the process and its terminal when the attach
+closes), so the shell first reports its pid (``PTCUDA-PID n``, read here and not shown) and, when this
+process is told to hang up (SIGHUP/SIGTERM: the terminal was closed) it ends that shell's whole session
+in the container with a second exec (SIGHUP, then SIGKILL). When the container goes (kernel shut down),
+the attach ends, and so does this process.
+
+Usage as a module (what the server's terminal runs; arguments built by the server, never by a client)::
+
+    python -m jupyter_ptcuda.shell attach CONTAINER_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+from .containers import labels as L
+from .containers.service import ContainerService, get_service
+from .errors import ConfigError, NotFound, PtcudaError
+
+#: The shell: report our pid (the session id: Docker starts a tty exec in its own session), then bash if
+#: the image has it, else sh.
+SHELL_SCRIPT = ('printf "PTCUDA-PID %s\\n" "$$"; '
+                'if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh')
+#: Ends every process of session $1 (SIGHUP, then SIGKILL): POSIX sh over /proc, no ps needed.
+KILL_SCRIPT = r"""sid=$1; pids=
+for d in /proc/[0-9]*; do
+  { read -r line < "$d/stat"; } 2>/dev/null || continue
+  set -- ${line##*) }
+  [ "$4" = "$sid" ] && pids="$pids ${d#/proc/}"
+done
+[ -z "$pids" ] && exit 0
+kill -HUP $pids 2>/dev/null; sleep 1; kill -KILL $pids 2>/dev/null; exit 0"""
+PID_LINE = re.compile(rb"PTCUDA-PID (\d+)\r?\n")
+#: Terminal types passed into the container (nothing else of this process's environment is).
+TERM_DEFAULT = "xterm-256color"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecTarget:
+    """The container a shell or command runs in, and as whom, where."""
+
+    container: str  # full container id
+    kind: str  # kernel | job
+    id: str  # the kernel or job id
+    user: str  # the container's configured user, "uid:gid"
+    workdir: str  # its working directory
+
+
+async def resolve(service: ContainerService, ident: str, kind: str | None = None) -> ExecTarget:
+    """The running container of kernel or job ``ident`` (a unique prefix will do from the CLI); NotFound
+    saying how to list them. ``kind``: only look for that kind. Called by the CLI and the server."""
+    if not ident or not isinstance(ident, str):
+        raise ConfigError("give the id of a running kernel or job (`jupyter ptcuda jobs list`, "
+                          "`docker ps --filter label=io.jupyter-ptcuda.kind=kernel`)")
+    errors: list[str] = []
+    for k in (kind,) if kind else (L.KERNEL, L.JOB):
+        try:
+            state = await service.find(k, ident)
+        except NotFound as exc:
+            errors.append(exc.message)
+            continue
+        spec, _ = await service.spec_of(state.id)
+        return ExecTarget(container=state.id, kind=k, id=state.tag.id, user=spec.user, workdir=spec.workdir or "/")
+    if kind:
+        raise NotFound(errors[0])
+    raise NotFound(f"no running kernel or job {ident!r}: {errors[0]}")
+
+
+async def run_command(service: ContainerService, target: ExecTarget, argv: list[str]) -> tuple[int, bytes]:
+    """Run ``argv`` in the target's container as its user, in its folder; ``(exit code, output)``."""
+    if not argv:
+        raise ConfigError("give the command after --, e.g. `jupyter ptcuda exec KERNEL_ID -- nvidia-smi`")
+    return await service.exec(target.container, argv, user=target.user, workdir=target.workdir)
+
+
+# -- the interactive attach --------------------------------------------------------------------------
+def open_tty_exec(service: ContainerService, target: ExecTarget, argv: list[str],
+                  env: dict[str, str] | None = None) -> tuple[str, Any]:
+    """Start ``argv`` in the container with a terminal and stdin attached; ``(exec id, socket)``. Blocking
+    (call it from a thread or a process of its own). Not on ContainerService yet: a broker must add it."""
+    def start(api: Any) -> tuple[str, Any]:
+        ex = api.exec_create(target.container, argv, stdin=True, tty=True, user=target.user,
+                             workdir=target.workdir, environment=env or None)
+        sock = api.exec_start(ex["Id"], tty=True, socket=True)
+        return ex["Id"], sock
+
+    return service.engine.run_sync(start, what=f"a shell in {target.kind} {target.id}")
+
+
+def exec_exit_code(service: ContainerService, exec_id: str) -> int:
+    info = service.engine.run_sync(lambda api: api.exec_inspect(exec_id))
+    code = info.get("ExitCode")
+    return int(code) if code is not None else 0
+
+
+def end_session(service: ContainerService, container: str, user: str, pid: int) -> None:
+    """End every process of the shell's session in the container (the exec outlives its attach)."""
+    with contextlib.suppress(PtcudaError):
+        asyncio.run(service.exec(container, ["sh", "-c", KILL_SCRIPT, "sh", str(pid)], user=user))
+
+
+def end_session_soon(target: ExecTarget, pid: int) -> None:
+    """:func:`end_session` in a detached process: a terminal being closed gets SIGKILL a few tenths of a
+    second after its hangup, sooner than an exec into the container takes."""
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-m", "jupyter_ptcuda.shell", "end", target.container, target.user, str(pid)],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def _winsize(fd: int) -> tuple[int, int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+def _resize(service: ContainerService, exec_id: str, fd: int) -> None:
+    size = _winsize(fd)
+    if size:
+        with contextlib.suppress(PtcudaError):
+            service.engine.run_sync(lambda api: api.exec_resize(exec_id, height=size[0], width=size[1]))
+
+
+def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    """A shell in the target's container on this process's terminal; its exit status (129 after a hangup)."""
+    if not os.isatty(stdin_fd):
+        raise ConfigError("`jupyter ptcuda shell` needs a terminal; for a command without one use "
+                          "`jupyter ptcuda exec ID -- CMD ...`")
+    term = os.environ.get("TERM") or TERM_DEFAULT
+    exec_id, sock = open_tty_exec(service, target, ["sh", "-c", SHELL_SCRIPT], {"TERM": term})
+    raw: socket.socket = getattr(sock, "_sock", sock)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    events: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        events.append("winch" if signum == signal.SIGWINCH else "hangup")
+        with contextlib.suppress(OSError):
+            os.write(wake_w, b"x")
+
+    # SIGINT too: in raw mode a typed ^C is a byte for the shell, so a SIGINT comes from whoever closes us
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGWINCH, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(stdin_fd)
+    pid: int | None = None  # the shell's, in the container
+    head = b""
+    hung_up = False
+    try:
+        tty.setraw(stdin_fd, termios.TCSANOW)  # not TCSAFLUSH: keep what was typed ahead
+        _resize(service, exec_id, stdin_fd)
+        stdin_open = True
+        while True:
+            fds: list[Any] = [raw, wake_r] + ([stdin_fd] if stdin_open else [])
+            try:
+                ready, _, _ = select.select(fds, [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                os.read(wake_r, 1024)
+                if "hangup" in events:
+                    hung_up = True
+                    break
+                events.clear()
+                _resize(service, exec_id, stdin_fd)
+            if raw in ready:
+                data = raw.recv(65536)
+                if not data:
+                    break
+                if pid is None:  # the shell's first line: its pid, not shown
+                    head += data
+                    m = PID_LINE.search(head)
+                    if m is None:
+                        if len(head) < 4096:
+                            continue
+                        data, head = head, b""
+                        pid = 0
+                    else:
+                        pid = int(m.group(1))
+                        data, head = head[: m.start()] + head[m.end():], b""
+                if data:
+                    os.write(stdout_fd, data)
+            if stdin_open and stdin_fd in ready:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    stdin_open = False
+                    continue
+                raw.sendall(data)
+    finally:
+        if hung_up and pid:
+            end_session_soon(target, pid)
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(wake_r)
+        os.close(wake_w)
+        with contextlib.suppress(OSError):
+            sock.close()
+    return 129 if hung_up else exec_exit_code(service, exec_id)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+def cmd_shell(args: argparse.Namespace) -> int:
+    service = get_service()
+    target = asyncio.run(resolve(service, args.id))
+    return interactive(service, target)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    service = get_service()
+    target = asyncio.run(resolve(service, args.id))
+    code, out = asyncio.run(run_command(service, target, argv))
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return code
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``shell`` and ``exec`` to the ``jupyter ptcuda`` sub-commands (called by ``jupyter_ptcuda.cli``)."""
+    s = sub.add_parser("shell", help="an interactive shell in a running kernel's or job's container",
+                       description="bash (or sh) in the container, as the kernel's user, in its folder")
+    s.add_argument("id", metavar="KERNEL_ID|JOB_ID", help="a running kernel or job (a unique prefix will do)")
+    s.set_defaults(func=cmd_shell)
+    e = sub.add_parser("exec", help="run one command in a running kernel's or job's container; its exit code",
+                       usage="jupyter ptcuda exec KERNEL_ID|JOB_ID -- CMD [ARG ...]",
+                       description="Runs CMD in the container as the kernel's user, in its folder, without a "
+                                   "terminal; prints its output (stdout and stderr) and exits with its code.")
+    e.add_argument("id", metavar="KERNEL_ID|JOB_ID", help="a running kernel or job (a unique prefix will do)")
+    e.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_exec)
+
+
+def _attach_main(argv: list[str]) -> int:
+    """``python -m jupyter_ptcuda.shell attach CONTAINER_ID``: the process of a server terminal;
+    ``... end CONTAINER_ID USER PID``: end a closed terminal's shell session (see :func:`end_session_soon`)."""
+    if argv[:1] == ["end"] and len(argv) == 4:
+        end_session(get_service(), argv[1], argv[2], int(argv[3]))
+        return 0
+    p = argparse.ArgumentParser(prog="python -m jupyter_ptcuda.shell")
+    p.add_argument("action", choices=["attach"])
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    service = get_service()
+    try:
+        state = asyncio.run(service.inspect(args.container))
+        if state is None or not state.running or state.tag.kind not in (L.KERNEL, L.JOB):
+            raise NotFound(f"container {args.container[:12]} is not a running kernel or job any more.")
+        spec, _ = asyncio.run(service.spec_of(state.id))
+        target = ExecTarget(container=state.id, kind=state.tag.kind, id=state.tag.id, user=spec.user,
+                            workdir=spec.workdir or "/")
+        return interactive(service, target)
+    except PtcudaError as exc:
+        print(f"jupyter ptcuda: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_attach_main(sys.argv[1:]))
