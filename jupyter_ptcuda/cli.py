@@ -210,7 +210,8 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
 
 
 def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None]]:
-    """Commands contributed by feature modules (export, jobs)."""
+    """Commands contributed by feature modules (export, jobs, shell/exec)."""
+    from . import shell
     from .export import cli as export_cli
     from .jobs import cli as jobs_cli
 
@@ -219,7 +220,7 @@ def _feature_commands() -> dict[str, Callable[[argparse._SubParsersAction], None
         export_cli.add_arguments(e)
         e.set_defaults(func=export_cli.run)
 
-    return {"export": reg_export, "jobs": jobs_cli.register}
+    return {"export": reg_export, "jobs": jobs_cli.register, "shell": shell.register}
 
 
 def main(argv: list[str] | None = None) -> int:
