@@ -1,0 +1,509 @@
+"""KubeContainerService: the container service's interface over the Kubernetes API (kubernetes_asyncio).
+
+The only module that imports ``kubernetes_asyncio`` (an optional dependency, imported when a service
+is made, so the package imports without it). Same method names and types as
+:class:`~..service.ContainerService`: ``launch`` (a Pod, or a Job for a job: backoffLimit 0,
+activeDeadlineSeconds for its timeout), ``inspect`` / ``list`` / ``find`` (from the pod and its
+annotations, which :mod:`..labels` wrote), ``logs`` / ``follow`` (the pod's log), ``wait`` (exit code and
+OOMKilled from the container status), ``signal`` (SIGTERM/SIGKILL = delete with/without grace),
+``remove``, ``run_once``; and :meth:`reap` (orphaned pods, by label).
+
+A pod that stays Pending is reported with the scheduler's reason (its events) and deleted after
+``c.KubeBackend.launch_timeout``. Every API answer other than 2xx becomes one of our errors, saying what
+to do; a 403 names the Role in ``examples/k8s/role.yaml``.
+
+Callers: whoever selects this backend (:func:`get_kube_service`); the server wires it (not yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
+from .. import labels as L
+from ..identity import Identity, this_server
+from ..service import ContainerService, ContainerState, Launched
+from ..spec import ContainerSpec
+from . import pods as P
+from .options import KubeBackend, KubeOptions
+
+log = logging.getLogger("jupyter_ptcuda")
+
+#: Exit code a Job killed at its activeDeadlineSeconds reads as (as coreutils ``timeout``).
+DEADLINE_EXIT = 124
+ROLE_HINT = ("the server's service account needs the Role in examples/k8s/role.yaml (pods, pods/log, jobs, events "
+             "in its namespace)")
+
+
+def _time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def api_error(status: int, body: bytes | str, what: str) -> Exception:
+    """Our error for a non-2xx answer; ``body`` is the API's ``Status`` object (or whatever came)."""
+    try:
+        st = json.loads(body or b"{}")
+        message = str(st.get("message") or "") if isinstance(st, dict) else ""
+    except ValueError:
+        message = (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
+    message = message or f"HTTP {status}"
+    if status == 403:
+        return Forbidden(f"{what}: the Kubernetes API refused: {message}. {ROLE_HINT}.")
+    if status == 401:
+        return Forbidden(f"{what}: the Kubernetes API did not accept the server's credentials: {message}.")
+    if status == 404:
+        return NotFound(f"{what}: {message}.")
+    if status == 409:
+        return Conflict(f"{what}: {message}.")
+    if status in (400, 422):
+        return ConfigError(f"{what}: the Kubernetes API rejected it: {message}.")
+    return EngineError(f"{what}: the Kubernetes API answered {status}: {message}.")
+
+
+def state_from_pod(pod: Mapping[str, Any]) -> ContainerState:
+    """A pod (a Job's pod reads as its Job: id = the Job's name) as the service's ContainerState."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(L.PREFIX)}
+    job = (meta.get("labels") or {}).get(P.JOB_NAME)
+    cstatus: dict[str, Any] = next((c for c in status.get("containerStatuses") or [] if c.get("name") == P.CONTAINER), {})
+    cstate = cstatus.get("state") or {}
+    term = cstate.get("terminated") or {}
+    phase = status.get("phase") or "Pending"
+    running = phase == "Running" and not meta.get("deletionTimestamp")
+    word = ("removing" if meta.get("deletionTimestamp") else
+            {"Pending": "created", "Running": "running", "Succeeded": "exited", "Failed": "exited"}.get(phase, "dead"))
+    code = term.get("exitCode")
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return ContainerState(
+        id=job or meta.get("name", ""), name=job or meta.get("name", ""), image=containers[0].get("image") or "",
+        image_id=cstatus.get("imageID") or "", running=running, status=word, tag=L.Tag.read(labels), labels=labels,
+        exit_code=None if running or code is None else int(code), oom_killed=term.get("reason") == "OOMKilled",
+        created=_time(meta.get("creationTimestamp")) or 0.0,
+        started_at=_time(((cstate.get("running") or {}).get("startedAt")) or term.get("startedAt")),
+        finished_at=_time(term.get("finishedAt")))
+
+
+def state_from_job(job: Mapping[str, Any]) -> ContainerState:
+    """A Job whose pod is gone (killed at its deadline, or removed by the TTL controller)."""
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    labels = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(L.PREFIX)}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conds.get("Failed")
+    done = failed is not None or "Complete" in conds
+    code = None if not done else (0 if failed is None else
+                                  DEADLINE_EXIT if failed.get("reason") == "DeadlineExceeded" else 1)
+    image = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
+    return ContainerState(id=meta.get("name", ""), name=meta.get("name", ""), image=image.get("image") or "",
+                          image_id="", running=False, status="exited" if done else "created", tag=L.Tag.read(labels),
+                          labels=labels, exit_code=code, created=_time(meta.get("creationTimestamp")) or 0.0,
+                          finished_at=_time(status.get("completionTime")))
+
+
+class KubeContainerService:
+    """Containers as pods in one namespace. ``configuration``: a kubernetes_asyncio ``Configuration``
+    (tests give one for their API server); None: in-cluster config, else ``~/.kube/config``."""
+
+    def __init__(self, options: KubeOptions | None = None, *, configuration: Any = None,
+                 identity: Identity | None = None, poll: float = 2.0) -> None:
+        self.options = options or KubeOptions()
+        self.identity = identity or this_server()
+        self._configuration = configuration
+        self._client: Any = None
+        self._poll = poll  # seconds between looks at a Pending pod's events
+
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
+
+    # -- the API -----------------------------------------------------------------------------------
+    async def _api(self) -> Any:
+        if self._client is None:
+            try:
+                from kubernetes_asyncio import client, config
+            except ImportError:
+                raise ConfigError('the Kubernetes backend needs kubernetes_asyncio: pip install '
+                                  '"jupyter-ptcuda[kubernetes]".') from None
+            configuration = self._configuration
+            if configuration is None:
+                configuration = client.Configuration()
+                try:
+                    config.load_incluster_config(client_configuration=configuration)
+                except config.ConfigException:
+                    await config.load_kube_config(client_configuration=configuration)
+            self._client = client.ApiClient(configuration)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _core(self) -> Any:
+        from kubernetes_asyncio import client
+
+        return client.CoreV1Api(await self._api())
+
+    async def _batch(self) -> Any:
+        from kubernetes_asyncio import client
+
+        return client.BatchV1Api(await self._api())
+
+    async def _raw(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> Any:
+        """The answer (a live aiohttp response) of one API call, or our error for a non-2xx one."""
+        import aiohttp
+
+        try:
+            resp = await fn(*args, _preload_content=False, **kwargs)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineUnavailable(f"{what}: the Kubernetes API does not answer ({exc}): check the server's "
+                                    "kubeconfig or in-cluster service account.") from exc
+        if not 200 <= resp.status <= 299:
+            body = await resp.read()
+            resp.release()
+            raise api_error(resp.status, body, what)
+        return resp
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> Any:
+        resp = await self._raw(fn, *args, what=what, **kwargs)
+        try:
+            return json.loads(await resp.read())
+        finally:
+            resp.release()
+
+    async def ping(self) -> dict[str, str]:
+        from kubernetes_asyncio import client
+
+        v = await self._call(client.VersionApi(await self._api()).get_code, what="Kubernetes version")
+        return {"version": str(v.get("gitVersion") or ""), "api_version": "v1"}
+
+    async def _pod(self, name: str) -> dict[str, Any] | None:
+        core = await self._core()
+        try:
+            return await self._call(core.read_namespaced_pod, name, self.namespace, what=f"pod {name}")
+        except NotFound:
+            return None
+
+    async def _job(self, name: str) -> dict[str, Any] | None:
+        batch = await self._batch()
+        try:
+            return await self._call(batch.read_namespaced_job, name, self.namespace, what=f"job {name}")
+        except NotFound:
+            return None
+
+    async def _pods(self, selector: str, *, field: str | None = None) -> list[dict[str, Any]]:
+        core = await self._core()
+        kw = {"field_selector": field} if field else {}
+        got = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector,
+                               what="listing pods", **kw)
+        return list(got.get("items") or [])
+
+    async def _job_pod(self, job: str) -> dict[str, Any] | None:
+        found = await self._pods(f"{P.JOB_NAME}={job}")
+        return max(found, key=lambda p: p["metadata"].get("creationTimestamp") or "") if found else None
+
+    async def _resolve(self, cid: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(pod, job)`` of an id: a pod's name, or a Job's (then its newest pod, if any)."""
+        pod = await self._pod(cid)
+        if pod is not None:
+            return pod, None
+        job = await self._job(cid)
+        if job is None:
+            return None, None
+        return await self._job_pod(cid), job
+
+    async def _watch(self, selector: str, until: Callable[[dict[str, Any]], bool], timeout: float,
+                     field: str | None = None) -> dict[str, Any] | None:
+        """The first pod (of the selector) for which ``until`` holds, waiting up to ``timeout`` s for it
+        through a watch from the listing's resourceVersion (re-listed on a 410); None on time out."""
+        core = await self._core()
+        deadline = time.monotonic() + timeout
+        while True:
+            kw = {"field_selector": field} if field else {}
+            got = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector,
+                                   what="listing pods", **kw)
+            for pod in got.get("items") or []:
+                if until(pod):
+                    return pod
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            rv = (got.get("metadata") or {}).get("resourceVersion") or ""
+            resp = await self._raw(core.list_namespaced_pod, self.namespace, label_selector=selector, watch=True,
+                                   resource_version=rv, timeout_seconds=max(1, int(left) + 1), what="watching pods",
+                                   allow_watch_bookmarks=False, **kw)
+            expired = False
+            try:
+                async with asyncio.timeout(left):
+                    async for line in resp.content:
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            if (event.get("object") or {}).get("code") == 410:
+                                expired = True  # too old: list again
+                                break
+                            raise api_error(int(event["object"].get("code") or 500), json.dumps(event["object"]),
+                                            "watching pods")
+                        if event.get("type") in ("ADDED", "MODIFIED") and until(event["object"]):
+                            return dict(event["object"])
+            except TimeoutError:
+                return None
+            finally:
+                resp.release()
+            if not expired and time.monotonic() >= deadline:
+                return None
+
+    async def _pending_reason(self, pod: str) -> str:
+        """What the scheduler (or kubelet) last said about a pod that does not run yet."""
+        core = await self._core()
+        got = await self._call(core.list_namespaced_event, self.namespace, what=f"events of pod {pod}",
+                               field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}")
+        events = sorted(got.get("items") or [],
+                        key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
+                        (e.get("metadata") or {}).get("creationTimestamp") or "")
+        warnings = [e for e in events if e.get("type") == "Warning"] or events
+        return f"{warnings[-1].get('reason')}: {warnings[-1].get('message')}" if warnings else ""
+
+    # -- launching ---------------------------------------------------------------------------------
+    async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
+                     assign_gpus: bool = True, timeout: float | None = None,
+                     gpu_resource: str | None = None) -> Launched:
+        """Create the pod (a Job for a job) and wait until it leaves Pending; a pod still Pending after
+        ``launch_timeout`` is deleted and the launch fails with the scheduler's reason. The scheduler
+        assigns GPUs (``claim``/``assign_gpus``: no ledger here); ``gpu_fallback`` has nothing to fall back
+        from. ``timeout``: a job's activeDeadlineSeconds. ``gpu_resource``: an allowed MIG profile."""
+        name = P.object_name(spec, secrets.token_hex(3))
+        body = P.manifest(spec, self.options, self.identity, name=name, timeout=timeout, gpu_resource=gpu_resource)
+        is_job = body["kind"] == "Job"
+        if is_job:
+            batch = await self._batch()
+            await self._call(batch.create_namespaced_job, self.namespace, body, what=f"creating job {name}")
+            selector = f"{P.JOB_NAME}={name}"
+        else:
+            core = await self._core()
+            await self._call(core.create_namespaced_pod, self.namespace, body, what=f"creating pod {name}")
+            selector = f"{P.MANAGED_BY}={P.MANAGED_BY_VALUE}"
+        field = None if is_job else f"metadata.name={name}"
+        started = time.monotonic()
+        limit = self.options.launch_timeout
+        reason = ""
+        pod_name = name
+        while True:
+            pod = await self._watch(selector, lambda p: (p.get("status") or {}).get("phase") not in (None, "Pending"),
+                                    min(self._poll, max(0.0, limit - (time.monotonic() - started))), field=field)
+            if pod is not None:
+                return Launched(name, spec)
+            if is_job:
+                job_pod = await self._job_pod(name)
+                pod_name = job_pod["metadata"]["name"] if job_pod else ""
+                if job_pod is None and await self._job_done(name):
+                    return Launched(name, spec)  # over before we saw its pod (deadline, or gone already)
+            reason = (await self._pending_reason(pod_name) if pod_name else "") or reason
+            if time.monotonic() - started >= limit:
+                await self.remove(name)
+                raise LaunchError(f"{spec.labels.get(L.KIND, 'pod')} {name} stayed Pending for {limit:.0f} s"
+                                  + (f" ({reason})" if reason else " (no event from the scheduler)")
+                                  + "; it was deleted. Ask for fewer GPUs or less memory, wait for a free node, or "
+                                  "raise c.KubeBackend.launch_timeout.", reason=reason)
+
+    async def _job_done(self, name: str) -> bool:
+        job = await self._job(name)
+        return job is None or state_from_job(job).exit_code is not None
+
+    def release(self, claim: str) -> None:
+        """No ledger on Kubernetes: the scheduler holds the GPU assignments."""
+
+    async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
+                       gpu_fallback: str = "error") -> tuple[int, str, Launched]:
+        """Run a one-off pod to completion: ``(exit code, output, what was launched)``; always deleted."""
+        launched = await self.launch(spec, claim=claim, gpu_fallback=gpu_fallback)
+        try:
+            try:
+                code = await asyncio.wait_for(self.wait(launched.id), timeout)
+            except TimeoutError:
+                raise LaunchError(f"{spec.image}: {' '.join(spec.command)[:80]} did not finish in {timeout:.0f} s; "
+                                  "its pod was deleted.") from None
+            return code, await self.logs(launched.id), launched
+        finally:
+            await self.remove(launched.id)
+
+    # -- watching ----------------------------------------------------------------------------------
+    async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:
+        """The pod's (or Job's) state, or None when it is gone. ``signals`` changes nothing here."""
+        pod, job = await self._resolve(cid)
+        if pod is not None:
+            return state_from_pod(pod)
+        return state_from_job(job) if job is not None else None
+
+    async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
+                   server_id: str | None = None, running: bool = False) -> list[ContainerState]:
+        """Pods of ours (of ``kind``, with that id/owner/server), newest first; ``running`` only."""
+        selector, after = P.label_selector(L.selector(kind, id=id, owner_uid=owner_uid, server_id=server_id))
+        out: dict[str, ContainerState] = {}
+        for pod in await self._pods(selector, field="status.phase=Running" if running else None):
+            state = state_from_pod(pod)
+            if all(state.labels.get(k) == v for k, v in after.items()) and not (running and not state.running):
+                if state.id not in out or state.created > out[state.id].created:
+                    out[state.id] = state
+        return sorted(out.values(), key=lambda s: -s.created)
+
+    async def find(self, kind: str, id: str) -> ContainerState:
+        """The running pod of kernel/job ``id`` (a unique prefix will do); NotFound saying why."""
+        found = await self.list(kind, id=id, running=True)
+        if not found:
+            found = [c for c in await self.list(kind, running=True) if c.tag.id.startswith(id)] if id else []
+        if len(found) != 1:
+            why = "is not running" if not found else "matches more than one; give more of the id"
+            raise NotFound(f"{kind} {id!r} {why}: list them with "
+                           f"`kubectl get pods -n {self.namespace} -l {L.KIND}={kind}`.")
+        return found[0]
+
+    async def _pod_name(self, cid: str) -> str:
+        pod, job = await self._resolve(cid)
+        if pod is None:
+            raise NotFound(f"pod {cid} is gone" + (" (its Job has no pod left)." if job else "."))
+        return str(pod["metadata"]["name"])
+
+    async def log_bytes(self, cid: str) -> bytes:
+        name = await self._pod_name(cid)
+        core = await self._core()
+        resp = await self._raw(core.read_namespaced_pod_log, name, self.namespace, container=P.CONTAINER,
+                               what=f"logs of pod {name}")
+        try:
+            return bytes(await resp.read())
+        finally:
+            resp.release()
+
+    async def logs(self, cid: str, tail: int | str = "all") -> str:
+        name = await self._pod_name(cid)
+        core = await self._core()
+        kw = {} if tail == "all" else {"tail_lines": int(tail)}
+        resp = await self._raw(core.read_namespaced_pod_log, name, self.namespace, container=P.CONTAINER,
+                               what=f"logs of pod {name}", **kw)
+        try:
+            return (await resp.read()).decode(errors="replace")
+        finally:
+            resp.release()
+
+    async def follow(self, cid: str, sink: Callable[[bytes], None] | None = None) -> AsyncIterator[bytes]:
+        """The pod's output as it comes (``follow=true``), until its container ends."""
+        name = await self._pod_name(cid)
+        pod = await self._watch(f"{P.MANAGED_BY}={P.MANAGED_BY_VALUE}",
+                                lambda p: (p.get("status") or {}).get("phase") != "Pending", self.options.launch_timeout,
+                                field=f"metadata.name={name}")
+        if pod is None:
+            raise LaunchError(f"pod {name} did not start in {self.options.launch_timeout:.0f} s: no log to follow.")
+        core = await self._core()
+        resp = await self._raw(core.read_namespaced_pod_log, name, self.namespace, container=P.CONTAINER,
+                               follow=True, what=f"logs of pod {name}")
+        try:
+            async for chunk in resp.content.iter_any():
+                if sink is not None:
+                    sink(chunk)
+                yield chunk
+        finally:
+            resp.release()
+
+    async def wait(self, cid: str) -> int:
+        """Its exit code once it ended (a Job at its deadline: :data:`DEADLINE_EXIT`)."""
+        while True:
+            pod, job = await self._resolve(cid)
+            if pod is None and job is None:
+                raise NotFound(f"pod {cid} is gone.")
+            if pod is None:
+                state = state_from_job(job or {})
+                if state.exit_code is not None:
+                    return state.exit_code
+                await asyncio.sleep(self._poll)
+                continue
+            name = pod["metadata"]["name"]
+            done = await self._watch(f"{P.MANAGED_BY}={P.MANAGED_BY_VALUE}",
+                                     lambda p: (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+                                     max(self._poll, 30.0), field=f"metadata.name={name}")
+            if done is not None:
+                state = state_from_pod(done)
+                if state.exit_code is not None:
+                    return state.exit_code
+                if job is not None:
+                    continue  # killed at the deadline without a status: the Job says
+                return -1
+
+    def describe_exit(self, state: ContainerState | None, logs: str, what: str) -> LaunchError:
+        return ContainerService.describe_exit(self, state, logs, what)  # type: ignore[arg-type]
+
+    # -- acting ------------------------------------------------------------------------------------
+    async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
+        """SIGTERM: delete with the pod's grace period; SIGKILL: at once. Anything else would need
+        ``pods/exec``, which the Role does not grant: ConfigError saying so."""
+        if signal in ("SIGTERM", 15):
+            await self._delete(cid, grace=None)
+        elif signal in ("SIGKILL", 9):
+            await self._delete(cid, grace=0)
+        else:
+            raise ConfigError(f"signal {signal} cannot reach a pod without pods/exec (not in the Role): interrupt a "
+                              "kernel through its control channel (interrupt_mode 'message').")
+
+    async def remove(self, cid: str) -> None:
+        """Delete the pod (or the Job and its pods) at once; one already gone is fine."""
+        await self._delete(cid, grace=0)
+
+    async def _delete(self, cid: str, grace: int | None) -> None:
+        from kubernetes_asyncio import client
+
+        kw: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
+        core = await self._core()
+        try:
+            await self._call(core.delete_namespaced_pod, cid, self.namespace, what=f"deleting pod {cid}", **kw)
+            return
+        except NotFound:
+            pass
+        batch = await self._batch()
+        body = client.V1DeleteOptions(propagation_policy="Background", grace_period_seconds=grace)
+        try:
+            await self._call(batch.delete_namespaced_job, cid, self.namespace, body=body, what=f"deleting job {cid}")
+        except NotFound:
+            return
+
+    async def reap(self, *, own_server_id: str | None = None) -> builtins.list[str]:
+        """Delete the pods whose server is gone (jobs outlive their server on purpose): a pod labelled
+        with a server on a pod that no longer exists in the namespace, or an earlier server process of
+        this very pod (``own_server_id``: this one's; same host, another id). The removed ids."""
+        own = own_server_id or self.identity.server_id
+        own_host = own.split(":", 1)[0]
+        removed: builtins.list[str] = []
+        alive: dict[str, bool] = {}
+        for state in await self.list():
+            tag = state.tag
+            if tag.kind == L.JOB or not tag.server_id:
+                continue
+            if tag.host == own_host:
+                orphan = tag.server_id != own
+            else:
+                if tag.host not in alive:
+                    alive[tag.host] = await self._pod(tag.host) is not None
+                orphan = not alive[tag.host]
+            if orphan:
+                log.info("jupyter-ptcuda: deleting orphaned %s pod %s (server %s is gone)", tag.kind, state.id,
+                         tag.server_id)
+                await self.remove(state.id)
+                removed.append(state.id)
+        return removed
+
+
+def get_kube_service(config: Any = None, *, configuration: Any = None,
+                     identity: Identity | None = None) -> KubeContainerService:
+    """The Kubernetes backend, configured by ``config`` (a traitlets Config with ``KubeBackend``)."""
+    return KubeContainerService(KubeBackend(config=config).options(), configuration=configuration, identity=identity)

@@ -1,0 +1,101 @@
+"""``c.KubeBackend.*``: what the operator configures for the Kubernetes backend, gathered once.
+
+:class:`KubeBackend` (traitlets) is read once into :class:`KubeOptions` (a frozen dataclass), which
+is all the pure pod builder (:mod:`.pods`) sees. Nothing here imports ``kubernetes_asyncio``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+#: Where a pod's own namespace is written inside a cluster (the server's service account).
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeOptions:
+    """The operator's Kubernetes settings, as plain data (see :class:`KubeBackend` for each)."""
+
+    namespace: str = "default"
+    pvc_name_template: str = "claim-{username}"
+    notebook_root: str = "/home/jovyan"
+    volumes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu",)
+    launch_timeout: float = 300.0
+    pod_service_account: str = ""
+    job_ttl: int = 3600
+    home_size: str = "1Gi"
+    image_pull_policy: str = "IfNotPresent"
+
+
+class KubeBackend(Configurable):
+    """The Kubernetes backend of the container service (``jupyter_ptcuda.containers.kube``)."""
+
+    namespace = Unicode(help="""Namespace the kernel and job pods run in. Default: the namespace of the
+        server's own service account (in a pod), else "default".
+        Example: c.KubeBackend.namespace = "jupyterhub" """).tag(config=True)
+
+    @default("namespace")
+    def _namespace_default(self) -> str:
+        try:
+            with open(SA_NAMESPACE_FILE) as f:
+                return f.read().strip() or "default"
+        except OSError:
+            return "default"
+
+    pvc_name_template = Unicode("claim-{username}", help="""The user's PersistentVolumeClaim, mounted where
+        the notebook folder is ({username}, {uid}: the owner's). Default "claim-{username}" (zero-to-jupyterhub's
+        name). Example: c.KubeBackend.pvc_name_template = "home-{username}" """).tag(config=True)
+    notebook_root = Unicode("/home/jovyan", help="""The path at which the user's claim is mounted in the
+        server's pod: a notebook folder below it is mounted from the claim (subPath). Default "/home/jovyan".
+        Example: c.KubeBackend.notebook_root = "/home/jovyan" """).tag(config=True)
+    volumes = Dict(help="""Further folders a kernel may mount: path prefix -> a Kubernetes volume source.
+        A mount outside notebook_root and these is refused (no hostPath). Default {}. Example:
+        c.KubeBackend.volumes = {"/data": {"persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}}}
+        """).tag(config=True)
+    node_selector = Dict(help="""nodeSelector of every pod. Default {}. Example:
+        c.KubeBackend.node_selector = {"nvidia.com/gpu.present": "true"}""").tag(config=True)
+    tolerations: List[Any] = List(help="""tolerations of every pod. Default []. Example:
+        c.KubeBackend.tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        """).tag(config=True)
+    gpu_resource = Unicode("nvidia.com/gpu", help="""The extended resource a GPU count asks for, unless the
+        kernelspec names another of gpu_resources. Default "nvidia.com/gpu".
+        Example: c.KubeBackend.gpu_resource = "nvidia.com/mig-1g.18gb" """).tag(config=True)
+    gpu_resources = List(Unicode(), help="""The GPU resources a kernelspec may name (``gpu_resource``
+        option), e.g. MIG profiles. gpu_resource is always allowed. Default []. Example:
+        c.KubeBackend.gpu_resources = ["nvidia.com/mig-1g.18gb", "nvidia.com/mig-3g.71gb"]""").tag(config=True)
+    launch_timeout = Float(300.0, help="""Seconds a pod may stay Pending (no GPU free, quota, image pull)
+        before it is deleted and the launch fails with the scheduler's reason. Default 300.
+        Example: c.KubeBackend.launch_timeout = 600""").tag(config=True)
+    service_account = Unicode("", help="""serviceAccountName of kernel and job pods (their API token is never
+        mounted). Default "": the namespace's default account. The *server* uses its own pod's account, which
+        needs the Role in examples/k8s/role.yaml. Example: c.KubeBackend.service_account = "ptcuda-kernels"
+        """).tag(config=True)
+    job_ttl = Int(3600, help="""ttlSecondsAfterFinished of job Jobs: seconds a finished Job (and its logs)
+        is kept. Default 3600. Example: c.KubeBackend.job_ttl = 86400""").tag(config=True)
+    home_size = Unicode("1Gi", help="""sizeLimit of the emptyDir that is the container's HOME. Default "1Gi".
+        Example: c.KubeBackend.home_size = "4Gi" """).tag(config=True)
+    image_pull_policy = Unicode("IfNotPresent", help="""imagePullPolicy of the container. Default
+        "IfNotPresent". Example: c.KubeBackend.image_pull_policy = "Always" """).tag(config=True)
+
+    def options(self) -> KubeOptions:
+        """The settings as plain data for :func:`.pods.pod_manifest`."""
+        allowed = tuple(dict.fromkeys([self.gpu_resource, *self.gpu_resources]))
+        return KubeOptions(
+            namespace=self.namespace or os.environ.get("POD_NAMESPACE", "") or "default",
+            pvc_name_template=self.pvc_name_template, notebook_root=self.notebook_root.rstrip("/") or "/",
+            volumes={k.rstrip("/") or "/": dict(v) for k, v in self.volumes.items()},
+            node_selector={str(k): str(v) for k, v in self.node_selector.items()},
+            tolerations=tuple(dict(t) for t in self.tolerations), gpu_resource=self.gpu_resource,
+            gpu_resources=allowed, launch_timeout=self.launch_timeout, pod_service_account=self.service_account,
+            job_ttl=self.job_ttl, home_size=self.home_size, image_pull_policy=self.image_pull_policy,
+        )

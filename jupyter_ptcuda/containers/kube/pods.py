@@ -1,0 +1,244 @@
+"""The pure pod builder: ContainerSpec (+ the operator's :class:`~.options.KubeOptions`) → a V1Pod or
+batch/v1 Job manifest, as a plain dict. No I/O; tested by dict equality and validated against the
+Kubernetes OpenAPI schema (``tests/unit/test_kube_pods.py``), like kubespawner's ``make_pod``.
+
+Every policy check stays in :func:`~jupyter_ptcuda.containers.build.build`: :func:`build_pod` calls it and
+only translates its result. What only Kubernetes needs checking here: GPUs as a count of an allowed
+extended resource (the scheduler picks the devices), mounts that a configured volume holds (never a
+``hostPath``), names and label values the API server accepts.
+
+Labels: :mod:`..labels` writes them. Kubernetes label values are at most 63 characters of
+``[A-Za-z0-9._-]``, so the full set is kept as *annotations* (the truth that :class:`~..labels.Tag`
+reads back) and the ones whose value is a valid label value are labels too (what selectors use).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ...errors import ConfigError
+from .. import labels as L
+from ..build import Policy, Request, build
+from ..identity import Identity
+from ..spec import ContainerSpec, Mount
+from .options import KubeOptions
+
+#: The label every pod and Job of ours carries (the reaper's and the listings' first filter).
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "jupyter-ptcuda"
+#: The label the Job controller puts on a Job's pods.
+JOB_NAME = "batch.kubernetes.io/job-name"
+CONTAINER = "main"
+SHM = "/dev/shm"
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_RESOURCE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]"
+                       r"([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def valid_label_value(value: str) -> bool:
+    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
+
+
+def escape_name(text: str) -> str:
+    """``text`` as a DNS label part: [a-z0-9] kept, anything else ``-xx`` (its hex), as kubespawner's
+    escaping does for user names (``"Ann.B"`` → ``"-41nn-2e-42"``)."""
+    return "".join(c if c.isascii() and (c.islower() or c.isdigit()) else "".join(f"-{b:02x}" for b in c.encode())
+                   for c in text)
+
+
+def object_name(spec: ContainerSpec, suffix: str) -> str:
+    """The pod's (or Job's) name: the spec's name when it is a valid DNS label, else
+    ``ptcuda-<kind>-<id[:8]>-<suffix>``."""
+    if spec.name and len(spec.name) <= 52 and _DNS_LABEL.match(spec.name):  # 52: the Job's pod adds -xxxxx
+        return spec.name
+    tag = L.Tag.read(spec.labels)
+    ident = escape_name(tag.id)[:8].strip("-")
+    return "-".join(p for p in ("ptcuda", tag.kind or "pod", ident, suffix) if p)
+
+
+def split_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(labels, annotations)``: every label is an annotation; those with a valid value are labels too."""
+    return ({MANAGED_BY: MANAGED_BY_VALUE, **{k: v for k, v in labels.items() if valid_label_value(v)}},
+            dict(labels))
+
+
+def label_selector(selector: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """A :func:`..labels.selector` as ``(labelSelector, what to check on the annotations afterwards)``."""
+    terms = [f"{MANAGED_BY}={MANAGED_BY_VALUE}"]
+    after: dict[str, str] = {}
+    for k, v in selector.items():
+        if valid_label_value(v):
+            terms.append(f"{k}={v}")
+        else:
+            after[k] = v
+    return ",".join(terms), after
+
+
+def _quantity(n: int) -> str:
+    return str(int(n))
+
+
+def _gpu_resources(spec: ContainerSpec, opts: KubeOptions, resource: str | None) -> dict[str, str]:
+    g = spec.gpus
+    if g.mode == "none":
+        return {}
+    name = resource or opts.gpu_resource
+    if name not in opts.gpu_resources:
+        raise ConfigError(f"gpu_resource {name!r} is not one the operator allows ({', '.join(opts.gpu_resources)}): "
+                          "pick one of them, or ask the operator to add it (c.KubeBackend.gpu_resources).")
+    if not _RESOURCE.match(name):
+        raise ConfigError(f"gpu_resource {name!r} is not a Kubernetes resource name: write e.g. 'nvidia.com/gpu' "
+                          "or 'nvidia.com/mig-1g.18gb'.")
+    if g.mode == "count":
+        return {name: str(g.count)}
+    if g.mode == "all":
+        raise ConfigError("gpus='all' has no meaning on Kubernetes (the scheduler hands out GPUs by count): "
+                          "ask for a count, e.g. gpus=1.")
+    raise ConfigError(f"gpus={g.label()!r}: on Kubernetes the scheduler picks the devices; ask for a count "
+                      f"(gpus={len(g.ids)}) instead of device ids.")
+
+
+def _volumes(spec: ContainerSpec, opts: KubeOptions, identity: Identity
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the container's volumeMounts for the spec's mounts, HOME and /dev/shm."""
+    volumes: list[dict[str, Any]] = [{"name": "home", "emptyDir": {"sizeLimit": opts.home_size}}]
+    mounts: list[dict[str, Any]] = [{"name": "home", "mountPath": spec.home}]
+    if spec.shm_size:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity(spec.shm_size)}})
+        mounts.append({"name": "dshm", "mountPath": SHM})
+    private = spec.labels.get(L.KERNEL_DIR) or None
+    roots: list[tuple[str, str, dict[str, Any]]] = []
+    claim = opts.pvc_name_template.format(username=escape_name(identity.name), uid=identity.uid)
+    if not _DNS_SUBDOMAIN.match(claim) or len(claim) > 253:
+        raise ConfigError(f"c.KubeBackend.pvc_name_template gives {claim!r}, not a valid claim name: use lower-case "
+                          "letters, digits and '-', e.g. 'claim-{username}'.")
+    roots.append((opts.notebook_root, "notebooks", {"persistentVolumeClaim": {"claimName": claim}}))
+    for i, (prefix, source) in enumerate(sorted(opts.volumes.items())):
+        roots.append((prefix, f"volume-{i}", dict(source)))
+    used: set[str] = set()
+    for m in spec.mounts:
+        mounts.append(_mount(m, private, roots, used, volumes))
+    return volumes, mounts
+
+
+def _mount(m: Mount, private: str | None, roots: list[tuple[str, str, dict[str, Any]]], used: set[str],
+           volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    if private and m.source == private:
+        if "kernel-dir" not in used:
+            used.add("kernel-dir")
+            volumes.append({"name": "kernel-dir", "emptyDir": {}})
+        return {"name": "kernel-dir", "mountPath": m.target}
+    source = posixpath.normpath(m.source)
+    # the longest root that holds the source
+    for prefix, name, volume in sorted(roots, key=lambda r: -len(r[0])):
+        if source == prefix or source.startswith(prefix.rstrip("/") + "/") or prefix == "/":
+            if name not in used:
+                used.add(name)
+                volumes.append({"name": name, **volume})
+            out: dict[str, Any] = {"name": name, "mountPath": m.target}
+            sub = posixpath.relpath(source, prefix)
+            if sub != ".":
+                out["subPath"] = sub
+            if m.read_only:
+                out["readOnly"] = True
+            return out
+    raise ConfigError(f"mount {m.source!r}: no Kubernetes volume holds it (host paths are never mounted). Put the "
+                      f"notebook under {roots[0][0]}, or ask the operator to add a volume for it "
+                      "(c.KubeBackend.volumes = {'/data': {'persistentVolumeClaim': {'claimName': 'datasets'}}}).")
+
+
+def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_resource: str | None = None
+             ) -> dict[str, Any]:
+    """The V1PodSpec of ``spec``: the user's uid:gid, no privilege, the limits, GPUs by count, volumes."""
+    if spec.files:
+        raise ConfigError("this container needs files placed before it starts (a kernel's connection file): the "
+                          "Kubernetes backend runs jobs and checks so far; start kernels with the Docker backend.")
+    uid_s, _, gid_s = spec.user.partition(":")
+    uid, gid = int(uid_s), int(gid_s or uid_s)
+    gpus = _gpu_resources(spec, opts, gpu_resource)
+    limits: dict[str, str] = {}
+    if spec.cpus:
+        limits["cpu"] = f"{int(round(spec.cpus * 1000))}m"
+    if spec.mem_limit:
+        limits["memory"] = _quantity(spec.mem_limit)
+    limits.update(gpus)
+    resources: dict[str, Any] = {"limits": limits} if limits else {}
+    if gpus:
+        resources["requests"] = dict(gpus)
+    env = {k: v for k, v in spec.env.items() if k != "NVIDIA_VISIBLE_DEVICES"}  # the device plugin's to set
+    env["HOME"] = spec.home
+    if not gpus:
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"  # an image's "all" must not reach every GPU on the node
+    volumes, mounts = _volumes(spec, opts, identity)
+    container: dict[str, Any] = {
+        "name": CONTAINER, "image": spec.image, "imagePullPolicy": opts.image_pull_policy,
+        "args": list(spec.command), "workingDir": spec.workdir,
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "resources": resources, "volumeMounts": mounts,
+        "securityContext": {"allowPrivilegeEscalation": False, "privileged": False, "runAsNonRoot": uid != 0,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    out: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # a kernel has no business with the API
+        "enableServiceLinks": False,
+        "securityContext": {"runAsUser": uid, "runAsGroup": gid, "runAsNonRoot": uid != 0,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if opts.pod_service_account:
+        out["serviceAccountName"] = opts.pod_service_account
+    if opts.node_selector:
+        out["nodeSelector"] = dict(opts.node_selector)
+    if opts.tolerations:
+        out["tolerations"] = [dict(t) for t in opts.tolerations]
+    return out
+
+
+def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
+                 gpu_resource: str | None = None) -> dict[str, Any]:
+    """The Pod of a kernel, check or probe."""
+    labels, annotations = split_labels(spec.labels)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
+            "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource)}
+
+
+def job_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
+                 timeout: float | None = None, gpu_resource: str | None = None) -> dict[str, Any]:
+    """The Job of a job: one try (``backoffLimit`` 0), ``activeDeadlineSeconds`` = ``timeout``, kept
+    ``job_ttl`` seconds after it finished."""
+    labels, annotations = split_labels(spec.labels)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0, "ttlSecondsAfterFinished": opts.job_ttl,
+        "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                     "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource)},
+    }
+    if timeout:
+        job_spec["activeDeadlineSeconds"] = max(1, int(timeout))
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
+            "spec": job_spec}
+
+
+def manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str, timeout: float | None = None,
+             gpu_resource: str | None = None) -> dict[str, Any]:
+    """A Job for a job, a Pod for anything else."""
+    if spec.labels.get(L.KIND) == L.JOB:
+        return job_manifest(spec, opts, identity, name=name, timeout=timeout, gpu_resource=gpu_resource)
+    return pod_manifest(spec, opts, identity, name=name, gpu_resource=gpu_resource)
+
+
+def build_pod(request: Request, policy: Policy, identity: Identity, opts: KubeOptions, *, name: str,
+              timeout: float | None = None, gpu_resource: str | None = None) -> dict[str, Any]:
+    """(request, policy, identity) → the Pod or Job manifest: :func:`..build.build`'s spec, translated.
+    Every refusal of the policy is build()'s."""
+    return manifest(build(request, policy, identity), opts, identity, name=name, timeout=timeout,
+                    gpu_resource=gpu_resource)
