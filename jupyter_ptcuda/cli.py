@@ -204,6 +204,10 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gpus)
 
+    from .broker import register as register_broker
+
+    register_broker(sub)
+
     for register in (extra or {}).values():
         register(sub)
     return p

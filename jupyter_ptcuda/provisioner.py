@@ -129,7 +129,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         workdir = os.path.abspath(cwd) if cwd else None
         user = self.container_user(workdir)
         kid = str(self.kernel_id)
-        ipc_dir = kernel_files.ipc_dir(kid, user) if self._ipc else None
+        ipc_dir = await self.service.private_dir(kid, user) if self._ipc else None
         if ipc_dir is not None:  # socket files <ipc_dir>/kernel-<n>; jupyter_client picks free suffixes
             km.transport, km.ip = "ipc", str(ipc_dir / "kernel")
         else:

@@ -23,6 +23,7 @@ import logging
 import os
 import signal as signal_module
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import LaunchError, NoNvidiaRuntime, NotFound
@@ -120,6 +121,13 @@ class ContainerService:
         """The backend's version (``{"version", "api_version"}``); EngineUnavailable when it does not answer."""
         v = await self.engine.ping()
         return {"version": str(v.get("Version") or ""), "api_version": str(v.get("ApiVersion") or "")}
+
+    async def private_dir(self, kernel_id: str, user: str) -> Path:
+        """A kernel's private ipc folder (0700, owned by the container's ``uid:gid``): made here, in this
+        server's private folder (:mod:`jupyter_ptcuda.kernel_files`); under the broker, by the broker."""
+        from .. import kernel_files
+
+        return await asyncio.to_thread(kernel_files.ipc_dir, kernel_id, user)
 
     # -- launching ---------------------------------------------------------------------------------
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
@@ -334,10 +342,17 @@ _service: ContainerService | None = None
 
 
 def get_service() -> ContainerService:
-    """The process-wide service, over the process-wide engine."""
+    """The process-wide service: over this host's engine, or, when ``$JUPYTER_PTCUDA_BROKER_URL`` is set
+    (a JupyterHub user's server), through the Hub's broker (:mod:`.remote`)."""
     global _service
     if _service is None:
-        _service = ContainerService()
+        url = os.environ.get("JUPYTER_PTCUDA_BROKER_URL")
+        if url:
+            from .remote import RemoteContainerService
+
+            _service = RemoteContainerService(url)
+        else:
+            _service = ContainerService()
     return _service
 
 

@@ -1,0 +1,200 @@
+"""``jupyter ptcuda broker``: the JupyterHub service that alone holds the Docker socket.
+
+The users' single-user servers (which get ``JUPYTER_PTCUDA_BROKER_URL`` from ``Spawner.environment``)
+call it with their own ``JUPYTERHUB_API_TOKEN`` (:mod:`~jupyter_ptcuda.containers.remote`); the broker
+asks the Hub who that is (``HubAuth.user_for_token``) and requires the token's
+``access:services!service=<this service>`` scope. The identity is the Hub's, never the request's.
+
+Every container is built here, again, from what the client asked (:mod:`.ops`): the broker's policy
+(``c.PtcudaBroker.*``: images, mount roots per user, ceilings, per-user quotas) under the Hub user's
+identity (their Unix account's uid:gid, never root), with the hardening of every container. A user sees
+and acts on their own containers only (anything else: 404, "no container ... of yours").
+
+Runs as a Hub-managed service (``c.JupyterHub.services``: the Hub sets ``JUPYTERHUB_SERVICE_URL``,
+``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_API_URL``) or as an external one (set those yourself). See
+``examples/jupyterhub_config.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from typing import Any
+from urllib.parse import urlparse
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Any as AnyTrait
+from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
+from traitlets.config import Application
+
+from ..containers import wire
+from ..containers.ledger import GpuLedger, set_active_ledger
+from ..containers.service import ContainerService
+from ..errors import Forbidden, PtcudaError
+from .ops import Broker
+
+log = logging.getLogger("jupyter_ptcuda.broker")
+
+
+class PtcudaBroker(Application):
+    """The broker's policy and where it listens (``c.PtcudaBroker.*``)."""
+
+    name = "jupyter-ptcuda-broker"
+    description = "The jupyter-ptcuda container broker: a JupyterHub service that alone talks to the Docker engine."
+
+    images = List(Unicode(), ["jupyter-ptcuda/*"], config=True, help="""Images users may run (fnmatch
+        patterns on the name as asked, e.g. 'registry.example.org/ml/*'; default ['jupyter-ptcuda/*']).
+        Anything else is refused with 403, naming this option. Example: c.PtcudaBroker.images = ["pytorch/pytorch:*"]""")
+    mount_roots = List(Unicode(), ["{home}"], config=True, help="""Folders a user's containers may mount
+        (their notebook folder and extra mounts must be inside one, with no symlink on the way). Templates:
+        {username}, {uid}, {home} (the Unix account's home). Default ['{home}'].
+        Example: c.PtcudaBroker.mount_roots = ["/home/{username}", "/data/shared"]""")
+    user_map = Dict(config=True, help="""Hub user name -> 'uid:gid' for users without a Unix account of the
+        same name (DockerSpawner-style hubs). Default: the Unix account. Root is always refused.""")
+    user_resolver = AnyTrait(None, allow_none=True, config=True, help="""A callable name -> (uid, gid), used
+        when a user is not in user_map (default None: the Unix account of that name).""")
+    max_gpus = Int(None, allow_none=True, config=True, help="""GPUs one user may hold at once, over all their
+        kernels, jobs and checks (default None: no quota). A request beyond it: 409, naming this option.""")
+    max_kernels = Int(None, allow_none=True, config=True, help="""Kernels one user may run at once (default
+        None: no limit). Example: c.PtcudaBroker.max_kernels = 4""")
+    max_mem = AnyTrait(None, allow_none=True, config=True, help="""Memory ceiling per container, e.g. '64g'
+        (default None). A container asking for more, or for no limit, is refused with 403.""")
+    max_cpus = Float(None, allow_none=True, config=True, help="CPU ceiling per container (default None).")
+    private_root = Unicode("/run/jupyter-ptcuda/broker", config=True, help="""Where the broker makes the
+        kernels' private ipc folders (<root>/<uid>/<kernel id>, 0700, the user's; default
+        /run/jupyter-ptcuda/broker).""")
+    gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
+        (default): a GPU given to one user's kernel or job is not given to another.""")
+    nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:N' N fake GPUs (tests).""")
+    url = Unicode(config=True, help="""Where to listen, e.g. 'http://127.0.0.1:10101' (default:
+        $JUPYTERHUB_SERVICE_URL, which the Hub sets for a managed service).""")
+    service_name = Unicode(config=True, help="The Hub service name (default $JUPYTERHUB_SERVICE_NAME or 'ptcuda-broker').")
+    auth_cache_seconds = Float(60.0, config=True, help="How long a token's user is cached (default 60 s).")
+
+    config_file = Unicode("", config=True, help="A Python config file (c.PtcudaBroker.* = ...).")
+    aliases = {"config": "PtcudaBroker.config_file", "url": "PtcudaBroker.url"}
+
+    @default("url")
+    def _default_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    @default("service_name")
+    def _default_service_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME", "ptcuda-broker")
+
+    @default("nvml")
+    def _default_nvml(self) -> str:
+        fake = os.environ.get("JUPYTER_PTCUDA_FAKE_NVML")
+        return f"fake:{fake}" if fake else ""
+
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+
+    def make_app(self, service: ContainerService | None = None) -> web.Application:
+        from jupyterhub.services.auth import HubAuth
+
+        from ..nvml.sampler import GpuSampler
+
+        service = service or ContainerService()
+        nvml = None
+        if self.nvml.startswith("fake:"):
+            from ..nvml.fake import make_fake_nvml
+
+            nvml = make_fake_nvml(self.nvml[len("fake:"):])
+        self.sampler = GpuSampler(nvml)
+        self.ledger = GpuLedger(service, self.sampler.snapshot, sharing=self.gpu_sharing, sampler=self.sampler)
+        set_active_ledger(self.ledger)
+        auth = HubAuth(cache_max_age=int(self.auth_cache_seconds))
+        if not auth.access_scopes:
+            auth.access_scopes = {f"access:services!service={self.service_name}"}
+        broker = Broker(self, service, self.ledger)
+        return web.Application([(r"/v1/follow", FollowHandler), (r"/v1/([a-z_]+)", OpHandler)],
+                               broker=broker, hub_auth=auth, config=self)
+
+    def start(self) -> None:
+        logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s broker] %(message)s")
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        where = urlparse(self.url)
+        server = HTTPServer(self.make_app())
+        server.listen(where.port or 80, where.hostname or "127.0.0.1")
+        log.info("jupyter-ptcuda broker for Hub service %r listening on %s (images %s, mount roots %s)",
+                 self.service_name, self.url, self.images, self.mount_roots)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.sampler.stop)
+        log.info("jupyter-ptcuda broker stopped")
+
+
+class _Base(web.RequestHandler):
+    async def prepare(self) -> None:  # type: ignore[override]
+        auth = self.settings["hub_auth"]
+        header = self.request.headers.get("Authorization", "")
+        match = auth.auth_header_pat.match(header)
+        if not match:
+            raise Forbidden("no Hub token: call the broker with 'Authorization: token $JUPYTERHUB_API_TOKEN' "
+                            "(jupyter-ptcuda does this in a single-user server).")
+        model = await auth.user_for_token(match.group(1), sync=False)
+        if not model or model.get("kind", "user") != "user":
+            raise Forbidden("the Hub does not know this token as a user's: use the single-user server's "
+                            "$JUPYTERHUB_API_TOKEN.")
+        if not auth.check_scopes(auth.access_scopes, model):
+            raise Forbidden(f"this token of {model['name']!r} may not use the broker (it lacks "
+                            f"{' or '.join(sorted(auth.access_scopes))}): the Hub operator grants it to users' servers "
+                            "(a role with that scope and c.Spawner.server_token_scopes; see examples/jupyterhub_config.py).")
+        self.hub_user = model["name"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json")
+        if isinstance(exc, PtcudaError):
+            self.finish(json.dumps(wire.error_to_json(exc)))
+        else:
+            if status_code >= 500:
+                log.error("broker: %s %s failed", self.request.method, self.request.path, exc_info=kwargs.get("exc_info"))
+            self.finish(json.dumps({"error": "EngineError" if status_code >= 500 else "", "message": self._reason}))
+
+    def check_xsrf_cookie(self) -> None:  # token auth, no cookies
+        return
+
+
+class OpHandler(_Base):
+    async def post(self, op: str) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the body must be a JSON object")
+        result = await self.settings["broker"].call(self.hub_user, op, body)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"result": result}))
+
+
+class FollowHandler(_Base):
+    async def get(self) -> None:
+        broker: Broker = self.settings["broker"]
+        cid = self.get_argument("cid")
+        self.set_header("Content-Type", "application/octet-stream")
+        async for chunk in await broker.follow(self.hub_user, cid):
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = PtcudaBroker.instance()
+    app.initialize(argv)
+    app.start()
+    return 0

@@ -1,0 +1,169 @@
+"""The container service through the JupyterHub broker: what a user's server uses when the Hub set
+``JUPYTER_PTCUDA_BROKER_URL`` (``Spawner.environment``; see examples/jupyterhub_config.py).
+
+:class:`RemoteContainerService` has :class:`~.service.ContainerService`'s methods; each is one HTTP call
+to the broker (:mod:`jupyter_ptcuda.broker`), authenticated with this server's own
+``$JUPYTERHUB_API_TOKEN``. The broker builds every container again under its own policy: what this side
+builds is only a request. Non-blocking (tornado's AsyncHTTPClient); errors come back as the same classes
+(a 403 stays :class:`~jupyter_ptcuda.errors.Forbidden`, with the broker's sentence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineUnavailable
+from . import wire
+from .service import ContainerService, ContainerState, ImageInfo, Launched
+from .spec import ContainerSpec
+
+BROKER_ENV = "JUPYTER_PTCUDA_BROKER_URL"
+
+
+class RemoteContainerService(ContainerService):
+    """The service's operations, served by the broker for this server's Hub user."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        super().__init__(engine=None)
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    @property
+    def engine(self) -> Any:
+        raise RuntimeError("a server under the JupyterHub broker has no Docker engine of its own")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}", "Content-Type": "application/json"}
+
+    async def _call(self, op: str, timeout: float = 120, **body: Any) -> Any:
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        if not self.token:
+            raise EngineUnavailable(f"{BROKER_ENV} is set but JUPYTERHUB_API_TOKEN is not: the broker needs the "
+                                    "single-user server's Hub token (start the server from JupyterHub).")
+        try:
+            response = await AsyncHTTPClient().fetch(f"{self.url}/v1/{op}", method="POST", body=json.dumps(body),
+                                                     headers=self._headers(), request_timeout=timeout)
+        except HTTPClientError as exc:
+            if exc.response is None or exc.code == 599:
+                raise self._unreachable(exc) from None
+            try:
+                data = json.loads(exc.response.body or b"{}")
+            except ValueError:
+                data = {}
+            raise wire.error_from_json(exc.code, data) from None
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        return json.loads(response.body)["result"]
+
+    def _unreachable(self, exc: BaseException) -> EngineUnavailable:
+        return EngineUnavailable(f"the jupyter-ptcuda broker at {self.url} does not answer ({exc}): ask the Hub "
+                                 "operator to start it (c.JupyterHub.services, see examples/jupyterhub_config.py), "
+                                 f"or unset {BROKER_ENV} to use a local Docker engine.")
+
+    # -- the service's operations ------------------------------------------------------------------
+    async def ping(self) -> dict[str, str]:
+        return dict(await self._call("ping", timeout=10))
+
+    async def whoami(self) -> dict[str, Any]:
+        return dict(await self._call("whoami", timeout=10))
+
+    async def private_dir(self, kernel_id: str, user: str) -> Path:
+        return Path(await self._call("private_dir", kernel_id=kernel_id))
+
+    async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
+                     assign_gpus: bool = True) -> Launched:
+        r = await self._call("launch", timeout=600, spec=wire.spec_to_json(spec), claim=claim,
+                             gpu_fallback=gpu_fallback, assign_gpus=assign_gpus)
+        return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+
+    def release(self, claim: str) -> None:
+        task = asyncio.ensure_future(self._call("release", claim=claim))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
+                       gpu_fallback: str = "error") -> tuple[int, str, Launched]:
+        r = await self._call("run_once", timeout=timeout + 60, spec=wire.spec_to_json(spec), timeout_s=timeout,
+                             claim=claim, gpu_fallback=gpu_fallback)
+        return int(r["code"]), r["output"], Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+
+    async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:
+        return wire.state_from_json(await self._call("inspect", cid=cid))
+
+    async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
+                   server_id: str | None = None, running: bool = False) -> list[ContainerState]:
+        rows = await self._call("list", kind=kind, id=id, server_id=server_id, running=running)
+        return [s for s in (wire.state_from_json(r) for r in rows) if s is not None]
+
+    async def logs(self, cid: str, tail: int | str = "all") -> str:
+        return str(await self._call("logs", cid=cid, tail=tail))
+
+    async def log_bytes(self, cid: str) -> bytes:
+        return base64.b64decode(await self._call("log_bytes", cid=cid))
+
+    def follow(self, cid: str, sink: Callable[[bytes], None] | None = None) -> AsyncIterator[bytes]:
+        return self._follow(cid, sink)
+
+    async def _follow(self, cid: str, sink: Callable[[bytes], None] | None) -> AsyncIterator[bytes]:
+        from urllib.parse import quote
+
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def chunk(data: bytes) -> None:
+            if sink is not None:
+                sink(data)
+            queue.put_nowait(data)
+
+        async def fetch() -> None:
+            try:
+                await AsyncHTTPClient().fetch(f"{self.url}/v1/follow?cid={quote(cid)}", headers=self._headers(),
+                                              streaming_callback=chunk, request_timeout=0)
+            except HTTPClientError as exc:
+                if exc.code != 404:
+                    raise
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.ensure_future(fetch())
+        try:
+            while (data := await queue.get()) is not None:
+                yield data
+            await task
+        finally:
+            task.cancel()
+
+    async def wait(self, cid: str) -> int:
+        return int(await self._call("wait", timeout=0, cid=cid))
+
+    async def exec(self, cid: str, cmd: Sequence[str], *, stdin: bytes | None = None, user: str = "",
+                   env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]:
+        r = await self._call("exec", timeout=0, cid=cid, cmd=list(cmd), env=env or {}, workdir=workdir,
+                             stdin=base64.b64encode(stdin).decode() if stdin else None)
+        return int(r["code"]), base64.b64decode(r["output"])
+
+    async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
+        await self._call("signal", cid=cid, signal=signal)
+
+    async def remove(self, cid: str) -> None:
+        await self._call("remove", cid=cid)
+
+    def remove_soon(self, cid: str) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self.remove(cid))
+
+    async def image(self, ref: str) -> ImageInfo:
+        return wire.image_from_json(await self._call("image", ref=ref))
+
+    async def pull(self, ref: str, timeout: float) -> None:
+        await self._call("pull", timeout=timeout + 30, ref=ref, timeout_s=timeout)
+
+    async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:
+        r = await self._call("spec_of", cid=cid)
+        return wire.spec_from_json(r["spec"]), wire.image_from_json(r["image"])
