@@ -40,7 +40,7 @@ import sys
 from typing import Any
 
 from .containers import labels as L
-from .containers.service import ContainerService, get_service
+from .containers.service import ContainerService, ContainerState, get_service
 from .errors import ConfigError, NotFound, PtcudaError
 
 #: The shell: report our pid (the session id: Docker starts a tty exec in its own session), then bash if
@@ -70,6 +70,22 @@ class ExecTarget:
     id: str  # the kernel or job id
     user: str  # the container's configured user, "uid:gid"
     workdir: str  # its working directory
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # its init process's NVIDIA_*/CUDA_* variables
+
+
+async def target_of(service: ContainerService, state: ContainerState) -> ExecTarget:
+    """The exec target for a running container of ours: its configured user and working directory, and
+    the GPU variables the engine's NVIDIA hook gave its processes (an exec does not inherit them: they are
+    read from ``/proc/1/environ``, as the health check does)."""
+    spec, _ = await service.spec_of(state.id)
+    env: dict[str, str] = {}
+    with contextlib.suppress(PtcudaError):
+        code, raw = await service.exec(state.id, ["cat", "/proc/1/environ"], user=spec.user)
+        if code == 0:
+            pairs = (item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
+            env = {k: v for k, v in pairs if k.startswith(("NVIDIA_", "CUDA_"))}
+    return ExecTarget(container=state.id, kind=state.tag.kind, id=state.tag.id, user=spec.user,
+                      workdir=spec.workdir or "/", env=env)
 
 
 async def resolve(service: ContainerService, ident: str, kind: str | None = None) -> ExecTarget:
@@ -85,8 +101,7 @@ async def resolve(service: ContainerService, ident: str, kind: str | None = None
         except NotFound as exc:
             errors.append(exc.message)
             continue
-        spec, _ = await service.spec_of(state.id)
-        return ExecTarget(container=state.id, kind=k, id=state.tag.id, user=spec.user, workdir=spec.workdir or "/")
+        return await target_of(service, state)
     if kind:
         raise NotFound(errors[0])
     raise NotFound(f"no running kernel or job {ident!r}: {errors[0]}")
@@ -96,7 +111,8 @@ async def run_command(service: ContainerService, target: ExecTarget, argv: list[
     """Run ``argv`` in the target's container as its user, in its folder; ``(exit code, output)``."""
     if not argv:
         raise ConfigError("give the command after --, e.g. `jupyter ptcuda exec KERNEL_ID -- nvidia-smi`")
-    return await service.exec(target.container, argv, user=target.user, workdir=target.workdir)
+    return await service.exec(target.container, argv, user=target.user, workdir=target.workdir,
+                              env=dict(target.env) or None)
 
 
 # -- the interactive attach --------------------------------------------------------------------------
@@ -156,7 +172,7 @@ def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0
         raise ConfigError("`jupyter ptcuda shell` needs a terminal; for a command without one use "
                           "`jupyter ptcuda exec ID -- CMD ...`")
     term = os.environ.get("TERM") or TERM_DEFAULT
-    exec_id, sock = open_tty_exec(service, target, ["sh", "-c", SHELL_SCRIPT], {"TERM": term})
+    exec_id, sock = open_tty_exec(service, target, ["sh", "-c", SHELL_SCRIPT], {**target.env, "TERM": term})
     raw: socket.socket = getattr(sock, "_sock", sock)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -279,10 +295,7 @@ def _attach_main(argv: list[str]) -> int:
         state = asyncio.run(service.inspect(args.container))
         if state is None or not state.running or state.tag.kind not in (L.KERNEL, L.JOB):
             raise NotFound(f"container {args.container[:12]} is not a running kernel or job any more.")
-        spec, _ = asyncio.run(service.spec_of(state.id))
-        target = ExecTarget(container=state.id, kind=state.tag.kind, id=state.tag.id, user=spec.user,
-                            workdir=spec.workdir or "/")
-        return interactive(service, target)
+        return interactive(service, asyncio.run(target_of(service, state)))
     except PtcudaError as exc:
         print(f"jupyter ptcuda: {exc.message}", file=sys.stderr)
         return 1
