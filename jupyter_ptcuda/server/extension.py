@@ -95,10 +95,11 @@ class PtcudaExtension(ExtensionApp):
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
-        from . import handlers, job_handlers
+        from . import handlers, job_handlers, terminals
 
         self.handlers.extend(handlers.handlers)
         self.handlers.extend(job_handlers.handlers)
+        self.handlers.extend(terminals.handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
