@@ -1,0 +1,66 @@
+/**
+ * "Open Terminal in Kernel Container": a JupyterLab terminal whose shell runs inside a kernel's (or a
+ * running job's) container, as its user, in its folder. The server builds the shell
+ * (`POST jupyter-ptcuda/terminals`, only a kernel or job id is sent); JupyterLab's own terminal
+ * (`terminal:open` with the terminal's name) shows it over the server's terminal websocket.
+ */
+import { showErrorMessage } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
+import { CommandRegistry } from '@lumino/commands';
+
+import { errorMessage, postJSON } from './request';
+
+/** The terminal command of JupyterLab's terminal extension (opens a terminal by name). */
+export const TERMINAL_OPEN = 'terminal:open';
+
+/** Which container: a kernel of this server, or a running job. */
+export type ContainerTarget = { kernel_id: string } | { job_id: string };
+
+/** The server's reply: the terminal's name and where its shell runs. */
+export interface IContainerTerminal {
+  name: string;
+  kind: 'kernel' | 'job';
+  id: string;
+  container_id: string;
+  user?: string;
+  workdir?: string;
+}
+
+/**
+ * Ask the server for a terminal in the target's container and open it in JupyterLab; the terminal,
+ * or null after showing why not (no such kernel, terminals disabled, no terminal extension).
+ */
+export async function openContainerTerminal(
+  commands: CommandRegistry,
+  target: ContainerTarget,
+  settings?: ServerConnection.ISettings
+): Promise<IContainerTerminal | null> {
+  if (!commands.hasCommand(TERMINAL_OPEN)) {
+    await showErrorMessage(
+      'Cannot open a terminal',
+      'JupyterLab’s terminal extension is disabled; run `jupyter ptcuda shell ID` instead.'
+    );
+    return null;
+  }
+  let terminal: IContainerTerminal;
+  try {
+    terminal = await postJSON<IContainerTerminal>(
+      'terminals',
+      target,
+      settings
+    );
+  } catch (error) {
+    await showErrorMessage(
+      'Cannot open a terminal in the container',
+      errorMessage(error)
+    );
+    return null;
+  }
+  await commands.execute(TERMINAL_OPEN, { name: terminal.name });
+  return terminal;
+}
+
+/** The terminal's label: where its shell runs. */
+export function terminalLabel(terminal: IContainerTerminal): string {
+  return `${terminal.kind} ${terminal.id.slice(0, 8)} (${terminal.container_id})`;
+}
