@@ -18,6 +18,7 @@ import { ActiveKernel } from './activekernel';
 import { HealthModel } from './health';
 import { gpuIcon } from './icons';
 import { JobsModel } from './jobs';
+import { openContainerTerminal } from './terminal';
 import { GpuModel } from './model';
 import { IGpuMonitor } from './tokens';
 import { JobsView } from './widgets/jobsview';
@@ -30,6 +31,7 @@ export namespace CommandIDs {
   export const exportScript = 'jupyter-ptcuda:export';
   export const runJob = 'jupyter-ptcuda:run-job';
   export const openJobs = 'jupyter-ptcuda:open-jobs';
+  export const openKernelTerminal = 'jupyter-ptcuda:open-kernel-terminal';
 }
 
 const PLUGIN_ID = 'jupyter-ptcuda:plugin';
@@ -169,6 +171,27 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       caption: 'Training jobs: state, exit code, log, cancel',
       execute: args => {
         openJobs(typeof args.jobId === 'string' ? args.jobId : undefined);
+      }
+    });
+    app.commands.addCommand(CommandIDs.openKernelTerminal, {
+      label: args =>
+        args.jobId
+          ? 'Open Terminal in Job Container'
+          : 'Open Terminal in Kernel Container',
+      caption:
+        'A shell inside the container, as the kernel’s user, in the notebook’s folder',
+      isEnabled: args =>
+        !!args.jobId || (!!active.kernelId && active.isContainerKernel),
+      execute: args => {
+        const target =
+          typeof args.jobId === 'string'
+            ? { job_id: args.jobId }
+            : active.kernelId
+              ? { kernel_id: active.kernelId }
+              : null;
+        return target
+          ? openContainerTerminal(app.commands, target, serverSettings)
+          : undefined;
       }
     });
     for (const command of Object.values(CommandIDs)) {
