@@ -64,9 +64,9 @@ class PtcudaBroker(Application):
     max_mem = AnyTrait(None, allow_none=True, config=True, help="""Memory ceiling per container, e.g. '64g'
         (default None). A container asking for more, or for no limit, is refused with 403.""")
     max_cpus = Float(None, allow_none=True, config=True, help="CPU ceiling per container (default None).")
-    private_root = Unicode("/run/jupyter-ptcuda/broker", config=True, help="""Where the broker makes the
+    private_root = Unicode("/run/jupyter-ptcuda-broker", config=True, help="""Where the broker makes the
         kernels' private ipc folders (<root>/<uid>/<kernel id>, 0700, the user's; default
-        /run/jupyter-ptcuda/broker).""")
+        /run/jupyter-ptcuda-broker).""")
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to one user's kernel or job is not given to another.""")
     nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:N' N fake GPUs (tests).""")

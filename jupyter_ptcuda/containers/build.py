@@ -125,6 +125,10 @@ def check_image(image: str, policy: Policy, labels: Mapping[str, str] | None) ->
         raise ConfigError("no image: set c.ContainerOptions.image or give one, e.g. 'jupyter-ptcuda/pytorch-kernel:latest'.")
     if not P.image_allowed(image, configured=policy.images, patterns=policy.image_patterns, labels=labels,
                            allow_built=policy.allow_built_images):
+        if policy.source != Policy.source:  # the broker's own policy: one option says it all
+            raise Forbidden(f"image {P.short(image, 200)} is not allowed: it matches no pattern of {policy.source}.images "
+                            f"({list(policy.image_patterns)}). Use an allowed image, or ask the operator to add a "
+                            f"pattern to {policy.source}.images.", image=image[:200])
         raise P.image_refusal(image, configured=policy.images, patterns=policy.image_patterns,
                               allow_built=policy.allow_built_images, present=labels is not None)
     return image

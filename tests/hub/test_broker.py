@@ -1,0 +1,161 @@
+"""The broker under a real JupyterHub: two Unix users, LocalProcessSpawner, the broker as a managed service
+started from examples/jupyterhub_config.py, the real engine (stand-in NVIDIA hook, two fake GPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.hub import harness as H
+
+pytestmark = [pytest.mark.integration, pytest.mark.hub]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py"
+ALICE, BOB = H.USERS
+KERNEL = "ptcuda-hubtest"
+
+
+@pytest.fixture(scope="module")
+def hub(engine, test_image):
+    if os.geteuid() != 0 or not H.VENV.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
+        pytest.skip("needs root and scripts/hub-env")
+    subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name", KERNEL,
+                    "--image", test_image, "--gpus", "none", "--no-check"], check=True, capture_output=True)
+    port = H.free_port()
+    example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
+    extra = example + f"""
+c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
+c.PtcudaBroker.nvml = "fake:2"
+c.PtcudaBroker.max_gpus = 1
+c.PtcudaBroker.max_kernels = 2
+"""
+    hub = H.start_hub(extra_config=extra)
+    hub.broker_url = f"http://127.0.0.1:{port}"
+    try:
+        hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+        for user in H.USERS:
+            hub.start_server(user)
+        yield hub
+    finally:
+        H.cleanup(hub)
+
+
+def broker(hub, user: str, op: str, **body):
+    token = hub.token(user, scopes=["access:services!service=ptcuda-broker"])
+    return requests.post(f"{hub.broker_url}/v1/{op}", json=body, headers={"Authorization": f"token {token}"}, timeout=120)
+
+
+WHO = "import os, json; print(json.dumps({'uid': os.getuid(), 'cwd': os.getcwd(), 'id': os.environ.get('JUPYTER_PTCUDA_KERNEL_ID')}))"
+
+
+def test_each_user_s_kernel_runs_as_them_in_their_folder_through_the_broker(hub, engine, monkeypatch):
+    plain = hub.user_api
+
+    def in_root_folder(user, method, path, **kw):  # as JupyterLab does for a notebook at the server's root
+        if method == "POST" and path == "api/kernels":
+            return requests.post(f"{hub.url}/user/{user}/api/kernels", json={**kw, "path": ""}, timeout=60,
+                                 headers={"Authorization": f"token {hub.token(user)}"})
+        return plain(user, method, path, **kw)
+
+    monkeypatch.setattr(hub, "user_api", in_root_folder)
+    for user in H.USERS:
+        acct = hub.account(user)
+        out = json.loads(hub.kernel_run(user, WHO + "\nopen('from-kernel.txt', 'w').write('x')", kernel=KERNEL,
+                                        timeout=120).strip().splitlines()[-1])
+        assert out["uid"] == acct.pw_uid and out["cwd"] == acct.pw_dir
+        assert (Path(acct.pw_dir) / "from-kernel.txt").stat().st_uid == acct.pw_uid
+    # the users' servers hold no Docker socket: the broker started every one of these containers
+    for user in H.USERS:
+        proc = hub.run_as(user, [str(H.VENV / "bin" / "python"), "-c",
+                                 "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/var/run/docker.sock')"])
+        assert proc.returncode != 0 and "Permission" in proc.stderr
+
+
+def test_a_user_cannot_touch_the_other_user_s_containers(hub, engine, test_image):
+    home = hub.account(ALICE).pw_dir
+    spec = {"image": test_image, "command": ["sleep", "60"], "user": "0:0", "workdir": home,
+            "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "alicejob1"},
+            "mounts": [{"source": home, "target": home}]}
+    r = broker(hub, ALICE, "launch", spec=spec, claim="alicejob1")
+    assert r.status_code == 200, r.text
+    cid = r.json()["result"]["id"]
+    try:
+        info = engine.run_sync(lambda api: api.inspect_container(cid))
+        assert info["Config"]["User"] == f"{hub.account(ALICE).pw_uid}:{hub.account(ALICE).pw_gid}"  # not 0:0
+        assert info["HostConfig"]["CapDrop"] == ["ALL"]
+        assert info["Config"]["Labels"]["io.jupyter-ptcuda.owner"] == ALICE
+        for op, extra in [("logs", {}), ("log_bytes", {}), ("wait", {}), ("spec_of", {}), ("signal", {"signal": "SIGKILL"}),
+                          ("exec", {"cmd": ["id"]})]:
+            r = broker(hub, BOB, op, cid=cid, **extra)
+            assert r.status_code == 404 and "of yours" in r.json()["message"], (op, r.text)
+        assert broker(hub, BOB, "inspect", cid=cid).json()["result"] is None
+        assert broker(hub, BOB, "remove", cid=cid).status_code == 200
+        assert cid not in [s["id"] for s in broker(hub, BOB, "list", kind="job").json()["result"]]
+        assert engine.run_sync(lambda api: api.inspect_container(cid))["State"]["Running"]  # still there
+        assert cid in [s["id"] for s in broker(hub, ALICE, "list", kind="job").json()["result"]]
+        code = broker(hub, ALICE, "exec", cid=cid, cmd=["id", "-u"]).json()["result"]
+        assert code["code"] == 0
+    finally:
+        broker(hub, ALICE, "remove", cid=cid)
+    # no token, another service's token, a token without the broker's scope
+    assert requests.post(f"{hub.broker_url}/v1/list", json={}, timeout=10).status_code == 403
+    bare = hub.token(ALICE, scopes=["read:users:name!user"], fresh=True)
+    r = requests.post(f"{hub.broker_url}/v1/list", json={}, headers={"Authorization": f"token {bare}"}, timeout=10)
+    assert r.status_code == 403 and "access:services!service=ptcuda-broker" in r.json()["message"]
+
+
+def test_the_broker_s_policy_refuses_with_a_sentence(hub, test_image, tmp_path):
+    home = hub.account(ALICE).pw_dir
+    base = {"image": test_image, "command": ["true"], "workdir": home,
+            "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "j2"}}
+
+    def launch(**change):
+        return broker(hub, ALICE, "launch", spec={**base, **change})
+
+    r = launch(image="busybox:latest")
+    assert r.status_code == 403 and "c.PtcudaBroker" in r.json()["message"]
+    r = launch(mounts=[{"source": "/etc", "target": "/host-etc"}])
+    assert r.status_code == 403 and "outside the folders you may mount" in r.json()["message"]
+    bob_home = hub.account(BOB).pw_dir
+    r = launch(mounts=[{"source": bob_home, "target": "/bob"}])
+    assert r.status_code == 403
+    link = Path(home) / "etc-link"
+    hub.run_as(ALICE, ["ln", "-sfn", "/etc", str(link)])
+    r = launch(mounts=[{"source": str(link), "target": "/x"}])
+    assert r.status_code == 403 and "symbolic link" in r.json()["message"]
+    r = launch(ports={"8888": 8888})
+    assert r.status_code == 403 and "ipc" in r.json()["message"]
+    r = launch(network_mode="host")
+    assert r.status_code == 403
+    r = launch(labels={"io.jupyter-ptcuda.kind": "netns"})
+    assert r.status_code == 403
+    r = launch(gpus={"mode": "count", "count": 2})
+    assert r.status_code == 409 and "c.PtcudaBroker.max_gpus = 1" in r.json()["message"]
+
+
+def test_the_other_user_cannot_reach_a_kernel_s_channels(hub):
+    """alice's kernel's ipc sockets live in a folder the broker made for her (0700): bob cannot connect."""
+    r = hub.user_api(ALICE, "POST", "api/kernels", name=KERNEL)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    try:
+        folder = broker(hub, ALICE, "private_dir", kernel_id=kid).json()["result"]
+        st = os.stat(folder)
+        assert st.st_uid == hub.account(ALICE).pw_uid and st.st_mode & 0o777 == 0o700
+        sockets = [p for p in os.listdir(folder) if p.startswith("kernel-")]
+        assert sockets
+        proc = hub.run_as(BOB, [str(H.VENV / "bin" / "python"), "-c",
+                                f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({os.path.join(folder, sockets[0])!r})"])
+        assert proc.returncode != 0 and "Permission" in proc.stderr
+        # and bob's broker cannot make (or reuse) a folder under alice's uid
+        mine = broker(hub, BOB, "private_dir", kernel_id=kid).json()["result"]
+        assert mine != folder and str(hub.account(BOB).pw_uid) in mine
+    finally:
+        hub.user_api(ALICE, "DELETE", f"api/kernels/{kid}")
