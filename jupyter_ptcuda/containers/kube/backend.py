@@ -229,7 +229,8 @@ class KubeContainerService:
     async def _watch(self, selector: str, until: Callable[[dict[str, Any]], bool], timeout: float,
                      field: str | None = None) -> dict[str, Any] | None:
         """The first pod (of the selector) for which ``until`` holds, waiting up to ``timeout`` s for it
-        through a watch from the listing's resourceVersion (re-listed on a 410); None on time out."""
+        through a watch from the listing's resourceVersion (re-listed on a 410); None on time out, or when
+        the one pod named by ``field`` is deleted."""
         core = await self._core()
         deadline = time.monotonic() + timeout
         while True:
@@ -259,6 +260,8 @@ class KubeContainerService:
                                             "watching pods")
                         if event.get("type") in ("ADDED", "MODIFIED") and until(event["object"]):
                             return dict(event["object"])
+                        if event.get("type") == "DELETED" and field and field.startswith("metadata.name="):
+                            return None  # the one pod watched is gone
             except TimeoutError:
                 return None
             finally:

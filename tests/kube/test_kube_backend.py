@@ -1,0 +1,178 @@
+"""The Kubernetes backend's lifecycle against the in-memory API server (tests/kube/fakeapi.py): create,
+wait Running, logs, Pending with the scheduler's event, delete, reap, Job success/failure/OOM/deadline,
+403 from RBAC. No cluster runs here: what this does and does not show is in docs/kubernetes.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+import pytest
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client
+
+from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers.build import Policy, Request, build
+from jupyter_ptcuda.containers.gpus import GpuRequest
+from jupyter_ptcuda.containers.identity import Identity
+from jupyter_ptcuda.containers.kube.backend import DEADLINE_EXIT, KubeContainerService
+from jupyter_ptcuda.containers.kube.options import KubeOptions
+from jupyter_ptcuda.errors import ConfigError, Forbidden, LaunchError
+
+from .fakeapi import FakeKube
+
+ANN = Identity(uid=1000, gid=100, name="ann", server_id="jupyter-ann:7:1700000000", server_pid=7)
+POLICY = Policy(images=("img:1",))
+
+
+@contextlib.asynccontextmanager
+async def cluster(**opts):
+    fake = FakeKube()
+    server = TestServer(fake.app())
+    await server.start_server()
+    conf = client.Configuration(host=str(server.make_url("")).rstrip("/"))
+    svc = KubeContainerService(KubeOptions(namespace="hub", **opts), configuration=conf, identity=ANN, poll=0.2)
+    try:
+        yield fake, svc
+    finally:
+        await svc.close()
+        await fake.close()
+        await server.close()
+
+
+def spec(kind=L.JOB, identity=ANN, **kw):
+    base = dict(kind=kind, image="img:1", command=("python", "train.py"), run_as="1000:100", workdir="/home/jovyan/p",
+                id="0a1b2c3d4e5f", gpus=GpuRequest("count", 1))
+    base.update(kw)
+    return build(Request(**base), POLICY, identity)
+
+
+async def soon(coro_fn, *args):
+    await asyncio.sleep(0.1)
+    await coro_fn(*args)
+
+
+async def test_a_job_runs_its_log_is_read_and_its_exit_code_is_the_pods():
+    async with cluster() as (fake, svc):
+        task = asyncio.ensure_future(svc.launch(spec(), timeout=600))
+        await asyncio.sleep(0.3)
+        job = next(n for (p, n) in fake.objects if p == "jobs")
+        pod = fake.pod_of(job)
+        await fake.run(pod, b"epoch 1\n")
+        launched = await task
+        assert launched.id == job
+        state = await svc.inspect(job)
+        assert state.running and state.tag.kind == L.JOB and state.tag.id == "0a1b2c3d4e5f"
+        assert state.tag.server_id == ANN.server_id  # from the annotations: not a valid label value
+        assert fake.objects[("jobs", job)]["spec"]["activeDeadlineSeconds"] == 600
+        follow = asyncio.ensure_future(_collect(svc.follow(job)))
+        await asyncio.sleep(0.3)
+        await fake.log(pod, b"epoch 2\n")
+        await fake.exit(pod, 0)
+        assert await svc.wait(job) == 0
+        assert await asyncio.wait_for(follow, 5) == b"epoch 1\nepoch 2\n"
+        assert await svc.logs(job, tail=1) == "epoch 2\n"
+        assert [s.id for s in await svc.list(L.JOB, server_id=ANN.server_id)] == [job]
+        assert await svc.list(L.JOB, running=True) == []
+        await svc.remove(job)
+        assert await svc.inspect(job) is None and not fake.objects  # the Job's pod went with it
+        await svc.remove(job)  # gone already: fine
+
+
+async def _collect(it):
+    return b"".join([c async for c in it])
+
+
+@pytest.mark.parametrize(("code", "reason", "oom"), [(3, "Error", False), (137, "OOMKilled", True)])
+async def test_a_failed_or_oom_killed_job_says_so(code, reason, oom):
+    async with cluster() as (fake, svc):
+        task = asyncio.ensure_future(svc.launch(spec()))
+        await asyncio.sleep(0.3)
+        job = next(n for (p, n) in fake.objects if p == "jobs")
+        await fake.run(fake.pod_of(job), b"CUDA out of memory\n")
+        await task
+        await fake.exit(fake.pod_of(job), code, reason)
+        assert await svc.wait(job) == code
+        state = await svc.inspect(job)
+        assert (state.exit_code, state.oom_killed, state.running) == (code, oom, False)
+        msg = svc.describe_exit(state, await svc.logs(job), "job").message
+        assert ("OOMKilled" in msg) == oom and "CUDA out of memory" in msg
+
+
+async def test_a_job_past_its_deadline_reads_as_timed_out():
+    async with cluster() as (fake, svc):
+        task = asyncio.ensure_future(svc.launch(spec(), timeout=1))
+        await asyncio.sleep(0.3)
+        job = next(n for (p, n) in fake.objects if p == "jobs")
+        await fake.run(fake.pod_of(job))
+        await task
+        assert await asyncio.wait_for(svc.wait(job), 10) == DEADLINE_EXIT
+        assert (await svc.inspect(job)).exit_code == DEADLINE_EXIT
+
+
+async def test_a_pod_that_stays_pending_is_reported_with_the_schedulers_reason_and_deleted():
+    async with cluster(launch_timeout=1.0) as (fake, svc):
+        task = asyncio.ensure_future(svc.launch(spec(L.HEALTH)))
+        await asyncio.sleep(0.3)
+        pod = next(n for (p, n) in fake.objects if p == "pods")
+        await fake.event(pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        with pytest.raises(LaunchError, match=r"stayed Pending for 1 s \(FailedScheduling: 0/3 nodes are available: "
+                                              r"3 Insufficient nvidia.com/gpu.\); it was deleted"):
+            await task
+        assert ("pods", pod) not in fake.objects
+
+
+async def test_a_pod_runs_and_is_signalled_and_reaped_when_its_server_is_gone():
+    async with cluster() as (fake, svc):
+        task = asyncio.ensure_future(svc.launch(spec(L.HEALTH, gpus=GpuRequest())))
+        await asyncio.sleep(0.3)
+        pod = next(n for (p, n) in fake.objects if p == "pods")
+        await fake.run(pod)
+        assert (await task).id == pod
+        assert (await svc.find(L.HEALTH, "0a1b")).id == pod
+        # an earlier process of this server's pod left one behind; another server (pod) is gone
+        old = KubeContainerService(svc.options, configuration=svc._configuration, poll=0.2,
+                                   identity=dataclasses.replace(ANN, server_id="jupyter-ann:5:1600000000"))
+        other = KubeContainerService(svc.options, configuration=svc._configuration, poll=0.2,
+                                     identity=dataclasses.replace(ANN, server_id="jupyter-bob:9:1"))
+        for s in (old, other):
+            t = asyncio.ensure_future(s.launch(spec(L.HEALTH, s.identity, gpus=GpuRequest(), id="ffff")))
+            await asyncio.sleep(0.3)
+            for (p, n), o in list(fake.objects.items()):
+                if p == "pods" and o["status"]["phase"] == "Pending":
+                    await fake.run(n)
+            await t
+            await s.close()
+        await fake.put("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jupyter-ann"}, "spec": {}})
+        removed = await svc.reap()
+        assert len(removed) == 2 and pod not in removed
+        assert [s.id for s in await svc.list(L.HEALTH)] == [pod]
+        with pytest.raises(ConfigError, match="pods/exec"):
+            await svc.signal(pod, "SIGINT")
+        await svc.signal(pod, "SIGTERM")
+        assert await svc.inspect(pod) is None
+
+
+async def test_rbac_403_names_the_role():
+    async with cluster() as (fake, svc):
+        fake.deny.add(("create", "jobs"))
+        with pytest.raises(Forbidden, match=r'cannot create resource "jobs" in API group "batch".*examples/k8s/role.yaml'):
+            await svc.launch(spec())
+
+
+async def test_the_api_server_rejects_what_a_real_one_would():
+    async with cluster() as (fake, svc):
+        # the fake refuses invalid label values, as the API server does; our builder never sends one
+        bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "x:y"}},
+               "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        core = client.CoreV1Api(await svc._api())
+        with pytest.raises(ConfigError, match="valid label"):
+            await svc._call(core.create_namespaced_pod, "hub", bad, what="pod")
+        bad["metadata"] = {"name": "Bad_Name"}
+        with pytest.raises(ConfigError, match="metadata.name"):
+            await svc._call(core.create_namespaced_pod, "hub", bad, what="pod")
+        bad["metadata"] = {"name": "p"}
+        bad["spec"]["containers"][0]["securityContext"] = {"capabilities": {"drop": "ALL"}}  # not a list
+        with pytest.raises(ConfigError, match="rejected"):
+            await svc._call(core.create_namespaced_pod, "hub", bad, what="pod")
