@@ -176,3 +176,11 @@ async def test_the_api_server_rejects_what_a_real_one_would():
         bad["spec"]["containers"][0]["securityContext"] = {"capabilities": {"drop": "ALL"}}  # not a list
         with pytest.raises(ConfigError, match="rejected"):
             await svc._call(core.create_namespaced_pod, "hub", bad, what="pod")
+
+
+async def test_without_kubernetes_asyncio_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kubernetes_asyncio", None)
+    with pytest.raises(ConfigError, match=r"jupyter-ptcuda\[kubernetes\]"):
+        await KubeContainerService(KubeOptions()).ping()

@@ -154,14 +154,16 @@ class KubeContainerService:
             self._client = None
 
     async def _core(self) -> Any:
+        api = await self._api()  # first: says how to install kubernetes_asyncio when it is missing
         from kubernetes_asyncio import client
 
-        return client.CoreV1Api(await self._api())
+        return client.CoreV1Api(api)
 
     async def _batch(self) -> Any:
+        api = await self._api()  # first: says how to install kubernetes_asyncio when it is missing
         from kubernetes_asyncio import client
 
-        return client.BatchV1Api(await self._api())
+        return client.BatchV1Api(api)
 
     async def _raw(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> Any:
         """The answer (a live aiohttp response) of one API call, or our error for a non-2xx one."""
@@ -186,9 +188,10 @@ class KubeContainerService:
             resp.release()
 
     async def ping(self) -> dict[str, str]:
+        api = await self._api()
         from kubernetes_asyncio import client
 
-        v = await self._call(client.VersionApi(await self._api()).get_code, what="Kubernetes version")
+        v = await self._call(client.VersionApi(api).get_code, what="Kubernetes version")
         return {"version": str(v.get("gitVersion") or ""), "api_version": "v1"}
 
     async def _pod(self, name: str) -> dict[str, Any] | None:
