@@ -170,3 +170,19 @@ def test_traitlets_gather_into_options():
     o = KubeBackend(config=c).options()
     assert o.namespace == "hub" and o.gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.18gb")
     assert o.volumes == {"/data": {"persistentVolumeClaim": {"claimName": "d"}}}
+
+
+def test_the_example_role_is_valid_least_privilege_and_grants_what_the_backend_uses():
+    import pathlib
+
+    import yaml
+
+    docs = list(yaml.safe_load_all((pathlib.Path(__file__).parents[2] / "examples/k8s/role.yaml").read_text()))
+    for d in docs:
+        validate(d)
+    assert sorted(d["kind"] for d in docs) == ["Role", "RoleBinding", "ServiceAccount"]  # no ClusterRole
+    rules = {(g, r): set(rule["verbs"]) for d in docs if d["kind"] == "Role" for rule in d["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert set(rules) == {("", "pods"), ("", "pods/log"), ("batch", "jobs"), ("", "events")}
+    assert "exec" not in str(rules) and not any("*" in v for v in rules.values())
+    assert {"create", "delete", "list", "watch", "get"} <= rules[("", "pods")] and rules[("", "pods/log")] == {"get"}
