@@ -82,6 +82,7 @@ class FakeKube:
         self.compacted = 0  # watches from a version below this get 410 Gone
         self.logs: dict[str, bytes] = {}
         self.deny: set[tuple[str, str]] = set()  # (verb, resource) RBAC refuses
+        self.allow: set[tuple[str, str]] | None = None  # a Role's (verb, resource): anything else is 403
         self.changed = asyncio.Condition()
         self.requests: list[tuple[str, str]] = []  # (verb, resource) as RBAC sees them
         self.url = ""
@@ -178,6 +179,10 @@ class FakeKube:
         app.router.add_get("/version", self._version)
         return app
 
+    def use_role(self, role: dict) -> None:
+        """Answer 403 to whatever the Role does not grant (RBAC's view: verb + resource)."""
+        self.allow = {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "37", "gitVersion": "v1.37.0"})
 
@@ -186,7 +191,7 @@ class FakeKube:
             t.cancel()
 
     def _forbidden(self, verb: str, resource: str, ns: str) -> web.Response | None:
-        if (verb, resource) not in self.deny:
+        if (verb, resource) not in self.deny and (self.allow is None or (verb, resource) in self.allow):
             return None
         group = "batch" if resource == "jobs" else ""
         sub = resource.split("/")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import pathlib
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
@@ -22,6 +24,8 @@ from jupyter_ptcuda.errors import ConfigError, Forbidden, LaunchError
 
 from .fakeapi import FakeKube
 
+ROLE = next(d for d in yaml.safe_load_all((pathlib.Path(__file__).parents[2] / "examples/k8s/role.yaml").read_text())
+            if d["kind"] == "Role")
 ANN = Identity(uid=1000, gid=100, name="ann", server_id="jupyter-ann:7:1700000000", server_pid=7)
 POLICY = Policy(images=("img:1",))
 
@@ -29,6 +33,7 @@ POLICY = Policy(images=("img:1",))
 @contextlib.asynccontextmanager
 async def cluster(**opts):
     fake = FakeKube()
+    fake.use_role(ROLE)  # RBAC as examples/k8s/role.yaml grants it: the backend needs no more
     server = TestServer(fake.app())
     await server.start_server()
     conf = client.Configuration(host=str(server.make_url("")).rstrip("/"))
