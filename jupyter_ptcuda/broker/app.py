@@ -109,6 +109,7 @@ class PtcudaBroker(Application):
             nvml = make_fake_nvml(self.nvml[len("fake:"):])
         self.sampler = GpuSampler(nvml)
         self.ledger = GpuLedger(service, self.sampler.snapshot, sharing=self.gpu_sharing, sampler=self.sampler)
+        self.ledger.hide_others = True
         set_active_ledger(self.ledger)
         auth = HubAuth(cache_max_age=int(self.auth_cache_seconds))
         if not auth.access_scopes:

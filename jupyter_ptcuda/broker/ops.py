@@ -67,7 +67,7 @@ class Broker:
         return state
 
     def _claim(self, user: U.HubUser, claim: Any) -> str | None:
-        return f"{user.uid}/{claim}" if claim else None
+        return f"{user.name}/{claim}" if claim else None  # the ledger's claim under the broker
 
     # -- dispatch ----------------------------------------------------------------------------------
     async def call(self, name: str, op: str, body: dict[str, Any]) -> Any:

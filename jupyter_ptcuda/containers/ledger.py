@@ -52,6 +52,8 @@ class GpuLedger:
         self.sampler = sampler
         self.sharing = sharing
         self._pending: dict[str, tuple[str, ...]] = {}
+        #: Under the broker (many users): a refusal names the holder only when it is the asker's own.
+        self.hide_others = False
         self._lock = asyncio.Lock()
 
     async def holders(self) -> dict[str, list[dict[str, str]]]:
@@ -61,7 +63,7 @@ class GpuLedger:
         for c in await self.service.list(running=True):
             if c.tag.kind not in L.GPU_KINDS:
                 continue
-            seen.add(c.tag.id)
+            seen.add(f"{c.tag.owner}/{c.tag.id}" if self.hide_others else c.tag.id)
             for gpu in self._indexes(c.tag.gpus):
                 out.setdefault(gpu, []).append({"kind": c.tag.kind, "id": c.tag.id, "container": c.id[:12],
                                                 "notebook": c.tag.notebook, "owner": c.tag.owner})
@@ -72,6 +74,13 @@ class GpuLedger:
                 out.setdefault(gpu, []).append({"kind": "starting", "id": owner, "container": "", "notebook": "", "owner": ""})
         return out
 
+    def _claim(self, holder: dict[str, str]) -> str:
+        """The claim a holder was assigned under: its id, or under the broker ``<user name>/<id>`` (ids are
+        the users' own choice: two users' kernels may share one, and never each other's GPUs)."""
+        if self.hide_others and holder["kind"] != "starting":
+            return f"{holder['owner']}/{holder['id']}"
+        return holder["id"]
+
     def _gpus(self) -> list[dict[str, Any]]:
         snap = self.snapshot() or {}
         return [g for g in snap.get("gpus", []) if g.get("state", "ok") == "ok"] if snap.get("state") == "ok" else []
@@ -80,10 +89,11 @@ class GpuLedger:
         """Label value → device indexes held ('all' shares and 'count:n' is unresolved: none)."""
         return devices(label, self._gpus(), all_devices=False)
 
-    async def assign(self, owner: str, request: GpuRequest, *, free_all: bool = False) -> GpuRequest:
+    async def assign(self, owner: str, request: GpuRequest, *, free_all: bool = False, viewer: str = "") -> GpuRequest:
         """Turn a request into concrete devices for ``owner`` (a kernel, job or check id), or raise.
 
-        ``free_all``: ``all`` means every GPU not held by another (health checks)."""
+        ``free_all``: ``all`` means every GPU not held by another (health checks). ``viewer``: the asking
+        user's name (with :attr:`hide_others`, others' holders are "another user")."""
         if request.mode == "none" or (request.mode == "all" and not free_all):
             return request
         if self.sampler is not None and self.sampler.state == "starting":
@@ -91,13 +101,13 @@ class GpuLedger:
             await asyncio.get_running_loop().run_in_executor(None, self.sampler.wait_ready, 5.0)
         async with self._lock:
             holders = await self.holders()
-            taken = {gpu: hs for gpu, hs in holders.items() if any(h["id"] != owner for h in hs)}
+            taken = {gpu: hs for gpu, hs in holders.items() if any(self._claim(h) != owner for h in hs)}
             gpus = self._gpus()
             if request.mode == "ids":
                 wanted = self._indexes(",".join(request.ids))
                 busy = [g for g in wanted if g in taken]
                 if busy and self.sharing == "exclusive":
-                    raise GpuUnavailable(f"GPU {', '.join(busy)} requested, but {self._describe(taken, busy)}. "
+                    raise GpuUnavailable(f"GPU {', '.join(busy)} requested, but {self._describe(taken, busy, viewer)}. "
                                          "Choose another device, a count, or ask an operator for sharing.")
                 self._pending[owner] = tuple(wanted)
                 return request
@@ -108,7 +118,7 @@ class GpuLedger:
                     return request
                 free_ids = tuple(str(g["index"]) for g in gpus if str(g["index"]) not in taken)
                 if not free_ids:
-                    raise GpuUnavailable(f"no GPU is free for a health check: {self._describe(taken, sorted(taken))}. "
+                    raise GpuUnavailable(f"no GPU is free for a health check: {self._describe(taken, sorted(taken), viewer)}. "
                                          "Run it when one is free, or check the kernel itself (health --kernel).")
                 self._pending[owner] = free_ids
                 return GpuRequest("ids", ids=free_ids)
@@ -118,7 +128,7 @@ class GpuLedger:
             if len(free) < request.count:
                 raise GpuUnavailable(
                     f"{request.count} GPU(s) requested but only {len(free)} of {len(gpus)} are free: "
-                    f"{self._describe(taken, sorted(taken))}. Stop one of those, or ask for fewer GPUs.")
+                    f"{self._describe(taken, sorted(taken), viewer)}. Stop one of those, or ask for fewer GPUs.")
             chosen = tuple(str(g["index"]) for g in free[: request.count])
             self._pending[owner] = chosen
             return GpuRequest("ids", ids=chosen)
@@ -127,11 +137,12 @@ class GpuLedger:
         """Forget an assignment still in memory (the container label goes away with the container)."""
         self._pending.pop(owner, None)
 
-    @staticmethod
-    def _describe(taken: dict[str, list[dict[str, str]]], which: list[str]) -> str:
+    def _describe(self, taken: dict[str, list[dict[str, str]]], which: list[str], viewer: str = "") -> str:
         parts = []
+        hide = self.hide_others
         for gpu in which:
-            who = ", ".join(f"{h['kind']} {h['id'][:8]}" + (f" ({h['notebook']})" if h.get("notebook") else "")
+            who = ", ".join("another user" if hide and h.get("owner") != viewer else
+                            f"{h['kind']} {h['id'][:8]}" + (f" ({h['notebook']})" if h.get("notebook") else "")
                             for h in taken.get(gpu, []))
             parts.append(f"GPU {gpu} is held by {who}")
         return "; ".join(parts) or "all GPUs are held"

@@ -143,7 +143,8 @@ class ContainerService:
         try:
             if ledger is not None and claim and assign_gpus and spec.gpus.wanted:
                 spec = spec.with_gpus(await ledger.assign(claim, spec.gpus,
-                                                               free_all=spec.labels.get(L.KIND) == L.HEALTH))
+                                                               free_all=spec.labels.get(L.KIND) == L.HEALTH,
+                                                               viewer=spec.labels.get(L.OWNER, "")))
                 claimed = True
             if spec.network_mode == "shared":
                 from .netns import ensure_holder

@@ -159,3 +159,32 @@ def test_the_other_user_cannot_reach_a_kernel_s_channels(hub):
         assert mine != folder and str(hub.account(BOB).pw_uid) in mine
     finally:
         hub.user_api(ALICE, "DELETE", f"api/kernels/{kid}")
+
+
+def test_gpus_across_users_are_exclusive_and_another_user_s_holder_is_not_named(hub, test_image):
+    def job(user, job_id, gpus):
+        home = hub.account(user).pw_dir
+        return broker(hub, user, "launch", claim=job_id, spec={
+            "image": test_image, "command": ["sleep", "60"], "workdir": home, "gpus": gpus,
+            "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": job_id},
+            "mounts": [{"source": home, "target": home}]})
+
+    r = job(ALICE, "gpujob-a", {"mode": "count", "count": 1})
+    assert r.status_code == 200, r.text
+    cid = r.json()["result"]["id"]
+    held = r.json()["result"]["spec"]["gpus"]["ids"]
+    try:
+        assert len(held) == 1
+        r = job(BOB, "gpujob-b", {"mode": "ids", "ids": held})
+        assert r.status_code == 409 and "held by another user" in r.json()["message"]
+        assert "gpujob-a" not in r.json()["message"]
+        r = job(BOB, "gpujob-a", {"mode": "ids", "ids": held})  # the same job id as alice's: still hers
+        assert r.status_code == 409, r.text
+        r = job(ALICE, "gpujob-a2", {"mode": "count", "count": 1})
+        assert r.status_code == 409 and "max_gpus = 1" in r.json()["message"]
+        r = job(BOB, "gpujob-b", {"mode": "count", "count": 1})  # the other GPU
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["spec"]["gpus"]["ids"] != held
+        broker(hub, BOB, "remove", cid=r.json()["result"]["id"])
+    finally:
+        broker(hub, ALICE, "remove", cid=cid)
