@@ -53,16 +53,20 @@ def spec(kind=L.JOB, identity=ANN, **kw):
     return build(Request(**base), POLICY, identity)
 
 
-async def soon(coro_fn, *args):
-    await asyncio.sleep(0.1)
-    await coro_fn(*args)
+async def created(fake: FakeKube, plural: str, n: int = 1) -> str:
+    """The name of the newest object of ``plural`` once there are ``n`` (the backend's create went through)."""
+    for _ in range(200):
+        names = [name for (p, name) in fake.objects if p == plural]
+        if len(names) >= n:
+            return max(names, key=lambda k: int(fake.objects[(plural, k)]["metadata"]["resourceVersion"]))
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {plural} created")
 
 
 async def test_a_job_runs_its_log_is_read_and_its_exit_code_is_the_pods():
     async with cluster() as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec(), timeout=600))
-        await asyncio.sleep(0.3)
-        job = next(n for (p, n) in fake.objects if p == "jobs")
+        job = await created(fake, "jobs")
         pod = fake.pod_of(job)
         await fake.run(pod, b"epoch 1\n")
         launched = await task
@@ -93,8 +97,7 @@ async def _collect(it):
 async def test_a_failed_or_oom_killed_job_says_so(code, reason, oom):
     async with cluster() as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec()))
-        await asyncio.sleep(0.3)
-        job = next(n for (p, n) in fake.objects if p == "jobs")
+        job = await created(fake, "jobs")
         await fake.run(fake.pod_of(job), b"CUDA out of memory\n")
         await task
         await fake.exit(fake.pod_of(job), code, reason)
@@ -108,8 +111,7 @@ async def test_a_failed_or_oom_killed_job_says_so(code, reason, oom):
 async def test_a_job_past_its_deadline_reads_as_timed_out():
     async with cluster() as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec(), timeout=1))
-        await asyncio.sleep(0.3)
-        job = next(n for (p, n) in fake.objects if p == "jobs")
+        job = await created(fake, "jobs")
         await fake.run(fake.pod_of(job))
         await task
         assert await asyncio.wait_for(svc.wait(job), 10) == DEADLINE_EXIT
@@ -119,8 +121,7 @@ async def test_a_job_past_its_deadline_reads_as_timed_out():
 async def test_a_pod_that_stays_pending_is_reported_with_the_schedulers_reason_and_deleted():
     async with cluster(launch_timeout=1.0) as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec(L.HEALTH)))
-        await asyncio.sleep(0.3)
-        pod = next(n for (p, n) in fake.objects if p == "pods")
+        pod = await created(fake, "pods")
         await fake.event(pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
         with pytest.raises(LaunchError, match=r"stayed Pending for 1 s \(FailedScheduling: 0/3 nodes are available: "
                                               r"3 Insufficient nvidia.com/gpu.\); it was deleted"):
@@ -131,8 +132,7 @@ async def test_a_pod_that_stays_pending_is_reported_with_the_schedulers_reason_a
 async def test_a_pod_runs_and_is_signalled_and_reaped_when_its_server_is_gone():
     async with cluster() as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec(L.HEALTH, gpus=GpuRequest())))
-        await asyncio.sleep(0.3)
-        pod = next(n for (p, n) in fake.objects if p == "pods")
+        pod = await created(fake, "pods")
         await fake.run(pod)
         assert (await task).id == pod
         assert (await svc.find(L.HEALTH, "0a1b")).id == pod
@@ -143,7 +143,7 @@ async def test_a_pod_runs_and_is_signalled_and_reaped_when_its_server_is_gone():
                                      identity=dataclasses.replace(ANN, server_id="jupyter-bob:9:1"))
         for s in (old, other):
             t = asyncio.ensure_future(s.launch(spec(L.HEALTH, s.identity, gpus=GpuRequest(), id="ffff")))
-            await asyncio.sleep(0.3)
+            await created(fake, "pods", 2 if s is old else 3)
             for (p, n), o in list(fake.objects.items()):
                 if p == "pods" and o["status"]["phase"] == "Pending":
                     await fake.run(n)
