@@ -173,7 +173,22 @@ class Broker:
         )
         identity = Identity(uid=user.uid, gid=user.gid, name=user.name, server_id=tag.server_id or f"hub:{user.name}",
                             server_pid=tag.server_pid or 0)
-        return build(request, self.policy(user), identity), expected
+        return build(request, await self._image_policy(user, asked.image), identity), expected
+
+    async def _image_policy(self, user: U.HubUser, image: str) -> Policy:
+        """The user's policy; a job pinned to an image id or digest is allowed when a tag of that image is."""
+        from ..containers.policy import image_allowed
+
+        policy = self.policy(user)
+        if image.startswith("sha256:") or "@sha256:" in image:
+            try:
+                info = await self.service.engine.image(image)
+            except NotFound:
+                return policy  # refused below, saying which patterns are allowed
+            names = [*(info.get("RepoTags") or []), *(info.get("RepoDigests") or [])]
+            if any(image_allowed(n, configured=(), patterns=policy.image_patterns, allow_built=False) for n in names):
+                policy = dataclasses.replace(policy, images=(image,))
+        return policy
 
     async def _check_quotas(self, user: U.HubUser, spec: ContainerSpec) -> None:
         c = self.config

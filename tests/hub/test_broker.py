@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,31 @@ def test_gpus_across_users_are_exclusive_and_another_user_s_holder_is_not_named(
         broker(hub, BOB, "remove", cid=r.json()["result"]["id"])
     finally:
         broker(hub, ALICE, "remove", cid=cid)
+
+
+def test_a_job_outlives_its_user_s_server_and_is_there_after_a_restart(hub, engine, test_image):
+    home = Path(hub.account(ALICE).pw_dir)
+    hub.run_as(ALICE, ["sh", "-c", "printf 'import time\\nprint(\"from the job\", flush=True)\\ntime.sleep(4)\\n"
+                                   "raise SystemExit(3)\\n' > outlive.py"])
+    r = requests.post(f"{hub.url}/user/{ALICE}/jupyter-ptcuda/jobs", json={"path": "outlive.py", "image": test_image,
+                      "gpus": "none"}, headers={"Authorization": f"token {hub.token(ALICE)}"}, timeout=120)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    hub.stop_server(ALICE)
+    try:
+        jobs = [c for c in broker(hub, ALICE, "list", kind="job").json()["result"]
+                if c["labels"].get("io.jupyter-ptcuda.job-id") == job_id]
+        assert jobs and jobs[0]["running"]  # the server is gone, the job is not
+        # the broker restarts meanwhile: it holds nothing a restart loses (labels are the truth)
+        hub.restart_service("ptcuda-broker")
+        hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+    finally:
+        hub.start_server(ALICE)
+    deadline = time.monotonic() + 60
+    while (job := hub.user_api(ALICE, "GET", f"jupyter-ptcuda/jobs/{job_id}").json())["state"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert (job["state"], job["exit_code"]) == ("failed", 3), job
+    log = hub.user_api(ALICE, "GET", f"jupyter-ptcuda/jobs/{job_id}/log").text
+    assert "from the job" in log
+    assert (home / "outputs" / job_id).stat().st_uid == hub.account(ALICE).pw_uid
