@@ -5,6 +5,7 @@
  * (`terminal:open` with the terminal's name) shows it over the server's terminal websocket.
  */
 import { showErrorMessage } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { CommandRegistry } from '@lumino/commands';
 
@@ -56,8 +57,39 @@ export async function openContainerTerminal(
     );
     return null;
   }
+  // terminal:open starts a new *host* shell under that name when no such terminal runs: open only
+  // one the server lists (it ends at once if its container went away meanwhile).
+  if (!(await isRunning(terminal.name, settings))) {
+    await showErrorMessage(
+      'Cannot open a terminal in the container',
+      `The terminal ended before it opened: is ${terminal.kind} ${terminal.id} still running?`
+    );
+    return null;
+  }
   await commands.execute(TERMINAL_OPEN, { name: terminal.name });
   return terminal;
+}
+
+/** Whether the server lists a terminal of this name (`GET api/terminals`). */
+async function isRunning(
+  name: string,
+  settings?: ServerConnection.ISettings
+): Promise<boolean> {
+  const s = settings ?? ServerConnection.makeSettings();
+  try {
+    const reply = await ServerConnection.makeRequest(
+      URLExt.join(s.baseUrl, 'api', 'terminals'),
+      {},
+      s
+    );
+    const models = reply.ok ? JSON.parse(await reply.text()) : [];
+    return (
+      Array.isArray(models) &&
+      models.some((m: { name?: string }) => m.name === name)
+    );
+  } catch {
+    return false;
+  }
 }
 
 /** The terminal's label: where its shell runs. */

@@ -39,6 +39,7 @@ describe('openContainerTerminal', () => {
 
   it('sends only the kernel id and opens the terminal the server made, by name', async () => {
     server.on('POST', 'terminals', { status: 201, body: reply });
+    server.on('GET', '/api/terminals', { body: [{ name: '3' }] });
     const term = await openContainerTerminal(
       commands,
       { kernel_id: 'k-1234567890' },
@@ -46,7 +47,8 @@ describe('openContainerTerminal', () => {
     );
     expect(term?.name).toBe('3');
     expect(server.requests.map(r => [r.method, r.body])).toEqual([
-      ['POST', { kernel_id: 'k-1234567890' }]
+      ['POST', { kernel_id: 'k-1234567890' }],
+      ['GET', undefined]
     ]);
     expect(opened).toEqual([{ name: '3' }]);
     expect(terminalLabel(reply as any)).toBe('kernel k-123456 (abc123def456)');
@@ -63,6 +65,18 @@ describe('openContainerTerminal', () => {
     expect(opened).toEqual([]);
     expect(showErrorMessage.mock.calls[0][1]).toContain(
       "no kernel 'x' on this server"
+    );
+  });
+
+  it('never opens a terminal the server does not list (terminal:open would start a host shell)', async () => {
+    server.on('POST', 'terminals', { status: 201, body: reply });
+    server.on('GET', '/api/terminals', { body: [{ name: '1' }] });
+    expect(
+      await openContainerTerminal(commands, { kernel_id: 'k' }, server.settings)
+    ).toBeNull();
+    expect(opened).toEqual([]);
+    expect(showErrorMessage.mock.calls[0][1]).toContain(
+      'ended before it opened'
     );
   });
 
