@@ -164,9 +164,14 @@ class Broker:
         if workdir is not None and mount_workdir:
             real, ident = await asyncio.to_thread(U.resolve_mount, workdir, roots, "notebook folder")
             expected[real], workdir = ident, real
+        # GPUs only through the ledger: the NVIDIA runtime also reads NVIDIA_* from the environment (an
+        # image's NVIDIA_VISIBLE_DEVICES=all, or a client's), which would hand out devices nobody assigned
+        env = {k: v for k, v in asked.env.items() if not k.startswith("NVIDIA_")}
+        if not asked.gpus.wanted:
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
         request = Request(
             kind=tag.kind, image=asked.image, command=asked.command, run_as=user.user, workdir=workdir,
-            mount_workdir=mount_workdir, gpus=asked.gpus, mounts=tuple(mounts), env=dict(asked.env),
+            mount_workdir=mount_workdir, gpus=asked.gpus, mounts=tuple(mounts), env=env,
             shm_size=asked.shm_size, mem_limit=asked.mem_limit, cpus=asked.cpus, pids_limit=asked.pids_limit,
             network_mode=network, id=tag.id, notebook=tag.notebook, name=asked.name,
             files=asked.files, private_dir=private,

@@ -82,6 +82,7 @@ def test_each_user_s_kernel_runs_as_them_in_their_folder_through_the_broker(hub,
 def test_a_user_cannot_touch_the_other_user_s_containers(hub, engine, test_image):
     home = hub.account(ALICE).pw_dir
     spec = {"image": test_image, "command": ["sleep", "60"], "user": "0:0", "workdir": home,
+            "env": {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "all", "MINE": "1"},
             "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "alicejob1"},
             "mounts": [{"source": home, "target": home}]}
     r = broker(hub, ALICE, "launch", spec=spec, claim="alicejob1")
@@ -91,6 +92,8 @@ def test_a_user_cannot_touch_the_other_user_s_containers(hub, engine, test_image
         info = engine.run_sync(lambda api: api.inspect_container(cid))
         assert info["Config"]["User"] == f"{hub.account(ALICE).pw_uid}:{hub.account(ALICE).pw_gid}"  # not 0:0
         assert info["HostConfig"]["CapDrop"] == ["ALL"]
+        env = dict(e.split("=", 1) for e in info["Config"]["Env"])  # no GPU behind the ledger's back
+        assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and "NVIDIA_DRIVER_CAPABILITIES" not in env and env["MINE"] == "1"
         assert info["Config"]["Labels"]["io.jupyter-ptcuda.owner"] == ALICE
         for op, extra in [("logs", {}), ("log_bytes", {}), ("wait", {}), ("spec_of", {}), ("signal", {"signal": "SIGKILL"}),
                           ("exec", {"cmd": ["id"]})]:
