@@ -114,3 +114,36 @@ async def test_terminal_in_the_kernel_container(jp_fetch, jp_ws_fetch, api, jp_s
         from jupyter_ptcuda.provisioner import drain_removals
 
         await drain_removals()
+
+
+@pytest.fixture
+def job_env(tmp_path, monkeypatch, jp_root_dir):
+    """Before the server starts (list it first): a private job store, the test image, no leftovers."""
+    from tests.conftest import TEST_IMAGE
+    from tests.server.helpers import job_environment
+
+    with job_environment(tmp_path, monkeypatch, jp_root_dir, TEST_IMAGE):
+        yield
+
+
+async def test_terminal_in_a_running_job(job_env, api, jp_ws_fetch, jp_fetch, jp_root_dir):
+    from tests.server.helpers import wait_for
+
+    (jp_root_dir / "nb").mkdir(exist_ok=True)
+    (jp_root_dir / "nb" / "wait.py").write_text("import time\ntime.sleep(120)\n")
+    status, job, _ = await api("POST", "jobs", {"path": "nb/wait.py", "gpus": "none"})
+    assert status == 201, job
+    try:
+        await wait_for(api, f"jobs/{job['id']}", lambda s, b: s == 200 and b["state"] == "running", timeout=60)
+        status, term, _ = await api("POST", "terminals", {"job_id": job["id"]})
+        assert status == 201 and term["kind"] == "job" and term["id"] == job["id"], term
+        ws = await jp_ws_fetch("terminals", "websocket", term["name"])
+        ws.write_message(json.dumps(["stdin", "echo uid=$(id -u) job=$(cat /etc/hostname); echo END-$((2+2))\r"]))
+        out = await read_until(ws, "END-4")
+        assert f"uid={KERNEL_UID} job={term['container_id']}" in out, out
+        ws.close()
+        await jp_fetch("api", "terminals", term["name"], method="DELETE")
+    finally:
+        await api("DELETE", f"jobs/{job['id']}")
+        await wait_for(api, f"jobs/{job['id']}", lambda s, b: s == 200 and b["state"] not in ("queued", "running"),
+                       timeout=60)
