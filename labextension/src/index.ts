@@ -95,7 +95,11 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
         const content = new JobsView(jobs, {
           serverSettings,
           openPath: path =>
-            void app.commands.execute('filebrowser:go-to-path', { path })
+            void app.commands.execute('filebrowser:go-to-path', { path }),
+          openTerminal: jobId =>
+            void app.commands.execute('jupyter-ptcuda:open-kernel-terminal', {
+              jobId
+            })
         });
         widget = new MainAreaWidget({ content });
         widget.id = 'jupyter-ptcuda-jobs';

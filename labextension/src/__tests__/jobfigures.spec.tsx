@@ -170,4 +170,43 @@ describe('Jobs view', () => {
     expect(node.textContent).toContain('loading cell-2-1.png');
     expect(node.textContent).toContain('cell 2, figure 1');
   });
+
+  it("offers a terminal in a running job's container, and none for a finished one", async () => {
+    server.on('GET', 'jobs', {
+      body: [
+        { id: 'r1', name: 'train', state: 'running' },
+        { id: 'd1', name: 'done', state: 'completed', exit_code: 0 }
+      ]
+    });
+    const model = new JobsModel({
+      serverSettings: server.settings,
+      autoStart: false
+    });
+    await model.fetch();
+    const opened: string[] = [];
+    const view = new JobsView(model, {
+      serverSettings: server.settings,
+      openPath: () => undefined,
+      openTerminal: id => opened.push(id),
+      autoStart: false
+    });
+    const node = dom((view as any).render());
+    const running = node.querySelector(
+      '[data-job-id="r1"] .jp-ptcuda-JobRow-terminal'
+    );
+    expect(running?.textContent).toBe('Terminal');
+    expect(
+      node.querySelector('[data-job-id="d1"] .jp-ptcuda-JobRow-terminal')
+    ).toBeNull();
+    const without = new JobsView(model, {
+      openPath: () => undefined,
+      autoStart: false
+    });
+    expect(
+      dom((without as any).render()).querySelector('.jp-ptcuda-JobRow-terminal')
+    ).toBeNull();
+    view.dispose();
+    without.dispose();
+    model.dispose();
+  });
 });

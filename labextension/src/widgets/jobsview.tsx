@@ -154,6 +154,7 @@ function JobRow(props: {
   selected: boolean;
   onSelect: () => void;
   onCancel: () => void;
+  onTerminal?: () => void;
 }): JSX.Element {
   const { job } = props;
   const active = !isTerminal(job.state);
@@ -188,6 +189,18 @@ function JobRow(props: {
         >
           Log
         </button>
+        {job.state === 'running' && props.onTerminal && (
+          <button
+            className="jp-Button jp-mod-styled jp-ptcuda-JobRow-terminal"
+            title="Open a terminal in this job's container (as its user, in its folder)"
+            onClick={e => {
+              e.stopPropagation();
+              props.onTerminal?.();
+            }}
+          >
+            Terminal
+          </button>
+        )}
         {active && (
           <button
             className="jp-Button jp-mod-styled jp-mod-warn jp-ptcuda-JobRow-cancel"
@@ -214,6 +227,8 @@ export class JobsView extends ReactWidget {
     private _options: {
       serverSettings?: ServerConnection.ISettings;
       openPath: (path: string) => void;
+      /** Open a terminal in a running job's container (the "Terminal" button; none without it). */
+      openTerminal?: (jobId: string) => void;
       /** Start polling the selected job's figures at once (default true; tests set false). */
       autoStart?: boolean;
     }
@@ -313,6 +328,11 @@ export class JobsView extends ReactWidget {
                   selected={job.id === selected}
                   onSelect={() => this.select(job.id)}
                   onCancel={() => void this._cancel(job.id)}
+                  onTerminal={
+                    this._options.openTerminal
+                      ? () => this._options.openTerminal?.(job.id)
+                      : undefined
+                  }
                 />
               ))}
             </tbody>
