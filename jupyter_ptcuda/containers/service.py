@@ -24,7 +24,10 @@ import os
 import signal as signal_module
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
+
+from traitlets import CaselessStrEnum, default
+from traitlets.config import Configurable
 
 from ..errors import LaunchError, NoNvidiaRuntime, NotFound
 from . import labels as L
@@ -223,9 +226,12 @@ class ContainerService:
         if len(found) != 1:
             why = "is not running" if not found else "matches more than one; give more of the id"
             hint = "start it (open the notebook)" if kind == L.KERNEL else "check `jupyter ptcuda jobs list`"
-            raise NotFound(f"{kind} {id!r} {why}: {hint}, or list them with "
-                           f"`docker ps --filter label={L.KIND}={kind}`.")
+            raise NotFound(f"{kind} {id!r} {why}: {hint}, or list them with {self.list_hint(kind)}.")
         return found[0]
+
+    def list_hint(self, kind: str) -> str:
+        """The command that lists this backend's containers of ``kind`` (said when :meth:`find` fails)."""
+        return f"`docker ps --filter label={L.KIND}={kind}`"
 
     async def logs(self, cid: str, tail: int | str = "all") -> str:
         return await self.engine.logs(cid, tail=tail)
@@ -342,18 +348,39 @@ class ContainerService:
 _service: ContainerService | None = None
 
 
-def get_service() -> ContainerService:
-    """The process-wide service: over this host's engine, or, when ``$JUPYTER_PTCUDA_BROKER_URL`` is set
-    (a JupyterHub user's server), through the Hub's broker (:mod:`.remote`)."""
+class ContainerBackend(Configurable):
+    """Which backend :func:`get_service` makes (read once, at the first call)."""
+
+    backend = CaselessStrEnum(["docker", "kubernetes"], config=True, help="""Where containers run: 'docker'
+        (default: this host's engine) or 'kubernetes' (pods in the server's namespace, c.KubeBackend.*).
+        Default from $JUPYTER_PTCUDA_BACKEND. A broker URL ($JUPYTER_PTCUDA_BROKER_URL) wins over both.
+        Example: c.ContainerBackend.backend = "kubernetes" """)
+
+    @default("backend")
+    def _default_backend(self) -> str:
+        return os.environ.get("JUPYTER_PTCUDA_BACKEND", "").strip().lower() or "docker"
+
+
+def get_service(config: Any = None) -> ContainerService:
+    """The process-wide service: over this host's engine; through the Hub's broker (:mod:`.remote`) when
+    ``$JUPYTER_PTCUDA_BROKER_URL`` is set (a JupyterHub user's server); as pods (:mod:`.kube`) when
+    ``c.ContainerBackend.backend = "kubernetes"`` (or ``$JUPYTER_PTCUDA_BACKEND=kubernetes``). ``config``:
+    default, the running Jupyter application's (the server's ``jupyter_server_config.py``)."""
     global _service
     if _service is None:
         url = os.environ.get("JUPYTER_PTCUDA_BROKER_URL")
+        if config is None:
+            from traitlets.config import Application
+
+            config = Application.instance().config if Application.initialized() else None
         if url:
             from .remote import RemoteContainerService
 
             _service = RemoteContainerService(url)
+        elif ContainerBackend(config=config).backend == "kubernetes":
+            from .kube.backend import get_kube_service
+
+            _service = cast(ContainerService, get_kube_service(config))  # the same interface, not a subclass
         else:
             _service = ContainerService()
     return _service
-
-

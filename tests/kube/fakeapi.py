@@ -1,6 +1,7 @@
 """A small in-memory Kubernetes API server (aiohttp) that answers as a real one does, for what the
 Kubernetes backend uses: pods, pods/log, events (core/v1), jobs (batch/v1), /version.
 
+Also secrets (a kernel's connection file), deleted with their owner by the garbage collector.
 Faithful where the backend depends on it: label selectors (=, !=, exists), field selectors
 (metadata.name, status.phase, involvedObject.*), resourceVersion + watch streams (410 Expired for a too
 old version), ``Status`` objects with the real reasons and codes (404 NotFound, 409 AlreadyExists,
@@ -113,11 +114,10 @@ class FakeKube:
         obj = self.objects.pop((plural, name), None)
         if obj is not None:
             await self._emit(plural, "DELETED", obj)
-            if plural == "jobs":  # the garbage collector: its pods go with it
-                for (p, n), o in list(self.objects.items()):
-                    if p == "pods" and any(r.get("uid") == obj["metadata"]["uid"]
-                                           for r in o["metadata"].get("ownerReferences") or []):
-                        await self.drop("pods", n)
+            # the garbage collector: what it owns (a Job's pods, a pod's Secret) goes with it
+            for (p, n), o in list(self.objects.items()):
+                if any(r.get("uid") == obj["metadata"]["uid"] for r in o["metadata"].get("ownerReferences") or []):
+                    await self.drop(p, n)
         return obj
 
     # -- the kubelet / scheduler, driven by tests ---------------------------------------------------
@@ -172,7 +172,8 @@ class FakeKube:
     def app(self) -> web.Application:
         app = web.Application()
         ns = "/namespaces/{ns}"
-        for prefix, plural in (("/api/v1", "pods"), ("/api/v1", "events"), ("/apis/batch/v1", "jobs")):
+        for prefix, plural in (("/api/v1", "pods"), ("/api/v1", "events"), ("/api/v1", "secrets"),
+                               ("/apis/batch/v1", "jobs")):
             app.router.add_route("*", f"{prefix}{ns}/{plural}", self._collection(plural))
             app.router.add_route("*", f"{prefix}{ns}/{plural}/{{name}}", self._item(plural))
         app.router.add_get(f"/api/v1{ns}/pods/{{name}}/log", self._log)
@@ -216,7 +217,7 @@ class FakeKube:
                      and matches(o, q.get("labelSelector"), q.get("fieldSelector"))]
             for o in items:
                 o.pop("apiVersion", None), o.pop("kind", None)
-            kind = {"pods": "PodList", "jobs": "JobList", "events": "EventList"}[plural]
+            kind = {"pods": "PodList", "jobs": "JobList", "events": "EventList", "secrets": "SecretList"}[plural]
             return web.json_response({"kind": kind, "apiVersion": "batch/v1" if plural == "jobs" else "v1",
                                       "metadata": {"resourceVersion": str(self.rv)}, "items": items})
         return handler
@@ -239,6 +240,10 @@ class FakeKube:
             return status(422, "Invalid", f'{kind} "{name}" is invalid: {exc.message}', name=name, kind=plural)
         if (plural, name) in self.objects:
             return status(409, "AlreadyExists", f'{plural} "{name}" already exists', name=name, kind=plural)
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+            if not ref.get("uid"):
+                return status(422, "Invalid", f'{kind} "{name}" is invalid: metadata.ownerReferences.uid: Invalid '
+                              'value: "": uid must not be empty', name=name, kind=plural)
         obj = await self.put(plural, copy.deepcopy(body))
         if plural == "pods":
             await self.modify("pods", name, lambda o: o.update(status={"phase": "Pending", "qosClass": "Burstable"}))

@@ -138,11 +138,34 @@ def test_every_policy_refusal_is_builds(request_kw, error, match):
         P.build_pod(job_request(**request_kw), policy, ANN, OPTS, name="j")
 
 
-def test_a_kernel_with_a_connection_file_is_refused_for_now():
+def test_a_kernels_connection_file_comes_from_a_secret_owned_by_its_pod():
+    import base64
+
     from jupyter_ptcuda.containers.spec import SpecFile
 
-    with pytest.raises(ConfigError, match="Docker backend"):
-        P.build_pod(job_request(kind=L.KERNEL, files=(SpecFile("/k/c.json", b"key"),)), POLICY, ANN, OPTS, name="k")
+    spec = P.build(job_request(kind=L.KERNEL, gpus=GpuRequest(), files=(SpecFile("/run/ptcuda/kernel.json", b"{key}"),)),
+                   POLICY, ANN)
+    pod = validate(P.pod_manifest(spec, OPTS, ANN, name="ptcuda-kernel-0a1b2c3d-x"))
+    ps = pod["spec"]
+    # root:fsGroup 0440 in the pod (Docker: the container user's own, 0400); read-only; nothing else changes
+    assert ps["securityContext"] == {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True, "fsGroup": 100,
+                                     "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+    assert ps["volumes"][-1] == {"name": "files-0", "secret": {
+        "secretName": "ptcuda-kernel-0a1b2c3d-x", "defaultMode": 0o440,
+        "items": [{"key": "0-kernel.json", "path": "kernel.json", "mode": 0o440}]}}
+    assert ps["containers"][0]["volumeMounts"][-1] == {"name": "files-0", "mountPath": "/run/ptcuda", "readOnly": True}
+    assert ps["automountServiceAccountToken"] is False
+    made = {**pod, "metadata": {**pod["metadata"], "uid": "4f1c"}}  # what the API server answered
+    secret = validate(P.secret_manifest(spec, OPTS, name="ptcuda-kernel-0a1b2c3d-x", owner=made))
+    assert secret == {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+        "metadata": {"name": "ptcuda-kernel-0a1b2c3d-x", "namespace": "hub", "labels": pod["metadata"]["labels"],
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "ptcuda-kernel-0a1b2c3d-x",
+                                          "uid": "4f1c"}]},
+        "data": {"0-kernel.json": base64.b64encode(b"{key}").decode()}}
+    # a pod without files has no fsGroup (a claim's files keep their group)
+    plain = P.pod_manifest(P.build(job_request(kind=L.KERNEL, gpus=GpuRequest()), POLICY, ANN), OPTS, ANN, name="k")
+    assert "fsGroup" not in plain["spec"]["securityContext"]
 
 
 def test_the_schema_check_is_real():
@@ -183,6 +206,7 @@ def test_the_example_role_is_valid_least_privilege_and_grants_what_the_backend_u
     assert sorted(d["kind"] for d in docs) == ["Role", "RoleBinding", "ServiceAccount"]  # no ClusterRole
     rules = {(g, r): set(rule["verbs"]) for d in docs if d["kind"] == "Role" for rule in d["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
-    assert set(rules) == {("", "pods"), ("", "pods/log"), ("batch", "jobs"), ("", "events")}
+    assert set(rules) == {("", "pods"), ("", "pods/log"), ("batch", "jobs"), ("", "events"), ("", "secrets")}
+    assert rules[("", "secrets")] == {"create", "delete"}  # never read back, listed or watched
     assert "exec" not in str(rules) and not any("*" in v for v in rules.values())
     assert {"create", "delete", "list", "watch", "get"} <= rules[("", "pods")] and rules[("", "pods/log")] == {"get"}

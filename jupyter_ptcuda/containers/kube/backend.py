@@ -12,7 +12,8 @@ A pod that stays Pending is reported with the scheduler's reason (its events) an
 ``c.KubeBackend.launch_timeout``. Every API answer other than 2xx becomes one of our errors, saying what
 to do; a 403 names the Role in ``examples/k8s/role.yaml``.
 
-Callers: whoever selects this backend (:func:`get_kube_service`); the server wires it (not yet).
+Callers: :func:`..service.get_service` when ``c.ContainerBackend.backend = "kubernetes"`` (the provisioner,
+jobs, health checks, the reaper all go through it); tests make their own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import builtins
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,7 +41,11 @@ log = logging.getLogger("jupyter_ptcuda")
 
 #: Exit code a Job killed at its activeDeadlineSeconds reads as (as coreutils ``timeout``).
 DEADLINE_EXIT = 124
-ROLE_HINT = ("the server's service account needs the Role in examples/k8s/role.yaml (pods, pods/log, jobs, events "
+NO_CREDENTIALS = ("the Kubernetes backend found no credentials for the Kubernetes API: run the server in a pod whose "
+                  "service account has the Role in examples/k8s/role.yaml (z2jh: singleuser.serviceAccountName), or "
+                  "give a kubeconfig ($KUBECONFIG or ~/.kube/config); or use the Docker backend "
+                  "(unset $JUPYTER_PTCUDA_BACKEND / c.ContainerBackend.backend)")
+ROLE_HINT = ("the server's service account needs the Role in examples/k8s/role.yaml (pods, pods/log, jobs, events, secrets "
              "in its namespace)")
 
 
@@ -125,6 +131,7 @@ class KubeContainerService:
         self._configuration = configuration
         self._client: Any = None
         self._poll = poll  # seconds between looks at a Pending pod's events
+        self._secrets: set[str] = set()  # Secrets this process made (also deleted with their pod by the GC)
 
     @property
     def namespace(self) -> str:
@@ -144,7 +151,10 @@ class KubeContainerService:
                 try:
                     config.load_incluster_config(client_configuration=configuration)
                 except config.ConfigException:
-                    await config.load_kube_config(client_configuration=configuration)
+                    try:
+                        await config.load_kube_config(client_configuration=configuration)
+                    except (config.ConfigException, OSError) as exc:
+                        raise ConfigError(f"{NO_CREDENTIALS} ({exc})") from None
             self._client = client.ApiClient(configuration)
         return self._client
 
@@ -296,12 +306,21 @@ class KubeContainerService:
         is_job = body["kind"] == "Job"
         if is_job:
             batch = await self._batch()
-            await self._call(batch.create_namespaced_job, self.namespace, body, what=f"creating job {name}")
+            made = await self._call(batch.create_namespaced_job, self.namespace, body, what=f"creating job {name}")
             selector = f"{P.JOB_NAME}={name}"
         else:
             core = await self._core()
-            await self._call(core.create_namespaced_pod, self.namespace, body, what=f"creating pod {name}")
+            made = await self._call(core.create_namespaced_pod, self.namespace, body, what=f"creating pod {name}")
             selector = f"{P.MANAGED_BY}={P.MANAGED_BY_VALUE}"
+        if spec.files:  # the pod waits (ContainerCreating) until its Secret is there; never left without it
+            try:
+                await self._call((await self._core()).create_namespaced_secret, self.namespace,
+                                 P.secret_manifest(spec, self.options, name=name, owner=made),
+                                 what=f"creating secret {name}")
+            except BaseException:
+                await asyncio.shield(self.remove(name))
+                raise
+            self._secrets.add(name)
         field = None if is_job else f"metadata.name={name}"
         started = time.monotonic()
         limit = self.options.launch_timeout
@@ -366,16 +385,18 @@ class KubeContainerService:
                     out[state.id] = state
         return sorted(out.values(), key=lambda s: -s.created)
 
-    async def find(self, kind: str, id: str) -> ContainerState:
-        """The running pod of kernel/job ``id`` (a unique prefix will do); NotFound saying why."""
-        found = await self.list(kind, id=id, running=True)
-        if not found:
-            found = [c for c in await self.list(kind, running=True) if c.tag.id.startswith(id)] if id else []
-        if len(found) != 1:
-            why = "is not running" if not found else "matches more than one; give more of the id"
-            raise NotFound(f"{kind} {id!r} {why}: list them with "
-                           f"`kubectl get pods -n {self.namespace} -l {L.KIND}={kind}`.")
-        return found[0]
+    find = ContainerService.find  # the running pod of kernel/job ``id``; NotFound saying why (list_hint)
+
+    def list_hint(self, kind: str) -> str:
+        return f"`kubectl get pods -n {self.namespace} -l {L.KIND}={kind}`"
+
+    async def address(self, cid: str) -> str:
+        """The pod's IP (where a kernel listens); LaunchError when it has none (not running)."""
+        pod, _ = await self._resolve(cid)
+        ip = str(((pod or {}).get("status") or {}).get("podIP") or "")
+        if not ip:
+            raise LaunchError(f"pod {cid} has no IP address (phase {((pod or {}).get('status') or {}).get('phase')}).")
+        return ip
 
     async def _pod_name(self, cid: str) -> str:
         pod, job = await self._resolve(cid)
@@ -447,8 +468,7 @@ class KubeContainerService:
                     continue  # killed at the deadline without a status: the Job says
                 return -1
 
-    def describe_exit(self, state: ContainerState | None, logs: str, what: str) -> LaunchError:
-        return ContainerService.describe_exit(self, state, logs, what)  # type: ignore[arg-type]
+    describe_exit = ContainerService.describe_exit  # exit code, OOMKilled, the last log lines
 
     # -- acting ------------------------------------------------------------------------------------
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
@@ -463,8 +483,15 @@ class KubeContainerService:
                               "kernel through its control channel (interrupt_mode 'message').")
 
     async def remove(self, cid: str) -> None:
-        """Delete the pod (or the Job and its pods) at once; one already gone is fine."""
+        """Delete the pod (or the Job and its pods) at once, and its Secret; one already gone is fine."""
         await self._delete(cid, grace=0)
+        if cid in self._secrets:  # the garbage collector would too (ownerReferences): at once, here
+            core = await self._core()
+            try:
+                await self._call(core.delete_namespaced_secret, cid, self.namespace, what=f"deleting secret {cid}")
+            except NotFound:
+                pass
+            self._secrets.discard(cid)
 
     async def _delete(self, cid: str, grace: int | None) -> None:
         from kubernetes_asyncio import client
@@ -509,7 +536,27 @@ class KubeContainerService:
         return removed
 
 
+def check_available(configuration: Any = None) -> None:
+    """ConfigError saying what to do when this backend cannot work here: kubernetes_asyncio missing, or
+    neither in-cluster credentials (a pod's service account) nor a kubeconfig file."""
+    try:
+        import kubernetes_asyncio  # noqa: F401
+    except ImportError:
+        raise ConfigError('the Kubernetes backend (c.ContainerBackend.backend = "kubernetes") needs kubernetes_asyncio: '
+                          'pip install "jupyter-ptcuda[kubernetes]".') from None
+    if configuration is not None:
+        return
+    token = os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    if token and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    files = [f for f in os.environ.get("KUBECONFIG", "").split(os.pathsep) if f] or [os.path.expanduser("~/.kube/config")]
+    if not any(os.path.isfile(f) for f in files):
+        raise ConfigError(f"{NO_CREDENTIALS} (no service account token, no {', '.join(files)})")
+
+
 def get_kube_service(config: Any = None, *, configuration: Any = None,
                      identity: Identity | None = None) -> KubeContainerService:
-    """The Kubernetes backend, configured by ``config`` (a traitlets Config with ``KubeBackend``)."""
+    """The Kubernetes backend, configured by ``config`` (a traitlets Config with ``KubeBackend``);
+    ConfigError saying what to do when it cannot work here (:func:`check_available`)."""
+    check_available(configuration)
     return KubeContainerService(KubeBackend(config=config).options(), configuration=configuration, identity=identity)

@@ -153,12 +153,10 @@ def _mount(m: Mount, private: str | None, roots: list[tuple[str, str, dict[str, 
                       "(c.KubeBackend.volumes = {'/data': {'persistentVolumeClaim': {'claimName': 'datasets'}}}).")
 
 
-def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_resource: str | None = None
-             ) -> dict[str, Any]:
-    """The V1PodSpec of ``spec``: the user's uid:gid, no privilege, the limits, GPUs by count, volumes."""
-    if spec.files:
-        raise ConfigError("this container needs files placed before it starts (a kernel's connection file): the "
-                          "Kubernetes backend runs jobs and checks so far; start kernels with the Docker backend.")
+def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_resource: str | None = None,
+             secret: str = "") -> dict[str, Any]:
+    """The V1PodSpec of ``spec``: the user's uid:gid, no privilege, the limits, GPUs by count, volumes;
+    ``spec.files`` (a kernel's connection file) from the Secret ``secret`` (:func:`secret_manifest`)."""
     uid_s, _, gid_s = spec.user.partition(":")
     uid, gid = int(uid_s), int(gid_s or uid_s)
     gpus = _gpu_resources(spec, opts, gpu_resource)
@@ -176,6 +174,9 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
     if not gpus:
         env["NVIDIA_VISIBLE_DEVICES"] = "void"  # an image's "all" must not reach every GPU on the node
     volumes, mounts = _volumes(spec, opts, identity)
+    for volume, mount in _file_volumes(spec, secret):
+        volumes.append(volume)
+        mounts.append(mount)
     container: dict[str, Any] = {
         "name": CONTAINER, "image": spec.image, "imagePullPolicy": opts.image_pull_policy,
         "args": list(spec.command), "workingDir": spec.workdir,
@@ -189,7 +190,9 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
         "automountServiceAccountToken": False,  # a kernel has no business with the API
         "enableServiceLinks": False,
         "securityContext": {"runAsUser": uid, "runAsGroup": gid, "runAsNonRoot": uid != 0,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            # a Secret's files are root's; its group (fsGroup) lets the container user read them
+                            **({"fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch"} if spec.files else {})},
         "containers": [container],
         "volumes": volumes,
     }
@@ -202,13 +205,47 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
     return out
 
 
+def _file_key(i: int, path: str) -> str:
+    """The Secret key of the ``i``-th file (keys are ``[-._a-zA-Z0-9]+``)."""
+    return f"{i}-" + re.sub(r"[^-._a-zA-Z0-9]", "_", posixpath.basename(path))
+
+
+def _file_volumes(spec: ContainerSpec, secret: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One read-only secret volume per folder of ``spec.files``: each file at its path, readable by the
+    owner and the group (root:fsGroup in the pod, where Docker makes it the container user's own)."""
+    folders: dict[str, list[dict[str, Any]]] = {}
+    for i, f in enumerate(spec.files):
+        if not f.path.startswith("/") or ".." in f.path.split("/"):
+            raise ConfigError(f"container file {f.path!r}: give an absolute path without '..'.")
+        owner = f.mode & 0o700
+        folders.setdefault(posixpath.dirname(f.path), []).append(
+            {"key": _file_key(i, f.path), "path": posixpath.basename(f.path), "mode": owner | owner >> 3})
+    return [({"name": f"files-{n}", "secret": {"secretName": secret, "items": items, "defaultMode": 0o440}},
+             {"name": f"files-{n}", "mountPath": folder, "readOnly": True})
+            for n, (folder, items) in enumerate(sorted(folders.items()))]
+
+
+def secret_manifest(spec: ContainerSpec, opts: KubeOptions, *, name: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The Secret that holds ``spec.files`` for the pod (or Job) ``owner`` (the object the API server
+    returned: its uid makes the Secret go with it, by the garbage collector). Immutable: written once."""
+    import base64
+
+    labels, _ = split_labels(spec.labels)
+    meta = owner.get("metadata") or {}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+            "metadata": {"name": name, "namespace": opts.namespace, "labels": labels,
+                         "ownerReferences": [{"apiVersion": owner.get("apiVersion") or "v1", "kind": owner.get("kind") or "Pod",
+                                              "name": meta.get("name") or name, "uid": meta.get("uid") or ""}]},
+            "data": {_file_key(i, f.path): base64.b64encode(f.data).decode() for i, f in enumerate(spec.files)}}
+
+
 def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  gpu_resource: str | None = None) -> dict[str, Any]:
     """The Pod of a kernel, check or probe."""
     labels, annotations = split_labels(spec.labels)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
-            "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource)}
+            "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)}
 
 
 def job_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
@@ -219,7 +256,7 @@ def job_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, 
     job_spec: dict[str, Any] = {
         "backoffLimit": 0, "ttlSecondsAfterFinished": opts.job_ttl,
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                     "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource)},
+                     "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)},
     }
     if timeout:
         job_spec["activeDeadlineSeconds"] = max(1, int(timeout))
