@@ -91,6 +91,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     pull_timeout = Float(900, config=True, help="Seconds allowed for an image pull (default 900).")
     launch_timeout = Float(120, config=True, help="""Seconds from container start until the kernel answers
         its heartbeat (default 120); past it the container is removed and the start fails.""")
+    gpu_resource = Unicode("", config=True, help="""Kubernetes backend only: the extended resource the GPUs
+        are asked for as, e.g. a MIG profile "nvidia.com/mig-1g.18gb" (one the operator allows in
+        c.KubeBackend.gpu_resources). Default "": c.KubeBackend.gpu_resource. Ignored by Docker.
+        Example (kernel.json config): "gpu_resource": "nvidia.com/mig-1g.18gb" """)
 
     container_id = Unicode(None, allow_none=True)
     ports_cached = False
@@ -100,6 +104,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     _restart_asked = False
     _inspected = 0.0  # when poll last asked the engine
     _shutting_down = False  # between shutdown_requested and the next launch
+    _kernel_ip: str | None = None  # where the kernel listens when it is not this host (a pod's IP)
 
     @default("image")
     def _default_image(self) -> str:
@@ -108,6 +113,13 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     @property
     def service(self) -> ContainerService:
         return get_service()
+
+    @property
+    def _kube(self) -> bool:
+        """Whether kernels run as pods (the Kubernetes backend): see :mod:`.containers.kube.kernels`."""
+        from .containers.kube.backend import KubeContainerService
+
+        return isinstance(self.service, KubeContainerService)
 
     @property
     def has_process(self) -> bool:
@@ -132,9 +144,13 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         ipc_dir = await self.service.private_dir(kid, user) if self._ipc else None
         if ipc_dir is not None:  # socket files <ipc_dir>/kernel-<n>; jupyter_client picks free suffixes
             km.transport, km.ip = "ipc", str(ipc_dir / "kernel")
+        elif self._kube:  # the pod's own ports on its IP, CurveZMQ (its IP is known once it runs)
+            from .containers.kube.kernels import prepare_connection
+
+            prepare_connection(km)
         else:
             km.transport, km.ip = "tcp", "127.0.0.1"
-        if ipc_dir is None and not self.ports_cached:
+        if ipc_dir is None and not self.ports_cached and not self._kube:
             lpc = LocalPortCache.instance()
             for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
                 setattr(km, name, lpc.find_available_port(km.ip))
@@ -155,8 +171,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         env.update({k: os.path.expandvars(v) for k, v in (self.kernel_spec.env or {}).items()})
         env["JUPYTER_PTCUDA_KERNEL_ID"] = kid
         env.pop("PYTHONEXECUTABLE", None)
-        ports = {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
-                 for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
+        ports = {} if self._kube else {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
+                                       for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
         files: tuple[SpecFile, ...] = (SpecFile(CONTAINER_CONN_FILE, self._container_connection()),)
         self._control = ipc_dir
         if ipc_dir is not None:  # restarts happen in the container: see jupyter_ptcuda/supervise.py
@@ -173,14 +189,14 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
     @property
     def _ipc(self) -> bool:
-        return self.transport == "ipc" or self.network_mode == "shared"
+        return (self.transport == "ipc" or self.network_mode == "shared") and not self._kube
 
     def _container_connection(self) -> bytes:
         """The container's copy of the connection file: with tcp it binds all interfaces *inside* the
         container (bridge). Placed in the container, mode 0400, owned by the container user; never logged."""
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in dict(self.connection_info).items()}
         if info.get("transport") == "tcp":
-            info["ip"] = "0.0.0.0" if self.network_mode == "bridge" else "127.0.0.1"
+            info["ip"] = "0.0.0.0" if self.network_mode == "bridge" or self._kube else "127.0.0.1"
         return json.dumps(info).encode()
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -194,10 +210,18 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             self._restart_asked, self._exit_code, self._shutting_down = False, None, False
             await self._wait_ready()
             return self.connection_info
-        await self._ensure_image(self._spec.image)
-        await asyncio.to_thread(self._clear_markers)
-        self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
-                                                               gpu_fallback=self.gpu_fallback)
+        if self._kube:
+            from .containers.kube.kernels import launch_pod
+
+            self.container_id, spec, self._kernel_ip = await launch_pod(self)
+            self.connection_info["ip"] = self._kernel_ip
+            if self.parent is not None:  # the pod may have the last one's IP: jupyter_client compares with it
+                self.parent.ip = self._kernel_ip
+        else:
+            await self._ensure_image(self._spec.image)
+            await asyncio.to_thread(self._clear_markers)
+            self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
+                                                                   gpu_fallback=self.gpu_fallback)
         self._exit_code = None
         self._generation, self._restart_asked, self._shutting_down = 0, False, False
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
@@ -244,10 +268,15 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         sock.setsockopt(zmq.REQ_RELAXED, 1)  # re-send while the port proxy drops early connections
         sock.setsockopt(zmq.REQ_CORRELATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        if self.connection_info.get("curve_publickey"):  # CurveZMQ (kube): as jupyter_client's own sockets
+            key = self.connection_info["curve_publickey"]
+            sock.curve_publickey = sock.curve_serverkey = key.encode() if isinstance(key, str) else key
+            secret = self.connection_info["curve_secretkey"]
+            sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
         if self.connection_info.get("transport") == "ipc":
             sock.connect(f"ipc://{self.connection_info['ip']}-{self.connection_info['hb_port']}")
         else:
-            sock.connect(f"tcp://127.0.0.1:{self.connection_info['hb_port']}")
+            sock.connect(f"tcp://{self._kernel_ip or '127.0.0.1'}:{self.connection_info['hb_port']}")
         try:
             await self._heartbeat_loop(sock, deadline, next_check)
             self._inspected = time.monotonic()  # it runs: the heartbeat loop has just looked
@@ -372,6 +401,11 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             return
         if signum == 0:
             await self.poll()
+            return
+        if self._kube and signum == signal_module.SIGINT:  # no pods/exec: the kernel's control channel
+            from .containers.kube.kernels import interrupt
+
+            interrupt(self.parent)
             return
         await self.service.signal(self.container_id, signal_module.Signals(signum).name)
 

@@ -150,10 +150,21 @@ def test_a_kernels_connection_file_comes_from_a_secret_owned_by_its_pod():
     # root:fsGroup 0440 in the pod (Docker: the container user's own, 0400); read-only; nothing else changes
     assert ps["securityContext"] == {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True, "fsGroup": 100,
                                      "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
-    assert ps["volumes"][-1] == {"name": "files-0", "secret": {
-        "secretName": "ptcuda-kernel-0a1b2c3d-x", "defaultMode": 0o440,
-        "items": [{"key": "0-kernel.json", "path": "kernel.json", "mode": 0o440}]}}
-    assert ps["containers"][0]["volumeMounts"][-1] == {"name": "files-0", "mountPath": "/run/ptcuda", "readOnly": True}
+    # the Secret, read-only, is copied by an init container (same image, user, hardening) into a memory
+    # emptyDir at the file's folder: ipykernel rewrites its connection file at start
+    assert ps["volumes"][-2:] == [
+        {"name": "secret-0", "secret": {"secretName": "ptcuda-kernel-0a1b2c3d-x", "defaultMode": 0o440,
+                                        "items": [{"key": "0-kernel.json", "path": "kernel.json", "mode": 0o440}]}},
+        {"name": "files-0", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+    main = ps["containers"][0]
+    assert main["volumeMounts"][-1] == {"name": "files-0", "mountPath": "/run/ptcuda"}
+    assert ps["initContainers"] == [{
+        "name": "files-0", "image": "img:1", "imagePullPolicy": "IfNotPresent",
+        "command": ["cp", "-t", "/run/ptcuda", "/var/run/ptcuda-secret-0/kernel.json"],
+        "resources": {"limits": {"cpu": "4000m", "memory": str(8 * 1024**3)}},  # no GPU for a copy
+        "volumeMounts": [{"name": "secret-0", "mountPath": "/var/run/ptcuda-secret-0", "readOnly": True},
+                         {"name": "files-0", "mountPath": "/run/ptcuda"}],
+        "securityContext": main["securityContext"]}]
     assert ps["automountServiceAccountToken"] is False
     made = {**pod, "metadata": {**pod["metadata"], "uid": "4f1c"}}  # what the API server answered
     secret = validate(P.secret_manifest(spec, OPTS, name="ptcuda-kernel-0a1b2c3d-x", owner=made))
@@ -165,7 +176,7 @@ def test_a_kernels_connection_file_comes_from_a_secret_owned_by_its_pod():
         "data": {"0-kernel.json": base64.b64encode(b"{key}").decode()}}
     # a pod without files has no fsGroup (a claim's files keep their group)
     plain = P.pod_manifest(P.build(job_request(kind=L.KERNEL, gpus=GpuRequest()), POLICY, ANN), OPTS, ANN, name="k")
-    assert "fsGroup" not in plain["spec"]["securityContext"]
+    assert "fsGroup" not in plain["spec"]["securityContext"] and "initContainers" not in plain["spec"]
 
 
 def test_the_schema_check_is_real():

@@ -33,6 +33,8 @@ MANAGED_BY_VALUE = "jupyter-ptcuda"
 JOB_NAME = "batch.kubernetes.io/job-name"
 CONTAINER = "main"
 SHM = "/dev/shm"
+#: Where an init container reads a pod's Secret (``-<n>`` per folder of files).
+SECRET_DIR = "/var/run/ptcuda-secret"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -174,16 +176,16 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
     if not gpus:
         env["NVIDIA_VISIBLE_DEVICES"] = "void"  # an image's "all" must not reach every GPU on the node
     volumes, mounts = _volumes(spec, opts, identity)
-    for volume, mount in _file_volumes(spec, secret):
-        volumes.append(volume)
-        mounts.append(mount)
+    container_security = {"allowPrivilegeEscalation": False, "privileged": False, "runAsNonRoot": uid != 0,
+                          "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    init = _file_copies(spec, secret, volumes, mounts, opts, container_security,
+                        {k: v for k, v in limits.items() if k in ("cpu", "memory")})
     container: dict[str, Any] = {
         "name": CONTAINER, "image": spec.image, "imagePullPolicy": opts.image_pull_policy,
         "args": list(spec.command), "workingDir": spec.workdir,
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "resources": resources, "volumeMounts": mounts,
-        "securityContext": {"allowPrivilegeEscalation": False, "privileged": False, "runAsNonRoot": uid != 0,
-                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": container_security,
     }
     out: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -193,6 +195,7 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
                             "seccompProfile": {"type": "RuntimeDefault"},
                             # a Secret's files are root's; its group (fsGroup) lets the container user read them
                             **({"fsGroup": gid, "fsGroupChangePolicy": "OnRootMismatch"} if spec.files else {})},
+        **({"initContainers": init} if init else {}),
         "containers": [container],
         "volumes": volumes,
     }
@@ -210,9 +213,13 @@ def _file_key(i: int, path: str) -> str:
     return f"{i}-" + re.sub(r"[^-._a-zA-Z0-9]", "_", posixpath.basename(path))
 
 
-def _file_volumes(spec: ContainerSpec, secret: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """One read-only secret volume per folder of ``spec.files``: each file at its path, readable by the
-    owner and the group (root:fsGroup in the pod, where Docker makes it the container user's own)."""
+def _file_copies(spec: ContainerSpec, secret: str, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]],
+                 opts: KubeOptions, security: dict[str, Any], limits: dict[str, str]) -> list[dict[str, Any]]:
+    """``spec.files`` in the pod: per folder, the Secret's items (read-only, root:fsGroup, the owner's
+    mode bits given to the group too) copied by an init container into a memory-backed ``emptyDir`` at
+    the folder, where the container user owns them as with Docker (ipykernel rewrites its connection
+    file at start: a Secret volume is read-only). Adds the volumes and the main container's mounts;
+    returns the init containers."""
     folders: dict[str, list[dict[str, Any]]] = {}
     for i, f in enumerate(spec.files):
         if not f.path.startswith("/") or ".." in f.path.split("/"):
@@ -220,9 +227,19 @@ def _file_volumes(spec: ContainerSpec, secret: str) -> list[tuple[dict[str, Any]
         owner = f.mode & 0o700
         folders.setdefault(posixpath.dirname(f.path), []).append(
             {"key": _file_key(i, f.path), "path": posixpath.basename(f.path), "mode": owner | owner >> 3})
-    return [({"name": f"files-{n}", "secret": {"secretName": secret, "items": items, "defaultMode": 0o440}},
-             {"name": f"files-{n}", "mountPath": folder, "readOnly": True})
-            for n, (folder, items) in enumerate(sorted(folders.items()))]
+    init: list[dict[str, Any]] = []
+    for n, (folder, items) in enumerate(sorted(folders.items())):
+        source = f"{SECRET_DIR}-{n}"
+        volumes += [{"name": f"secret-{n}", "secret": {"secretName": secret, "items": items, "defaultMode": 0o440}},
+                    {"name": f"files-{n}", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        mounts.append({"name": f"files-{n}", "mountPath": folder})
+        init.append({"name": f"files-{n}", "image": spec.image, "imagePullPolicy": opts.image_pull_policy,
+                     "command": ["cp", "-t", folder, *(f"{source}/{item['path']}" for item in items)],
+                     "resources": {"limits": dict(limits)} if limits else {},
+                     "volumeMounts": [{"name": f"secret-{n}", "mountPath": source, "readOnly": True},
+                                      {"name": f"files-{n}", "mountPath": folder}],
+                     "securityContext": dict(security)})
+    return init
 
 
 def secret_manifest(spec: ContainerSpec, opts: KubeOptions, *, name: str, owner: Mapping[str, Any]) -> dict[str, Any]:

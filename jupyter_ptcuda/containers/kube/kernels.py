@@ -1,0 +1,77 @@
+"""Kernels as pods: what the provisioner (:class:`~jupyter_ptcuda.provisioner.DockerProvisioner`) does
+differently on the Kubernetes backend. The rest of its lifecycle (connection file, spec, heartbeat,
+poll, kill/terminate, cleanup) is the same code as for Docker.
+
+- **Where it listens**: the kernel binds ``0.0.0.0`` inside its pod on fixed ports (:data:`PORTS`: the
+  pod has its own network namespace); the server connects to the pod's IP, read from the pod's status
+  once it runs (:meth:`~.backend.KubeContainerService.address`).
+- **How the connection info gets there**: the container's connection file is a spec file, which the
+  backend puts in a Secret owned by the pod (deleted with it) and mounts read-only at
+  ``/run/ptcuda``: it travels only through the Kubernetes API. No home-made crypto.
+- **Encryption**: pod traffic crosses nodes, so every channel uses CurveZMQ (jupyter_client ≥ 8.9's
+  ``curve_publickey``/``curve_secretkey``, read by ipykernel ≥ 7.3): the kernel is the Curve server, the
+  server's sockets (jupyter_client's, and the heartbeat's here) authenticate it by its public key.
+  Always on here, whatever ``KernelManager.transport_encryption`` says.
+- **Interrupts**: signals would need ``pods/exec`` (not in the Role), so SIGINT becomes an
+  ``interrupt_request`` on the control channel (what interrupt_mode "message" does).
+
+Callers: the provisioner, when :func:`~..service.get_service` is the Kubernetes backend.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import LaunchError, NotFound
+from ..spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from ...provisioner import DockerProvisioner
+
+#: The kernel's ports inside its pod (its own network namespace: nothing else binds there).
+PORTS = {"shell_port": 50001, "iopub_port": 50002, "stdin_port": 50003, "hb_port": 50004, "control_port": 50005}
+
+
+def prepare_connection(km: Any) -> None:
+    """Set the KernelManager up for a kernel pod (called by ``pre_launch``): tcp on :data:`PORTS`, a
+    CurveZMQ keypair (kept across restarts, like the session key). The IP is the pod's, known once it
+    runs (``launch_kernel`` returns it; jupyter_client then rewrites the connection file)."""
+    import zmq
+
+    if not zmq.has("curve"):
+        raise LaunchError("kernels on Kubernetes use CurveZMQ, and this pyzmq's libzmq has no CURVE support: "
+                          "install a pyzmq wheel from PyPI (`pip install --force-reinstall pyzmq`).")
+    km.transport, km.ip = "tcp", "127.0.0.1"  # until the pod has its IP
+    for name, port in PORTS.items():
+        setattr(km, name, port)
+    if km.curve_publickey is None or km.curve_secretkey is None:
+        km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
+
+
+async def launch_pod(prov: DockerProvisioner) -> tuple[str, ContainerSpec, str]:
+    """Start the kernel's pod (and its Secret) and wait until it runs: ``(pod, spec, pod IP)``. A pod
+    that stays Pending fails with the scheduler's reason (the backend deletes it); one that ended
+    already fails with its exit code and log; either way nothing is left behind."""
+    svc: Any = prov.service
+    launched = await svc.launch(prov._spec, claim=str(prov.kernel_id), gpu_resource=prov.gpu_resource or None)
+    pod = launched.id
+    try:
+        state = await svc.inspect(pod)
+        if state is None or not state.running:
+            try:
+                logs = await svc.logs(pod, tail=40)
+            except (NotFound, LaunchError):
+                logs = ""
+            raise svc.describe_exit(state, logs, f"kernel pod {pod} (image {launched.spec.image}) stopped during start-up")
+        return pod, launched.spec, await svc.address(pod)
+    except BaseException:
+        await svc.remove(pod)
+        raise
+
+
+def interrupt(km: Any) -> None:
+    """Interrupt the kernel through its control channel (``interrupt_request``, as interrupt_mode
+    "message" does), for a SIGINT that cannot reach a pod."""
+    msg = km.session.msg("interrupt_request", content={})
+    km._connect_control_socket()
+    km.session.send(km._control_socket, msg)
