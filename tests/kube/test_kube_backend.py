@@ -20,6 +20,7 @@ from jupyter_ptcuda.containers.gpus import GpuRequest
 from jupyter_ptcuda.containers.identity import Identity
 from jupyter_ptcuda.containers.kube.backend import DEADLINE_EXIT, KubeContainerService
 from jupyter_ptcuda.containers.kube.options import KubeOptions
+from jupyter_ptcuda.containers.reaper import reap_orphans
 from jupyter_ptcuda.errors import ConfigError, Forbidden, LaunchError
 
 from .fakeapi import FakeKube
@@ -89,6 +90,10 @@ async def test_a_job_runs_its_log_is_read_and_its_exit_code_is_the_pods():
         await svc.remove(job)  # gone already: fine
 
 
+def objects(fake: FakeKube, plural: str) -> list[dict]:
+    return [o for (p, _), o in fake.objects.items() if p == plural]
+
+
 async def _collect(it):
     return b"".join([c async for c in it])
 
@@ -150,8 +155,14 @@ async def test_a_pod_runs_and_is_signalled_and_reaped_when_its_server_is_gone():
             await t
             await s.close()
         await fake.put("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jupyter-ann"}, "spec": {}})
-        removed = await svc.reap()
-        assert len(removed) == 2 and pod not in removed
+        # what the server does at start and every reap_interval (server/extension.py -> reaper.reap_orphans)
+        assert [r["why"] for r in await reap_orphans(svc, own_server_id=ANN.server_id, dry_run=True)] == [
+            "its server's pod jupyter-bob is gone", "an earlier server process of this pod started it"]
+        assert len(objects(fake, "pods")) == 4  # a dry run removes nothing
+        # `jupyter ptcuda reap` (no server id: it cannot tell an earlier process from the live one)
+        assert [r["server_id"] for r in await reap_orphans(svc)] == ["jupyter-bob:9:1"]
+        removed = await reap_orphans(svc, own_server_id=ANN.server_id)
+        assert [r["server_id"] for r in removed] == ["jupyter-ann:5:1600000000"] and pod not in str(removed)
         assert [s.id for s in await svc.list(L.HEALTH)] == [pod]
         with pytest.raises(ConfigError, match="pods/exec"):
             await svc.signal(pod, "SIGINT")
@@ -189,3 +200,59 @@ async def test_without_kubernetes_asyncio_the_error_says_what_to_install(monkeyp
     monkeypatch.setitem(sys.modules, "kubernetes_asyncio", None)
     with pytest.raises(ConfigError, match=r"jupyter-ptcuda\[kubernetes\]"):
         await KubeContainerService(KubeOptions()).ping()
+
+
+@pytest.fixture
+def fresh_service(monkeypatch, tmp_path):
+    """get_service() as at a process's start: no service yet, no broker, no credentials."""
+    from jupyter_ptcuda.containers import service as S
+
+    monkeypatch.setattr(S, "_service", None)
+    for var in ("JUPYTER_PTCUDA_BROKER_URL", "JUPYTER_PTCUDA_BACKEND", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    return S
+
+
+def test_the_kubernetes_backend_is_chosen_by_configuration(fresh_service, tmp_path, monkeypatch):
+    from traitlets.config import Config
+
+    S = fresh_service
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://k8s.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}], "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    c = Config()
+    c.ContainerBackend.backend = "Kubernetes"
+    c.KubeBackend.namespace = "gpu-users"
+    svc = S.get_service(c)
+    assert isinstance(svc, KubeContainerService) and svc.namespace == "gpu-users"
+    assert S.get_service() is svc  # one per process
+    monkeypatch.setattr(S, "_service", None)
+    monkeypatch.setenv("JUPYTER_PTCUDA_BACKEND", "kubernetes")  # the environment works too
+    assert isinstance(S.get_service(), KubeContainerService)
+    monkeypatch.setattr(S, "_service", None)
+    monkeypatch.setenv("JUPYTER_PTCUDA_BROKER_URL", "http://127.0.0.1:1/broker")  # a broker wins
+    assert type(S.get_service()).__name__ == "RemoteContainerService"
+    monkeypatch.setattr(S, "_service", None)
+    monkeypatch.delenv("JUPYTER_PTCUDA_BROKER_URL")
+    monkeypatch.delenv("JUPYTER_PTCUDA_BACKEND")
+    assert type(S.get_service()) is S.ContainerService  # the default: Docker
+
+
+def test_without_credentials_the_error_says_what_to_do(fresh_service):
+    from traitlets.config import Config
+
+    c = Config()
+    c.ContainerBackend.backend = "kubernetes"
+    with pytest.raises(ConfigError, match=r"found no credentials.*service account.*examples/k8s/role.yaml.*kubeconfig"):
+        fresh_service.get_service(c)
+    assert fresh_service._service is None
+
+
+async def test_a_missing_pod_is_not_found_with_the_kubectl_hint():
+    from jupyter_ptcuda.errors import NotFound
+
+    async with cluster() as (fake, svc):
+        with pytest.raises(NotFound, match=r"kernel 'abc' is not running: start it .* `kubectl get pods -n hub -l "):
+            await svc.find(L.KERNEL, "abc")

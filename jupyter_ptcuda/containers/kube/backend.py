@@ -510,30 +510,40 @@ class KubeContainerService:
         except NotFound:
             return
 
-    async def reap(self, *, own_server_id: str | None = None) -> builtins.list[str]:
+    async def reap(self, *, own_server_id: str | None = None, dry_run: bool = False
+                   ) -> builtins.list[dict[str, Any]]:
         """Delete the pods whose server is gone (jobs outlive their server on purpose): a pod labelled
-        with a server on a pod that no longer exists in the namespace, or an earlier server process of
-        this very pod (``own_server_id``: this one's; same host, another id). The removed ids."""
-        own = own_server_id or self.identity.server_id
-        own_host = own.split(":", 1)[0]
-        removed: builtins.list[str] = []
+        with a server whose pod no longer exists in the namespace; and, asked by the server itself
+        (``own_server_id``: its id), one of an earlier server process of this very pod (same host, another
+        id: a restarted container keeps its pid, so the pid check of :mod:`..reaper` cannot tell). What was
+        (``dry_run``: would be) removed, as :func:`..reaper.reap_orphans` reports it. Called by
+        :func:`..reaper.reap_orphans` (the server at start and every ``reap_interval``; ``jupyter ptcuda reap``)."""
+        own_host = own_server_id.split(":", 1)[0] if own_server_id else None
+        removed: builtins.list[dict[str, Any]] = []
         alive: dict[str, bool] = {}
         for state in await self.list():
             tag = state.tag
             if tag.kind == L.JOB or not tag.server_id:
                 continue
             if tag.host == own_host:
-                orphan = tag.server_id != own
+                why = "an earlier server process of this pod started it" if tag.server_id != own_server_id else ""
             else:
                 if tag.host not in alive:
                     alive[tag.host] = await self._pod(tag.host) is not None
-                orphan = not alive[tag.host]
-            if orphan:
-                log.info("jupyter-ptcuda: deleting orphaned %s pod %s (server %s is gone)", tag.kind, state.id,
-                         tag.server_id)
-                await self.remove(state.id)
-                removed.append(state.id)
+                why = "" if alive[tag.host] else f"its server's pod {tag.host} is gone"
+            if why:
+                log.info("jupyter-ptcuda: deleting orphaned %s pod %s: %s", tag.kind, state.id, why)
+                if not dry_run:
+                    await self.remove(state.id)
+                removed.append({"id": state.id, "kind": tag.kind, "kernel_id": tag.id if tag.kind == L.KERNEL else None,
+                                "server_id": tag.server_id, "why": why})
         return removed
+
+    async def image(self, ref: str) -> Any:
+        """Nodes pull images here; this server cannot inspect them: ConfigError saying what works."""
+        raise ConfigError(f"{ref}: the Kubernetes backend cannot inspect images (the nodes pull them), so jobs and "
+                          "health checks started from the server are not supported on it yet; kernels are. Run jobs "
+                          "with the Docker backend, or as your own Kubernetes Job.")
 
 
 def check_available(configuration: Any = None) -> None:
