@@ -65,6 +65,7 @@ class Node:
         self._stuck: set[str] = set()  # pod uids that cannot start here (unschedulable, no image): left Pending
         self._said: set[tuple[str, str]] = set()  # (pod uid, reason) events already sent
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._logs: dict[str, int] = {}
         self.root = tempfile.mkdtemp(prefix="ptcuda-kubelet-")  # emptyDirs
 
@@ -73,12 +74,13 @@ class Node:
         self._task = asyncio.ensure_future(self._loop())
 
     async def stop(self) -> None:
+        """Stop after the sync in progress (a removal half done would leave a container), then remove
+        every container still running, as a node drained."""
+        self._stopping = True
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await self._task
+        while self._busy:
+            await asyncio.sleep(0.05)
         for cid in list(self.containers.values()):
             await asyncio.to_thread(self._remove, cid)
         self.containers.clear()
@@ -88,7 +90,7 @@ class Node:
         return self.api.containers(all=True, filters={"label": f"{LABEL}={VALUE}"})
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.sync()
             except Exception as exc:  # noqa: BLE001 - a node keeps going; the test sees the pod's state
@@ -113,7 +115,7 @@ class Node:
                 continue
             await self._observe(pod, cid)
         for uid, pod in pods.items():
-            if (uid not in self.containers and uid not in self._busy and uid not in self._stuck
+            if (not self._stopping and uid not in self.containers and uid not in self._busy and uid not in self._stuck
                     and (pod.get("status") or {}).get("phase")
                     == "Pending" and pod.get("spec", {}).get("containers")):
                 self._busy.add(uid)

@@ -198,3 +198,23 @@ async def test_no_secret_no_pod(kernelspec, tmp_path):
         assert objects(fake, "pods") == [] and objects(fake, "secrets") == []
         assert ("delete", "pods") in fake.requests
         await km.cleanup_resources()
+
+
+async def test_a_kernel_asks_for_a_mig_profile_by_its_kernelspec_option(kernelspec, tmp_path):
+    """gpus=1 + gpu_resource (kernel.json) → the pod asks for one nvidia.com/mig-1g.18gb; a node that has
+    one runs it (this node has no real GPU: the resource is what the scheduler sees)."""
+    mig = "nvidia.com/mig-1g.18gb"
+    async with node_cluster(tmp_path, capacity={mig: "1"}, gpu_resources=("nvidia.com/gpu", mig)) as (fake, svc, node):
+        km = AsyncKernelManager(kernel_name=kernelspec(gpus=1, gpu_resource=mig))
+        await km.start_kernel()
+        try:
+            pod, = objects(fake, "pods")
+            assert pod["spec"]["containers"][0]["resources"] == {"limits": {mig: "1"}, "requests": {mig: "1"}}
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=90)
+            assert await run(kc, "6*7") == ("ok", "42")
+            kc.stop_channels()
+        finally:
+            await km.shutdown_kernel(now=True)
+        assert objects(fake, "pods") == [] and objects(fake, "secrets") == []

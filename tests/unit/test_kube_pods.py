@@ -221,3 +221,40 @@ def test_the_example_role_is_valid_least_privilege_and_grants_what_the_backend_u
     assert rules[("", "secrets")] == {"create", "delete"}  # never read back, listed or watched
     assert "exec" not in str(rules) and not any("*" in v for v in rules.values())
     assert {"create", "delete", "list", "watch", "get"} <= rules[("", "pods")] and rules[("", "pods/log")] == {"get"}
+
+
+def test_torchrun_is_one_pod_with_every_gpu_of_the_node_it_asks_for():
+    """A job with nproc_per_node: one Job, one pod, ``torch.distributed.run --nproc-per-node N`` over the N
+    GPUs it holds, /dev/shm from a memory emptyDir (NCCL and DataLoader workers need it)."""
+    from jupyter_ptcuda.jobs.request import job_command
+
+    cmd = tuple(job_command("python", "/home/jovyan/proj/train.py", ["--epochs", "3"], 4))
+    m = validate(P.build_pod(job_request(command=cmd, gpus=parse_gpus(4)), POLICY, ANN, OPTS, name="j", timeout=60))
+    tmpl = m["spec"]["template"]["spec"]
+    c = tmpl["containers"][0]
+    assert c["args"][:6] == ["python", "-u", "-m", "torch.distributed.run", "--nproc-per-node", "4"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4" and m["spec"]["activeDeadlineSeconds"] == 60
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert m["spec"]["backoffLimit"] == 0 and "completionMode" not in m["spec"]  # not an indexed Job
+
+
+def test_the_example_kernelspec_and_values_are_what_the_code_reads():
+    import json
+    import pathlib
+
+    import yaml
+
+    from jupyter_ptcuda.kernelspec import KERNEL_ARGV, validate_config
+
+    root = pathlib.Path(__file__).parents[2] / "examples/k8s"
+    spec = json.loads((root / "kernel.json").read_text())
+    assert spec["argv"] == KERNEL_ARGV and "curve" in spec["metadata"]["supported_encryption"]
+    validate_config(spec["metadata"]["kernel_provisioner"]["config"])  # gpu_resource is a provisioner option
+    values = yaml.safe_load((root / "z2jh-values.yaml").read_text())
+    data = values["singleuser"]["extraFiles"]["ptcuda-config"]["data"]
+    from traitlets.config import Config
+
+    from jupyter_ptcuda.containers.service import ContainerBackend
+
+    assert ContainerBackend(config=Config(data)).backend == "kubernetes"
+    assert KubeBackend(config=Config(data)).options().gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.18gb")
