@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_ptcuda.kernelspec import make_kernel_json
 
@@ -17,6 +18,16 @@ pytestmark = pytest.mark.integration
 
 def hook_engine() -> bool:
     return os.environ.get("PTCUDA_ENGINE_HOOK", "1") == "1"
+
+
+async def started(name: str, cwd) -> tuple[AsyncKernelManager, object]:
+    """A kernel of kernelspec ``name`` started by jupyter_client in ``cwd``, and its ready client."""
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=90)
+    return km, kc
 
 
 @pytest.fixture
@@ -90,4 +101,4 @@ def no_leftovers(request, engine):
     assert not left, f"containers left behind: {[(c['Id'][:12], c['Labels']) for c in left]}"
 
 
-__all__ = ["Path", "hook_engine"]
+__all__ = ["Path", "hook_engine", "started"]

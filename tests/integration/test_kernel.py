@@ -13,7 +13,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.errors import ImageNotFound, ImageNotReady, LaunchError, NoNvidiaRuntime
 from tests.conftest import DEBIAN_BASE, ours
-from tests.integration.conftest import hook_engine
+from tests.integration.conftest import hook_engine, started
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +30,6 @@ async def run(kc, code: str, timeout: float = 60) -> tuple[str, str]:
 
     reply = await kc.execute_interactive(code, timeout=timeout, output_hook=hook)
     return reply["content"]["status"], "".join(out)
-
-
-async def started(name: str, cwd) -> tuple[AsyncKernelManager, object]:
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel(cwd=str(cwd))
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=90)
-    return km, kc
 
 
 async def test_kernel_lifecycle(kernelspec, notebook_dir, engine):

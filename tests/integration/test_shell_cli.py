@@ -11,21 +11,13 @@ import time
 
 import pytest
 import pytest_asyncio
-from jupyter_client.manager import AsyncKernelManager
+
+from tests.integration.conftest import started
 
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "jupyter_ptcuda.cli"]
 KERNEL_UID = "1000" if os.geteuid() == 0 else str(os.getuid())
-
-
-async def started(name: str, cwd) -> tuple[AsyncKernelManager, object]:
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel(cwd=str(cwd))
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=90)
-    return km, kc
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess:
