@@ -218,3 +218,19 @@ async def test_a_kernel_asks_for_a_mig_profile_by_its_kernelspec_option(kernelsp
         finally:
             await km.shutdown_kernel(now=True)
         assert objects(fake, "pods") == [] and objects(fake, "secrets") == []
+
+
+async def test_a_kernel_whose_pod_is_deleted_behind_its_back_is_seen_dead(kernelspec, tmp_path):
+    """Eviction, `kubectl delete pod`: poll (what the restarter calls) reports the kernel dead."""
+    async with node_cluster(tmp_path) as (fake, svc, node):
+        km = AsyncKernelManager(kernel_name=kernelspec())
+        await km.start_kernel()
+        try:
+            assert await km.is_alive()
+            pod, = objects(fake, "pods")
+            await fake.drop("pods", pod["metadata"]["name"])
+            assert objects(fake, "secrets") == []  # the garbage collector took its Secret
+            assert not await km.is_alive()
+        finally:
+            await km.shutdown_kernel(now=True)
+        assert objects(fake, "pods") == []

@@ -258,3 +258,17 @@ def test_the_example_kernelspec_and_values_are_what_the_code_reads():
 
     assert ContainerBackend(config=Config(data)).backend == "kubernetes"
     assert KubeBackend(config=Config(data)).options().gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.18gb")
+
+
+def test_the_example_network_policy_admits_the_server_to_the_kernel_ports_only():
+    import pathlib
+
+    import yaml
+
+    from jupyter_ptcuda.containers.kube.kernels import PORTS
+
+    policy = validate(yaml.safe_load((pathlib.Path(__file__).parents[2] / "examples/k8s/networkpolicy.yaml").read_text()))
+    kernel = P.pod_manifest(P.build(job_request(kind=L.KERNEL, gpus=GpuRequest()), POLICY, ANN), OPTS, ANN, name="k")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= kernel["metadata"]["labels"].items()
+    port, = policy["spec"]["ingress"][0]["ports"]
+    assert (port["port"], port["endPort"]) == (min(PORTS.values()), max(PORTS.values()))

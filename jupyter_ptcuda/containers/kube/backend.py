@@ -336,7 +336,10 @@ class KubeContainerService:
                 pod_name = job_pod["metadata"]["name"] if job_pod else ""
                 if job_pod is None and await self._job_done(name):
                     return Launched(name, spec)  # over before we saw its pod (deadline, or gone already)
-            reason = (await self._pending_reason(pod_name) if pod_name else "") or reason
+            said = (await self._pending_reason(pod_name) if pod_name else "") or reason
+            if said != reason:
+                log.info("jupyter-ptcuda: %s %s is Pending: %s", spec.labels.get(L.KIND, "pod"), name, said)
+            reason = said
             if time.monotonic() - started >= limit:
                 await self.remove(name)
                 raise LaunchError(f"{spec.labels.get(L.KIND, 'pod')} {name} stayed Pending for {limit:.0f} s"

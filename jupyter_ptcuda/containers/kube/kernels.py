@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...errors import LaunchError, NotFound
+from ...errors import LaunchError, PtcudaError
 from ..spec import ContainerSpec
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ async def launch_pod(prov: DockerProvisioner) -> tuple[str, ContainerSpec, str]:
         if state is None or not state.running:
             try:
                 logs = await svc.logs(pod, tail=40)
-            except (NotFound, LaunchError):
+            except PtcudaError:  # gone, or never started (an init container failed): no log
                 logs = ""
             raise svc.describe_exit(state, logs, f"kernel pod {pod} (image {launched.spec.image}) stopped during start-up")
         return pod, launched.spec, await svc.address(pod)
