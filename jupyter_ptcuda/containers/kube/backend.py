@@ -6,7 +6,9 @@ is made, so the package imports without it). Same method names and types as
 activeDeadlineSeconds for its timeout), ``inspect`` / ``list`` / ``find`` (from the pod and its
 annotations, which :mod:`..labels` wrote), ``logs`` / ``follow`` (the pod's log), ``wait`` (exit code and
 OOMKilled from the container status), ``signal`` (SIGTERM/SIGKILL = delete with/without grace),
-``remove``, ``run_once``; and :meth:`reap` (orphaned pods, by label).
+``remove``, ``run_once``; :meth:`address` (a pod's IP: where a kernel listens); and :meth:`reap` (orphaned
+pods, by label). A spec with files (a kernel) gets a Secret owned by its pod, created just after the pod
+(which waits for it); if that fails the pod is deleted: nothing is left behind.
 
 A pod that stays Pending is reported with the scheduler's reason (its events) and deleted after
 ``c.KubeBackend.launch_timeout``. Every API answer other than 2xx becomes one of our errors, saying what

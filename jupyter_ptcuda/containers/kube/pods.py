@@ -7,6 +7,11 @@ only translates its result. What only Kubernetes needs checking here: GPUs as a 
 extended resource (the scheduler picks the devices), mounts that a configured volume holds (never a
 ``hostPath``), names and label values the API server accepts.
 
+Files placed before start (``spec.files``: a kernel's connection file) travel as a Secret
+(:func:`secret_manifest`, owned by the pod so the garbage collector deletes it with the pod), copied by
+an init container into a memory-backed ``emptyDir`` at the file's folder (ipykernel rewrites its
+connection file; a Secret volume is read-only).
+
 Labels: :mod:`..labels` writes them. Kubernetes label values are at most 63 characters of
 ``[A-Za-z0-9._-]``, so the full set is kept as *annotations* (the truth that :class:`~..labels.Tag`
 reads back) and the ones whose value is a valid label value are labels too (what selectors use).
