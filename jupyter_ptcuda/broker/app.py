@@ -32,10 +32,13 @@ from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Application
 
 from ..containers import wire
+from ..containers.idle import IdleWatch
 from ..containers.ledger import GpuLedger, set_active_ledger
 from ..containers.service import ContainerService
 from ..errors import Forbidden, PtcudaError
+from .idle import Reclaimer
 from .ops import Broker
+from .telemetry import Telemetry
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 
@@ -70,6 +73,16 @@ class PtcudaBroker(Application):
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to one user's kernel or job is not given to another.""")
     nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:N' N fake GPUs (tests).""")
+    idle_gpu_timeout = Float(0.0, config=True, help="""Seconds a kernel may hold GPUs while idle (no CPU use
+        by its processes and its GPUs at ~0 % utilisation) before it is shut down and its user told in JupyterLab
+        (default 0: never). Example: c.PtcudaBroker.idle_gpu_timeout = 3600""")
+    idle_grace = Float(60.0, config=True, help="""Seconds the user's server has to shut an idle kernel down
+        itself after the notice; past it the broker removes the container (default 60).""")
+    idle_check_interval = Float(60.0, config=True, help="""Seconds between idle checks (default 60).""")
+    idle_cpu_threshold = Float(0.02, config=True, help="""A kernel using more than this share of one core
+        between two checks is busy (default 0.02).""")
+    idle_util_threshold = Float(5.0, config=True, help="""A kernel whose GPU is busier than this many percent
+        is busy (default 5).""")
     url = Unicode(config=True, help="""Where to listen, e.g. 'http://127.0.0.1:10101' (default:
         $JUPYTERHUB_SERVICE_URL, which the Hub sets for a managed service).""")
     service_name = Unicode(config=True, help="The Hub service name (default $JUPYTERHUB_SERVICE_NAME or 'ptcuda-broker').")
@@ -115,6 +128,12 @@ class PtcudaBroker(Application):
         if not auth.access_scopes:
             auth.access_scopes = {f"access:services!service={self.service_name}"}
         broker = Broker(self, service, self.ledger)
+        broker.telemetry = Telemetry(self.sampler, self.ledger)
+        if self.idle_gpu_timeout > 0:
+            watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
+                              util_threshold=self.idle_util_threshold)
+            broker.reclaimer = Reclaimer(broker, watch, self.idle_gpu_timeout, self.idle_grace)
+        self.broker = broker
         return web.Application([(r"/v1/follow", FollowHandler), (r"/v1/([a-z_]+)", OpHandler)],
                                broker=broker, hub_auth=auth, config=self)
 
@@ -128,12 +147,20 @@ class PtcudaBroker(Application):
         server.listen(where.port or 80, where.hostname or "127.0.0.1")
         log.info("jupyter-ptcuda broker for Hub service %r listening on %s (images %s, mount roots %s)",
                  self.service_name, self.url, self.images, self.mount_roots)
+        tasks = []
+        if self.broker.reclaimer is not None:
+            self.sampler.ensure_started()
+            tasks.append(asyncio.ensure_future(self.broker.reclaimer.run(self.idle_check_interval)))
+            log.info("idle GPU kernels are shut down after %.0f s (checked every %.0f s)", self.idle_gpu_timeout,
+                     self.idle_check_interval)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         server.stop()
+        for task in tasks:
+            task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self.sampler.stop)
         log.info("jupyter-ptcuda broker stopped")
 

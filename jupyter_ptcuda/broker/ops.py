@@ -31,6 +31,8 @@ from . import users as U
 
 if TYPE_CHECKING:
     from .app import PtcudaBroker
+    from .idle import Reclaimer
+    from .telemetry import Telemetry
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 
@@ -45,6 +47,8 @@ class Broker:
         self.service = service
         self.ledger = ledger
         self._launching: dict[int, asyncio.Lock] = {}
+        self.reclaimer: Reclaimer | None = None  # set by the app when c.PtcudaBroker.idle_gpu_timeout is set
+        self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, name: str) -> U.HubUser:
@@ -287,10 +291,26 @@ class Broker:
             state = await self._own(user, str(body.get("cid") or ""))
         except NotFound:
             return None  # gone (or never yours): nothing to remove
+        await self.remove_container(state)
+        return None
+
+    async def remove_container(self, state: ContainerState) -> None:
+        """Remove a container, and a kernel's private folder (op remove, idle reclamation)."""
         await self.service.remove(state.id)
         if state.tag.kind == L.KERNEL and state.tag.kernel_dir:
             await asyncio.to_thread(U.remove_private_dir, self.config.private_root, state.tag.kernel_dir)
-        return None
+
+    async def op_notices(self, user: U.HubUser, body: dict[str, Any]) -> Any:
+        """What the broker did to this user's kernels (idle reclamation) since ``since`` (epoch s)."""
+        reclaimer = self.reclaimer
+        return reclaimer.since(user.name, float(body.get("since") or 0)) if reclaimer is not None else []
+
+    async def op_gpus(self, user: U.HubUser, body: dict[str, Any]) -> Any:
+        """The broker's GPU telemetry for this user's server (others' holders as "another user")."""
+        since = body.get("since")
+        max_points = body.get("max_points")
+        return await self.telemetry.view(user.name, float(since) if since is not None else None,
+                                         int(max_points) if max_points is not None else None)
 
     async def op_release(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         claim = self._claim(user, body.get("claim"))

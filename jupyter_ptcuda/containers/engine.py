@@ -236,6 +236,17 @@ class Engine:
                     return
                 time.sleep(0.1)
 
+    async def cpu_seconds(self, container: str) -> float | None:
+        """CPU time the container's processes have used so far (cgroup, via ``docker stats`` one-shot),
+        or None when it is gone or not running."""
+        try:
+            stats = await self.call(lambda api: api.stats(container, stream=False, one_shot=True))
+        except (NotFound, Conflict):
+            return None
+        usage = ((stats or {}).get("cpu_stats") or {}).get("cpu_usage") or {}
+        total = usage.get("total_usage")
+        return None if total is None else float(total) / 1e9
+
     async def kill(self, container: str, signal: str | int = "SIGKILL") -> None:
         """Send a signal to the container's PID 1 (the init process forwards it to the kernel)."""
         try:

@@ -74,6 +74,10 @@ class RemoteContainerService(ContainerService):
     async def whoami(self) -> dict[str, Any]:
         return dict(await self._call("whoami", timeout=10))
 
+    async def notices(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """What the broker did to this user's kernels since ``since`` (idle reclamation)."""
+        return list(await self._call("notices", timeout=10, since=since))
+
     async def private_dir(self, kernel_id: str, user: str) -> Path:
         return Path(await self._call("private_dir", kernel_id=kernel_id))
 

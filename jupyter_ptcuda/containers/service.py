@@ -250,6 +250,10 @@ class ContainerService:
                    env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]:
         return await self.engine.exec(cid, [*cmd], stdin=stdin, user=user, env=env, workdir=workdir)
 
+    async def cpu_seconds(self, cid: str) -> float | None:
+        """CPU time used by the container so far (None: gone or stopped). The idle watch reads it."""
+        return await self.engine.cpu_seconds(cid)
+
     def describe_exit(self, state: ContainerState | None, logs: str, what: str) -> LaunchError:
         """A LaunchError for a container that died: exit code, OOMKilled, the last log lines."""
         tail = "\n".join(logs.strip().splitlines()[-20:])

@@ -23,10 +23,12 @@ Spec strings (:func:`make_fake_nvml`)::
     "2"                                  two H100s
     "0"                                  NVML works, no GPU
     "2:gpu_lost=1"                       GPU 1 lost (per-device calls raise GpuIsLost)
+    "2:idle=0+1"                         both GPUs at 0 % utilisation (nothing running on them)
     "4:model=H100+L4,not_supported=power,seed=7,driver=550.54.15"
     "driver_not_loaded" | "library_not_found"
 
-Options: ``gpu_lost=I[+I...]``, ``model=M[+M...]`` (cycled over the GPUs; models are the keys
+Options: ``gpu_lost=I[+I...]``, ``idle=I[+I...]`` (GPUs whose utilisation stays 0 %, as a real
+GPU's with no kernel running on it), ``model=M[+M...]`` (cycled over the GPUs; models are the keys
 of :data:`MODELS`), ``not_supported=F[+F...]`` (fields of :data:`FIELDS`, on every GPU, on
 top of the model's own, e.g. ECC and MIG on GeForce), ``seed=N``, ``driver=X.Y.Z``.
 """
@@ -95,6 +97,7 @@ class FakeGpu:
     extra_clock_event_reasons: int = 0  # OR-ed into the computed reasons, e.g. HW slowdown
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     phase: float = 0.0
+    idle: bool = False  # utilisation 0 % (nothing running on it), as a real idle GPU reports
 
 
 class FakeDeviceHandle:
@@ -193,7 +196,9 @@ class FakeNvml:
         return gpu
 
     def _load(self, gpu: FakeGpu) -> float:
-        """Utilisation in [0, 1], smooth in time, different per GPU."""
+        """Utilisation in [0, 1], smooth in time, different per GPU (0 for an idle one)."""
+        if gpu.idle:
+            return 0.0
         t = self.clock()
         wave = 0.5 + 0.45 * math.sin(t / 11.0 + gpu.phase) + 0.05 * math.sin(t / 1.7 + 2 * gpu.phase)
         return min(1.0, max(0.0, wave))
@@ -345,7 +350,7 @@ def make_gpus(count: int, models: list[str] | None = None, seed: int = 0,
 
 _SPEC_HELP = (
     "expected 'N[:option,...]' or 'driver_not_loaded' or 'library_not_found', with options "
-    "gpu_lost=I[+I], model=M[+M] (one of " + ", ".join(MODELS) + "), not_supported=F[+F] "
+    "gpu_lost=I[+I], idle=I[+I], model=M[+M] (one of " + ", ".join(MODELS) + "), not_supported=F[+F] "
     "(of " + ", ".join(sorted(FIELDS)) + "), seed=N, driver=X.Y.Z; e.g. '2:gpu_lost=1'"
 )
 
@@ -369,23 +374,26 @@ def make_fake_nvml(spec: str, *, clock: Callable[[], float] = time.monotonic) ->
     options: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in tail.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key not in ("gpu_lost", "model", "not_supported", "seed", "driver"):
+        if not eq or key not in ("gpu_lost", "idle", "model", "not_supported", "seed", "driver"):
             raise ConfigError(f"bad fake NVML option {item!r} in {spec!r}: {_SPEC_HELP}")
         options[key] = value
     try:
         seed = int(options.get("seed", "0"))
         lost = [int(i) for i in options["gpu_lost"].split("+")] if "gpu_lost" in options else []
+        idle = [int(i) for i in options["idle"].split("+")] if "idle" in options else []
     except ValueError:
         raise ConfigError(f"bad number in fake NVML spec {spec!r}: {_SPEC_HELP}") from None
     models = options["model"].split("+") if "model" in options else None
     unsupported = options["not_supported"].split("+") if "not_supported" in options else []
     bad = [m for m in models or [] if m not in MODELS] + [f for f in unsupported if f not in FIELDS]
-    bad += [str(i) for i in lost if not 0 <= i < count]
+    bad += [str(i) for i in (*lost, *idle) if not 0 <= i < count]
     if bad:
         raise ConfigError(f"unknown value(s) {', '.join(bad)} in fake NVML spec {spec!r}: {_SPEC_HELP}")
     gpus = make_gpus(count, models, seed, unsupported)
     for i in lost:
         gpus[i].lost = True
+    for i in idle:
+        gpus[i].idle = True
     kwargs: dict[str, Any] = {"seed": seed, "clock": clock}
     if "driver" in options:
         kwargs["driver_version"] = options["driver"]

@@ -21,6 +21,8 @@ from ..containers.identity import server_id
 from ..containers.ledger import GpuLedger, set_active_ledger
 from ..containers.netns import remove_holder
 from ..containers.reaper import reap_kernel_files, reap_orphans
+from ..containers.remote import RemoteContainerService
+from ..containers.remote_gpus import BrokerLedger, BrokerSampler
 from ..containers.service import ContainerService, get_service
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
@@ -40,6 +42,9 @@ class PtcudaState:
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
+    notices: list[dict[str, Any]] = field(default_factory=list)  # what the broker did to our kernels
+    notice_keys: set[tuple[Any, str]] = field(default_factory=set)
+    notices_since: float = 0.0
 
     def spawn(self, coro: Any) -> asyncio.Task:
         """Run a background coroutine, keeping a reference until it ends."""
@@ -57,6 +62,8 @@ class PtcudaExtension(ExtensionApp):
         ('fake:' + its value) when set. Example: c.PtcudaExtension.nvml = "fake:2" """)
     sample_interval = Float(1.0, config=True, help="Seconds between GPU samples (default 1.0).")
     history_seconds = Float(3600.0, config=True, help="GPU history kept server-side (default 3600 s).")
+    notice_interval = Float(5.0, config=True, help="""Under the JupyterHub broker: seconds between reads of
+        its notices (idle GPU kernels to shut down; default 5).""")
     reap_interval = Float(300.0, config=True, help="""Seconds between orphan-container sweeps (default 300;
         0 = only at start).""")
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
@@ -87,8 +94,14 @@ class PtcudaExtension(ExtensionApp):
 
     def initialize_settings(self) -> None:
         service = get_service()
-        sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
-        ledger = GpuLedger(service, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
+        sampler: GpuSampler
+        if isinstance(service, RemoteContainerService):  # under the Hub broker: its sampler, its ledger
+            sampler = BrokerSampler(service.url, service.token, interval=self.sample_interval,
+                                    history_seconds=self.history_seconds)
+            ledger: GpuLedger = BrokerLedger(service, sampler.snapshot, sharing=self.gpu_sharing)
+        else:
+            sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
+            ledger = GpuLedger(service, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
         set_active_ledger(ledger)
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
@@ -103,6 +116,8 @@ class PtcudaExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
+        if isinstance(self.state.service, RemoteContainerService):
+            self.state.spawn(self._notice_loop(self.state.service))
         if self.freeze_gc:
             self.state.spawn(self._freeze_gc())
         await self.state.jobs.start()
@@ -136,6 +151,38 @@ class PtcudaExtension(ExtensionApp):
             if self.reap_interval <= 0:
                 return
             await asyncio.sleep(self.reap_interval)
+
+    async def notices_once(self, service: RemoteContainerService) -> list[dict[str, Any]]:
+        """Read the broker's new notices for this user; shut down the kernels it asks to (idle ones).
+
+        The kernel is shut down here, through the server's kernel manager, so JupyterLab sees it shut down
+        (no automatic restart); the notice is kept for ``GET jupyter-ptcuda/notices`` (JupyterLab shows it)."""
+        state = self.state
+        fresh = await service.notices(state.notices_since)
+        km = self.serverapp.kernel_manager  # type: ignore[union-attr]
+        for notice in fresh:
+            state.notices_since = max(state.notices_since, float(notice.get("updated") or 0))
+            kid = str(notice.get("kernel_id") or "")
+            if notice.get("state") in ("requested", "enforced") and kid in km.list_kernel_ids():
+                self.log.warning("jupyter-ptcuda: %s", notice.get("message"))
+                try:
+                    await km.shutdown_kernel(kid, now=notice.get("state") == "enforced")
+                except Exception as exc:  # already going away
+                    self.log.info("jupyter-ptcuda: shutting down kernel %s: %s", kid[:8], exc)
+            key = (notice.get("at"), kid)
+            if key not in state.notice_keys:
+                state.notice_keys.add(key)
+                state.notices.append(notice)
+                del state.notices[:-50]
+        return fresh
+
+    async def _notice_loop(self, service: RemoteContainerService) -> None:
+        while True:
+            try:
+                await self.notices_once(service)
+            except PtcudaError as exc:
+                self.log.debug("jupyter-ptcuda: broker notices: %s", exc.message.splitlines()[0])
+            await asyncio.sleep(self.notice_interval)
 
     async def stop_extension(self) -> None:
         for task in list(self.state.tasks):

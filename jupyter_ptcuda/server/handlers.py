@@ -24,48 +24,13 @@ from ..containers import labels as L
 from ..containers.gpus import devices, parse_gpus
 from ..errors import ConfigError, EngineUnavailable, NotFound, PtcudaError, TooBusy
 from ..health.runner import check_allowed, check_image, check_kernel
+from ..refreshed import Refreshed
 from .attribution import attribute_processes
 from .base import NAMESPACE, PtcudaHandler, truncate
 
 _ID = r"(?P<item_id>[A-Za-z0-9_.-]+)"
 HOLDERS_TTL = 1.0
 ENGINE_TTL = 5.0
-
-
-class Refreshed:
-    """A value read from Docker at most once per ``ttl`` seconds, shared by every request.
-
-    Readers never wait for Docker once a value exists: a stale value is returned at once while one
-    background refresh runs (stale-while-revalidate), so 50 polling panels cost one Docker call per
-    ``ttl`` and no request queues behind the engine. Only the very first readers wait, all on the
-    same call (single flight); if it fails they all get its exception. A failed refresh keeps the
-    last value and is tried again after ``ttl``. ``version`` changes with every new value.
-    """
-
-    _MISSING: Any = object()
-
-    def __init__(self, ttl: float, produce: Callable[[], Awaitable[Any]]) -> None:
-        self.ttl, self._produce = ttl, produce
-        self._value, self._at, self.version = self._MISSING, 0.0, 0
-        self._task: asyncio.Task | None = None
-
-    async def get(self) -> Any:
-        if self._task is None and (self._value is self._MISSING or time.monotonic() - self._at >= self.ttl):
-            self._task = asyncio.ensure_future(self._refresh())
-            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, not lost
-        if self._value is self._MISSING:
-            assert self._task is not None
-            return await asyncio.shield(self._task)
-        return self._value
-
-    async def _refresh(self) -> Any:
-        try:
-            value = await self._produce()
-            self.version += 1
-            self._value = value
-            return value
-        finally:  # a failure keeps the last value and is retried after ``ttl``, not on every read
-            self._at, self._task = time.monotonic(), None
 
 
 def _refreshed(state: Any, key: str, ttl: float, produce: Callable[[], Awaitable[Any]]) -> Refreshed:
@@ -282,6 +247,19 @@ def _esc(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+class NoticesHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """What was done to this server's kernels from outside (the Hub broker shutting an idle GPU kernel
+        down), newest last; ``?since=<epoch>``: only those posted or changed after it."""
+        try:
+            since = float(self.get_argument("since", "0") or 0)
+        except ValueError:
+            raise web.HTTPError(400, "since must be a number (epoch seconds)") from None
+        self.write_json({"notices": [n for n in self.state.notices if float(n.get("updated") or 0) > since]})
+
+
 class MetricsHandler(PtcudaHandler):
     GAUGES = [("utilization_gpu", "gpu_utilization_percent", "GPU utilisation (%)"),
               ("utilization_memory", "gpu_memory_utilization_percent", "Memory controller utilisation (%)"),
@@ -328,4 +306,5 @@ handlers = [
     (rf"/{NAMESPACE}/health", HealthCollectionHandler),
     (rf"/{NAMESPACE}/health/{_ID}", HealthHandler),
     (rf"/{NAMESPACE}/metrics", MetricsHandler),
+    (rf"/{NAMESPACE}/notices", NoticesHandler),
 ]
