@@ -10,9 +10,10 @@ container. The container is found with :meth:`ContainerService.find` and read wi
 The interactive shell needs a terminal. It is a Docker exec with ``Tty`` and stdin attached over the
 engine's own socket (the SDK's hijacked ``exec_start(socket=True)``), bridged to this process's terminal
 (raw mode, window size forwarded with ``exec_resize``), not the ``docker`` CLI: no docker binary is needed,
-it talks to the engine the engine seam is configured for (``DOCKER_HOST``), and it is one byte stream a
-remote backend can forward. That attach (:func:`open_tty_exec`) is not on :class:`ContainerService` yet;
-a broker backend needs to provide it.
+it talks to the engine the engine seam is configured for (``DOCKER_HOST``). Under JupyterHub the user's
+server has no engine: :func:`open_tty` asks the broker instead (its ``/v1/tty`` websocket,
+:mod:`jupyter_ptcuda.broker.tty`), which builds the same shell from the container it checked is the
+user's, and ends its session when the websocket closes.
 
 A Docker exec outlives its client (the engine keeps the process and its terminal when the attach
 closes), so the shell first reports its pid (``PTCUDA-PID n``, read here and not shown) and, when this
@@ -37,7 +38,7 @@ import select
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, Protocol, cast
 
 from .containers import labels as L
 from .containers.service import ContainerService, ContainerState, get_service
@@ -116,29 +117,148 @@ async def run_command(service: ContainerService, target: ExecTarget, argv: list[
 
 
 # -- the interactive attach --------------------------------------------------------------------------
-def open_tty_exec(service: ContainerService, target: ExecTarget, argv: list[str],
-                  env: dict[str, str] | None = None) -> tuple[str, Any]:
-    """Start ``argv`` in the container with a terminal and stdin attached; ``(exec id, socket)``. Blocking
-    (call it from a thread or a process of its own). Not on ContainerService yet: a broker must add it."""
-    def start(api: Any) -> tuple[str, Any]:
-        ex = api.exec_create(target.container, argv, stdin=True, tty=True, user=target.user,
-                             workdir=target.workdir, environment=env or None)
-        sock = api.exec_start(ex["Id"], tty=True, socket=True)
-        return ex["Id"], sock
+class PidLine:
+    """Takes the shell's first line (``PTCUDA-PID n``, see :data:`SHELL_SCRIPT`) out of its output and
+    keeps the pid: the session to end when the terminal is closed. Used here and by the broker."""
 
-    return service.engine.run_sync(start, what=f"a shell in {target.kind} {target.id}")
+    def __init__(self) -> None:
+        self.pid: int | None = None  # None: not seen yet; 0: never came (4 KiB without it)
+        self._head = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What of ``data`` is to be shown (b"" while the pid line is still awaited)."""
+        if self.pid is not None:
+            return data
+        self._head += data
+        m = PID_LINE.search(self._head)
+        if m is None:
+            if len(self._head) < 4096:
+                return b""
+            data, self._head, self.pid = self._head, b"", 0
+            return data
+        self.pid = int(m.group(1))
+        data, self._head = self._head[: m.start()] + self._head[m.end():], b""
+        return data
+
+    def flush(self) -> bytes:
+        data, self._head = self._head, b""
+        return data
 
 
-def exec_exit_code(service: ContainerService, exec_id: str) -> int:
-    info = service.engine.run_sync(lambda api: api.exec_inspect(exec_id))
-    code = info.get("ExitCode")
-    return int(code) if code is not None else 0
+class TtySession(Protocol):
+    """An interactive shell in a container, as :func:`interactive` drives it (blocking calls): a
+    selectable byte stream plus window size, hangup and exit code. Made by :func:`open_tty`: over the
+    engine's socket (:class:`EngineTty`) or, under JupyterHub, the broker's websocket
+    (:mod:`jupyter_ptcuda.containers.remote_tty`)."""
+
+    def fileno(self) -> int: ...
+
+    def read(self) -> bytes | None:
+        """The shell's output so far (b"": nothing to show yet), None once it has ended."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def resize(self, rows: int, cols: int) -> None: ...
+
+    def hang_up(self) -> None:
+        """The terminal was closed: end the shell's whole session in the container."""
+
+    def close(self) -> None: ...
+
+    def exit_code(self) -> int:
+        """The shell's exit status, once :meth:`read` returned None."""
+
+
+class EngineTty:
+    """A Docker exec with ``Tty`` and stdin attached over the engine's socket (the SDK's hijacked
+    ``exec_start(socket=True)``). The shell is always :data:`SHELL_SCRIPT`, as the target's user, in its
+    folder, with its GPU variables and ``TERM``: nothing else. Blocking: the CLI's and a terminal's
+    process call it directly; the broker from threads of its own."""
+
+    def __init__(self, engine: Any, target: ExecTarget, exec_id: str, sock: Any) -> None:
+        self.engine = engine
+        self.target = target
+        self.exec_id = exec_id
+        self.sock = sock
+        self.raw: socket.socket = getattr(sock, "_sock", sock)
+        self.pids = PidLine()
+        self.on_hang_up = end_session_soon  # the broker ends the session itself (see broker.tty)
+
+    @classmethod
+    def open(cls, engine: Any, target: ExecTarget, term: str = TERM_DEFAULT,
+             size: tuple[int, int] | None = None) -> EngineTty:
+        def start(api: Any) -> tuple[str, Any]:
+            ex = api.exec_create(target.container, ["sh", "-c", SHELL_SCRIPT], stdin=True, tty=True,
+                                 user=target.user, workdir=target.workdir,
+                                 environment={**target.env, "TERM": term})
+            return ex["Id"], api.exec_start(ex["Id"], tty=True, socket=True)
+
+        exec_id, sock = engine.run_sync(start, what=f"a shell in {target.kind} {target.id}")
+        session = cls(engine, target, exec_id, sock)
+        if size:
+            session.resize(*size)
+        return session
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def read(self) -> bytes | None:
+        try:
+            data = self.raw.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return self.pids.flush() or None
+        return self.pids.feed(data)
+
+    def send(self, data: bytes) -> None:
+        self.raw.sendall(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        with contextlib.suppress(PtcudaError):
+            self.engine.run_sync(lambda api: api.exec_resize(self.exec_id, height=rows, width=cols))
+
+    def hang_up(self) -> None:
+        if self.pids.pid:
+            self.on_hang_up(self.target, self.pids.pid)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.raw.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in read()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def exit_code(self) -> int:
+        info = self.engine.run_sync(lambda api: api.exec_inspect(self.exec_id))
+        code = info.get("ExitCode")
+        return int(code) if code is not None else 0
+
+
+def open_tty(service: ContainerService, target: ExecTarget, term: str = TERM_DEFAULT,
+             size: tuple[int, int] | None = None) -> TtySession:
+    """The target's shell with a terminal: through the service's own ``open_tty`` where it has one (the
+    JupyterHub broker's, :class:`~jupyter_ptcuda.containers.remote.RemoteContainerService`), else over this
+    process's engine. Blocking. ``term``/``size``: the client terminal's type and ``(rows, cols)``."""
+    opener = getattr(service, "open_tty", None)
+    if opener is not None:
+        return cast(TtySession, opener(target.container, term=term, size=size))
+    try:
+        engine = service.engine
+    except (AttributeError, RuntimeError):
+        raise ConfigError("a shell in the container needs the Docker engine or the JupyterHub broker; this "
+                          "backend offers `jupyter ptcuda exec ID -- CMD` (or use `kubectl exec` on Kubernetes)."
+                          ) from None
+    return EngineTty.open(engine, target, term, size)
+
+
+async def end_session_async(service: ContainerService, container: str, user: str, pid: int) -> None:
+    """End every process of the shell's session ``pid`` in the container (an exec outlives its attach)."""
+    with contextlib.suppress(PtcudaError):
+        await service.exec(container, ["sh", "-c", KILL_SCRIPT, "sh", str(pid)], user=user)
 
 
 def end_session(service: ContainerService, container: str, user: str, pid: int) -> None:
-    """End every process of the shell's session in the container (the exec outlives its attach)."""
-    with contextlib.suppress(PtcudaError):
-        asyncio.run(service.exec(container, ["sh", "-c", KILL_SCRIPT, "sh", str(pid)], user=user))
+    asyncio.run(end_session_async(service, container, user, pid))
 
 
 def end_session_soon(target: ExecTarget, pid: int) -> None:
@@ -159,21 +279,13 @@ def _winsize(fd: int) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
-def _resize(service: ContainerService, exec_id: str, fd: int) -> None:
-    size = _winsize(fd)
-    if size:
-        with contextlib.suppress(PtcudaError):
-            service.engine.run_sync(lambda api: api.exec_resize(exec_id, height=size[0], width=size[1]))
-
-
 def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     """A shell in the target's container on this process's terminal; its exit status (129 after a hangup)."""
     if not os.isatty(stdin_fd):
         raise ConfigError("`jupyter ptcuda shell` needs a terminal; for a command without one use "
                           "`jupyter ptcuda exec ID -- CMD ...`")
     term = os.environ.get("TERM") or TERM_DEFAULT
-    exec_id, sock = open_tty_exec(service, target, ["sh", "-c", SHELL_SCRIPT], {**target.env, "TERM": term})
-    raw: socket.socket = getattr(sock, "_sock", sock)
+    session = open_tty(service, target, term, _winsize(stdin_fd))
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     events: list[str] = []
@@ -189,15 +301,12 @@ def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0
     import tty
 
     saved = termios.tcgetattr(stdin_fd)
-    pid: int | None = None  # the shell's, in the container
-    head = b""
     hung_up = False
     try:
         tty.setraw(stdin_fd, termios.TCSANOW)  # not TCSAFLUSH: keep what was typed ahead
-        _resize(service, exec_id, stdin_fd)
         stdin_open = True
         while True:
-            fds: list[Any] = [raw, wake_r] + ([stdin_fd] if stdin_open else [])
+            fds: list[Any] = [session, wake_r] + ([stdin_fd] if stdin_open else [])
             try:
                 ready, _, _ = select.select(fds, [], [])
             except InterruptedError:
@@ -208,22 +317,12 @@ def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0
                     hung_up = True
                     break
                 events.clear()
-                _resize(service, exec_id, stdin_fd)
-            if raw in ready:
-                data = raw.recv(65536)
-                if not data:
+                if size := _winsize(stdin_fd):
+                    session.resize(*size)
+            if session in ready:
+                data = session.read()
+                if data is None:
                     break
-                if pid is None:  # the shell's first line: its pid, not shown
-                    head += data
-                    m = PID_LINE.search(head)
-                    if m is None:
-                        if len(head) < 4096:
-                            continue
-                        data, head = head, b""
-                        pid = 0
-                    else:
-                        pid = int(m.group(1))
-                        data, head = head[: m.start()] + head[m.end():], b""
                 if data:
                     os.write(stdout_fd, data)
             if stdin_open and stdin_fd in ready:
@@ -231,19 +330,18 @@ def interactive(service: ContainerService, target: ExecTarget, stdin_fd: int = 0
                 if not data:
                     stdin_open = False
                     continue
-                raw.sendall(data)
+                session.send(data)
     finally:
-        if hung_up and pid:
-            end_session_soon(target, pid)
+        if hung_up:
+            session.hang_up()
         with contextlib.suppress(termios.error):
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
         for s, h in old.items():
             signal.signal(s, h)
         os.close(wake_r)
         os.close(wake_w)
-        with contextlib.suppress(OSError):
-            sock.close()
-    return 129 if hung_up else exec_exit_code(service, exec_id)
+        session.close()
+    return 129 if hung_up else session.exit_code()
 
 
 # -- CLI ---------------------------------------------------------------------------------------------

@@ -134,7 +134,9 @@ class PtcudaBroker(Application):
                               util_threshold=self.idle_util_threshold)
             broker.reclaimer = Reclaimer(broker, watch, self.idle_gpu_timeout, self.idle_grace)
         self.broker = broker
-        return web.Application([(r"/v1/follow", FollowHandler), (r"/v1/([a-z_]+)", OpHandler)],
+        from .tty import TtyHandler  # here: it builds on _Base below
+
+        return web.Application([(r"/v1/follow", FollowHandler), (r"/v1/tty", TtyHandler), (r"/v1/([a-z_]+)", OpHandler)],
                                broker=broker, hub_auth=auth, config=self)
 
     def start(self) -> None:

@@ -153,6 +153,13 @@ class RemoteContainerService(ContainerService):
                              stdin=base64.b64encode(stdin).decode() if stdin else None)
         return int(r["code"]), base64.b64decode(r["output"])
 
+    def open_tty(self, cid: str, *, term: str, size: tuple[int, int] | None = None) -> Any:
+        """A shell with a terminal in container ``cid``, through the broker's ``/v1/tty`` websocket
+        (:mod:`.remote_tty`); what :func:`jupyter_ptcuda.shell.open_tty` uses here. Blocking."""
+        from .remote_tty import RemoteTty
+
+        return RemoteTty.connect(self, cid, term=term, size=size)
+
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
         await self._call("signal", cid=cid, signal=signal)
 
