@@ -19,6 +19,7 @@ import { HealthModel } from './health';
 import { gpuIcon } from './icons';
 import { JobsModel } from './jobs';
 import { openContainerTerminal } from './terminal';
+import { KernelTerminalButton } from './terminalbutton';
 import { GpuModel } from './model';
 import { IGpuMonitor } from './tokens';
 import { JobsView } from './widgets/jobsview';
@@ -198,6 +199,18 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
           : undefined;
       }
     });
+    app.docRegistry.addWidgetExtension(
+      'Notebook',
+      new KernelTerminalButton(
+        kernelId =>
+          openContainerTerminal(
+            app.commands,
+            { kernel_id: kernelId },
+            serverSettings
+          ),
+        app.serviceManager.kernelspecs
+      )
+    );
     for (const command of Object.values(CommandIDs)) {
       palette?.addItem({ command, category: CATEGORY });
     }
