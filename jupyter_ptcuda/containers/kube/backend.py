@@ -154,7 +154,9 @@ class KubeContainerService:
                     config.load_incluster_config(client_configuration=configuration)
                 except config.ConfigException:
                     try:
-                        await config.load_kube_config(client_configuration=configuration)
+                        # $KUBECONFIG as it is now (kubernetes_asyncio reads it once, at its import)
+                        await config.load_kube_config(client_configuration=configuration, config_file=os.environ.get(
+                            "KUBECONFIG") or os.path.expanduser("~/.kube/config"))
                     except (config.ConfigException, OSError) as exc:
                         raise ConfigError(f"{NO_CREDENTIALS} ({exc})") from None
             self._client = client.ApiClient(configuration)
