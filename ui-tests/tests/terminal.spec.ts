@@ -24,36 +24,42 @@ async function lastLine(page: any, cell: number): Promise<string> {
 // ours is created by jupyter-ptcuda/terminals: the real list, please (the test closes it itself).
 test.use({ terminals: null as any });
 
-test('opens a terminal in the kernel container', async ({ page, tmpPath }) => {
-  let created = '';
-  page.on('response', async response => {
+/** The name of each terminal jupyter-ptcuda creates on this page (to close it at the end). */
+function trackCreated(page: any): string[] {
+  const created: string[] = [];
+  page.on('response', async (response: any) => {
     if (response.url().includes('/jupyter-ptcuda/terminals') && response.request().method() === 'POST') {
-      created = (await response.json()).name;
+      created.push((await response.json()).name);
     }
   });
+  return created;
+}
+
+/** Open a container-kernel notebook, run the probe: what the kernel says about itself. */
+async function kernelNotebook(page: any, tmpPath: string, name: string, readBack: string): Promise<string> {
   await openNotebook(
     page,
     tmpPath,
-    'terminal.ipynb',
-    notebook([{ source: PROBE }, { source: READ_BACK }], { name: KERNEL_ALL, display_name: KERNEL_ALL })
+    name,
+    notebook([{ source: PROBE }, { source: readBack }], { name: KERNEL_ALL, display_name: KERNEL_ALL })
   );
   await waitForIdle(page);
   await page.notebook.runCell(0);
   await waitForIdle(page);
   const kernelSays = await lastLine(page, 0);
   expect(kernelSays).toMatch(/^uid=\d+ host=[0-9a-f]{12} dev=\S+ dir=\//); // the container's, with its GPUs
+  return kernelSays;
+}
 
-  await execute(page, 'jupyter-ptcuda:open-kernel-terminal');
+/** In the terminal just opened, the shell writes what it sees to the container's /tmp (the terminal
+ * may draw on a canvas) and the kernel reads it back: the same as the kernel says about itself. */
+async function shellSeesTheKernel(page: any, name: string, file: string, kernelSays: string, shot: string) {
   const terminal = page.locator('.jp-Terminal').last();
   await expect(terminal).toBeVisible({ timeout: 60000 });
   await terminal.click();
-  // The terminal may draw on a canvas: the shell writes what it sees to the container's /tmp, and
-  // the kernel reads it back.
-  await page.keyboard.type(
-    'echo "uid=$(id -u) host=$(hostname) dev=$NVIDIA_VISIBLE_DEVICES dir=$PWD" > /tmp/ptcuda-terminal.txt\n'
-  );
-  await page.screenshot({ path: screenshotPath('terminal-in-kernel-container') });
-  await page.notebook.activate('terminal.ipynb');
+  await page.keyboard.type(`echo "uid=$(id -u) host=$(hostname) dev=$NVIDIA_VISIBLE_DEVICES dir=$PWD" > ${file}\n`);
+  await page.screenshot({ path: screenshotPath(shot) });
+  await page.notebook.activate(name);
   await expect
     .poll(
       async () => {
@@ -64,6 +70,31 @@ test('opens a terminal in the kernel container', async ({ page, tmpPath }) => {
       { timeout: 60000 }
     )
     .toBe(kernelSays); // same uid, hostname, GPUs and folder as the kernel: a shell in its container
-  expect(created).not.toBe('');
-  expect((await page.request.delete(`/api/terminals/${created}`)).status()).toBe(204);
+}
+
+test('opens a terminal in the kernel container', async ({ page, tmpPath }) => {
+  const created = trackCreated(page);
+  const kernelSays = await kernelNotebook(page, tmpPath, 'terminal.ipynb', READ_BACK);
+  await execute(page, 'jupyter-ptcuda:open-kernel-terminal');
+  await shellSeesTheKernel(page, 'terminal.ipynb', '/tmp/ptcuda-terminal.txt', kernelSays, 'terminal-in-kernel-container');
+  expect(created).toHaveLength(1);
+  expect((await page.request.delete(`/api/terminals/${created[0]}`)).status()).toBe(204);
+});
+
+test('the notebook toolbar button opens it, for container kernels only', async ({ page, tmpPath }) => {
+  const button = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-ptcuda-KernelTerminalButton');
+  await openNotebook(page, tmpPath, 'plain.ipynb', notebook([{ source: '1 + 1' }]));
+  await waitForIdle(page);
+  await expect(button).toHaveCount(1);
+  await expect(button).toBeHidden(); // a python3 kernel: not ours, no button
+  await page.notebook.close();
+
+  const created = trackCreated(page);
+  const readBack = READ_BACK.replace('ptcuda-terminal.txt', 'ptcuda-toolbar.txt');
+  const kernelSays = await kernelNotebook(page, tmpPath, 'toolbar.ipynb', readBack);
+  await expect(button).toBeVisible();
+  await button.click();
+  await shellSeesTheKernel(page, 'toolbar.ipynb', '/tmp/ptcuda-toolbar.txt', kernelSays, 'terminal-from-toolbar');
+  expect(created).toHaveLength(1);
+  expect((await page.request.delete(`/api/terminals/${created[0]}`)).status()).toBe(204);
 });
