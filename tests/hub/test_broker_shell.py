@@ -127,6 +127,15 @@ def test_alice_s_terminal_runs_in_her_kernel_s_container_and_ends_when_closed(hu
     assert wait_until(lambda: "sleep 4321" not in top(cid) and "bash" not in top(cid)), top(cid)
     assert wait_until(lambda: not running_execs(engine, cid)), running_execs(engine, cid)
 
+    # shutting the kernel down (its container goes) ends its terminal too
+    r = hub.user_api(ALICE, "POST", "jupyter-ptcuda/terminals", kernel_id=kid, timeout=60)
+    assert r.status_code == 201, r.text
+    name = r.json()["name"]
+    listed = lambda: name in [t["name"] for t in hub.user_api(ALICE, "GET", "api/terminals").json()]  # noqa: E731
+    assert listed()
+    assert hub.user_api(ALICE, "DELETE", f"api/kernels/{kid}", timeout=60).status_code == 204
+    assert wait_until(lambda: not listed(), 30), "the terminal outlived its kernel"
+
 
 def test_bob_cannot_open_a_shell_in_alice_s_container(hub, alice_kernel):
     from tornado.httpclient import HTTPClientError, HTTPRequest
