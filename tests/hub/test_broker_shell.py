@@ -112,6 +112,10 @@ def test_alice_s_terminal_runs_in_her_kernel_s_container_and_ends_when_closed(hu
         ws.write_message(json.dumps(["stdin", "echo uid=$(id -u) host=$(hostname) dir=$PWD dev=$NVIDIA_VISIBLE_DEVICES "
                                               "cols=$(tput cols) evil=${X_EVIL:-none}; echo END-$((1+1))\r"]))
         out = await read_until(ws, "END-2")
+        ws.write_message(json.dumps(["set_size", 40, 99, 600, 800]))  # a resize reaches the exec, via the broker
+        await asyncio.sleep(1)
+        ws.write_message(json.dumps(["stdin", "echo size=$(tput lines)x$(tput cols)\r"]))
+        out += await read_until(ws, "size=40x99", timeout=15)
         ws.write_message(json.dumps(["stdin", "sleep 4321\r"]))
         assert await asyncio.to_thread(wait_until, lambda: "sleep 4321" in top(cid)), top(cid)
         assert running_execs(engine, cid)  # the shell, exec'd by the broker
@@ -121,6 +125,7 @@ def test_alice_s_terminal_runs_in_her_kernel_s_container_and_ends_when_closed(hu
     out = asyncio.run(session())
     assert f"uid={uid} host={cid[:12]} dir={term['workdir']} dev=void cols=117 evil=none" in out, out
     assert "PWNED" not in out.replace("echo PWNED", "") and "PTCUDA-PID" not in out
+    assert "size=40x99" in out, out
     r = hub.user_api(ALICE, "DELETE", f"api/terminals/{term['name']}")
     assert r.status_code == 204
     # closing the terminal ended the shell's session in the container: no process, no running exec
