@@ -132,9 +132,11 @@ class RemoteTty:
         from tornado.websocket import WebSocketClosedError
 
         try:
-            fn(*args)
+            result = fn(*args)
         except WebSocketClosedError:
-            pass
+            return
+        if isinstance(result, asyncio.Future):  # a write that fails later (closed meanwhile): not an error to print
+            result.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def send(self, data: bytes) -> None:
         self._call(lambda: self._ws.write_message(data, binary=True))
