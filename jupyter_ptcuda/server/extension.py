@@ -43,7 +43,6 @@ class PtcudaState:
     tasks: set[asyncio.Task] = field(default_factory=set)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
     notices: list[dict[str, Any]] = field(default_factory=list)  # what the broker did to our kernels
-    notice_keys: set[tuple[Any, str]] = field(default_factory=set)
     notices_since: float = 0.0
 
     def spawn(self, coro: Any) -> asyncio.Task:
@@ -170,10 +169,8 @@ class PtcudaExtension(ExtensionApp):
                 except Exception as exc:  # already going away
                     self.log.info("jupyter-ptcuda: shutting down kernel %s: %s", kid[:8], exc)
             key = (notice.get("at"), kid)
-            if key not in state.notice_keys:
-                state.notice_keys.add(key)
-                state.notices.append(notice)
-                del state.notices[:-50]
+            state.notices = [n for n in state.notices if (n.get("at"), n.get("kernel_id")) != key] + [notice]
+            del state.notices[:-50]
         return fresh
 
     async def _notice_loop(self, service: RemoteContainerService) -> None:

@@ -19,6 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.hub]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py"
 ALICE, BOB = H.USERS
 KERNEL = "ptcuda-hubtest"
+GPU_KERNEL = "ptcuda-hubtest-gpu"
+IDLE_TIMEOUT = 6
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +31,21 @@ def hub(engine, test_image):
         pytest.skip("needs root and scripts/hub-env")
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name", KERNEL,
                     "--image", test_image, "--gpus", "none", "--no-check"], check=True, capture_output=True)
+    subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name",
+                    GPU_KERNEL, "--image", test_image, "--gpus", "1", "--no-check"], check=True, capture_output=True)
     port = H.free_port()
     example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
     extra = example + f"""
 c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
-c.PtcudaBroker.nvml = "fake:2"
+c.PtcudaBroker.nvml = "fake:2:idle=0+1"
+c.PtcudaBroker.idle_gpu_timeout = {IDLE_TIMEOUT}
+c.PtcudaBroker.idle_check_interval = 1
 c.PtcudaBroker.max_gpus = 1
 c.PtcudaBroker.max_kernels = 2
 """
     hub = H.start_hub(extra_config=extra)
     hub.broker_url = f"http://127.0.0.1:{port}"
+    hub.test_image = test_image
     try:
         hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
         for user in H.USERS:
@@ -220,3 +227,65 @@ def test_a_job_outlives_its_user_s_server_and_is_there_after_a_restart(hub, engi
     log = hub.user_api(ALICE, "GET", f"jupyter-ptcuda/jobs/{job_id}/log").text
     assert "from the job" in log
     assert (home / "outputs" / job_id).stat().st_uid == hub.account(ALICE).pw_uid
+
+
+def _wait(what, fn, timeout=60.0, step=0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(step)
+
+
+def test_the_panel_shows_the_broker_s_gpus_and_another_user_s_holder_without_naming_it(hub):
+    home = hub.account(ALICE).pw_dir
+    kid = "paneljob1"  # a job (never reclaimed as idle) holding one GPU
+    r = broker(hub, ALICE, "launch", claim=kid, spec={
+        "image": hub.test_image, "command": ["sleep", "120"], "workdir": home, "gpus": {"mode": "count", "count": 1},
+        "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": kid},
+        "mounts": [{"source": home, "target": home}]})
+    assert r.status_code == 200, r.text
+    cid = r.json()["result"]["id"]
+    try:
+        def held(user):
+            body = hub.user_api(user, "GET", "jupyter-ptcuda/gpus").json()
+            snap = body["snapshot"]
+            return body if snap["state"] == "ok" and any(g["holders"] for g in snap["gpus"]) else None
+
+        mine, theirs = _wait("alice's holder in the panels", lambda: (a := held(ALICE)) and (b := held(BOB)) and (a, b))
+        # the users' servers read no NVML: the GPUs are the broker's (two fake H100s), history included
+        assert [g["name"] for g in theirs["snapshot"]["gpus"]] == ["NVIDIA H100 80GB HBM3"] * 2
+        assert all(len(h["t"]) > 0 for h in theirs["history"].values())
+        [gpu] = [g for g in mine["snapshot"]["gpus"] if g["holders"]]
+        assert [(h["kind"], h["id"]) for h in gpu["holders"]] == [("job", kid)]
+        [other] = [g for g in theirs["snapshot"]["gpus"] if g["index"] == gpu["index"]][0]["holders"]
+        assert other["kind"] == "other" and other["owner"] == "another user" and not other["id"]
+        assert kid not in json.dumps(theirs) and ALICE not in json.dumps(theirs) and cid[:12] not in json.dumps(theirs)
+    finally:
+        broker(hub, ALICE, "remove", cid=cid)
+
+
+def test_an_idle_gpu_kernel_is_shut_down_and_its_user_told_a_busy_one_is_not(hub):
+    r = hub.user_api(ALICE, "POST", "api/kernels", name=GPU_KERNEL)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    started = time.time()
+    # idle (no cell running, its GPU at 0 %): past c.PtcudaBroker.idle_gpu_timeout its server shuts it down
+    _wait("the idle kernel to be shut down", lambda: kid not in [k["id"] for k in hub.user_api(ALICE, "GET", "api/kernels").json()],
+          timeout=IDLE_TIMEOUT + 40)
+    assert time.time() - started >= IDLE_TIMEOUT
+    notices = hub.user_api(ALICE, "GET", "jupyter-ptcuda/notices").json()["notices"]
+    [notice] = [n for n in notices if n["kernel_id"] == kid]
+    assert notice["kind"] == "idle_gpu_kernel" and "without using it" in notice["message"]
+    assert "c.PtcudaBroker.idle_gpu_timeout" in notice["message"]
+    assert not [n for n in hub.user_api(BOB, "GET", "jupyter-ptcuda/notices").json()["notices"] if n["kernel_id"] == kid]
+    _wait("its container to go", lambda: kid not in [c["labels"].get("io.jupyter-ptcuda.kernel-id") for c in
+                                                    broker(hub, ALICE, "list", kind="kernel").json()["result"]], timeout=30)
+    assert _wait("the notice to say done", lambda: [n for n in hub.user_api(ALICE, "GET", "jupyter-ptcuda/notices").json()[
+        "notices"] if n["kernel_id"] == kid and n["state"] == "done"], timeout=20)
+    # a kernel running a cell for twice the timeout is busy, not idle: it finishes
+    out = hub.kernel_run(ALICE, f"import time\nt = time.time()\nwhile time.time() - t < {2 * IDLE_TIMEOUT}: pass\n"
+                                "print('still here')", kernel=GPU_KERNEL, timeout=120)
+    assert "still here" in out
