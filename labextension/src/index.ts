@@ -21,6 +21,7 @@ import { JobsModel } from './jobs';
 import { openContainerTerminal } from './terminal';
 import { KernelTerminalButton } from './terminalbutton';
 import { GpuModel } from './model';
+import { NoticesPoller } from './notices';
 import { IGpuMonitor } from './tokens';
 import { JobsView } from './widgets/jobsview';
 import { GpuPanel } from './widgets/panel';
@@ -68,6 +69,13 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     const model = new GpuModel({ serverSettings });
     const health = new HealthModel({ serverSettings });
     void app.restored.then(() => health.load());
+    // What the Hub broker did to this server's kernels (an idle GPU kernel shut down), shown once.
+    const notices = new NoticesPoller({
+      serverSettings,
+      openNotebook: path =>
+        void app.commands.execute('docmanager:open', { path })
+    });
+    void app.restored.then(() => notices.start());
     const jobs = new JobsModel({ serverSettings });
     const active = new ActiveKernel(tracker, app.serviceManager.kernelspecs);
     let defaultImage = '';

@@ -5,12 +5,16 @@
 import { Token } from '@lumino/coreutils';
 import { ISignal } from '@lumino/signaling';
 
-/** Who holds a GPU: a kernel or job container, or a claim being started. */
+/**
+ * Who holds a GPU: a kernel or job container, or a claim being started. Under the JupyterHub
+ * broker, another user's holder is `{kind: 'other', owner: 'another user', id: ''}`: never named.
+ */
 export interface IHolder {
-  kind: 'kernel' | 'job' | 'starting';
+  kind: 'kernel' | 'job' | 'starting' | 'other';
   id: string;
   container?: string;
   notebook?: string;
+  owner?: string;
 }
 
 /** A process NVML sees on a GPU, attributed to our containers where possible. */

@@ -62,6 +62,35 @@ describe('GpuCard', () => {
     );
   });
 
+  it("shows another user's holders as 'another user', without an id or link", () => {
+    const shared: IGpu = {
+      ...gpu,
+      holders: [
+        { kind: 'other', id: '', owner: 'another user' },
+        { kind: 'other', id: '', owner: 'another user' },
+        { kind: 'kernel', id: 'k-mine', notebook: 'mine.ipynb' }
+      ]
+    };
+    const node = dom(
+      <GpuCard
+        gpu={shared}
+        series={series}
+        activeKernelId="k-mine"
+        onOpenNotebook={() => undefined}
+      />
+    );
+    const others = node.querySelectorAll('.jp-ptcuda-Holder-other');
+    expect(others).toHaveLength(2);
+    expect(others[0].textContent).toBe('another user');
+    expect(others[0].querySelector('a')).toBeNull();
+    expect(others[0].getAttribute('title')).toBe(
+      'Held by another user of this host'
+    );
+    expect(
+      node.querySelector('.jp-ptcuda-Holder-active')!.textContent
+    ).toContain('mine.ipynb');
+  });
+
   it('shows the values and a chart of utilisation and memory', () => {
     const node = dom(
       <GpuCard gpu={gpu} series={series} activeKernelId={null} />

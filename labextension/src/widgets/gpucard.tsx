@@ -14,6 +14,9 @@ export interface IGpuCardProps {
 }
 
 function holderLabel(holder: IHolder): string {
+  if (holder.kind === 'other') {
+    return holder.owner || 'another user';
+  }
   if (holder.notebook) {
     return holder.notebook;
   }
@@ -35,18 +38,24 @@ export function Holders(props: {
   }
   return (
     <ul className="jp-ptcuda-Holders" aria-label="Held by">
-      {props.holders.map(h => {
+      {props.holders.map((h, i) => {
         const active =
           h.kind === 'kernel' &&
           !!props.activeKernelId &&
           h.id === props.activeKernelId;
         return (
           <li
-            key={`${h.kind}:${h.id}`}
+            key={`${h.kind}:${h.id}:${i}`}
             className={`jp-ptcuda-Holder jp-ptcuda-Holder-${h.kind}${active ? ' jp-ptcuda-Holder-active' : ''}`}
-            title={`${h.kind} ${h.id}${h.container ? ` (container ${h.container})` : ''}`}
+            title={
+              h.kind === 'other'
+                ? 'Held by another user of this host'
+                : `${h.kind} ${h.id}${h.container ? ` (container ${h.container})` : ''}`
+            }
           >
-            <span className="jp-ptcuda-Holder-kind">{h.kind}</span>
+            {h.kind !== 'other' && (
+              <span className="jp-ptcuda-Holder-kind">{h.kind}</span>
+            )}
             {h.notebook && props.onOpenNotebook ? (
               <a
                 href="#"

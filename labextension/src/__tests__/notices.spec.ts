@@ -1,0 +1,113 @@
+/**
+ * The notices poller: a notice from the broker (an idle GPU kernel shut down) is shown once, with
+ * its message and a way to its notebook; a later poll asks only for what changed, a reload does
+ * not show it again, and polling stops when the server extension is not there.
+ */
+import { INotice, NoticesPoller } from '../notices';
+import { FakeServer } from './fakeserver';
+
+const notice: INotice = {
+  kind: 'idle_gpu_kernel',
+  state: 'requested',
+  message:
+    'Kernel 1234abcd (work/train.ipynb) held GPU 0 without using it for 30 min, so it was shut down',
+  kernel_id: '1234abcd-0000',
+  notebook: 'work/train.ipynb',
+  gpus: ['0'],
+  idle_s: 1800,
+  at: 1000.5,
+  updated: 1000.5
+};
+
+function memoryStorage() {
+  const items = new Map<string, string>();
+  return {
+    getItem: (k: string) => items.get(k) ?? null,
+    setItem: (k: string, v: string) => void items.set(k, v)
+  };
+}
+
+describe('NoticesPoller', () => {
+  let server: FakeServer;
+  beforeEach(() => {
+    server = new FakeServer();
+  });
+  afterEach(() => server.restore());
+
+  it('shows a notice once, with its message and its notebook, and then asks only for what changed', async () => {
+    const done = { ...notice, state: 'done' as const, updated: 1003 };
+    server.on(
+      'GET',
+      'notices',
+      { body: { notices: [notice] } },
+      { body: { notices: [done] } },
+      { body: { notices: [] } }
+    );
+    const shown: Array<[string, boolean]> = [];
+    const opened: string[] = [];
+    const poller = new NoticesPoller({
+      serverSettings: server.settings,
+      notify: (n, open) => {
+        shown.push([n.message, !!open]);
+        open?.();
+      },
+      openNotebook: path => opened.push(path),
+      storage: memoryStorage()
+    });
+    expect(await poller.poll()).toHaveLength(1);
+    expect(shown).toEqual([[notice.message, true]]);
+    expect(opened).toEqual(['work/train.ipynb']);
+    expect(await poller.poll()).toHaveLength(0); // same notice, now done: not shown again
+    await poller.poll();
+    expect(shown).toHaveLength(1);
+    const since = server.requests.map(r => r.url.searchParams.get('since'));
+    expect(since).toEqual(['0', '1000.5', '1003']);
+  });
+
+  it('does not show a notice again after a page reload', async () => {
+    server.on('GET', 'notices', { body: { notices: [notice] } });
+    const storage = memoryStorage();
+    const shown: string[] = [];
+    const options = {
+      serverSettings: server.settings,
+      notify: (n: INotice) => void shown.push(n.message),
+      storage
+    };
+    await new NoticesPoller(options).poll();
+    await new NoticesPoller(options).poll(); // the reloaded page
+    expect(shown).toEqual([notice.message]);
+  });
+
+  it('a notice without a notebook has no link; a network error is retried at the next poll', async () => {
+    const bare = { ...notice, notebook: null, at: 2000, updated: 2000 };
+    server.on(
+      'GET',
+      'notices',
+      { status: 500, body: { message: 'boom', reason: 'EngineError' } },
+      { body: { notices: [bare] } }
+    );
+    const shown: boolean[] = [];
+    const poller = new NoticesPoller({
+      serverSettings: server.settings,
+      notify: (_n, open) => void shown.push(!!open),
+      openNotebook: () => undefined,
+      storage: null
+    });
+    expect(await poller.poll()).toEqual([]);
+    expect(poller.stopped).toBe(false);
+    expect(await poller.poll()).toHaveLength(1);
+    expect(shown).toEqual([false]);
+  });
+
+  it('stops polling when the server extension is not there', async () => {
+    const poller = new NoticesPoller({
+      serverSettings: server.settings,
+      notify: () => undefined,
+      storage: null
+    });
+    expect(await poller.poll()).toEqual([]); // the fake server answers 404 HTML for unknown routes
+    expect(poller.stopped).toBe(true);
+    await poller.poll();
+    expect(server.requests).toHaveLength(1);
+  });
+});
