@@ -85,18 +85,20 @@ def cmd_health(args: argparse.Namespace) -> int:
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
     try:
+        from .jupyter_config import load_server_config
+
+        config = load_server_config()
+        service = get_service(config)  # c.ContainerBackend as the server's config files say
         if args.image:
             gpus = _json_or_text(args.gpus) if args.gpus and args.gpus.startswith("[") else args.gpus
             from traitlets.config import Configurable
 
-            from .jupyter_config import load_server_config
-
-            like_the_server = Configurable(config=load_server_config())  # c.ContainerOptions: shm, limits, env
-            asyncio.run(check_allowed(get_service(), args.image, parent=like_the_server))  # the server's image policy
-            report = asyncio.run(check_image(get_service(), args.image, gpus=gpus, perf=args.perf,
+            like_the_server = Configurable(config=config)  # c.ContainerOptions: shm, limits, env
+            asyncio.run(check_allowed(service, args.image, parent=like_the_server))  # the server's image policy
+            report = asyncio.run(check_image(service, args.image, gpus=gpus, perf=args.perf,
                                              timeout=args.timeout, parent=like_the_server))
         else:
-            report = asyncio.run(check_kernel(get_service(), args.kernel, perf=args.perf, timeout=args.timeout))
+            report = asyncio.run(check_kernel(service, args.kernel, perf=args.perf, timeout=args.timeout))
     except PtcudaError as exc:
         if args.junit:  # CI shows why the gate failed, not a missing report
             target = {"image": args.image, "gpus": args.gpus} if args.image else {"kernel_id": args.kernel}

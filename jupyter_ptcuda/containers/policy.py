@@ -150,14 +150,17 @@ def image_allowed(image: str, *, configured: Iterable[str], patterns: Iterable[s
 
 
 def image_refusal(image: str, *, configured: Iterable[str], patterns: Iterable[str], allow_built: bool,
-                  present: bool) -> Forbidden:
+                  present: bool, readable: bool = True) -> Forbidden:
     """The 403 for an image that :func:`image_allowed` refused: what is allowed and how to allow more."""
     names = ", ".join(repr(c) for c in dict.fromkeys(configured)) or "none"
     pats = list(patterns)
     parts = [f"image {short(image, 200)} is not allowed: it is not the configured image ({names})",
              f"matches no pattern of c.ContainerPolicy.allowed_images ({pats})" if pats
              else "c.ContainerPolicy.allowed_images is empty"]
-    if allow_built:
+    if allow_built and not readable:
+        parts.append("and on the Kubernetes backend the server cannot read an image's labels (the nodes pull "
+                     "images), so an image built by `jupyter ptcuda image build` is allowed only by name")
+    elif allow_built:
         parts.append("and it is not an image built by `jupyter ptcuda image build`"
                      + ("" if present else " (it is not present on this Docker engine)"))
     else:
@@ -197,18 +200,21 @@ class ContainerPolicy(LoggingConfigurable):
                                  allow_built=False) and self.allow_built_images
 
     def check_image(self, image: str, *, configured: Iterable[str], labels: Mapping[str, str] | None,
-                    present: bool = True) -> None:
-        """Forbidden unless ``image`` is allowed; ``labels`` from ``docker image inspect`` (None if absent)."""
+                    present: bool = True, readable: bool = True) -> None:
+        """Forbidden unless ``image`` is allowed; ``labels`` from ``docker image inspect`` (None if absent;
+        ``readable`` False: the backend cannot read them, Kubernetes)."""
         configured = list(configured)
         if not self.allows(image, configured=configured, labels=labels):
             raise image_refusal(image, configured=configured, patterns=self.allowed_images,
-                                allow_built=self.allow_built_images, present=present)
+                                allow_built=self.allow_built_images, present=present, readable=readable)
 
     async def check_image_on(self, service: Any, image: str, *, configured: Iterable[str]) -> None:
         """:meth:`check_image`, reading the labels through ``service`` (the container service) only when
         they decide.
 
-        Called before anything is started: by ``JobManager.submit`` and the health handler and CLI.
+        Called before anything is started: by ``JobManager.submit`` and the health handler and CLI. On
+        Kubernetes (``ImageInfo.inspected`` False) the labels are unknown: only the configured image and
+        ``allowed_images`` allow, and the refusal says why.
         """
         configured = list(configured)
         if not self.needs_labels(image, configured=configured):
@@ -220,5 +226,8 @@ class ContainerPolicy(LoggingConfigurable):
             info = await service.image(image)
         except NotFound:
             self.check_image(image, configured=configured, labels=None, present=False)
+            return
+        if not getattr(info, "inspected", True):
+            self.check_image(image, configured=configured, labels=None, readable=False)
             return
         self.check_image(image, configured=configured, labels=info.labels)

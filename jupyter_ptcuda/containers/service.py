@@ -87,6 +87,9 @@ class ImageInfo:
     digest: str  # the repo digest when there is one, else the image id: what a job is pinned to
     labels: Mapping[str, str]
     env: Mapping[str, str]
+    #: False where the backend cannot read the image (Kubernetes: the nodes pull it): labels and env are
+    #: unknown (empty), ``id`` is empty and ``digest`` is the reference as given.
+    inspected: bool = True
 
     @classmethod
     def from_inspect(cls, info: Mapping[str, Any]) -> ImageInfo:

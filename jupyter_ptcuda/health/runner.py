@@ -6,6 +6,12 @@ the check sees the kernel's shared memory, limits, user and GPU request. Both ca
 first: the image must be allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy`) and the GPUs within
 ``c.ContainerOptions.gpus``.
 
+On the Kubernetes backend the image check is a pod (``run_once``: scheduled, waited for, its log read,
+deleted); ``gpus='all'`` means one GPU there (the scheduler hands GPUs out by count), and whether it is
+a kernel image is not asked (no labels to read, and no second pod for a probe): the report's notes say
+both. A check inside a kernel's pod would need ``pods/exec``, which the Role does not grant: the
+backend's ``exec`` refuses, saying so.
+
 The check runs isolated from the user's files: ``python -I`` (no current directory, script directory,
 user site-packages or ``PYTHON*`` variables on the path), and the exec into a kernel runs in ``/``, not
 the notebook folder, so a ``json.py`` there cannot shadow the standard library.
@@ -19,7 +25,8 @@ from typing import Any
 
 from ..containers import labels as L
 from ..containers import policy as P
-from ..containers.gpus import parse_gpus
+from ..containers.gpus import GpuRequest, parse_gpus
+from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
 from ..containers.service import ContainerService
 from ..errors import ConfigError, LaunchError
@@ -85,17 +92,29 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
     spec = opts.base_spec(kind=L.HEALTH, id=check_id, command=command, workdir="/tmp", env={},
                           mount_workdir=False, configured=[*configured_images(parent), image],
                           image_labels=info.labels)
+    notes: list[str] = []
+    if is_kube(service) and spec.gpus.mode == "all":
+        spec = spec.with_gpus(GpuRequest("count", 1))
+        notes.append("On Kubernetes the check asked for one GPU: gpus='all' has no meaning there (the scheduler "
+                     "hands GPUs out by count); ask for a count to check more.")
     # The check runs without GPUs when the engine has no NVIDIA runtime (the one fallback, in the
     # service), so the report can say that this is why CUDA is unavailable.
     code, out, launched = await service.run_once(spec, timeout=timeout, claim=check_id, gpu_fallback="cpu")
     spec = launched.spec
     report = parse_report(out)
+    if notes:
+        report.setdefault("notes", []).extend(notes)
     if launched.fallback:
         report.setdefault("notes", []).insert(0, launched.fallback)
         report["cuda"] = {**report.get("cuda", {}), "reason_code": "no_nvidia_runtime",
                           "reason": "GPUs were requested but the Docker engine has no NVIDIA runtime "
                                     "(NVIDIA Container Toolkit); the check ran without GPUs."}
     report["target"] = {"image": image, "gpus": spec.gpus.label()}
+    if not info.inspected:
+        report.setdefault("notes", []).append(
+            f"Not checked whether {image} is a kernel image: on the Kubernetes backend the server cannot read its "
+            "labels (the nodes pull images). A kernel started from it says so if it is not.")
+        return report
     try:
         report["image"] = await check_kernel_image(service, image, info)
     except Exception as exc:  # noqa: BLE001 - informative only; the checks above are the verdict

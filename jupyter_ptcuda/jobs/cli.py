@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..jupyter_config import load_server_config
 from .manager import JobManager
 from .request import JobRequest, parse_param
-from .store import Job
+from .store import RUNNING, Job
 
 RUN_USAGE = "jupyter ptcuda run [options] NOTEBOOK.ipynb|SCRIPT.py [options] [-- SCRIPT ARGS...]"
 
@@ -37,6 +37,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                        help="run in the configuration of this running kernel: image, GPUs, mounts, user, env")
     where.add_argument("--image", dest="job_image", help="image to run in (default: $JUPYTER_PTCUDA_IMAGE or the kernel image)")
     p.add_argument("--gpus", help="'all', 'none', a count (2), or device ids ('device=0,1', '[\"1\"]')")
+    p.add_argument("--gpu-resource", metavar="NAME", help="Kubernetes only: the resource the GPUs are asked for as, "
+                   "e.g. a MIG profile nvidia.com/mig-1g.18gb (default: c.JobOptions.gpu_resource)")
     p.add_argument("--wait", action="store_true",
                    help="follow the output and exit with the job's exit code (Ctrl-C cancels the job)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
@@ -119,6 +121,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
         path=os.path.abspath(script), kernel_id=args.from_kernel, image=args.job_image, gpus=_gpus(args.gpus),
         params=dict(parse_param(p) for p in args.param), args=script_args, nproc_per_node=args.nproc_per_node,
         timeout=args.timeout, mem_limit=args.mem_limit, name=args.name, lenient=args.lenient,
+        gpu_resource=args.gpu_resource,
     )
 
 
@@ -144,7 +147,8 @@ async def _run(req: JobRequest, *, wait: bool, as_json: bool, import_check: bool
     job = await mgr.submit(req, watch=False, import_check=import_check)
     for warning in job.meta.get("export_warnings") or ():  # also at the top of the job's log
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"job {job.id} running in {job.image} ({job.image_digest[:19]}), gpus {job.gpus}; "
+    doing = "running" if job.state == RUNNING else job.reason or job.state  # Kubernetes: "pending: ..."
+    print(f"job {job.id} {doing} in {job.image} ({job.image_digest[:19]}), gpus {job.gpus}; "
           f"output in {job.output_dir}", file=sys.stderr, flush=True)
     if not wait:
         print(json.dumps(job.to_json(), indent=2) if as_json else job.id)

@@ -16,6 +16,11 @@ What is missing is a ConfigError (400) naming the packages (import names mapped 
 ``sklearn`` → ``scikit-learn``, :data:`DISTRIBUTIONS`) and the ``jupyter ptcuda image build`` command that
 adds them. The check is off with ``c.JobManager.import_check = False``, ``$JUPYTER_PTCUDA_IMPORT_CHECK=0``
 or ``"import_check": false`` in ``POST jobs``. A probe that cannot run does not block the job (logged).
+
+On the Kubernetes backend the check is skipped (logged): the server cannot read an image's labels there
+(the nodes pull images), and a probe pod would make the submission wait for a node and an image pull
+(minutes for a CUDA image) before the job's own pod waits for the same. The job's log shows the
+``ModuleNotFoundError`` instead.
 """
 
 from __future__ import annotations
@@ -186,6 +191,10 @@ async def check_imports(service: ContainerService, info: ImageInfo, image: str, 
     imports = script_imports(source, cells=cells)
     names = to_ask(imports, local_modules(folders))
     if not names:
+        return
+    if not info.inspected:  # Kubernetes: no labels to read, and a probe pod would wait for a node and a pull
+        log.info("jupyter-ptcuda: import check of %s skipped: on the Kubernetes backend the server cannot read "
+                 "image %s (the nodes pull it); a missing package shows in the job's log", what, image)
         return
     try:
         lacking = await image_lacks(service, info, image, names, python)

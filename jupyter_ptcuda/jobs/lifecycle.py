@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from traitlets.config import LoggingConfigurable
 
 from ..containers import labels as L
+from ..containers.kube.backend import DEADLINE_STATUS, digest_of
 from ..containers.service import ContainerService, ContainerState
-from ..errors import Conflict, NotFound, PtcudaError
+from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
 
@@ -28,11 +29,16 @@ T = TypeVar("T")
 
 
 def outcome(job: Job, state: ContainerState | None) -> tuple[str, str, int | None]:
-    """(state, reason, exit code) of a job whose container has exited (``state``) or is gone (None)."""
+    """(state, reason, exit code) of a job whose container has exited (``state``) or is gone (None: on
+    Kubernetes a cancel deletes the Job, so a cancelled job's container is gone)."""
     if state is None:
+        if job.cancel_reason == TIMED_OUT:
+            return TIMED_OUT, "timed out", None
+        if job.cancel_reason:
+            return CANCELLED, "cancelled", None
         return FAILED, "container lost", None
     code = state.exit_code
-    if job.cancel_reason == TIMED_OUT:
+    if job.cancel_reason == TIMED_OUT or state.status == DEADLINE_STATUS:
         return TIMED_OUT, "timed out", code
     if job.cancel_reason:
         return CANCELLED, "cancelled", code
@@ -68,6 +74,47 @@ class JobLifecycle(LoggingConfigurable):
 
     def _lock(self, job_id: str) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
+
+    # -- waiting for a scheduler (Kubernetes) -------------------------------------------------------
+    def _pending(self, info: ContainerState | None) -> bool:
+        """A container that waits to be scheduled (a Kubernetes job's pod still Pending): not ended, not
+        running. Only a backend with a scheduler (``service.pending``) has such; Docker's start at once."""
+        return (info is not None and not info.running and info.exit_code is None and info.status == "created"
+                and hasattr(self.service, "pending"))
+
+    async def _still_pending(self, job: Job) -> Job | None:
+        """While a job's pod is Pending: its reason, ``pending: <the scheduler's word>``, kept up to date in
+        the store (the Jobs API and ``jobs list`` show it); past the backend's launch timeout the pod is
+        deleted and the job fails ("start failed: ... stayed Pending ..."). The job, or None once it is
+        no longer pending."""
+        try:
+            said = await self.service.pending(job.container_id)  # type: ignore[attr-defined]
+        except LaunchError as exc:
+            if await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+                              reason=f"start failed: {exc.message.splitlines()[0]}"):
+                await asyncio.to_thread(O.write_manifest, await self.get(job.id))
+                self.log.info("jupyter-ptcuda: job %s failed: %s", job.id, exc.message.splitlines()[0])
+            self.service.release(job.id)
+            return await self.get(job.id)
+        if said is None:
+            return None
+        reason = f"pending: {said or 'waiting for a node'}"
+        if reason != job.reason and job.state == QUEUED:
+            job = await self._db(self.store.update, job.id, reason=reason)
+        return job
+
+    async def _mark_running(self, job: Job, info: ContainerState) -> bool:
+        """queued → running, from the container's start; the image digest from what it runs when none
+        was known at submit (Kubernetes: the nodes pull; the container status's imageID says what)."""
+        fields: dict[str, Any] = {"started": info.started_at or time.time(), "reason": None, **self._digest(job, info)}
+        return await self._db(self.store.transition, job.id, RUNNING, **fields)
+
+    @staticmethod
+    def _digest(job: Job, info: ContainerState | None) -> dict[str, str]:
+        """``{"image_digest": ...}`` from the running container when the job's digest is only a name."""
+        if info is not None and info.image_id and "sha256:" not in job.image_digest:
+            return {"image_digest": digest_of(info.image_id)}
+        return {}
 
     # -- watching and finalising ------------------------------------------------------------------
     def spawn_watch(self, job_id: str) -> asyncio.Task:
@@ -113,16 +160,34 @@ class JobLifecycle(LoggingConfigurable):
             except PtcudaError:  # gone or being removed: finalise fetches the whole output anyway
                 pass
 
-        tee_task = asyncio.get_running_loop().create_task(tee())
+        tee_task: asyncio.Task | None = None  # started once its pod left Pending (Kubernetes): from its first byte
         try:
             while True:
                 info = await self.service.inspect(cid)
+                if self._pending(info):
+                    pending = await self._still_pending(job)
+                    if pending is not None:
+                        if pending.terminal:
+                            return pending
+                        await asyncio.sleep(self.poll_interval)
+                        job = await self.get(job_id)
+                        if job.terminal:
+                            return job
+                        continue
+                    info = await self.service.inspect(cid)
+                if tee_task is None:
+                    tee_task = asyncio.get_running_loop().create_task(tee())
                 if info is None or not info.running:
                     await asyncio.wait({tee_task}, timeout=5)
                     return await self.finalise(job_id, info)
+                if job.state == QUEUED:  # its pod runs now (Kubernetes)
+                    await self._mark_running(job, info)
+                    job = await self.get(job_id)
                 wait = self.poll_interval
                 if job.timeout and job.started:
-                    left = job.started + job.timeout - time.time()
+                    # where the backend enforces it (a Job's activeDeadlineSeconds), this is a backstop
+                    backstop = self.cancel_grace + 30 if getattr(self.service, "enforces_deadlines", False) else 0
+                    left = job.started + job.timeout + backstop - time.time()
                     if left <= 0 and not job.cancel_reason:
                         return await self.cancel(job_id, reason=TIMED_OUT)
                     wait = max(0.05, min(wait, left))
@@ -134,8 +199,9 @@ class JobLifecycle(LoggingConfigurable):
                 if job.terminal:
                     return job
         finally:
-            tee_task.cancel()
-            await asyncio.gather(tee_task, return_exceptions=True)
+            if tee_task is not None:
+                tee_task.cancel()
+                await asyncio.gather(tee_task, return_exceptions=True)
             if log_file is not None:
                 await asyncio.to_thread(log_file.close)
 
@@ -160,7 +226,7 @@ class JobLifecycle(LoggingConfigurable):
             if info is True:
                 info = await self.service.inspect(cid) if cid else None
             assert not isinstance(info, bool)
-            if info is not None and info.running:
+            if info is not None and (info.running or self._pending(info)):
                 return job
             if info is not None and cid:
                 try:
@@ -169,7 +235,7 @@ class JobLifecycle(LoggingConfigurable):
                 except (NotFound, Conflict):  # removed (or being removed) by whoever finalised it
                     pass
             if job.state == QUEUED and info is not None:
-                await self._db(self.store.transition, job_id, RUNNING, started=info.started_at)
+                await self._mark_running(job, info)
                 job = await self.get(job_id)
             state, reason, code = outcome(job, info)
             finished = (info.finished_at if info else None) or time.time()
@@ -216,7 +282,7 @@ class JobLifecycle(LoggingConfigurable):
         deadline = time.monotonic() + within
         while True:
             info = await self.service.inspect(cid)
-            if info is None or not info.running:
+            if info is None or not (info.running or self._pending(info)):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -259,11 +325,15 @@ class JobLifecycle(LoggingConfigurable):
                 continue
             if job.container_id != cid:
                 await self._db(self.store.update, job.id, container_id=cid)
+            if self._pending(info):  # its pod waits for a node (Kubernetes): the watcher says why
+                if adopt:
+                    self.spawn_watch(job.id)
+                continue
             if not info.running:
                 await self.finalise(job.id, info)
                 continue
             if job.state == QUEUED:
-                await self._db(self.store.transition, job.id, RUNNING, started=info.started_at or time.time())
+                await self._mark_running(job, info)
             if adopt:
                 self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info.id[:12])
                 self.spawn_watch(job.id)
@@ -275,7 +345,7 @@ class JobLifecycle(LoggingConfigurable):
     async def read_log(self, job_id: str, offset: int = 0) -> tuple[bytes, Job]:
         """The job's output from byte ``offset``: from the container while it exists, else ``job.log``."""
         job = await self.get(job_id)
-        if not job.terminal and job.container_id:
+        if not job.terminal and job.container_id and job.state != QUEUED:  # queued: its pod has no log yet
             cid = job.container_id
             try:
                 data = await self.service.log_bytes(cid)
@@ -301,7 +371,7 @@ class JobLifecycle(LoggingConfigurable):
                         yield chunk[max(0, pos - seen):]
                         pos = end
                     seen = end
-            except (NotFound, Conflict):  # gone, or being removed by whoever finalised it
+            except (NotFound, Conflict, LaunchError):  # gone, being removed, or still Pending (Kubernetes)
                 pass
             # the stream ends as the process exits, a moment before the engine says the container has
             await self._exited(cid, 5)

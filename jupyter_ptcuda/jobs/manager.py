@@ -39,6 +39,7 @@ from ..containers import policy as P
 from ..containers.build import build, job_from_kernel
 from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.identity import this_server, username
+from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
 from ..containers.service import ContainerService, ImageInfo, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
@@ -57,6 +58,12 @@ T = TypeVar("T")
 class JobOptions(ContainerOptions):
     """Container options of jobs: the kernel traits (``c.ContainerOptions.x`` sets both kernels and jobs,
     ``c.JobOptions.x`` jobs only). Per-job image/gpus/mem_limit from a request win over config."""
+
+    gpu_resource = Unicode("", config=True, help="""Kubernetes backend only: the extended resource a job's
+        GPUs are asked for as, e.g. a MIG profile "nvidia.com/mig-1g.18gb" (one of c.KubeBackend.gpu_resources).
+        Default "": c.KubeBackend.gpu_resource. A job from a kernel takes its kernelspec's gpu_resource; a
+        request's "gpu_resource" (--gpu-resource) wins. Ignored by Docker.
+        Example: c.JobOptions.gpu_resource = "nvidia.com/mig-3g.71gb" """)
 
     @default("image")
     def _default_image(self) -> str:
@@ -93,7 +100,7 @@ class JobManager(JobLifecycle):
     def __init__(self, service: ContainerService | None = None, root_dir: str | None = None,
                  kernel_manager: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = service or get_service()
+        self.service = service or get_service(self.config)  # the CLI: c.ContainerBackend from its config files
         self.root_dir = root_dir
         self._kernel_manager = kernel_manager
         self.store = JobStore(self.db_path)
@@ -173,8 +180,10 @@ class JobManager(JobLifecycle):
         args = params_to_flags(req.params, export.parameters if export else None) + list(req.args)
         opts = self._options(req)
         kernel: ContainerSpec | None = None
+        gpu_resource = req.gpu_resource or opts.gpu_resource or None
         if req.kernel_id:
-            kernel, image_info = await self._kernel_spec(req.kernel_id)
+            kernel, image_info, kernel_resource = await self._kernel_spec(req.kernel_id)
+            gpu_resource = req.gpu_resource or kernel_resource or gpu_resource
         else:
             await self._check_image(opts.image)
             image_info = await self.service.image(opts.image)
@@ -203,8 +212,10 @@ class JobManager(JobLifecycle):
             request = opts.request(kind=L.JOB, id=job_id, notebook=str(path), command=command, workdir=workdir,
                                    env={**filter_env(os.environ, opts.env_allowlist), **env})
         request = dataclasses.replace(request, image_labels=image_info.labels, name=f"ptcuda-job-{job_id}")
-        pinned = image_info.digest
+        pinned = image_info.digest  # on Kubernetes the name as given: the pod's imageID says once it runs
         spec = dataclasses.replace(build(request, policy, this_server()), image=pinned)  # the exact image
+        if is_kube(self.service):  # what the pod builder refuses (gpus 'all', a GPU resource not allowed): now
+            self.service.validate(spec, timeout=req.timeout, gpu_resource=gpu_resource)  # type: ignore[attr-defined]
         image_labels = image_info.labels
         job = Job(
             id=job_id, owner=req.owner or username(), name=req.name or path.stem,
@@ -216,10 +227,11 @@ class JobManager(JobLifecycle):
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
                   "nproc_per_node": req.nproc_per_node, "user": spec.user,
+                  **({"gpu_resource": gpu_resource} if gpu_resource and is_kube(self.service) else {}),
                   "export_warnings": list(export.warnings) if export else []},
         )
         await self._db(self.store.insert, job)
-        return await self._start(job, spec, opts.gpu_fallback, watch=watch,
+        return await self._start(job, spec, opts.gpu_fallback, watch=watch, gpu_resource=gpu_resource,
                                  inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"))
 
     async def _check_imports(self, path: Path, export: Any, kernel: ContainerSpec | None, opts: JobOptions,
@@ -302,13 +314,18 @@ class JobManager(JobLifecycle):
         """Forbidden unless the image is allowed (:class:`~jupyter_ptcuda.policy.ContainerPolicy`)."""
         await P.ContainerPolicy(parent=self).check_image_on(self.service, image, configured=[self._configured().image])
 
-    async def _kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo]:
-        """The kernel's ContainerSpec with its concrete GPUs, and the image it runs.
+    async def _kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo, str]:
+        """The kernel's ContainerSpec with its concrete GPUs, the image it runs, and its kernelspec's
+        ``gpu_resource`` (Kubernetes; "" otherwise).
 
         A kernel managed by this server gives its provisioner's ``_spec``; otherwise (the CLI) the spec is
         read back from the kernel container (found by its label). The GPUs are the container's: a count
-        becomes the device indexes Docker gave it (0..n-1).
+        becomes the device indexes Docker gave it (0..n-1). On Kubernetes the scheduler picks devices, so
+        a count stays a count (the job gets as many of the same resource), and only a kernel of this
+        server can be copied (a pod's spec is not read back).
         """
+        if is_kube(self.service):
+            return await self._kube_kernel_spec(kernel_id)
         prov_spec, cid = None, None
         km = self.kernel_manager
         if km is not None:
@@ -325,13 +342,33 @@ class JobManager(JobLifecycle):
         if gpus.mode == "count":
             gpus = GpuRequest("ids", ids=tuple(str(i) for i in range(gpus.count)))
         base = prov_spec if isinstance(prov_spec, ContainerSpec) else found
-        return dataclasses.replace(base, gpus=gpus), image
+        return dataclasses.replace(base, gpus=gpus), image, ""
+
+    async def _kube_kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo, str]:
+        km = self.kernel_manager
+        prov = None
+        if km is not None:
+            try:
+                prov = km.get_kernel(kernel_id).provisioner
+            except (KeyError, AttributeError):
+                prov = None
+        spec = getattr(prov, "_spec", None)
+        if not isinstance(spec, ContainerSpec):
+            raise ConfigError(f"kernel {kernel_id[:12]} is not a kernel of this Jupyter server: on Kubernetes a job "
+                              "copies a kernel only through the server that runs it (JupyterLab's Run as job, or POST "
+                              "jobs with kernel_id); from the command line give --image and --gpus instead.")
+        return spec, await self.service.image(spec.image), str(getattr(prov, "gpu_resource", "") or "")
 
     async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
-                     watch: bool) -> Job:
+                     watch: bool, gpu_resource: str | None = None) -> Job:
+        kube = is_kube(self.service)
         try:
-            cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
-                                                     assign_gpus=not inherited_gpus)
+            if kube:  # a Job: created, not waited for (its watcher says why it is Pending, if it is)
+                cid, spec, _ = await self.service.launch(  # type: ignore[call-arg]
+                    spec, claim=job.id, timeout=job.timeout, gpu_resource=gpu_resource, wait=False)
+            else:
+                cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
+                                                         assign_gpus=not inherited_gpus)
         except PtcudaError as exc:
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)
@@ -341,8 +378,14 @@ class JobManager(JobLifecycle):
             raise
         state = await self.service.inspect(cid)
         started = (state.started_at if state else None) or time.time()
-        if not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
-                              gpus=spec.gpus.label()):  # cancelled while starting
+        if self._pending(state):  # queued until its pod runs; its watcher (or a reconcile) moves it on
+            job = await self._db(self.store.update, job.id, container_id=cid, reason="pending: waiting for a node",
+                                 gpus=spec.gpus.label())
+            if job.terminal:  # cancelled while starting
+                await self.service.remove(cid)
+                return job
+        elif not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
+                                gpus=spec.gpus.label(), **self._digest(job, state)):  # cancelled while starting
             await self.service.remove(cid)
             self.service.release(job.id)
             return await self.get(job.id)

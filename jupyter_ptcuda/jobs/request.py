@@ -38,7 +38,8 @@ class JobRequest:
 
     ``gpus``/``mem_limit``/``image`` left as None take the kernel's (``kernel_id``) or the configured
     defaults (``c.JobOptions``). ``params`` become the script's flags (``--lr 0.5``), then ``args`` are
-    passed through as given.
+    passed through as given. ``gpu_resource`` (Kubernetes only): the extended resource the GPUs are asked
+    for as, e.g. a MIG profile ``nvidia.com/mig-1g.18gb``; None takes the kernel's or ``c.JobOptions.gpu_resource``.
     """
 
     path: str
@@ -53,9 +54,10 @@ class JobRequest:
     name: str = ""
     lenient: bool = False
     owner: str = ""
+    gpu_resource: str | None = None
 
     def __post_init__(self) -> None:
-        for what in ("path", "kernel_id", "image"):
+        for what in ("path", "kernel_id", "image", "gpu_resource"):
             value = getattr(self, what)
             _no_nul(what, value)
             if isinstance(value, str) and len(value) > MAX_TEXT:

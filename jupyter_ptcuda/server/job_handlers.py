@@ -4,7 +4,7 @@
   parameters, warnings, notebook_sha256); with ``save`` the script is also written next to the notebook
   as ``<stem>.train.py`` and ``saved_path`` says where (relative to the root).
 - ``POST jobs`` {path, kernel_id?, image?, gpus?, params?, args?, nproc_per_node?, timeout?, mem_limit?,
-  name?, lenient?, import_check?} → 201 + ``Location`` + the job. ``path`` is a notebook (exported on the fly)
+  name?, lenient?, import_check?, gpu_resource?} → 201 + ``Location`` + the job. ``path`` is a notebook (exported on the fly)
   or a script. 400 before anything starts when the image lacks a package the script imports (the message
   names the ``jupyter ptcuda image build`` command); ``import_check: false`` skips that check.
 - ``GET jobs`` → the jobs, newest first. ``GET jobs/<id>`` → the job (404 unknown).
@@ -55,6 +55,7 @@ JOB_FIELDS: dict[str, Any] = {
     "path": str, "kernel_id": (str, type(None)), "image": (str, type(None)), "gpus": None, "params": dict,
     "args": list, "nproc_per_node": (int, type(None)), "timeout": (int, float, type(None)),
     "mem_limit": (str, int, type(None)), "name": str, "lenient": bool, "import_check": bool,
+    "gpu_resource": (str, type(None)),
 }
 EXPORT_FIELDS: dict[str, Any] = {"path": str, "lenient": bool, "echo_outputs": bool, "save": bool}
 
@@ -141,6 +142,7 @@ class JobsHandler(JobsBase):
             params=body.get("params") or {}, args=body.get("args") or [], nproc_per_node=body.get("nproc_per_node"),
             timeout=body.get("timeout"), mem_limit=body.get("mem_limit"), name=body.get("name") or "",
             lenient=bool(body.get("lenient")), owner=getattr(user, "username", "") or "",
+            gpu_resource=body.get("gpu_resource"),
         )
         job = await self.jobs.submit(req, import_check=body.get("import_check"))
         self.set_header("Location", url_path_join(self.base_url, NAMESPACE, "jobs", job.id))

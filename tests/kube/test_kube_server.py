@@ -34,7 +34,8 @@ ROLE = next(d for d in yaml.safe_load_all((pathlib.Path(__file__).parents[2] / "
 class Cluster:
     """FakeKube + Node on a thread of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, claims: dict[str, str] | None = None) -> None:
+        self.claims = claims or {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -51,7 +52,7 @@ class Cluster:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        node = Node(fake)
+        node = Node(fake, claims=self.claims)
         await node.start()
         return fake, node, runner, f"http://127.0.0.1:{port}"
 
@@ -73,8 +74,10 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch, test_image):
-    c = Cluster()
+def cluster(tmp_path, monkeypatch, test_image, jp_root_dir):
+    from jupyter_ptcuda.containers.identity import username
+
+    c = Cluster(claims={f"claim-{username()}": str(jp_root_dir)})  # the user's claim holds the server root
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "fake",
@@ -106,6 +109,8 @@ def jp_server_config(cluster, jp_root_dir, jp_data_dir, test_image):
         "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False, "nvml": "fake:1"},
         "ContainerBackend": {"backend": "kubernetes"},
         "KubeBackend": {"namespace": "hub", "launch_timeout": 2.0, "notebook_root": str(jp_root_dir)},
+        "JobOptions": {"image": test_image, "gpus": 1},
+        "JobManager": {"poll_interval": 0.2},
     }
 
 
@@ -152,3 +157,42 @@ async def test_the_server_runs_kernels_as_pods_and_says_why_one_cannot_start(jp_
     while (cluster.objects("pods") or cluster.objects("secrets")) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert cluster.objects("pods") == [] and cluster.objects("secrets") == []
+
+
+async def jobs_state(jp_fetch, job_id: str, until, within: float = 90) -> dict:
+    deadline = time.monotonic() + within
+    while True:
+        job = json.loads((await jp_fetch("jupyter-ptcuda", "jobs", job_id)).body)
+        if until(job):
+            return job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.2)
+
+
+async def test_jobs_from_the_rest_api_run_as_kubernetes_jobs_and_a_pending_one_says_why(
+        jp_fetch, jp_serverapp, jp_root_dir, cluster):
+    ext = jp_serverapp.web_app.settings["jupyter_ptcuda_state"].app
+    await ext._start_jupyter_server_extension(jp_serverapp)
+    (pathlib.Path(jp_root_dir) / "train.py").write_text("import sys\nprint('loss 0.1', flush=True)\nsys.exit(0)\n")
+    (pathlib.Path(jp_root_dir) / "big.py").write_text("print('never')\n")
+
+    # what JupyterLab's Run as job does: POST jobs, then poll the job and read its log
+    r = await jp_fetch("jupyter-ptcuda", "jobs", method="POST", body=json.dumps({"path": "train.py", "gpus": "none"}))
+    assert r.code == 201
+    job_id = json.loads(r.body)["id"]
+    job = await jobs_state(jp_fetch, job_id, lambda j: j["state"] not in ("queued", "running"))
+    assert (job["state"], job["exit_code"], job["reason"]) == ("completed", 0, "completed")
+    log = await jp_fetch("jupyter-ptcuda", "jobs", job_id, "log")
+    assert b"loss 0.1" in log.body and log.headers["X-Ptcuda-Job-State"] == "completed"
+
+    # a GPU job on a cluster without free GPUs: queued, its reason the scheduler's, then failed at the timeout
+    r = await jp_fetch("jupyter-ptcuda", "jobs", method="POST", body=json.dumps({"path": "big.py", "gpus": 1}))
+    big = json.loads(r.body)["id"]
+    job = await jobs_state(jp_fetch, big, lambda j: (j["reason"] or "").startswith("pending: FailedScheduling"))
+    assert job["state"] == "queued"
+    assert "0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in job["reason"]
+    log = await jp_fetch("jupyter-ptcuda", "jobs", big, "log")
+    assert log.code == 200 and log.body == b"" and log.headers["X-Ptcuda-Job-State"] == "queued"
+    job = await jobs_state(jp_fetch, big, lambda j: j["state"] == "failed")
+    assert job["reason"].startswith("start failed:") and "stayed Pending for 2 s" in job["reason"]
+    assert cluster.objects("jobs") == [] and cluster.objects("pods") == []

@@ -151,7 +151,7 @@ def test_write_junit_makes_folders_replaces_and_names_an_unwritable_path(tmp_pat
 # -- the CLI (the runner replaced: no engine here; tests/integration/test_ci_examples.py runs it for real) --
 @pytest.fixture
 def no_engine(monkeypatch):
-    monkeypatch.setattr(cli, "get_service", lambda: object())
+    monkeypatch.setattr(cli, "get_service", lambda *config: object())
 
     async def allowed(service, image, parent=None):
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any
 from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
 from .. import labels as L
 from ..identity import Identity, this_server
-from ..service import ContainerService, ContainerState, Launched
+from ..service import ContainerService, ContainerState, ImageInfo, Launched
 from ..spec import ContainerSpec
 from . import pods as P
 from .options import KubeBackend, KubeOptions
@@ -43,6 +44,9 @@ log = logging.getLogger("jupyter_ptcuda")
 
 #: Exit code a Job killed at its activeDeadlineSeconds reads as (as coreutils ``timeout``).
 DEADLINE_EXIT = 124
+#: ``ContainerState.status`` of a Job the Job controller ended at its activeDeadlineSeconds (the job
+#: lifecycle records it as timed out).
+DEADLINE_STATUS = "deadline-exceeded"
 NO_CREDENTIALS = ("the Kubernetes backend found no credentials for the Kubernetes API: run the server in a pod whose "
                   "service account has the Role in examples/k8s/role.yaml (z2jh: singleuser.serviceAccountName), or "
                   "give a kubeconfig ($KUBECONFIG or ~/.kube/config); or use the Docker backend "
@@ -105,6 +109,12 @@ def state_from_pod(pod: Mapping[str, Any]) -> ContainerState:
         finished_at=_time(term.get("finishedAt")))
 
 
+def digest_of(image_id: str) -> str:
+    """The image a container status's ``imageID`` names, without the runtime's scheme
+    (``docker-pullable://img@sha256:..`` and containerd's ``docker.io/library/img@sha256:..`` alike)."""
+    return image_id.split("://", 1)[-1]
+
+
 def state_from_job(job: Mapping[str, Any]) -> ContainerState:
     """A Job whose pod is gone (killed at its deadline, or removed by the TTL controller)."""
     meta = job.get("metadata") or {}
@@ -113,11 +123,12 @@ def state_from_job(job: Mapping[str, Any]) -> ContainerState:
     conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failed = conds.get("Failed")
     done = failed is not None or "Complete" in conds
-    code = None if not done else (0 if failed is None else
-                                  DEADLINE_EXIT if failed.get("reason") == "DeadlineExceeded" else 1)
+    deadline = failed is not None and failed.get("reason") == "DeadlineExceeded"
+    code = None if not done else (0 if failed is None else DEADLINE_EXIT if deadline else 1)
     image = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
+    word = DEADLINE_STATUS if deadline else "exited" if done else "created"
     return ContainerState(id=meta.get("name", ""), name=meta.get("name", ""), image=image.get("image") or "",
-                          image_id="", running=False, status="exited" if done else "created", tag=L.Tag.read(labels),
+                          image_id="", running=False, status=word, tag=L.Tag.read(labels),
                           labels=labels, exit_code=code, created=_time(meta.get("creationTimestamp")) or 0.0,
                           finished_at=_time(status.get("completionTime")))
 
@@ -125,6 +136,9 @@ def state_from_job(job: Mapping[str, Any]) -> ContainerState:
 class KubeContainerService:
     """Containers as pods in one namespace. ``configuration``: a kubernetes_asyncio ``Configuration``
     (tests give one for their API server); None: in-cluster config, else ``~/.kube/config``."""
+
+    #: A job's timeout is its Job's activeDeadlineSeconds: the job lifecycle's own timer is only a backstop.
+    enforces_deadlines = True
 
     def __init__(self, options: KubeOptions | None = None, *, configuration: Any = None,
                  identity: Identity | None = None, poll: float = 2.0) -> None:
@@ -298,13 +312,20 @@ class KubeContainerService:
         return f"{warnings[-1].get('reason')}: {warnings[-1].get('message')}" if warnings else ""
 
     # -- launching ---------------------------------------------------------------------------------
+    def validate(self, spec: ContainerSpec, *, timeout: float | None = None, gpu_resource: str | None = None) -> None:
+        """ConfigError when ``spec`` cannot become a pod here (gpus 'all' or device ids, a GPU resource the
+        operator does not allow, a mount no volume holds): the pure builder's refusals, without an API
+        call. ``JobManager.submit`` calls it before a job is recorded."""
+        P.manifest(spec, self.options, self.identity, name="ptcuda-check", timeout=timeout, gpu_resource=gpu_resource)
+
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
                      assign_gpus: bool = True, timeout: float | None = None,
-                     gpu_resource: str | None = None) -> Launched:
+                     gpu_resource: str | None = None, wait: bool = True) -> Launched:
         """Create the pod (a Job for a job) and wait until it leaves Pending; a pod still Pending after
         ``launch_timeout`` is deleted and the launch fails with the scheduler's reason. The scheduler
         assigns GPUs (``claim``/``assign_gpus``: no ledger here); ``gpu_fallback`` has nothing to fall back
-        from. ``timeout``: a job's activeDeadlineSeconds. ``gpu_resource``: an allowed MIG profile."""
+        from. ``timeout``: a job's activeDeadlineSeconds. ``gpu_resource``: an allowed MIG profile.
+        ``wait=False`` (the job manager): return once it is created; :meth:`pending` says why it waits."""
         name = P.object_name(spec, secrets.token_hex(3))
         body = P.manifest(spec, self.options, self.identity, name=name, timeout=timeout, gpu_resource=gpu_resource)
         is_job = body["kind"] == "Job"
@@ -325,6 +346,8 @@ class KubeContainerService:
                 await asyncio.shield(self.remove(name))
                 raise
             self._secrets.add(name)
+        if not wait:
+            return Launched(name, spec)
         field = None if is_job else f"metadata.name={name}"
         started = time.monotonic()
         limit = self.options.launch_timeout
@@ -355,6 +378,30 @@ class KubeContainerService:
         job = await self._job(name)
         return job is None or state_from_job(job).exit_code is not None
 
+    async def pending(self, cid: str) -> str | None:
+        """Why the pod (or the Job's pod) ``cid`` does not run yet: the scheduler's or kubelet's last word
+        (``"FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."``), "" when none
+        was said; None when it is not pending (running, ended, gone). Pending for longer than
+        ``launch_timeout`` since it was created: it is deleted and LaunchError says why. Called by the job
+        lifecycle while a job is queued (its reason reads ``pending: ...`` in the Jobs API)."""
+        pod, job = await self._resolve(cid)
+        if pod is None and job is None:
+            return None
+        state = state_from_pod(pod) if pod is not None else state_from_job(job or {})
+        if state.running or state.exit_code is not None or state.status != "created":
+            return None
+        reason = await self._pending_reason(pod["metadata"]["name"]) if pod is not None else ""
+        created = state_from_job(job).created if job is not None else state.created
+        limit = self.options.launch_timeout
+        if created and time.time() - created >= limit:
+            await self.remove(cid)
+            what = state.tag.kind or "pod"
+            raise LaunchError(f"{what} {cid} stayed Pending for {limit:.0f} s"
+                              + (f" ({reason})" if reason else " (no event from the scheduler)")
+                              + "; it was deleted. Ask for fewer GPUs or less memory, wait for a free node, or "
+                              "raise c.KubeBackend.launch_timeout.", reason=reason)
+        return reason
+
     def release(self, claim: str) -> None:
         """No ledger on Kubernetes: the scheduler holds the GPU assignments."""
 
@@ -377,7 +424,13 @@ class KubeContainerService:
         """The pod's (or Job's) state, or None when it is gone. ``signals`` changes nothing here."""
         pod, job = await self._resolve(cid)
         if pod is not None:
-            return state_from_pod(pod)
+            state = state_from_pod(pod)
+            if job is not None:  # its Job's end wins: at its deadline the pod may still be terminating
+                ended = state_from_job(job)
+                if ended.status == DEADLINE_STATUS:
+                    return dataclasses.replace(state, running=False, status=DEADLINE_STATUS, exit_code=DEADLINE_EXIT,
+                                               finished_at=state.finished_at or ended.finished_at or time.time())
+            return state
         return state_from_job(job) if job is not None else None
 
     async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
@@ -477,6 +530,12 @@ class KubeContainerService:
 
     describe_exit = ContainerService.describe_exit  # exit code, OOMKilled, the last log lines
 
+    async def exec(self, cid: str, cmd: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """Not here: running a command in a pod needs ``pods/exec``, which the Role does not grant."""
+        raise ConfigError(f"pod {cid}: running a command inside a pod needs pods/exec, which the Kubernetes "
+                          "backend's Role (examples/k8s/role.yaml) does not grant. Check an image instead "
+                          "(`jupyter ptcuda health --image IMAGE`, or POST health with an image).")
+
     # -- acting ------------------------------------------------------------------------------------
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
         """SIGTERM: delete with the pod's grace period; SIGKILL: at once. Anything else would need
@@ -546,11 +605,13 @@ class KubeContainerService:
                                 "server_id": tag.server_id, "why": why})
         return removed
 
-    async def image(self, ref: str) -> Any:
-        """Nodes pull images here; this server cannot inspect them: ConfigError saying what works."""
-        raise ConfigError(f"{ref}: the Kubernetes backend cannot inspect images (the nodes pull them), so jobs and "
-                          "health checks started from the server are not supported on it yet; kernels are. Run jobs "
-                          "with the Docker backend, or as your own Kubernetes Job.")
+    async def image(self, ref: str) -> ImageInfo:
+        """What is known of an image here: nothing but its name. The nodes pull images; this server cannot
+        read their labels or env (``inspected`` False, ``digest`` = ``ref``). Callers degrade: the image
+        policy allows it only by name (:mod:`..policy`), the import check is skipped
+        (:mod:`jupyter_ptcuda.jobs.imports`), a job records the digest its pod runs (the container status's
+        imageID, :func:`digest_of`) once it runs."""
+        return ImageInfo(id="", digest=ref, labels={}, env={}, inspected=False)
 
 
 def check_available(configuration: Any = None) -> None:

@@ -1,0 +1,208 @@
+"""Jobs and health checks on the Kubernetes backend, for real: the JobManager (what the server's Jobs API
+and `jupyter ptcuda run` use) with the Kubernetes service against the in-memory API server (fakeapi.py),
+whose node (kubelet.py) runs each Job's pod on the local Docker engine. Every Job and pod the backend
+sends is validated by the fake against the v1.37 OpenAPI schema (strict), as a real API server would
+reject it; the tests validate the Job they read back too.
+
+Needs the Docker engine and the test image: in CI (CI set) their absence fails, never skips."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from traitlets.config import Config
+
+from jupyter_ptcuda.containers.kube.backend import DEADLINE_EXIT
+from jupyter_ptcuda.errors import ConfigError, Forbidden
+from jupyter_ptcuda.health.runner import check_allowed, check_image
+from jupyter_ptcuda.jobs.manager import JobManager
+from jupyter_ptcuda.jobs.request import JobRequest
+
+from .fakeapi import SCHEMA, FakeKube
+from .test_kube_kernels import node_cluster
+
+pytestmark = pytest.mark.integration
+MIG = "nvidia.com/mig-1g.18gb"
+
+
+@contextlib.asynccontextmanager
+async def jobs_on_kube(tmp_path, test_image, *, capacity=None, **opts):
+    """The cluster (its node runs pods on Docker) and a JobManager over the Kubernetes service, configured
+    as an operator would: the job image, GPUs asked for by count."""
+    async with node_cluster(tmp_path, capacity=capacity, **opts) as (fake, svc, node):
+        c = Config()
+        c.JobOptions.image = test_image
+        c.JobOptions.gpus = 1
+        mgr = JobManager(service=svc, config=c, db_path=str(tmp_path / "jobs.sqlite"), poll_interval=0.2,
+                         cancel_grace=1.0, reconcile_interval=0)
+        try:
+            yield fake, mgr, project(tmp_path)
+        finally:
+            await mgr.stop()
+        assert objects(fake, "jobs") == [] and objects(fake, "pods") == []  # nothing left behind
+
+
+def project(tmp_path: Path) -> Path:
+    """A notebook folder in the user's claim (tmp_path/home is what the node mounts for claim-<user>)."""
+    d = tmp_path / "home" / "proj"
+    d.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(d, 1000, 100)
+    return d
+
+
+def objects(fake: FakeKube, plural: str) -> list[dict]:
+    return [o for (p, _), o in fake.objects.items() if p == plural]
+
+
+def script(folder: Path, name: str, body: str) -> str:
+    (folder / name).write_text(body)
+    return str(folder / name)
+
+
+async def finished(mgr: JobManager, job_id: str, within: float = 90):
+    deadline = time.monotonic() + within
+    while True:
+        job = await mgr.get(job_id)
+        if job.terminal:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.state} ({job.reason})"
+        await asyncio.sleep(0.1)
+
+
+async def the_job(fake: FakeKube) -> dict:
+    for _ in range(200):
+        if jobs := objects(fake, "jobs"):
+            return copy.deepcopy(jobs[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no Job created")
+
+
+async def test_a_job_runs_as_a_kubernetes_job_with_its_log_exit_code_and_digest(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image) as (fake, mgr, proj):
+        path = script(proj, "train.py", "import os, sys\nprint('epoch 1', flush=True)\n"
+                      "print('uid', os.getuid(), 'out', os.environ['JUPYTER_PTCUDA_OUTPUT_DIR'])\n"
+                      "open(os.path.join(os.environ['JUPYTER_PTCUDA_OUTPUT_DIR'], 'model.txt'), 'w').write('w')\n"
+                      "import numpy\n")  # not asked of the image: the import check is skipped here
+        job = await mgr.submit(JobRequest(path=path, gpus="none", timeout=600))
+        assert job.state == "queued" and job.reason.startswith("pending: ")  # created, not waited for
+        manifest = await the_job(fake)
+        kubernetes_validate.validate(manifest, SCHEMA, strict=True)
+        assert manifest["spec"]["backoffLimit"] == 0 and manifest["spec"]["activeDeadlineSeconds"] == 600
+        assert manifest["spec"]["ttlSecondsAfterFinished"] == 3600
+        pod_spec = manifest["spec"]["template"]["spec"]
+        assert pod_spec["securityContext"]["runAsUser"] == 1000 and pod_spec["restartPolicy"] == "Never"
+        assert "resources" not in pod_spec["containers"][0] or "nvidia.com/gpu" not in str(pod_spec["containers"][0])
+
+        job = await finished(mgr, job.id)
+        assert (job.state, job.reason, job.exit_code) == ("completed", "completed", 0), Path(job.log_path).read_text()
+        log = Path(job.log_path).read_text()
+        assert "epoch 1" in log and f"uid 1000 out {job.output_dir}/artifacts" in log
+        assert (Path(job.output_dir) / "artifacts" / "model.txt").read_text() == "w"
+        assert job.image == test_image and job.image_digest.startswith("sha256:")  # from the pod's imageID
+        assert json.loads(Path(job.manifest_path).read_text())["image_digest"] == job.image_digest
+        data, _ = await mgr.read_log(job.id)
+        assert b"epoch 1" in data
+
+
+async def test_a_failing_job_gives_its_exit_code_and_an_oom_killed_one_says_so(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image) as (fake, mgr, proj):
+        bad = await mgr.submit(JobRequest(path=script(proj, "bad.py", "import sys\nprint('oops')\nsys.exit(3)\n"),
+                                          gpus="none"))
+        hog = await mgr.submit(JobRequest(path=script(proj, "hog.py", "print('allocating', flush=True)\n"
+                                                      "b = bytearray(500 * 1024 * 1024)\nprint('survived')\n"),
+                                          gpus="none", mem_limit="64m"))
+        bad, hog = await finished(mgr, bad.id), await finished(mgr, hog.id)
+        assert (bad.state, bad.reason, bad.exit_code) == ("failed", "failed", 3)
+        assert "oops" in Path(bad.log_path).read_text()
+        assert (hog.state, hog.reason, hog.exit_code) == ("failed", "OOMKilled", 137)
+        assert "allocating" in Path(hog.log_path).read_text() and "survived" not in Path(hog.log_path).read_text()
+
+
+async def test_a_job_past_its_timeout_is_timed_out_by_its_deadline(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image) as (fake, mgr, proj):
+        path = script(proj, "slow.py", "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
+        job = await mgr.submit(JobRequest(path=path, gpus="none", timeout=3))
+        assert (await the_job(fake))["spec"]["activeDeadlineSeconds"] == 3
+        job = await finished(mgr, job.id, within=30)
+        assert (job.state, job.reason, job.exit_code) == ("timed_out", "timed out", DEADLINE_EXIT)
+        assert "started" in Path(job.log_path).read_text()  # teed while it ran: its pod is gone
+
+
+async def test_a_cancelled_job_deletes_its_job(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image) as (fake, mgr, proj):
+        job = await mgr.submit(JobRequest(path=script(proj, "long.py", "import time\nprint('up', flush=True)\n"
+                                                      "time.sleep(600)\n"), gpus="none"))
+        deadline = time.monotonic() + 60
+        while b"up" not in (await mgr.read_log(job.id))[0]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        assert (await mgr.get(job.id)).state == "running"
+        job = await mgr.cancel(job.id)
+        assert (job.state, job.reason) == ("cancelled", "cancelled")
+        assert objects(fake, "jobs") == [] and "up" in Path(job.log_path).read_text()
+
+
+async def test_a_pending_job_says_why_while_it_waits_and_fails_after_the_launch_timeout(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image, launch_timeout=4.0) as (fake, mgr, proj):
+        job = await mgr.submit(JobRequest(path=script(proj, "gpu.py", "print('never')\n"), gpus=1))
+        deadline = time.monotonic() + 30
+        while not (await mgr.get(job.id)).reason.startswith("pending: FailedScheduling"):
+            assert time.monotonic() < deadline, (await mgr.get(job.id)).reason
+            await asyncio.sleep(0.1)
+        job = await mgr.get(job.id)
+        assert job.state == "queued"
+        assert job.reason == ("pending: FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+                              "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
+        assert job.to_json()["reason"] == job.reason  # what GET jobs/<id> shows
+        assert (await mgr.read_log(job.id))[0] == b""  # no log yet, and no error
+        job = await finished(mgr, job.id, within=30)
+        assert job.state == "failed" and job.reason.startswith("start failed: job ") and "stayed Pending for 4 s " \
+            "(FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in job.reason
+
+
+async def test_a_job_asks_for_a_mig_profile_and_a_refused_one_fails_before_it_exists(tmp_path, test_image):
+    async with jobs_on_kube(tmp_path, test_image, capacity={MIG: "1"}, gpu_resources=("nvidia.com/gpu", MIG)) \
+            as (fake, mgr, proj):
+        path = script(proj, "mig.py", "print('on a MIG slice')\n")
+        with pytest.raises(ConfigError, match=r"gpu_resource 'nvidia.com/mig-7g.141gb' is not one the operator allows"):
+            await mgr.submit(JobRequest(path=path, gpus=1, gpu_resource="nvidia.com/mig-7g.141gb"))
+        with pytest.raises(ConfigError, match=r"on Kubernetes the scheduler picks the devices; ask for a count"):
+            await mgr.submit(JobRequest(path=path, gpus=["0"]))
+        assert await mgr.list_jobs() == [] and objects(fake, "jobs") == []  # refused before anything existed
+        with pytest.raises(Forbidden, match=r"on the Kubernetes backend the server cannot read an image's labels"):
+            await mgr.submit(JobRequest(path=path, gpus=1, image="someone/else:1"))
+        job = await mgr.submit(JobRequest(path=path, gpus=1, gpu_resource=MIG))
+        limits = (await the_job(fake))["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits == {MIG: "1"}
+        job = await finished(mgr, job.id)
+        assert (job.state, job.exit_code, job.meta["gpu_resource"]) == ("completed", 0, MIG)
+        assert "on a MIG slice" in Path(job.log_path).read_text()
+
+
+async def test_a_health_check_runs_as_a_pod(tmp_path, test_image):
+    async with node_cluster(tmp_path) as (fake, svc, node):
+        c = Config()
+        c.ContainerOptions.image = test_image
+        from traitlets.config import Configurable
+
+        parent = Configurable(config=c)
+        await check_allowed(svc, test_image, gpus="none", parent=parent)
+        with pytest.raises(Forbidden, match="cannot read an image's labels"):
+            await check_allowed(svc, "someone/else:1", parent=parent)
+        report = await check_image(svc, test_image, gpus="none", parent=parent, timeout=120)
+        assert report["target"] == {"image": test_image, "gpus": "none"}
+        assert next(c for c in report["checks"] if c["id"] == "torch_import")["status"] == "pass", report["checks"]
+        assert any("cannot read its labels" in n for n in report["notes"])
+        assert objects(fake, "pods") == []  # run_once deletes it
+        # a check inside a kernel's pod would need pods/exec, which the Role does not grant
+        with pytest.raises(ConfigError, match=r"pods/exec, which the Kubernetes backend's Role"):
+            await svc.exec("ptcuda-kernel-0a1b2c3d-aaaaaa", ["true"])
