@@ -258,6 +258,10 @@ def test_the_example_kernelspec_and_values_are_what_the_code_reads():
 
     assert ContainerBackend(config=Config(data)).backend == "kubernetes"
     assert KubeBackend(config=Config(data)).options().gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.18gb")
+    from jupyter_ptcuda.jobs.manager import JobOptions
+
+    jobs = JobOptions(config=Config(data))  # jobs ask for GPUs by count, of an allowed resource
+    assert (jobs.gpus, jobs.gpu_resource) == (1, "nvidia.com/gpu")
 
 
 def test_the_example_network_policy_admits_the_server_to_the_kernel_ports_only():
