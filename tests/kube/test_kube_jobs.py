@@ -206,3 +206,83 @@ async def test_a_health_check_runs_as_a_pod(tmp_path, test_image):
         # a check inside a kernel's pod would need pods/exec, which the Role does not grant
         with pytest.raises(ConfigError, match=r"pods/exec, which the Kubernetes backend's Role"):
             await svc.exec("ptcuda-kernel-0a1b2c3d-aaaaaa", ["true"])
+
+
+async def test_a_job_nobody_watches_is_adopted_by_the_next_reconcile(tmp_path, test_image):
+    """`jupyter ptcuda run` without --wait: the Job runs on its own; the server's reconcile watches it."""
+    async with jobs_on_kube(tmp_path, test_image) as (fake, mgr, proj):
+        job = await mgr.submit(JobRequest(path=script(proj, "quick.py", "print('alone')\n"), gpus="none"), watch=False)
+        assert job.state == "queued" and job.container_id == (await the_job(fake))["metadata"]["name"]
+        server = JobManager(service=mgr.service, config=mgr.config, db_path=mgr.db_path, poll_interval=0.2,
+                            reconcile_interval=0)
+        try:
+            await server.start()  # reconcile(adopt=True)
+            job = await finished(server, job.id)
+        finally:
+            await server.stop()
+        assert (job.state, job.exit_code) == ("completed", 0) and "alone" in Path(job.log_path).read_text()
+
+
+async def test_the_cli_runs_a_job_on_kubernetes_from_the_server_config(tmp_path, test_image):
+    """`jupyter ptcuda run --wait` with c.ContainerBackend.backend = "kubernetes" in jupyter_server_config.py:
+    the CLI makes the Kubernetes service from the config files (kubeconfig → the in-memory API server)."""
+    import sys
+
+    import yaml
+
+    async with node_cluster(tmp_path) as (fake, svc, node):
+        proj = project(tmp_path)
+        cfg = tmp_path / "config"
+        cfg.mkdir()
+        (cfg / "jupyter_server_config.py").write_text(
+            "c.ContainerBackend.backend = 'kubernetes'\n"
+            f"c.KubeBackend.namespace = 'hub'\nc.KubeBackend.notebook_root = {str(tmp_path / 'home')!r}\n"
+            f"c.JobOptions.image = {test_image!r}\nc.JobOptions.gpus = 1\n")
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": svc._configuration.host}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "hub"}}]}))
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(cfg), "KUBECONFIG": str(kubeconfig),
+               "JUPYTER_PTCUDA_JOBS_DB": str(tmp_path / "cli-jobs.sqlite")}
+        for var in ("JUPYTER_PTCUDA_BACKEND", "JUPYTER_PTCUDA_BROKER_URL", "KUBERNETES_SERVICE_HOST"):
+            env.pop(var, None)
+        path = script(proj, "cli.py", "print('from the cli', flush=True)\nraise SystemExit(5)\n")
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "jupyter_ptcuda.cli", "run", path, "--gpus",
+                                                    "none", "--timeout", "300", "--wait", env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 5, err.decode()
+        assert b"from the cli" in out and b"pending: " in err  # "job … pending: waiting for a node in …"
+        assert objects(fake, "jobs") == [] and objects(fake, "pods") == []
+
+
+async def test_a_job_from_a_kernel_pod_runs_in_its_configuration(tmp_path, test_image, monkeypatch):
+    """Run as job from a kernel (kernel_id): the kernel's image, user, GPU count and its kernelspec's
+    gpu_resource (a MIG profile), from its provisioner in this server."""
+    from jupyter_client.multikernelmanager import AsyncMultiKernelManager
+
+    from jupyter_ptcuda.kernelspec import make_kernel_json
+
+    root = tmp_path / "jupyter-data"
+    monkeypatch.setenv("JUPYTER_PATH", str(root))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    (root / "kernels" / "ptcuda-mig").mkdir(parents=True)
+    (root / "kernels" / "ptcuda-mig" / "kernel.json").write_text(json.dumps(make_kernel_json(
+        "PyTorch (MIG)", {"image": test_image, "gpus": 1, "gpu_resource": MIG})))
+    async with jobs_on_kube(tmp_path, test_image, capacity={MIG: "2"}, gpu_resources=("nvidia.com/gpu", MIG)) \
+            as (fake, mgr, proj):
+        mkm = AsyncMultiKernelManager()
+        kid = await mkm.start_kernel(kernel_name="ptcuda-mig", cwd=str(proj))
+        try:
+            mgr._kernel_manager = mkm
+            path = script(proj, "from_kernel.py", "import os\nprint('as', os.getuid(), flush=True)\n")
+            job = await mgr.submit(JobRequest(path=path, kernel_id=kid))
+            limits = (await the_job(fake))["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert limits == {MIG: "1"}
+            job = await finished(mgr, job.id)
+            assert (job.state, job.exit_code, job.image, job.kernel_id) == ("completed", 0, test_image, kid)
+            assert "as 1000" in Path(job.log_path).read_text()
+        finally:
+            await mkm.shutdown_all(now=True)

@@ -6,8 +6,10 @@ is made, so the package imports without it). Same method names and types as
 activeDeadlineSeconds for its timeout), ``inspect`` / ``list`` / ``find`` (from the pod and its
 annotations, which :mod:`..labels` wrote), ``logs`` / ``follow`` (the pod's log), ``wait`` (exit code and
 OOMKilled from the container status), ``signal`` (SIGTERM/SIGKILL = delete with/without grace),
-``remove``, ``run_once``; :meth:`address` (a pod's IP: where a kernel listens); and :meth:`reap` (orphaned
-pods, by label). A spec with files (a kernel) gets a Secret owned by its pod, created just after the pod
+``remove``, ``run_once``; :meth:`address` (a pod's IP: where a kernel listens); :meth:`reap` (orphaned
+pods, by label); :meth:`pending` (why a job's pod waits, for the job lifecycle); :meth:`validate` (the pod
+builder's refusals before a job is recorded). ``image`` knows only the name (the nodes pull images:
+``ImageInfo.inspected`` False); ``exec`` is refused (no ``pods/exec`` in the Role). A spec with files (a kernel) gets a Secret owned by its pod, created just after the pod
 (which waits for it); if that fails the pod is deleted: nothing is left behind.
 
 A pod that stays Pending is reported with the scheduler's reason (its events) and deleted after
