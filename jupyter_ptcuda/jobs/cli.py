@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import ConfigError
@@ -132,6 +133,22 @@ def _summary(job: Job) -> str:
     return f"job {job.id} {job.state}{reason}{code}{took}; log and manifest in {job.output_dir}"
 
 
+def _arun(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run``, then the backend's API client closed if it has one (Kubernetes: its HTTP session
+    belongs to this event loop), so the command ends without "Unclosed client session"."""
+    async def run() -> int:
+        try:
+            return await main
+        finally:
+            from ..containers import service as S
+
+            close = getattr(S._service, "close", None)
+            if close is not None:
+                await close()
+
+    return asyncio.run(run())
+
+
 def manager() -> JobManager:
     """A JobManager configured like the server's: the same Jupyter config files (store, job options)."""
     return JobManager(config=load_server_config())
@@ -139,7 +156,7 @@ def manager() -> JobManager:
 
 def cmd_run(args: argparse.Namespace) -> int:
     req = request_from_args(args)
-    return asyncio.run(_run(req, wait=args.wait, as_json=args.json, import_check=args.import_check))
+    return _arun(_run(req, wait=args.wait, as_json=args.json, import_check=args.import_check))
 
 
 async def _run(req: JobRequest, *, wait: bool, as_json: bool, import_check: bool | None = None) -> int:
@@ -183,7 +200,7 @@ def _age(ts: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    return asyncio.run(_list(args.json, None if args.all else args.limit))
+    return _arun(_list(args.json, None if args.all else args.limit))
 
 
 async def _list(as_json: bool, limit: int | None) -> int:
@@ -216,7 +233,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(job.to_json(), indent=2))
         return 0
 
-    return asyncio.run(show())
+    return _arun(show())
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -232,7 +249,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         return 0
 
-    return asyncio.run(logs())
+    return _arun(logs())
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -245,4 +262,4 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(_summary(job))
         return 0
 
-    return asyncio.run(cancel())
+    return _arun(cancel())

@@ -255,6 +255,7 @@ async def test_the_cli_runs_a_job_on_kubernetes_from_the_server_config(tmp_path,
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 5, err.decode()
         assert b"from the cli" in out and b"pending: " in err  # "job … pending: waiting for a node in …"
+        assert b"failed, exit code 5" in err and b"Unclosed" not in err
         assert objects(fake, "jobs") == [] and objects(fake, "pods") == []
 
 
