@@ -256,3 +256,29 @@ async def test_a_missing_pod_is_not_found_with_the_kubectl_hint():
     async with cluster() as (fake, svc):
         with pytest.raises(NotFound, match=r"kernel 'abc' is not running: start it .* `kubectl get pods -n hub -l "):
             await svc.find(L.KERNEL, "abc")
+
+
+async def test_a_job_that_waits_says_why_the_scheduler_or_the_job_controller_gave():
+    """What the job lifecycle shows as "pending: <reason>": the pod's latest Warning event; with no pod
+    (a quota refused it), the Job's own (FailedCreate)."""
+    async with cluster(launch_timeout=600.0) as (fake, svc):
+        launched = await svc.launch(spec(), timeout=60, wait=False)  # the job manager does not wait
+        job = launched.id
+        assert (await svc.inspect(job)).status == "created"
+        assert await svc.pending(job) == ""  # nothing said yet
+        await fake.event(fake.pod_of(job), "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        assert await svc.pending(job) == "FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        await fake.drop("pods", fake.pod_of(job))  # as if the Job controller could not create it
+        await fake.put("events", {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{job}.q"}, "type": "Warning",
+                                  "involvedObject": {"kind": "Job", "name": job, "namespace": "hub"},
+                                  "reason": "FailedCreate", "lastTimestamp": "2026-01-01T00:00:00Z",
+                                  "message": f'Error creating: pods "{job}-x" is forbidden: exceeded quota: gpus, '
+                                             "requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, "
+                                             "limited: requests.nvidia.com/gpu=4"})
+        assert (await svc.pending(job)).startswith("FailedCreate: Error creating: pods") and "exceeded quota" in \
+            await svc.pending(job)
+        svc.options = dataclasses.replace(svc.options, launch_timeout=0.0)  # past the launch timeout
+        with pytest.raises(LaunchError, match=r"stayed Pending for 0 s \(FailedCreate: .*exceeded quota.*\); it was deleted"):
+            await svc.pending(job)
+        assert ("jobs", job) not in fake.objects
+        assert await svc.pending(job) is None  # gone: not pending

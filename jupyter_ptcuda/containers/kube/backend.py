@@ -302,11 +302,12 @@ class KubeContainerService:
             if not expired and time.monotonic() >= deadline:
                 return None
 
-    async def _pending_reason(self, pod: str) -> str:
-        """What the scheduler (or kubelet) last said about a pod that does not run yet."""
+    async def _pending_reason(self, pod: str, kind: str = "Pod") -> str:
+        """What the scheduler (or kubelet) last said about a pod that does not run yet (``kind`` "Job": what
+        the Job controller said of a Job that has no pod, e.g. FailedCreate when a quota is exceeded)."""
         core = await self._core()
-        got = await self._call(core.list_namespaced_event, self.namespace, what=f"events of pod {pod}",
-                               field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}")
+        got = await self._call(core.list_namespaced_event, self.namespace, what=f"events of {kind.lower()} {pod}",
+                               field_selector=f"involvedObject.kind={kind},involvedObject.name={pod}")
         events = sorted(got.get("items") or [],
                         key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
                         (e.get("metadata") or {}).get("creationTimestamp") or "")
@@ -393,6 +394,8 @@ class KubeContainerService:
         if state.running or state.exit_code is not None or state.status != "created":
             return None
         reason = await self._pending_reason(pod["metadata"]["name"]) if pod is not None else ""
+        if not reason and job is not None:  # no pod yet, or nothing said of it: the Job controller's word
+            reason = await self._pending_reason(job["metadata"]["name"], kind="Job")
         created = state_from_job(job).created if job is not None else state.created
         limit = self.options.launch_timeout
         if created and time.time() - created >= limit:
