@@ -118,16 +118,12 @@ class Broker:
             launched = await self.service.launch(spec, claim=claim, gpu_fallback=str(body.get("gpu_fallback") or "error"))
         try:
             await self._verify(launched.id, expected, claim)
-            timeout = float(body.get("timeout_s") or 300)
-            try:
-                code = await asyncio.wait_for(self.service.wait(launched.id), timeout)
-            except TimeoutError:
-                raise ConfigError(f"{spec.image}: the container did not finish in {timeout:.0f} s; it was removed.") from None
-            out = await self.service.logs(launched.id)
-        finally:
+        except BaseException:
             await self.service.remove(launched.id)
             if claim:
                 self.service.release(claim)
+            raise
+        code, out = await self.service.finish_once(launched, timeout=float(body.get("timeout_s") or 300), claim=claim)
         return {"code": code, "output": out, "id": launched.id, "spec": wire.spec_to_json(launched.spec),
                 "fallback": launched.fallback}
 
@@ -211,13 +207,8 @@ class Broker:
                                f"c.PtcudaBroker.max_kernels = {c.max_kernels}: shut one down first (or ask the "
                                "operator to raise it).")
         if c.max_gpus is not None and spec.gpus.wanted:
-            gpus = self.ledger._gpus()
-            total = len(gpus)
-            held = set()
-            for s in mine:
-                held.update(self.ledger._indexes(s.tag.gpus) if s.tag.gpus not in ("all", "none") else
-                            ([str(g["index"]) for g in gpus] if s.tag.gpus == "all" else []))
-            asked = total if spec.gpus.mode == "all" else spec.gpus.size
+            held = self.ledger.held_by(mine)
+            asked = self.ledger.gpu_count() if spec.gpus.mode == "all" else spec.gpus.size
             if len(held) + asked > c.max_gpus:
                 raise Conflict(f"you hold {len(held)} GPU(s) and ask for {asked} more ({spec.gpus.label()}), above the "
                                f"operator's quota c.PtcudaBroker.max_gpus = {c.max_gpus} per user: ask for fewer "

@@ -21,6 +21,7 @@ GPUs, through :func:`active_ledger`, which the server extension sets; ``holders(
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GpuUnavailable
@@ -28,7 +29,7 @@ from . import labels as L
 from .gpus import GpuRequest, devices
 
 if TYPE_CHECKING:
-    from .service import ContainerService
+    from .service import ContainerService, ContainerState
 
 _active: GpuLedger | None = None
 
@@ -80,6 +81,21 @@ class GpuLedger:
         if self.hide_others and holder["kind"] != "starting":
             return f"{holder['owner']}/{holder['id']}"
         return holder["id"]
+
+    def gpu_count(self) -> int:
+        """How many GPUs the sampler sees working (0 without an NVML view)."""
+        return len(self._gpus())
+
+    def held_by(self, states: Iterable[ContainerState]) -> set[str]:
+        """The device indexes these containers hold by their labels ('all': every GPU seen)."""
+        gpus = self._gpus()
+        held: set[str] = set()
+        for s in states:
+            if s.tag.gpus == "all":
+                held.update(str(g["index"]) for g in gpus)
+            elif s.tag.gpus != "none":
+                held.update(devices(s.tag.gpus, gpus, all_devices=False))
+        return held
 
     def _gpus(self) -> list[dict[str, Any]]:
         snap = self.snapshot() or {}

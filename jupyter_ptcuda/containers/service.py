@@ -183,6 +183,13 @@ class ContainerService:
         removed afterwards, also on timeout (LaunchError) or cancellation, which frees the worker its wait
         held."""
         launched = await self.launch(spec, claim=claim, gpu_fallback=gpu_fallback)
+        code, output = await self.finish_once(launched, timeout=timeout, claim=claim)
+        return code, output, launched
+
+    async def finish_once(self, launched: Launched, *, timeout: float = 300, claim: str | None = None
+                          ) -> tuple[int, str]:
+        """The second half of :meth:`run_once` (the broker checks the mounts in between): wait for the
+        launched container, ``(exit code, output)``; removed afterwards in every case."""
         cid, spec = launched.id, launched.spec
         try:
             try:
@@ -190,7 +197,7 @@ class ContainerService:
             except TimeoutError:
                 raise LaunchError(f"{spec.image}: {' '.join(spec.command)[:80]} did not finish in {timeout:.0f} s; "
                                   "its container was removed.") from None
-            return code, await self.engine.logs(cid), launched
+            return code, await self.engine.logs(cid)
         finally:
             await self.engine.remove(cid)
             if claim:
