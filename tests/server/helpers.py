@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,14 @@ async def wait_for(api, path, pred, timeout=60):
         await asyncio.sleep(0.2)
 
 
+def _job_containers(root) -> list[str]:
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
+                         text=True).stdout.split()
+    return [i for i in ids if str(root) in subprocess.run(
+        ["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}', i],
+        capture_output=True, text=True).stdout]
+
+
 @contextlib.contextmanager
 def job_environment(tmp_path, monkeypatch, root, image: str) -> Iterator[None]:
     """For a server job test: a private job store, ``image`` as the jobs' default, ``nb/`` owned by the job
@@ -38,11 +47,14 @@ def job_environment(tmp_path, monkeypatch, root, image: str) -> Iterator[None]:
     if os.geteuid() == 0:
         os.chown(root / "nb", 1000, 100)
     yield
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.jupyter-ptcuda.kind=job"], capture_output=True,
-                         text=True).stdout.split()
-    left = [i for i in ids if str(root) in subprocess.run(
-        ["docker", "inspect", "-f", '{{index .Config.Labels "io.jupyter-ptcuda.notebook"}}', i],
-        capture_output=True, text=True).stdout]
+    # A job's container is removed when the job is finalised, which may still be in progress as the
+    # server stops (a cancel's grace, a removal under load): left behind means still there 30 s later.
+    deadline = time.monotonic() + 30
+    while True:
+        left = _job_containers(root)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for cid in left:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
     assert not left, f"job containers left behind: {left}"
