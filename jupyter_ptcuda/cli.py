@@ -81,6 +81,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     """Exit 1 when a check fails or the check cannot run; ``--junit FILE`` is written in both cases."""
     from .health.report import exit_code, render_junit, render_junit_error, render_text, write_junit
     from .health.runner import check_allowed, check_image, check_kernel
+    from .jobs.cli import in_one_loop
 
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
@@ -94,11 +95,15 @@ def cmd_health(args: argparse.Namespace) -> int:
             from traitlets.config import Configurable
 
             like_the_server = Configurable(config=config)  # c.ContainerOptions: shm, limits, env
-            asyncio.run(check_allowed(service, args.image, parent=like_the_server))  # the server's image policy
-            report = asyncio.run(check_image(service, args.image, gpus=gpus, perf=args.perf,
-                                             timeout=args.timeout, parent=like_the_server))
+
+            async def of_image() -> dict:
+                await check_allowed(service, args.image, parent=like_the_server)  # the server's image policy
+                return await check_image(service, args.image, gpus=gpus, perf=args.perf, timeout=args.timeout,
+                                         parent=like_the_server)
+
+            report = in_one_loop(of_image())  # one event loop: the Kubernetes client's session belongs to it
         else:
-            report = asyncio.run(check_kernel(service, args.kernel, perf=args.perf, timeout=args.timeout))
+            report = in_one_loop(check_kernel(service, args.kernel, perf=args.perf, timeout=args.timeout))
     except PtcudaError as exc:
         if args.junit:  # CI shows why the gate failed, not a missing report
             target = {"image": args.image, "gpus": args.gpus} if args.image else {"kernel_id": args.kernel}

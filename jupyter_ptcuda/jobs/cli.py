@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..jupyter_config import load_server_config
@@ -133,10 +133,13 @@ def _summary(job: Job) -> str:
     return f"job {job.id} {job.state}{reason}{code}{took}; log and manifest in {job.output_dir}"
 
 
-def _arun(main: Coroutine[Any, Any, int]) -> int:
+T = TypeVar("T")
+
+
+def in_one_loop(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run``, then the backend's API client closed if it has one (Kubernetes: its HTTP session
     belongs to this event loop), so the command ends without "Unclosed client session"."""
-    async def run() -> int:
+    async def run() -> T:
         try:
             return await main
         finally:
@@ -156,7 +159,7 @@ def manager() -> JobManager:
 
 def cmd_run(args: argparse.Namespace) -> int:
     req = request_from_args(args)
-    return _arun(_run(req, wait=args.wait, as_json=args.json, import_check=args.import_check))
+    return in_one_loop(_run(req, wait=args.wait, as_json=args.json, import_check=args.import_check))
 
 
 async def _run(req: JobRequest, *, wait: bool, as_json: bool, import_check: bool | None = None) -> int:
@@ -200,7 +203,7 @@ def _age(ts: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    return _arun(_list(args.json, None if args.all else args.limit))
+    return in_one_loop(_list(args.json, None if args.all else args.limit))
 
 
 async def _list(as_json: bool, limit: int | None) -> int:
@@ -233,7 +236,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(job.to_json(), indent=2))
         return 0
 
-    return _arun(show())
+    return in_one_loop(show())
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -249,7 +252,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         return 0
 
-    return _arun(logs())
+    return in_one_loop(logs())
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -262,4 +265,4 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(_summary(job))
         return 0
 
-    return _arun(cancel())
+    return in_one_loop(cancel())
