@@ -223,31 +223,38 @@ async def test_a_job_nobody_watches_is_adopted_by_the_next_reconcile(tmp_path, t
         assert (job.state, job.exit_code) == ("completed", 0) and "alone" in Path(job.log_path).read_text()
 
 
+def cli_env(tmp_path, svc, test_image) -> dict[str, str]:
+    """The environment of a CLI command whose jupyter_server_config.py selects the Kubernetes backend (a
+    kubeconfig to the in-memory API server)."""
+    import yaml
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "jupyter_server_config.py").write_text(
+        "c.ContainerBackend.backend = 'kubernetes'\n"
+        f"c.KubeBackend.namespace = 'hub'\nc.KubeBackend.notebook_root = {str(tmp_path / 'home')!r}\n"
+        f"c.JobOptions.image = {test_image!r}\nc.JobOptions.gpus = 1\nc.ContainerOptions.image = {test_image!r}\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": svc._configuration.host}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "hub"}}]}))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(cfg), "KUBECONFIG": str(kubeconfig),
+           "JUPYTER_PTCUDA_JOBS_DB": str(tmp_path / "cli-jobs.sqlite")}
+    for var in ("JUPYTER_PTCUDA_BACKEND", "JUPYTER_PTCUDA_BROKER_URL", "KUBERNETES_SERVICE_HOST"):
+        env.pop(var, None)
+    return env
+
+
 async def test_the_cli_runs_a_job_on_kubernetes_from_the_server_config(tmp_path, test_image):
     """`jupyter ptcuda run --wait` with c.ContainerBackend.backend = "kubernetes" in jupyter_server_config.py:
     the CLI makes the Kubernetes service from the config files (kubeconfig → the in-memory API server)."""
     import sys
 
-    import yaml
-
     async with node_cluster(tmp_path) as (fake, svc, node):
         proj = project(tmp_path)
-        cfg = tmp_path / "config"
-        cfg.mkdir()
-        (cfg / "jupyter_server_config.py").write_text(
-            "c.ContainerBackend.backend = 'kubernetes'\n"
-            f"c.KubeBackend.namespace = 'hub'\nc.KubeBackend.notebook_root = {str(tmp_path / 'home')!r}\n"
-            f"c.JobOptions.image = {test_image!r}\nc.JobOptions.gpus = 1\n")
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": svc._configuration.host}}],
-            "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "hub"}}]}))
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(cfg), "KUBECONFIG": str(kubeconfig),
-               "JUPYTER_PTCUDA_JOBS_DB": str(tmp_path / "cli-jobs.sqlite")}
-        for var in ("JUPYTER_PTCUDA_BACKEND", "JUPYTER_PTCUDA_BROKER_URL", "KUBERNETES_SERVICE_HOST"):
-            env.pop(var, None)
+        env = cli_env(tmp_path, svc, test_image)
         path = script(proj, "cli.py", "print('from the cli', flush=True)\nraise SystemExit(5)\n")
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "jupyter_ptcuda.cli", "run", path, "--gpus",
                                                     "none", "--timeout", "300", "--wait", env=env,
@@ -287,3 +294,23 @@ async def test_a_job_from_a_kernel_pod_runs_in_its_configuration(tmp_path, test_
             assert "as 1000" in Path(job.log_path).read_text()
         finally:
             await mkm.shutdown_all(now=True)
+
+
+async def test_the_cli_health_check_of_an_image_runs_as_a_pod(tmp_path, test_image):
+    """`jupyter ptcuda health --image` (a CI gate) on the Kubernetes backend from the server config: the
+    image policy and the check in one command; the report comes back and, the fake node having no GPU,
+    exits 1 on cuda_available as a gate should; no pod and no open session left."""
+    import sys
+
+    async with node_cluster(tmp_path) as (fake, svc, node):
+        env = cli_env(tmp_path, svc, test_image)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "jupyter_ptcuda.cli", "health", "--image",
+                                                    test_image, "--gpus", "none", "--json", env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 180)
+        assert out, err.decode()  # a report, not an error that stopped the check
+        status = {c["id"]: c["status"] for c in json.loads(out)["checks"]}
+        assert (status["torch_import"], status["cuda_available"]) == ("pass", "fail"), status
+        assert proc.returncode == 1, err.decode()
+        assert b"Unclosed" not in err, err.decode()
+        assert objects(fake, "pods") == []
