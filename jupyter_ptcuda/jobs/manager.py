@@ -326,15 +326,9 @@ class JobManager(JobLifecycle):
         """
         if is_kube(self.service):
             return await self._kube_kernel_spec(kernel_id)
-        prov_spec, cid = None, None
-        km = self.kernel_manager
-        if km is not None:
-            try:
-                prov = km.get_kernel(kernel_id).provisioner
-            except (KeyError, AttributeError):
-                prov = None
-            prov_spec = getattr(prov, "_spec", None)
-            cid = getattr(prov, "container_id", None) if prov_spec is not None else None
+        prov = self._provisioner(kernel_id)
+        prov_spec = getattr(prov, "_spec", None)
+        cid = getattr(prov, "container_id", None) if prov_spec is not None else None
         if cid is None:
             prov_spec, cid = None, (await self.service.find(L.KERNEL, kernel_id)).id
         found, image = await self.service.spec_of(cid)
@@ -344,14 +338,15 @@ class JobManager(JobLifecycle):
         base = prov_spec if isinstance(prov_spec, ContainerSpec) else found
         return dataclasses.replace(base, gpus=gpus), image, ""
 
+    def _provisioner(self, kernel_id: str) -> Any:
+        """The provisioner of this server's kernel ``kernel_id``, or None (no kernel manager, not ours)."""
+        try:
+            return self.kernel_manager.get_kernel(kernel_id).provisioner if self.kernel_manager is not None else None
+        except (KeyError, AttributeError):
+            return None
+
     async def _kube_kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo, str]:
-        km = self.kernel_manager
-        prov = None
-        if km is not None:
-            try:
-                prov = km.get_kernel(kernel_id).provisioner
-            except (KeyError, AttributeError):
-                prov = None
+        prov = self._provisioner(kernel_id)
         spec = getattr(prov, "_spec", None)
         if not isinstance(spec, ContainerSpec):
             raise ConfigError(f"kernel {kernel_id[:12]} is not a kernel of this Jupyter server: on Kubernetes a job "
