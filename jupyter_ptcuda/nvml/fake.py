@@ -24,11 +24,13 @@ Spec strings (:func:`make_fake_nvml`)::
     "0"                                  NVML works, no GPU
     "2:gpu_lost=1"                       GPU 1 lost (per-device calls raise GpuIsLost)
     "2:idle=0+1"                         both GPUs at 0 % utilisation (nothing running on them)
+    "2:busy=1"                           GPU 1 at a steady 80-100 % (a training loop)
     "4:model=H100+L4,not_supported=power,seed=7,driver=550.54.15"
     "driver_not_loaded" | "library_not_found"
 
 Options: ``gpu_lost=I[+I...]``, ``idle=I[+I...]`` (GPUs whose utilisation stays 0 %, as a real
-GPU's with no kernel running on it), ``model=M[+M...]`` (cycled over the GPUs; models are the keys
+GPU's with no kernel running on it), ``busy=I[+I...]`` (GPUs that stay at 80-100 %; the others' load
+is a slow wave that dips near 0 % for a few seconds a minute), ``model=M[+M...]`` (cycled over the GPUs; models are the keys
 of :data:`MODELS`), ``not_supported=F[+F...]`` (fields of :data:`FIELDS`, on every GPU, on
 top of the model's own, e.g. ECC and MIG on GeForce), ``seed=N``, ``driver=X.Y.Z``.
 """
@@ -98,6 +100,7 @@ class FakeGpu:
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     phase: float = 0.0
     idle: bool = False  # utilisation 0 % (nothing running on it), as a real idle GPU reports
+    busy: bool = False  # utilisation 80-100 % all the time (a training loop)
 
 
 class FakeDeviceHandle:
@@ -200,6 +203,8 @@ class FakeNvml:
         if gpu.idle:
             return 0.0
         t = self.clock()
+        if gpu.busy:
+            return 0.9 + 0.1 * math.sin(t / 1.7 + gpu.phase)
         wave = 0.5 + 0.45 * math.sin(t / 11.0 + gpu.phase) + 0.05 * math.sin(t / 1.7 + 2 * gpu.phase)
         return min(1.0, max(0.0, wave))
 
@@ -350,7 +355,7 @@ def make_gpus(count: int, models: list[str] | None = None, seed: int = 0,
 
 _SPEC_HELP = (
     "expected 'N[:option,...]' or 'driver_not_loaded' or 'library_not_found', with options "
-    "gpu_lost=I[+I], idle=I[+I], model=M[+M] (one of " + ", ".join(MODELS) + "), not_supported=F[+F] "
+    "gpu_lost=I[+I], idle=I[+I], busy=I[+I], model=M[+M] (one of " + ", ".join(MODELS) + "), not_supported=F[+F] "
     "(of " + ", ".join(sorted(FIELDS)) + "), seed=N, driver=X.Y.Z; e.g. '2:gpu_lost=1'"
 )
 
@@ -374,19 +379,20 @@ def make_fake_nvml(spec: str, *, clock: Callable[[], float] = time.monotonic) ->
     options: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in tail.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key not in ("gpu_lost", "idle", "model", "not_supported", "seed", "driver"):
+        if not eq or key not in ("gpu_lost", "idle", "busy", "model", "not_supported", "seed", "driver"):
             raise ConfigError(f"bad fake NVML option {item!r} in {spec!r}: {_SPEC_HELP}")
         options[key] = value
     try:
         seed = int(options.get("seed", "0"))
         lost = [int(i) for i in options["gpu_lost"].split("+")] if "gpu_lost" in options else []
         idle = [int(i) for i in options["idle"].split("+")] if "idle" in options else []
+        busy = [int(i) for i in options["busy"].split("+")] if "busy" in options else []
     except ValueError:
         raise ConfigError(f"bad number in fake NVML spec {spec!r}: {_SPEC_HELP}") from None
     models = options["model"].split("+") if "model" in options else None
     unsupported = options["not_supported"].split("+") if "not_supported" in options else []
     bad = [m for m in models or [] if m not in MODELS] + [f for f in unsupported if f not in FIELDS]
-    bad += [str(i) for i in (*lost, *idle) if not 0 <= i < count]
+    bad += [str(i) for i in (*lost, *idle, *busy) if not 0 <= i < count]
     if bad:
         raise ConfigError(f"unknown value(s) {', '.join(bad)} in fake NVML spec {spec!r}: {_SPEC_HELP}")
     gpus = make_gpus(count, models, seed, unsupported)
@@ -394,6 +400,12 @@ def make_fake_nvml(spec: str, *, clock: Callable[[], float] = time.monotonic) ->
         gpus[i].lost = True
     for i in idle:
         gpus[i].idle = True
+    for i in busy:
+        gpus[i].busy = True
+    both = sorted(set(idle) & set(busy))
+    if both:
+        raise ConfigError(f"GPU(s) {', '.join(map(str, both))} both idle and busy in fake NVML spec {spec!r}: "
+                          "name each GPU in one of idle= and busy=")
     kwargs: dict[str, Any] = {"seed": seed, "clock": clock}
     if "driver" in options:
         kwargs["driver_version"] = options["driver"]

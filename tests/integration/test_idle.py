@@ -31,7 +31,7 @@ async def _kernel(engine, kid: str, gpus: str, command: tuple[str, ...]) -> str:
 
 @pytest.fixture
 def sampler():
-    s = GpuSampler(make_fake_nvml("3:idle=0+1"), interval=0.2)  # GPU 2 is busy (a fake's moving load)
+    s = GpuSampler(make_fake_nvml("3:idle=0+1,busy=2"), interval=0.2)  # GPU 2 at 80-100 %
     s.ensure_started()
     assert s.wait_ready(5)
     yield s

@@ -170,6 +170,20 @@ def test_values_move_with_time_and_are_deterministic_for_a_seed():
     assert read(a)[3] == first[3]
 
 
+def test_idle_gpus_stay_at_zero_busy_ones_never_dip_and_the_others_wave_through_both():
+    clock = FakeClock()
+    nvml = make_fake_nvml("3:idle=0,busy=1", clock=clock)
+    nvml.nvmlInit()
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for _ in range(140):  # two of the wave's ~69 s periods, every second
+        for i in seen:
+            seen[i].append(nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(i)).gpu)
+        clock.t += 1.0
+    assert set(seen[0]) == {0}
+    assert min(seen[1]) >= 80
+    assert min(seen[2]) < 5 < 80 < max(seen[2])  # why a test that needs a busy GPU names it busy=
+
+
 def test_spec_parsing():
     nvml = make_fake_nvml(" 3:model=H100+L4,gpu_lost=0+2,not_supported=ecc,seed=1,driver=535.104.05 ")
     assert [g.model for g in nvml.gpus] == ["H100", "L4", "H100"]
@@ -178,7 +192,7 @@ def test_spec_parsing():
     assert nvml.driver_version == "535.104.05"
     assert make_fake_nvml("0").gpus == []
     for bad in ("", "two", "-1", "2:gpu_lost=2", "2:model=Z80", "2:not_supported=smell", "2:colour=red",
-                "2:gpu_lost", "2:seed=x"):
+                "2:gpu_lost", "2:seed=x", "2:busy=2", "2:idle=1,busy=1"):
         with pytest.raises(ConfigError, match="fake NVML"):
             make_fake_nvml(bad)
 
