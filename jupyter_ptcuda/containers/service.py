@@ -1,8 +1,8 @@
 """The container service: the one way the rest of the package launches, watches and removes containers.
 
 ``launch / inspect / signal / logs / follow / wait / exec / remove / list`` (+ ``run_once``, ``image``,
-``pull``, ``spec_of``, ``find``) over the engine seam (:mod:`.engine`, the only module that imports
-``docker``). Its types are ours, not Docker's: :class:`ContainerState`, :class:`ImageInfo`,
+``pull``, ``spec_of``, ``find``, ``pending``, ``image_digest``) over the engine seam (:mod:`.engine`, the
+only module that imports ``docker``). Its types are ours, not Docker's: :class:`ContainerState`, :class:`ImageInfo`,
 :class:`~.spec.ContainerSpec`. It is the interface a remote backend (the JupyterHub broker) and a
 Kubernetes backend implement; it stays small and async.
 
@@ -39,6 +39,11 @@ from .spec import ContainerSpec, spec_from_container
 
 log = logging.getLogger("jupyter_ptcuda")
 
+#: ``ContainerState.status`` of a container its backend ended at its deadline (a backend that
+#: :attr:`~ContainerService.enforces_deadlines`: Kubernetes, a Job's activeDeadlineSeconds). The job
+#: lifecycle records it as timed out. Docker's containers never read so.
+DEADLINE_STATUS = "deadline-exceeded"
+
 
 @dataclasses.dataclass(frozen=True)
 class ContainerState:
@@ -49,7 +54,7 @@ class ContainerState:
     image: str  # as asked for at create time (a tag, or the digest a job is pinned to)
     image_id: str
     running: bool
-    status: str  # created | running | exited | dead | removing | paused | restarting
+    status: str  # created | running | exited | dead | removing | paused | restarting | DEADLINE_STATUS
     tag: L.Tag
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     exit_code: int | None = None
@@ -113,6 +118,13 @@ class Launched(NamedTuple):
 
 class ContainerService:
     """Containers over one engine. One per process (:func:`get_service`); tests make their own."""
+
+    #: Whether the backend itself ends a job at its timeout (the container then reads as
+    #: :data:`DEADLINE_STATUS`); the job lifecycle's own timer is then only a backstop. Docker: no.
+    enforces_deadlines: bool = False
+    #: Whether a container may wait for a scheduler before it runs (status "created", not running, no exit
+    #: code; :meth:`pending` says why). Docker's start at once.
+    waits_for_scheduler: bool = False
 
     def __init__(self, engine: Engine | None = None) -> None:
         self._engine = engine
@@ -212,6 +224,17 @@ class ContainerService:
         if signals and state is not None and state.running and state.pid:
             self._open_pidfd(cid, state.pid)
         return state
+
+    async def pending(self, cid: str) -> str | None:
+        """Why container ``cid`` waits for a scheduler ("" when nothing was said), or None when it does not
+        wait. The job lifecycle asks while a job is queued (where :attr:`waits_for_scheduler`). Docker's
+        containers never wait for a scheduler: None."""
+        return None
+
+    def image_digest(self, state: ContainerState) -> str:
+        """The image ``state``'s container runs, as a job records it (``image_digest``) when it was known
+        only by name at submit. Docker: the image id as inspect gives it (``sha256:...``)."""
+        return state.image_id
 
     def _open_pidfd(self, cid: str, pid: int) -> int | None:
         if cid not in self._pidfds and hasattr(os, "pidfd_open"):

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 from traitlets.config import LoggingConfigurable
 
 from ..containers import labels as L
-from ..containers.kube.backend import DEADLINE_STATUS, digest_of
-from ..containers.service import ContainerService, ContainerState
+from ..containers.service import DEADLINE_STATUS, ContainerService, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
@@ -78,9 +77,9 @@ class JobLifecycle(LoggingConfigurable):
     # -- waiting for a scheduler (Kubernetes) -------------------------------------------------------
     def _pending(self, info: ContainerState | None) -> bool:
         """A container that waits to be scheduled (a Kubernetes job's pod still Pending): not ended, not
-        running. Only a backend with a scheduler (``service.pending``) has such; Docker's start at once."""
+        running. Only a backend that ``waits_for_scheduler`` has such; Docker's start at once."""
         return (info is not None and not info.running and info.exit_code is None and info.status == "created"
-                and hasattr(self.service, "pending"))
+                and self.service.waits_for_scheduler)
 
     async def _still_pending(self, job: Job) -> Job | None:
         """While a job's pod is Pending: its reason, ``pending: <the scheduler's word>``, kept up to date in
@@ -88,7 +87,7 @@ class JobLifecycle(LoggingConfigurable):
         deleted and the job fails ("start failed: ... stayed Pending ..."). The job, or None once it is
         no longer pending."""
         try:
-            said = await self.service.pending(job.container_id)  # type: ignore[attr-defined]
+            said = await self.service.pending(job.container_id or "")
         except LaunchError as exc:
             if await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
                               reason=f"start failed: {exc.message.splitlines()[0]}"):
@@ -109,11 +108,10 @@ class JobLifecycle(LoggingConfigurable):
         fields: dict[str, Any] = {"started": info.started_at or time.time(), "reason": None, **self._digest(job, info)}
         return await self._db(self.store.transition, job.id, RUNNING, **fields)
 
-    @staticmethod
-    def _digest(job: Job, info: ContainerState | None) -> dict[str, str]:
+    def _digest(self, job: Job, info: ContainerState | None) -> dict[str, str]:
         """``{"image_digest": ...}`` from the running container when the job's digest is only a name."""
         if info is not None and info.image_id and "sha256:" not in job.image_digest:
-            return {"image_digest": digest_of(info.image_id)}
+            return {"image_digest": self.service.image_digest(info)}
         return {}
 
     # -- watching and finalising ------------------------------------------------------------------
@@ -186,7 +184,7 @@ class JobLifecycle(LoggingConfigurable):
                 wait = self.poll_interval
                 if job.timeout and job.started:
                     # where the backend enforces it (a Job's activeDeadlineSeconds), this is a backstop
-                    backstop = self.cancel_grace + 30 if getattr(self.service, "enforces_deadlines", False) else 0
+                    backstop = self.cancel_grace + 30 if self.service.enforces_deadlines else 0
                     left = job.started + job.timeout + backstop - time.time()
                     if left <= 0 and not job.cancel_reason:
                         return await self.cancel(job_id, reason=TIMED_OUT)

@@ -37,7 +37,7 @@ from typing import Any
 from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
 from .. import labels as L
 from ..identity import Identity, this_server
-from ..service import ContainerService, ContainerState, ImageInfo, Launched
+from ..service import DEADLINE_STATUS, ContainerService, ContainerState, ImageInfo, Launched
 from ..spec import ContainerSpec
 from . import pods as P
 from .options import KubeBackend, KubeOptions
@@ -46,9 +46,6 @@ log = logging.getLogger("jupyter_ptcuda")
 
 #: Exit code a Job killed at its activeDeadlineSeconds reads as (as coreutils ``timeout``).
 DEADLINE_EXIT = 124
-#: ``ContainerState.status`` of a Job the Job controller ended at its activeDeadlineSeconds (the job
-#: lifecycle records it as timed out).
-DEADLINE_STATUS = "deadline-exceeded"
 NO_CREDENTIALS = ("the Kubernetes backend found no credentials for the Kubernetes API: run the server in a pod whose "
                   "service account has the Role in examples/k8s/role.yaml (z2jh: singleuser.serviceAccountName), or "
                   "give a kubeconfig ($KUBECONFIG or ~/.kube/config); or use the Docker backend "
@@ -141,6 +138,8 @@ class KubeContainerService:
 
     #: A job's timeout is its Job's activeDeadlineSeconds: the job lifecycle's own timer is only a backstop.
     enforces_deadlines = True
+    #: A pod (a Job's pod) waits Pending for the scheduler: :meth:`pending` says why.
+    waits_for_scheduler = True
 
     def __init__(self, options: KubeOptions | None = None, *, configuration: Any = None,
                  identity: Identity | None = None, poll: float = 2.0) -> None:
@@ -617,6 +616,11 @@ class KubeContainerService:
         (:mod:`jupyter_ptcuda.jobs.imports`), a job records the digest its pod runs (the container status's
         imageID, :func:`digest_of`) once it runs."""
         return ImageInfo(id="", digest=ref, labels={}, env={}, inspected=False)
+
+    def image_digest(self, state: ContainerState) -> str:
+        """The image a pod runs (its container status's imageID, :func:`digest_of`): what a job records once
+        its pod runs."""
+        return digest_of(state.image_id)
 
 
 def check_available(configuration: Any = None) -> None:
