@@ -3,10 +3,17 @@ failure, never a skip."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import time
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from jupyter_ptcuda.jobs.manager import JobManager
+    from jupyter_ptcuda.jobs.store import Job
 
 # pytest-jupyter runs every coroutine test on its io_loop (jp_fetch needs that loop).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -50,3 +57,15 @@ def ours(engine, **labels) -> list[dict]:
 
     filters = [L.PREFIX + "kind"] + [f"{L.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
     return engine.run_sync(lambda api: api.containers(all=True, filters={"label": filters}))
+
+
+async def finished(mgr: JobManager, job_id: str, within: float = 90) -> Job:
+    """Job ``job_id`` once it has ended (completed, failed, cancelled, timed out), as ``mgr`` reports it;
+    AssertionError naming its state and reason when it is still going after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        job = await mgr.get(job_id)
+        if job.terminal:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.state} ({job.reason})"
+        await asyncio.sleep(0.1)

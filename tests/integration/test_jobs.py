@@ -19,6 +19,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
+from tests.conftest import finished
 from tests.integration.conftest import hook_engine
 
 pytestmark = pytest.mark.integration
@@ -63,16 +64,6 @@ def script(folder: Path, name: str, body: str) -> Path:
     path = folder / name
     path.write_text(body)
     return path
-
-
-async def finished(mgr: JobManager, job_id: str, within: float = 90):
-    deadline = time.monotonic() + within
-    while True:
-        job = await mgr.get(job_id)
-        if job.terminal:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job.state}"
-        await asyncio.sleep(0.2)
 
 
 async def output_contains(mgr: JobManager, job_id: str, text: str, within: float = 60) -> None:

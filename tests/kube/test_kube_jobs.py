@@ -25,6 +25,7 @@ from jupyter_ptcuda.errors import ConfigError, Forbidden
 from jupyter_ptcuda.health.runner import check_allowed, check_image
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
+from tests.conftest import finished
 
 from .fakeapi import SCHEMA, FakeKube
 from .test_kube_kernels import node_cluster
@@ -66,16 +67,6 @@ def objects(fake: FakeKube, plural: str) -> list[dict]:
 def script(folder: Path, name: str, body: str) -> str:
     (folder / name).write_text(body)
     return str(folder / name)
-
-
-async def finished(mgr: JobManager, job_id: str, within: float = 90):
-    deadline = time.monotonic() + within
-    while True:
-        job = await mgr.get(job_id)
-        if job.terminal:
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job.state} ({job.reason})"
-        await asyncio.sleep(0.1)
 
 
 async def the_job(fake: FakeKube) -> dict:
