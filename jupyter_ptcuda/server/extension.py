@@ -26,6 +26,7 @@ from ..containers.remote_gpus import BrokerLedger, BrokerSampler
 from ..containers.service import ContainerService, get_service
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
+from ..notices import Notices, set_active_notices
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
 
@@ -42,7 +43,7 @@ class PtcudaState:
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
-    notices: list[dict[str, Any]] = field(default_factory=list)  # what the broker did to our kernels
+    notices: Notices = field(default_factory=Notices)  # the broker's (idle kernels), Kubernetes' (pending pods)
     notices_since: float = 0.0
 
     def spawn(self, coro: Any) -> asyncio.Task:
@@ -104,6 +105,7 @@ class PtcudaExtension(ExtensionApp):
         set_active_ledger(ledger)
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
+        set_active_notices(self.state.notices)
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
@@ -168,9 +170,7 @@ class PtcudaExtension(ExtensionApp):
                     await km.shutdown_kernel(kid, now=notice.get("state") == "enforced")
                 except Exception as exc:  # already going away
                     self.log.info("jupyter-ptcuda: shutting down kernel %s: %s", kid[:8], exc)
-            key = (notice.get("at"), kid)
-            state.notices = [n for n in state.notices if (n.get("at"), n.get("kernel_id")) != key] + [notice]
-            del state.notices[:-50]
+            state.notices.post(notice)
         return fresh
 
     async def _notice_loop(self, service: RemoteContainerService) -> None:
@@ -192,3 +192,4 @@ class PtcudaExtension(ExtensionApp):
         except PtcudaError:
             pass
         set_active_ledger(None)
+        set_active_notices(None)

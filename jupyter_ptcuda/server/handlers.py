@@ -251,13 +251,14 @@ class NoticesHandler(PtcudaHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """What was done to this server's kernels from outside (the Hub broker shutting an idle GPU kernel
-        down), newest last; ``?since=<epoch>``: only those posted or changed after it."""
+        """What happened to this server's kernels that the user should hear of (the Hub broker shutting an
+        idle GPU kernel down, a kernel pod waiting for a node: :mod:`jupyter_ptcuda.notices`), newest last;
+        ``?since=<epoch>``: only those posted or changed after it."""
         try:
             since = float(self.get_argument("since", "0") or 0)
         except ValueError:
             raise web.HTTPError(400, "since must be a number (epoch seconds)") from None
-        self.write_json({"notices": [n for n in self.state.notices if float(n.get("updated") or 0) > since]})
+        self.write_json({"notices": self.state.notices.since(since)})
 
 
 class MetricsHandler(PtcudaHandler):

@@ -1,9 +1,11 @@
 /**
- * Notices: what was done to this server's kernels from outside (under the JupyterHub broker, a
- * kernel that held GPUs unused past the operator's idle timeout is shut down). Polls
- * `GET jupyter-ptcuda/notices?since=` and shows each notice once as a JupyterLab notification
- * that stays until the user closes it — also after a page reload (shown keys are remembered in
- * localStorage, per server).
+ * Notices: what happened to this server's kernels that the user should hear of — under the
+ * JupyterHub broker, a kernel that held GPUs unused past the operator's idle timeout is shut down;
+ * on Kubernetes, a kernel's pod waits for a node (the scheduler's reason), then starts or is given
+ * up. Polls `GET jupyter-ptcuda/notices?since=` and shows each notice once as a JupyterLab
+ * notification — also not again after a page reload (shown keys are remembered in localStorage,
+ * per server). When a notice shown on this page changes (waiting → started), its notification is
+ * updated in place rather than a second one shown.
  */
 import { Notification } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
@@ -12,8 +14,8 @@ import { ApiError, requestAPI } from './request';
 
 /** One notice of the REST API (openapi.yaml, /notices). */
 export interface INotice {
-  kind: string;
-  state: 'requested' | 'done' | 'enforced';
+  kind: 'idle_gpu_kernel' | 'kernel_pending' | string;
+  state: 'requested' | 'done' | 'enforced' | 'waiting' | 'started' | 'failed';
   message: string;
   kernel_id?: string;
   notebook?: string | null;
@@ -23,20 +25,52 @@ export interface INotice {
   updated: number;
 }
 
-/** How a notice reaches the user (default: a JupyterLab warning notification). */
-export type Notify = (notice: INotice, openNotebook?: () => void) => void;
+/**
+ * How a notice reaches the user (default: a JupyterLab notification); it may return the
+ * notification's id, so that a later change of the notice updates it (`Update`).
+ */
+export type Notify = (
+  notice: INotice,
+  openNotebook?: () => void
+) => string | void;
+export type Update = (id: string, notice: INotice) => void;
 
 export const OPEN_NOTEBOOK = 'Open notebook';
+
+/** How a notice looks: a kernel that started is good news and goes away by itself. */
+export function noticeLook(notice: INotice): {
+  type: 'warning' | 'error' | 'success';
+  autoClose: number | false;
+} {
+  if (notice.kind === 'kernel_pending' && notice.state === 'started') {
+    return { type: 'success', autoClose: 8000 };
+  }
+  if (notice.state === 'failed') {
+    return { type: 'error', autoClose: false };
+  }
+  return { type: 'warning', autoClose: false };
+}
 
 export function notifyWarning(
   notice: INotice,
   openNotebook?: () => void
-): void {
-  Notification.warning(notice.message, {
-    autoClose: false,
+): string {
+  const look = noticeLook(notice);
+  return Notification.emit(notice.message, look.type, {
+    autoClose: look.autoClose,
     actions: openNotebook
       ? [{ label: OPEN_NOTEBOOK, callback: openNotebook }]
       : []
+  });
+}
+
+export function updateNotification(id: string, notice: INotice): void {
+  const look = noticeLook(notice);
+  Notification.update({
+    id,
+    message: notice.message,
+    type: look.type,
+    autoClose: look.autoClose
   });
 }
 
@@ -47,6 +81,7 @@ export interface INoticesOptions {
   /** Seconds between polls (default 10). */
   interval?: number;
   notify?: Notify;
+  update?: Update;
   openNotebook?: (path: string) => void;
   /** Where shown keys are remembered (default: window.localStorage when there is one). */
   storage?: Pick<Storage, 'getItem' | 'setItem'> | null;
@@ -57,6 +92,7 @@ export class NoticesPoller {
     this._settings = options.serverSettings;
     this._interval = (options.interval ?? 10) * 1000;
     this._notify = options.notify ?? notifyWarning;
+    this._update = options.update ?? updateNotification;
     this._open = options.openNotebook;
     this._storage =
       options.storage !== undefined
@@ -97,15 +133,23 @@ export class NoticesPoller {
       this._since = Math.max(this._since, notice.updated);
       const key = `${notice.at}:${notice.kernel_id ?? ''}`;
       if (this._shown.includes(key)) {
+        const live = this._live.get(key);
+        if (live && live.state !== notice.state + notice.message) {
+          live.state = notice.state + notice.message;
+          this._update(live.id, notice); // the notification on this page says what changed
+        }
         continue;
       }
       this._shown.push(key);
       fresh.push(notice);
       const path = notice.notebook;
-      this._notify(
+      const id = this._notify(
         notice,
         path && this._open ? () => this._open!(path) : undefined
       );
+      if (typeof id === 'string') {
+        this._live.set(key, { id, state: notice.state + notice.message });
+      }
     }
     if (fresh.length) {
       this._save();
@@ -156,6 +200,8 @@ export class NoticesPoller {
   private _settings: ServerConnection.ISettings;
   private _interval: number;
   private _notify: Notify;
+  private _update: Update;
+  private _live = new Map<string, { id: string; state: string }>();
   private _open?: (path: string) => void;
   private _storage: Pick<Storage, 'getItem' | 'setItem'> | null;
   private _storageKey: string;

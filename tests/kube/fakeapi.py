@@ -21,6 +21,7 @@ import datetime
 import json
 import re
 import secrets
+import time
 from typing import Any
 
 import kubernetes_validate
@@ -162,7 +163,7 @@ class FakeKube:
         await self.modify("jobs", job, change)
 
     async def event(self, pod: str, reason: str, message: str, type: str = "Warning") -> None:
-        name = f"{pod}.{secrets.token_hex(4)}"
+        name = f"{pod}.{time.time_ns():x}"  # as client-go's recorder names them: listed in the order they happened
         await self.put("events", {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
                                   "involvedObject": {"kind": "Pod", "name": pod, "namespace": self.namespace},
                                   "reason": reason, "message": message, "type": type, "lastTimestamp": now(),

@@ -86,6 +86,16 @@ class Node:
         self.containers.clear()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    async def add_capacity(self, resource: str, quantity: str) -> None:
+        """The node gets more of ``resource`` (a GPU freed, a bigger node added by the autoscaler): the
+        scheduler tries its unschedulable pods again, as a real one does when capacity changes."""
+        self.capacity[resource] = quantity
+        for uid, pod in self._pods().items():
+            if uid in self._stuck and not pod["spec"].get("nodeName"):
+                self._stuck.discard(uid)
+        async with self.fake.changed:
+            self.fake.changed.notify_all()
+
     def leftovers(self) -> list[dict]:
         return self.api.containers(all=True, filters={"label": f"{LABEL}={VALUE}"})
 

@@ -134,6 +134,31 @@ async def test_a_pod_that_stays_pending_is_reported_with_the_schedulers_reason_a
         assert ("pods", pod) not in fake.objects
 
 
+async def test_while_a_pod_waits_the_caller_hears_each_new_warning_and_not_a_quick_starts_normal_events():
+    async with cluster(launch_timeout=30.0) as (fake, svc):
+        said: list[str] = []
+        task = asyncio.ensure_future(svc.launch(spec(L.HEALTH), on_pending=said.append))
+        pod = await created(fake, "pods")
+        await fake.event(pod, "Scheduled", "Successfully assigned hub/x to node-1", type="Normal")
+        await asyncio.sleep(0.6)  # three looks at its events: a Normal step of a start is not news
+        assert said == []
+        await fake.event(pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        for _ in range(50):
+            if said:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert said == ["FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."]  # once
+        await fake.event(pod, "FailedMount", 'MountVolume.SetUp failed for volume "nb": not found')
+        for _ in range(50):
+            if len(said) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert said[1] == 'FailedMount: MountVolume.SetUp failed for volume "nb": not found'
+        await fake.run(pod)
+        assert (await task).id == pod and len(said) == 2
+
+
 async def test_a_pod_runs_and_is_signalled_and_reaped_when_its_server_is_gone():
     async with cluster() as (fake, svc):
         task = asyncio.ensure_future(svc.launch(spec(L.HEALTH, gpus=GpuRequest())))

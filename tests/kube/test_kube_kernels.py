@@ -167,15 +167,66 @@ async def test_a_kernel_pod_runs_code_over_curvezmq_on_its_pod_ip_and_leaves_not
         assert node.leftovers() == []
 
 
-async def test_a_kernel_that_cannot_be_scheduled_says_why_and_is_deleted(kernelspec, tmp_path):
+async def test_a_kernel_that_cannot_be_scheduled_says_why_and_is_deleted(kernelspec, tmp_path, monkeypatch):
+    from jupyter_ptcuda import notices as N
+
+    board = N.Notices()
+    monkeypatch.setattr(N, "_active", board)
     async with node_cluster(tmp_path, launch_timeout=2.0) as (fake, svc, node):
         km = AsyncKernelManager(kernel_name=kernelspec(gpus=1))
         with pytest.raises(LaunchError, match=r"stayed Pending for 2 s \(FailedScheduling: 0/1 nodes are available: "
                                               r"1 Insufficient nvidia.com/gpu\.") as err:
             await km.start_kernel()
         assert "Ask for fewer GPUs" in str(err.value)
+        told, = board.since()  # the notification that said it waits now says it was given up
+        assert told["state"] == "failed" and "did not start:" in told["message"] and "stayed Pending" in told["message"]
         assert objects(fake, "pods") == [] and objects(fake, "secrets") == []
         await km.cleanup_resources()
+
+
+async def test_a_kernel_waiting_for_a_gpu_tells_the_user_why_then_that_it_started(kernelspec, tmp_path, monkeypatch):
+    """What JupyterLab shows while a GPU kernel's pod waits (GET jupyter-ptcuda/notices, the labextension's
+    notification): the scheduler's reason at once, then "started" when a GPU frees up; a kernel that
+    starts at once posts nothing."""
+    from jupyter_ptcuda import notices as N
+
+    board = N.Notices()
+    monkeypatch.setattr(N, "_active", board)
+    async with node_cluster(tmp_path, launch_timeout=60.0) as (fake, svc, node):
+        km = AsyncKernelManager(kernel_name=kernelspec(gpus=1))
+        start = asyncio.ensure_future(km.start_kernel())
+        try:
+            for _ in range(100):
+                if board.since():
+                    break
+                await asyncio.sleep(0.1)
+            waiting, = board.since()
+            assert waiting["kind"] == "kernel_pending" and waiting["state"] == "waiting"
+            assert waiting["kernel_id"] == km.kernel_id
+            assert waiting["message"].startswith(f"Kernel {km.kernel_id[:8]} is waiting for a node: FailedScheduling: "
+                                                 "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+            assert "given up after 60 s" in waiting["message"]
+            assert not start.done()
+            await node.add_capacity("nvidia.com/gpu", "1")  # a GPU frees up
+            await asyncio.wait_for(start, 90)
+            started, = board.since(waiting["updated"])
+            assert started["state"] == "started" and started["at"] == waiting["at"]  # the same notice, updated
+            assert "started after waiting" in started["message"]
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=90)
+            assert await run(kc, "6*7") == ("ok", "42")
+            kc.stop_channels()
+        finally:
+            if not start.done():
+                start.cancel()
+            await km.shutdown_kernel(now=True)
+        seen = board.since()
+        other = AsyncKernelManager(kernel_name=kernelspec(gpus="none"))
+        await other.start_kernel()
+        await other.shutdown_kernel(now=True)
+        assert board.since() == seen  # a kernel that started at once: nothing to tell
+    assert objects(fake, "pods") == [] and objects(fake, "secrets") == []
 
 
 async def test_a_kernel_pod_that_exits_at_start_says_so_with_its_log(kernelspec, tmp_path):

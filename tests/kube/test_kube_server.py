@@ -128,11 +128,22 @@ async def test_the_server_runs_kernels_as_pods_and_says_why_one_cannot_start(jp_
         await asyncio.sleep(0.1)
     assert cluster.objects("pods") == []
 
-    # a GPU kernel on a cluster without free GPUs: the start fails with the scheduler's reason
-    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "ptcuda-kube-gpu"}), raise_error=False)
+    # a GPU kernel on a cluster without free GPUs: JupyterLab hears why while it waits (notices), then the
+    # start fails with the scheduler's reason and the notice says it was given up
+    start = asyncio.ensure_future(jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "ptcuda-kube-gpu"}),
+                                           raise_error=False))
+    seen: list[dict] = []
+    while not start.done():
+        seen += json.loads((await jp_fetch("jupyter-ptcuda", "notices")).body)["notices"]
+        await asyncio.sleep(0.2)
+    r = await start
     body = json.loads(r.body)
     assert r.code == 500
     assert "FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in body["message"]
+    waiting = next(n for n in seen if n["state"] == "waiting")
+    assert waiting["kind"] == "kernel_pending" and "is waiting for a node: FailedScheduling: 0/1 nodes" in waiting["message"]
+    done, = json.loads((await jp_fetch("jupyter-ptcuda", "notices", params={"since": waiting["updated"]})).body)["notices"]
+    assert done["state"] == "failed" and done["at"] == waiting["at"] and "stayed Pending for 2 s" in done["message"]
     assert cluster.objects("pods") == [] and cluster.objects("secrets") == []
 
     # a CPU kernel runs as a pod; shutting it down deletes pod and Secret

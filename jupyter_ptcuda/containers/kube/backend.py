@@ -46,6 +46,8 @@ log = logging.getLogger("jupyter_ptcuda")
 
 #: Exit code a Job killed at its activeDeadlineSeconds reads as (as coreutils ``timeout``).
 DEADLINE_EXIT = 124
+#: Seconds a pod may wait with only Normal events (Scheduled, Pulling) before ``launch(on_pending=)`` says so.
+SAY_PENDING_AFTER = 10.0
 NO_CREDENTIALS = ("the Kubernetes backend found no credentials for the Kubernetes API: run the server in a pod whose "
                   "service account has the Role in examples/k8s/role.yaml (z2jh: singleuser.serviceAccountName), or "
                   "give a kubeconfig ($KUBECONFIG or ~/.kube/config); or use the Docker backend "
@@ -304,14 +306,20 @@ class KubeContainerService:
     async def _pending_reason(self, pod: str, kind: str = "Pod") -> str:
         """What the scheduler (or kubelet) last said about a pod that does not run yet (``kind`` "Job": what
         the Job controller said of a Job that has no pod, e.g. FailedCreate when a quota is exceeded)."""
+        return (await self._pending_said(pod, kind))[0]
+
+    async def _pending_said(self, pod: str, kind: str = "Pod") -> tuple[str, bool]:
+        """:meth:`_pending_reason` and whether it is a Warning (FailedScheduling, FailedMount, a failed pull:
+        what the user must hear of) rather than a Normal step of a start (Scheduled, Pulling)."""
         core = await self._core()
         got = await self._call(core.list_namespaced_event, self.namespace, what=f"events of {kind.lower()} {pod}",
                                field_selector=f"involvedObject.kind={kind},involvedObject.name={pod}")
         events = sorted(got.get("items") or [],
                         key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
                         (e.get("metadata") or {}).get("creationTimestamp") or "")
-        warnings = [e for e in events if e.get("type") == "Warning"] or events
-        return f"{warnings[-1].get('reason')}: {warnings[-1].get('message')}" if warnings else ""
+        warnings = [e for e in events if e.get("type") == "Warning"]
+        said = (warnings or events)[-1:]
+        return (f"{said[0].get('reason')}: {said[0].get('message')}" if said else "", bool(warnings))
 
     # -- launching ---------------------------------------------------------------------------------
     def validate(self, spec: ContainerSpec, *, timeout: float | None = None, gpu_resource: str | None = None) -> None:
@@ -322,12 +330,16 @@ class KubeContainerService:
 
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
                      assign_gpus: bool = True, timeout: float | None = None,
-                     gpu_resource: str | None = None, wait: bool = True) -> Launched:
+                     gpu_resource: str | None = None, wait: bool = True,
+                     on_pending: Callable[[str], None] | None = None) -> Launched:
         """Create the pod (a Job for a job) and wait until it leaves Pending; a pod still Pending after
         ``launch_timeout`` is deleted and the launch fails with the scheduler's reason. The scheduler
         assigns GPUs (``claim``/``assign_gpus``: no ledger here); ``gpu_fallback`` has nothing to fall back
         from. ``timeout``: a job's activeDeadlineSeconds. ``gpu_resource``: an allowed MIG profile.
-        ``wait=False`` (the job manager): return once it is created; :meth:`pending` says why it waits."""
+        ``wait=False`` (the job manager): return once it is created; :meth:`pending` says why it waits.
+        ``on_pending(reason)``: called while it waits, each time the reason changes, once a Warning was said
+        (FailedScheduling, FailedMount, a failed pull) or it has waited :data:`SAY_PENDING_AFTER` seconds:
+        the provisioner tells the user in JupyterLab (a quick start's Normal events are not news)."""
         name = P.object_name(spec, secrets.token_hex(3))
         body = P.manifest(spec, self.options, self.identity, name=name, timeout=timeout, gpu_resource=gpu_resource)
         is_job = body["kind"] == "Job"
@@ -353,11 +365,12 @@ class KubeContainerService:
         field = None if is_job else f"metadata.name={name}"
         started = time.monotonic()
         limit = self.options.launch_timeout
-        reason = ""
+        reason = told = ""
         pod_name = name
         while True:
+            look = min(0.5, self._poll) if not told and time.monotonic() - started < 1 else self._poll  # first: soon
             pod = await self._watch(selector, lambda p: (p.get("status") or {}).get("phase") not in (None, "Pending"),
-                                    min(self._poll, max(0.0, limit - (time.monotonic() - started))), field=field)
+                                    min(look, max(0.0, limit - (time.monotonic() - started))), field=field)
             if pod is not None:
                 return Launched(name, spec)
             if is_job:
@@ -365,10 +378,15 @@ class KubeContainerService:
                 pod_name = job_pod["metadata"]["name"] if job_pod else ""
                 if job_pod is None and await self._job_done(name):
                     return Launched(name, spec)  # over before we saw its pod (deadline, or gone already)
-            said = (await self._pending_reason(pod_name) if pod_name else "") or reason
+            said, warning = await self._pending_said(pod_name) if pod_name else ("", False)
+            said = said or reason
             if said != reason:
                 log.info("jupyter-ptcuda: %s %s is Pending: %s", spec.labels.get(L.KIND, "pod"), name, said)
             reason = said
+            if on_pending is not None and reason and reason != told and (
+                    warning or time.monotonic() - started >= SAY_PENDING_AFTER):
+                told = reason
+                on_pending(reason)
             if time.monotonic() - started >= limit:
                 await self.remove(name)
                 raise LaunchError(f"{spec.labels.get(L.KIND, 'pod')} {name} stayed Pending for {limit:.0f} s"

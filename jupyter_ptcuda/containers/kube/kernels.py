@@ -20,9 +20,12 @@ Callers: the provisioner, when :func:`~..service.get_service` is the Kubernetes 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LaunchError, PtcudaError
+from ...notices import PendingKernel
+from .. import labels as L
 from ..spec import ContainerSpec
 
 if TYPE_CHECKING:
@@ -51,9 +54,16 @@ def prepare_connection(km: Any) -> None:
 async def launch_pod(prov: DockerProvisioner) -> tuple[str, ContainerSpec, str]:
     """Start the kernel's pod (and its Secret) and wait until it runs: ``(pod, spec, pod IP)``. A pod
     that stays Pending fails with the scheduler's reason (the backend deletes it); one that ended
-    already fails with its exit code and log; either way nothing is left behind."""
+    already fails with its exit code and log; either way nothing is left behind. While the pod waits
+    for a node, the user is told in JupyterLab (a ``kernel_pending`` notice: :mod:`jupyter_ptcuda.notices`)."""
     svc: Any = prov.service
-    launched = await svc.launch(prov._spec, claim=str(prov.kernel_id), gpu_resource=prov.gpu_resource or None)
+    told = PendingKernel(str(prov.kernel_id), prov._spec.labels.get(L.NOTEBOOK) or None, svc.options.launch_timeout)
+    try:
+        launched = await svc.launch(prov._spec, claim=str(prov.kernel_id), gpu_resource=prov.gpu_resource or None,
+                                    on_pending=told.waiting)
+    except BaseException as exc:
+        told.failed(_why(exc))
+        raise
     pod = launched.id
     try:
         state = await svc.inspect(pod)
@@ -63,10 +73,19 @@ async def launch_pod(prov: DockerProvisioner) -> tuple[str, ContainerSpec, str]:
             except PtcudaError:  # gone, or never started (an init container failed): no log
                 logs = ""
             raise svc.describe_exit(state, logs, f"kernel pod {pod} (image {launched.spec.image}) stopped during start-up")
-        return pod, launched.spec, await svc.address(pod)
-    except BaseException:
+        address = await svc.address(pod)
+    except BaseException as exc:
+        told.failed(_why(exc))
         await svc.remove(pod)
         raise
+    told.started()
+    return pod, launched.spec, address
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "the start was cancelled."
+    return exc.message if isinstance(exc, PtcudaError) else str(exc) or type(exc).__name__
 
 
 def interrupt(km: Any) -> None:

@@ -3,7 +3,7 @@
  * its message and a way to its notebook; a later poll asks only for what changed, a reload does
  * not show it again, and polling stops when the server extension is not there.
  */
-import { INotice, NoticesPoller } from '../notices';
+import { INotice, noticeLook, NoticesPoller } from '../notices';
 import { FakeServer } from './fakeserver';
 
 const notice: INotice = {
@@ -62,6 +62,56 @@ describe('NoticesPoller', () => {
     expect(shown).toHaveLength(1);
     const since = server.requests.map(r => r.url.searchParams.get('since'));
     expect(since).toEqual(['0', '1000.5', '1003']);
+  });
+
+  it('a kernel waiting for a node is shown once and that notification then says it started', async () => {
+    const waiting: INotice = {
+      kind: 'kernel_pending',
+      state: 'waiting',
+      message:
+        'The kernel for work/train.ipynb is waiting for a node: FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu. It is given up after 300 s (ask for fewer GPUs or less memory, or wait for a free node).',
+      kernel_id: '99aa',
+      notebook: 'work/train.ipynb',
+      at: 3000,
+      updated: 3000
+    };
+    const started: INotice = {
+      ...waiting,
+      state: 'started',
+      message:
+        'The kernel for work/train.ipynb started after waiting 41 s for a node.',
+      updated: 3041
+    };
+    server.on(
+      'GET',
+      'notices',
+      { body: { notices: [waiting] } },
+      { body: { notices: [waiting] } }, // unchanged: nothing to do
+      { body: { notices: [started] } }
+    );
+    const shown: string[] = [];
+    const updates: Array<[string, string]> = [];
+    const poller = new NoticesPoller({
+      serverSettings: server.settings,
+      notify: n => {
+        shown.push(n.message);
+        return 'note-1';
+      },
+      update: (id, n) => void updates.push([id, n.message]),
+      storage: memoryStorage()
+    });
+    await poller.poll();
+    await poller.poll();
+    expect(updates).toEqual([]);
+    await poller.poll();
+    expect(shown).toEqual([waiting.message]); // one notification, not two
+    expect(updates).toEqual([['note-1', started.message]]);
+    expect(noticeLook(waiting)).toEqual({ type: 'warning', autoClose: false });
+    expect(noticeLook(started)).toEqual({ type: 'success', autoClose: 8000 });
+    expect(noticeLook({ ...waiting, state: 'failed' })).toEqual({
+      type: 'error',
+      autoClose: false
+    });
   });
 
   it('does not show a notice again after a page reload', async () => {
