@@ -321,8 +321,8 @@ class JobManager(JobLifecycle):
         A kernel managed by this server gives its provisioner's ``_spec``; otherwise (the CLI) the spec is
         read back from the kernel container (found by its label). The GPUs are the container's: a count
         becomes the device indexes Docker gave it (0..n-1). On Kubernetes the scheduler picks devices, so
-        a count stays a count (the job gets as many of the same resource), and only a kernel of this
-        server can be copied (a pod's spec is not read back).
+        a count stays a count (the job gets as many of the same resource); a kernel this process did not
+        start is copied from its pod's record of its spec (annotation, :func:`..containers.kube.pods.spec_record`).
         """
         if is_kube(self.service):
             return await self._kube_kernel_spec(kernel_id)
@@ -348,11 +348,12 @@ class JobManager(JobLifecycle):
     async def _kube_kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo, str]:
         prov = self._provisioner(kernel_id)
         spec = getattr(prov, "_spec", None)
-        if not isinstance(spec, ContainerSpec):
-            raise ConfigError(f"kernel {kernel_id[:12]} is not a kernel of this Jupyter server: on Kubernetes a job "
-                              "copies a kernel only through the server that runs it (JupyterLab's Run as job, or POST "
-                              "jobs with kernel_id); from the command line give --image and --gpus instead.")
-        return spec, await self.service.image(spec.image), str(getattr(prov, "gpu_resource", "") or "")
+        if isinstance(spec, ContainerSpec):
+            return spec, await self.service.image(spec.image), str(getattr(prov, "gpu_resource", "") or "")
+        # not started here (the CLI beside the server): the kernel pod's own record of its spec
+        pod = await self.service.find(L.KERNEL, kernel_id)
+        spec, gpu_resource = await self.service.kernel_record(pod.id)  # type: ignore[attr-defined]
+        return spec, await self.service.image(spec.image), gpu_resource
 
     async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
                      watch: bool, gpu_resource: str | None = None) -> Job:

@@ -283,6 +283,20 @@ async def test_a_job_from_a_kernel_pod_runs_in_its_configuration(tmp_path, test_
             job = await finished(mgr, job.id)
             assert (job.state, job.exit_code, job.image, job.kernel_id) == ("completed", 0, test_image, kid)
             assert "as 1000" in Path(job.log_path).read_text()
+            # from a process that did not start the kernel (`jupyter ptcuda run --from-kernel` beside the
+            # server: no kernel manager): the same configuration, from the kernel pod's own record
+            mgr._kernel_manager = None
+            for _ in range(200):  # the first job's Job is deleted once it is recorded
+                if not objects(fake, "jobs"):
+                    break
+                await asyncio.sleep(0.05)
+            assert objects(fake, "jobs") == []
+            job = await mgr.submit(JobRequest(path=path, kernel_id=kid[:8]))
+            limits = (await the_job(fake))["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert limits == {MIG: "1"}
+            job = await finished(mgr, job.id)
+            assert (job.state, job.exit_code, job.image, job.kernel_id) == ("completed", 0, test_image, kid[:8])
+            assert "as 1000" in Path(job.log_path).read_text()
         finally:
             await mkm.shutdown_all(now=True)
 

@@ -179,6 +179,26 @@ def test_a_kernels_connection_file_comes_from_a_secret_owned_by_its_pod():
     assert "fsGroup" not in plain["spec"]["securityContext"] and "initContainers" not in plain["spec"]
 
 
+def test_a_kernel_pod_keeps_what_a_job_copies_from_it_and_never_its_key():
+    from jupyter_ptcuda.containers.spec import SpecFile
+
+    spec = P.build(job_request(kind=L.KERNEL, gpus=GpuRequest("count", 1), env={"HF_HOME": "/home/jovyan/hf"},
+                               files=(SpecFile("/run/ptcuda/kernel.json", b'{"key": "s3cret"}'),)), POLICY, ANN)
+    pod = validate(P.pod_manifest(spec, OPTS, ANN, name="k", gpu_resource="nvidia.com/mig-1g.18gb"))
+    annotations = pod["metadata"]["annotations"]
+    assert "s3cret" not in annotations[P.SPEC] and "kernel.json" not in annotations[P.SPEC]
+    back, resource = P.spec_from_record(annotations)
+    assert resource == "nvidia.com/mig-1g.18gb"
+    assert back == dataclasses.replace(spec, files=(), command=(), ports={})  # labels: from the other annotations
+    for kind in (L.JOB, L.HEALTH):  # only kernels are copied
+        other = P.manifest(P.build(job_request(kind=kind), POLICY, ANN), OPTS, ANN, name="x")
+        meta = other["spec"]["template"]["metadata"] if other["kind"] == "Job" else other["metadata"]
+        assert P.SPEC not in meta["annotations"] and P.SPEC not in other["metadata"]["annotations"]
+    assert P.spec_from_record({L.KIND: "kernel"}) is None  # an older pod: no record
+    with pytest.raises(ConfigError, match="restart the kernel"):
+        P.spec_from_record({P.SPEC: '{"spec": {"gpus": 7}}'})
+
+
 def test_the_schema_check_is_real():
     m = P.build_pod(job_request(), POLICY, ANN, OPTS, name="j")
     m["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"] = "ALL"

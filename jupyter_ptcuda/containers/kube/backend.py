@@ -635,6 +635,24 @@ class KubeContainerService:
         imageID, :func:`digest_of`) once it runs."""
         return ImageInfo(id="", digest=ref, labels={}, env={}, inspected=False)
 
+    async def kernel_record(self, cid: str) -> tuple[ContainerSpec, str]:
+        """``(spec, gpu_resource)`` a kernel pod was made from, read from the pod (annotation
+        :data:`.pods.SPEC`): what ``run --from-kernel`` copies when this process did not start the kernel
+        (the CLI beside the server). NotFound if the pod is gone; ConfigError if it has no record."""
+        pod = await self._pod(cid)
+        if pod is None:
+            raise NotFound(f"pod {cid} is gone.")
+        got = P.spec_from_record((pod.get("metadata") or {}).get("annotations") or {})
+        if got is None:
+            raise ConfigError(f"pod {cid} has no {P.SPEC} annotation (it was started by an older jupyter-ptcuda): "
+                              "restart the kernel, or give the job --image and --gpus.")
+        return got
+
+    async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:
+        """The spec a kernel pod was made from (:meth:`kernel_record`) and what is known of its image."""
+        spec, _ = await self.kernel_record(cid)
+        return spec, await self.image(spec.image)
+
     def image_digest(self, state: ContainerState) -> str:
         """The image a pod runs (its container status's imageID, :func:`digest_of`): what a job records once
         its pod runs."""

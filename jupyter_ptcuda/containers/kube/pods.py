@@ -19,6 +19,8 @@ reads back) and the ones whose value is a valid label value are labels too (what
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import posixpath
 import re
 from collections.abc import Mapping
@@ -38,6 +40,8 @@ MANAGED_BY_VALUE = "jupyter-ptcuda"
 JOB_NAME = "batch.kubernetes.io/job-name"
 CONTAINER = "main"
 SHM = "/dev/shm"
+#: The annotation of a kernel pod that keeps what a job copies from it (:func:`spec_record`).
+SPEC = L.PREFIX + "spec"
 #: Where an init container reads a pod's Secret (``-<n>`` per folder of files).
 SECRET_DIR = "/var/run/ptcuda-secret"
 
@@ -261,10 +265,41 @@ def secret_manifest(spec: ContainerSpec, opts: KubeOptions, *, name: str, owner:
             "data": {_file_key(i, f.path): base64.b64encode(f.data).decode() for i, f in enumerate(spec.files)}}
 
 
+def spec_record(spec: ContainerSpec, gpu_resource: str | None = None) -> str:
+    """What a job copies from a kernel pod (``run --from-kernel`` from another process than the server
+    that started it), kept on the pod as annotation :data:`SPEC`: the spec less its files (the kernel's
+    key), command, ports and labels (the other annotations), and the kernelspec's ``gpu_resource``. A job
+    made from it goes through the policy again (:func:`..build.job_from_kernel` → :func:`..build.build`)."""
+    from .. import wire
+
+    data = wire.spec_to_json(dataclasses.replace(spec, files=(), command=(), ports={}, labels={}))
+    del data["files"], data["command"], data["ports"], data["labels"]
+    return json.dumps({"spec": data, "gpu_resource": gpu_resource or ""}, separators=(",", ":"), sort_keys=True)
+
+
+def spec_from_record(annotations: Mapping[str, str]) -> tuple[ContainerSpec, str] | None:
+    """``(spec, gpu_resource)`` from a kernel pod's annotations (:func:`spec_record`); None when it has no
+    record (a pod made before records were kept). ConfigError when the record is malformed."""
+    from .. import wire
+
+    raw = annotations.get(SPEC)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        spec = wire.spec_from_json({**data["spec"], "labels": {k: v for k, v in annotations.items() if k != SPEC}})
+        return spec, str(data.get("gpu_resource") or "")
+    except (ValueError, KeyError, TypeError, ConfigError):
+        raise ConfigError(f"the pod's {SPEC} annotation is not what jupyter-ptcuda wrote: restart the kernel "
+                          "(its new pod gets a fresh one).") from None
+
+
 def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  gpu_resource: str | None = None) -> dict[str, Any]:
-    """The Pod of a kernel, check or probe."""
+    """The Pod of a kernel (with its :func:`spec_record`), check or probe."""
     labels, annotations = split_labels(spec.labels)
+    if spec.labels.get(L.KIND) == L.KERNEL:
+        annotations[SPEC] = spec_record(spec, gpu_resource)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
             "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)}
