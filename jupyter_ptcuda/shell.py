@@ -38,7 +38,7 @@ import select
 import signal
 import socket
 import sys
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from .containers import labels as L
 from .containers.service import ContainerService, ContainerState, get_service
@@ -236,19 +236,11 @@ class EngineTty:
 
 def open_tty(service: ContainerService, target: ExecTarget, term: str = TERM_DEFAULT,
              size: tuple[int, int] | None = None) -> TtySession:
-    """The target's shell with a terminal: through the service's own ``open_tty`` where it has one (the
-    JupyterHub broker's, :class:`~jupyter_ptcuda.containers.remote.RemoteContainerService`), else over this
-    process's engine. Blocking. ``term``/``size``: the client terminal's type and ``(rows, cols)``."""
-    opener = getattr(service, "open_tty", None)
-    if opener is not None:
-        return cast(TtySession, opener(target.container, term=term, size=size))
-    try:
-        engine = service.engine
-    except (AttributeError, RuntimeError):
-        raise ConfigError("a shell in the container needs the Docker engine or the JupyterHub broker; this "
-                          "backend offers `jupyter ptcuda exec ID -- CMD` (or use `kubectl exec` on Kubernetes)."
-                          ) from None
-    return EngineTty.open(engine, target, term, size)
+    """The target's shell with a terminal, as the service opens one (:meth:`ContainerService.open_tty`): over
+    this process's engine (Docker), the JupyterHub broker's websocket
+    (:class:`~jupyter_ptcuda.containers.remote.RemoteContainerService`), or a ConfigError saying what to use
+    instead (Kubernetes). Blocking. ``term``/``size``: the client terminal's type and ``(rows, cols)``."""
+    return service.open_tty(target, term=term, size=size)
 
 
 async def end_session_async(service: ContainerService, container: str, user: str, pid: int) -> None:

@@ -70,9 +70,8 @@ async def reap_orphans(service: ContainerService, *, dry_run: bool = False, own_
                         "server_id": c.tag.server_id, "why": why})
         if not dry_run:
             await service.remove(c.id)
-    kube_reap = getattr(service, "reap", None)  # the Kubernetes backend: servers are pods (kube/backend.py)
-    if kube_reap is not None:
-        removed += await kube_reap(own_server_id=own_server_id, dry_run=dry_run)
+    # what the backend finds itself (Kubernetes: servers are pods, kube/backend.py; Docker: nothing)
+    removed += await service.reap(own_server_id=own_server_id, dry_run=dry_run)
     return removed
 
 

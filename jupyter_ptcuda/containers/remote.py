@@ -16,12 +16,15 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineUnavailable
 from . import wire
 from .service import ContainerService, ContainerState, ImageInfo, Launched
 from .spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from ..shell import ExecTarget, TtySession
 
 BROKER_ENV = "JUPYTER_PTCUDA_BROKER_URL"
 
@@ -153,12 +156,13 @@ class RemoteContainerService(ContainerService):
                              stdin=base64.b64encode(stdin).decode() if stdin else None)
         return int(r["code"]), base64.b64decode(r["output"])
 
-    def open_tty(self, cid: str, *, term: str, size: tuple[int, int] | None = None) -> Any:
-        """A shell with a terminal in container ``cid``, through the broker's ``/v1/tty`` websocket
-        (:mod:`.remote_tty`); what :func:`jupyter_ptcuda.shell.open_tty` uses here. Blocking."""
+    def open_tty(self, target: ExecTarget, *, term: str, size: tuple[int, int] | None = None) -> TtySession:
+        """A shell with a terminal in ``target``'s container, through the broker's ``/v1/tty`` websocket
+        (:mod:`.remote_tty`): the broker builds the shell again from the container (only its id goes).
+        What :func:`jupyter_ptcuda.shell.open_tty` uses here. Blocking."""
         from .remote_tty import RemoteTty
 
-        return RemoteTty.connect(self, cid, term=term, size=size)
+        return RemoteTty.connect(self, target.container, term=term, size=size)
 
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
         await self._call("signal", cid=cid, signal=signal)

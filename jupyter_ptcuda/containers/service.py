@@ -1,10 +1,10 @@
 """The container service: the one way the rest of the package launches, watches and removes containers.
 
 ``launch / inspect / signal / logs / follow / wait / exec / remove / list`` (+ ``run_once``, ``image``,
-``pull``, ``spec_of``, ``find``, ``pending``, ``image_digest``) over the engine seam (:mod:`.engine`, the
-only module that imports ``docker``). Its types are ours, not Docker's: :class:`ContainerState`, :class:`ImageInfo`,
-:class:`~.spec.ContainerSpec`. It is the interface a remote backend (the JupyterHub broker) and a
-Kubernetes backend implement; it stays small and async.
+``pull``, ``spec_of``, ``find``, ``pending``, ``image_digest``, ``open_tty``, ``reap``, ``close``) over the
+engine seam (:mod:`.engine`, the only module that imports ``docker``). Its types are ours, not Docker's:
+:class:`ContainerState`, :class:`ImageInfo`, :class:`~.spec.ContainerSpec`. It is the interface a remote
+backend (the JupyterHub broker) and a Kubernetes backend implement; it stays small and async.
 
 ``launch`` is where every kind gets the same treatment: the GPU ledger assigns devices for any kind
 that asks for GPUs (kernels, jobs, health checks), ``network_mode="shared"`` joins this server's
@@ -18,13 +18,14 @@ holder, the server's REST handlers and the CLI.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import logging
 import os
 import signal as signal_module
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from traitlets import CaselessStrEnum, default
 from traitlets.config import Configurable
@@ -36,6 +37,9 @@ from .gpus import NONE
 from .ledger import active_ledger
 from .logstream import docker_time, follow_container
 from .spec import ContainerSpec, spec_from_container
+
+if TYPE_CHECKING:
+    from ..shell import ExecTarget, TtySession
 
 log = logging.getLogger("jupyter_ptcuda")
 
@@ -283,6 +287,15 @@ class ContainerService:
                    env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]:
         return await self.engine.exec(cid, [*cmd], stdin=stdin, user=user, env=env, workdir=workdir)
 
+    def open_tty(self, target: ExecTarget, *, term: str, size: tuple[int, int] | None = None) -> TtySession:
+        """A shell with a terminal in ``target``'s container: what :func:`jupyter_ptcuda.shell.open_tty` returns
+        (``jupyter ptcuda shell``, a server terminal's attach). ``term``/``size``: the client terminal's type and
+        ``(rows, cols)``. Blocking. Docker: an exec over this process's engine
+        (:class:`~jupyter_ptcuda.shell.EngineTty`)."""
+        from ..shell import EngineTty
+
+        return EngineTty.open(self.engine, target, term, size)
+
     async def cpu_seconds(self, cid: str) -> float | None:
         """CPU time used by the container so far (None: gone or stopped). The idle watch reads it."""
         return await self.engine.cpu_seconds(cid)
@@ -360,6 +373,13 @@ class ContainerService:
         future.add_done_callback(done)
         return future
 
+    async def reap(self, *, own_server_id: str | None = None, dry_run: bool = False
+                   ) -> builtins.list[dict[str, Any]]:
+        """Orphans the backend itself finds and removes (``dry_run``: only reports), beyond the containers
+        :func:`.reaper.reap_orphans` judges one by one from :meth:`list`; reported as it reports them. Called by
+        :func:`.reaper.reap_orphans` after its own pass. Docker: none (``[]``): the labels' server pid says it all."""
+        return []
+
     # -- images ------------------------------------------------------------------------------------
     async def image(self, ref: str) -> ImageInfo:
         """``docker image inspect``; ImageNotFound with the fix when absent."""
@@ -380,6 +400,11 @@ class ContainerService:
             raise NotFound(f"container {cid[:12]} is gone.")
         image = await self.image(info["Image"])
         return spec_from_container(info, image.config()), image
+
+    async def close(self) -> None:
+        """Close the backend's own API client, on the event loop it was made on. Called when a command's event
+        loop ends (:func:`jupyter_ptcuda.jobs.cli.in_one_loop`). Docker: nothing to close (the engine seam's
+        client is process-wide and not bound to a loop)."""
 
 
 _service: ContainerService | None = None

@@ -137,17 +137,16 @@ T = TypeVar("T")
 
 
 def in_one_loop(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run``, then the backend's API client closed if it has one (Kubernetes: its HTTP session
-    belongs to this event loop), so the command ends without "Unclosed client session"."""
+    """``asyncio.run``, then the backend's API client closed (:meth:`ContainerService.close`; Kubernetes: its
+    HTTP session belongs to this event loop), so the command ends without "Unclosed client session"."""
     async def run() -> T:
         try:
             return await main
         finally:
             from ..containers import service as S
 
-            close = getattr(S._service, "close", None)
-            if close is not None:
-                await close()
+            if S._service is not None:
+                await S._service.close()
 
     return asyncio.run(run())
 

@@ -9,8 +9,10 @@ OOMKilled from the container status), ``signal`` (SIGTERM/SIGKILL = delete with/
 ``remove``, ``run_once``; :meth:`address` (a pod's IP: where a kernel listens); :meth:`reap` (orphaned
 pods, by label); :meth:`pending` (why a job's pod waits, for the job lifecycle); :meth:`validate` (the pod
 builder's refusals before a job is recorded). ``image`` knows only the name (the nodes pull images:
-``ImageInfo.inspected`` False); ``exec`` is refused (no ``pods/exec`` in the Role). A spec with files (a kernel) gets a Secret owned by its pod, created just after the pod
-(which waits for it); if that fails the pod is deleted: nothing is left behind.
+``ImageInfo.inspected`` False); ``exec`` is refused (no ``pods/exec`` in the Role), and so is ``open_tty`` (a
+shell with a terminal); ``close`` closes the API client. A spec with files (a kernel) gets a Secret owned by
+its pod, created just after the pod (which waits for it); if that fails the pod is deleted: nothing is left
+behind.
 
 A pod that stays Pending is reported with the scheduler's reason (its events) and deleted after
 ``c.KubeBackend.launch_timeout``. Every API answer other than 2xx becomes one of our errors, saying what
@@ -32,7 +34,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
 from .. import labels as L
@@ -41,6 +43,9 @@ from ..service import DEADLINE_STATUS, ContainerService, ContainerState, ImageIn
 from ..spec import ContainerSpec
 from . import pods as P
 from .options import KubeBackend, KubeOptions
+
+if TYPE_CHECKING:
+    from ...shell import ExecTarget, TtySession
 
 log = logging.getLogger("jupyter_ptcuda")
 
@@ -180,6 +185,8 @@ class KubeContainerService:
         return self._client
 
     async def close(self) -> None:
+        """Close the API client (its HTTP session belongs to the event loop it was made on). Called when a
+        command's event loop ends (:func:`jupyter_ptcuda.jobs.cli.in_one_loop`) and by tests."""
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -557,6 +564,12 @@ class KubeContainerService:
         raise ConfigError(f"pod {cid}: running a command inside a pod needs pods/exec, which the Kubernetes "
                           "backend's Role (examples/k8s/role.yaml) does not grant. Check an image instead "
                           "(`jupyter ptcuda health --image IMAGE`, or POST health with an image).")
+
+    def open_tty(self, target: ExecTarget, *, term: str, size: tuple[int, int] | None = None) -> TtySession:
+        """Not here: this backend has no shell with a terminal (no Docker engine, no broker): ConfigError saying
+        what to use instead."""
+        raise ConfigError("a shell in the container needs the Docker engine or the JupyterHub broker; this "
+                          "backend offers `jupyter ptcuda exec ID -- CMD` (or use `kubectl exec` on Kubernetes).")
 
     # -- acting ------------------------------------------------------------------------------------
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
