@@ -92,6 +92,8 @@ async def target_of(service: ContainerService, state: ContainerState) -> ExecTar
 async def resolve(service: ContainerService, ident: str, kind: str | None = None) -> ExecTarget:
     """The running container of kernel or job ``ident`` (a unique prefix will do from the CLI); NotFound
     saying how to list them. ``kind``: only look for that kind. Called by the CLI and the server."""
+    if service.no_exec:
+        raise ConfigError(service.no_exec)
     if not ident or not isinstance(ident, str):
         raise ConfigError("give the id of a running kernel or job (`jupyter ptcuda jobs list`, "
                           "`docker ps --filter label=io.jupyter-ptcuda.kind=kernel`)")

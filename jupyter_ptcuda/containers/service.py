@@ -129,6 +129,9 @@ class ContainerService:
     #: Whether a container may wait for a scheduler before it runs (status "created", not running, no exit
     #: code; :meth:`pending` says why). Docker's start at once.
     waits_for_scheduler: bool = False
+    #: None when a command or shell can run in a container of this backend (:meth:`exec`,
+    #: :meth:`open_tty`); else the sentence that says why not and what to do instead.
+    no_exec: str | None = None
 
     def __init__(self, engine: Engine | None = None) -> None:
         self._engine = engine

@@ -147,6 +147,10 @@ class KubeContainerService:
     enforces_deadlines = True
     #: A pod (a Job's pod) waits Pending for the scheduler: :meth:`pending` says why.
     waits_for_scheduler = True
+    #: Why no command or shell runs in a pod here (``jupyter ptcuda shell``/``exec``, the terminal button).
+    no_exec = ("a shell or command inside a pod needs pods/exec, which the Kubernetes backend's Role "
+               "(examples/k8s/role.yaml) deliberately does not grant; someone whose account may can use `kubectl "
+               "exec -it POD -- bash` (find the pod with `kubectl get pods -l io.jupyter-ptcuda.kind`).")
 
     def __init__(self, options: KubeOptions | None = None, *, configuration: Any = None,
                  identity: Identity | None = None, poll: float = 2.0) -> None:
@@ -568,8 +572,7 @@ class KubeContainerService:
     def open_tty(self, target: ExecTarget, *, term: str, size: tuple[int, int] | None = None) -> TtySession:
         """Not here: this backend has no shell with a terminal (no Docker engine, no broker): ConfigError saying
         what to use instead."""
-        raise ConfigError("a shell in the container needs the Docker engine or the JupyterHub broker; this "
-                          "backend offers `jupyter ptcuda exec ID -- CMD` (or use `kubectl exec` on Kubernetes).")
+        raise ConfigError(self.no_exec or "")
 
     # -- acting ------------------------------------------------------------------------------------
     async def signal(self, cid: str, signal: str | int = "SIGTERM") -> None:
