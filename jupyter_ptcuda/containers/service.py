@@ -395,6 +395,12 @@ class ContainerService:
         except TimeoutError:
             raise LaunchError(f"pulling {ref} took longer than pull_timeout={timeout:.0f} s.") from None
 
+    async def kernel_record(self, cid: str) -> tuple[ContainerSpec, str]:
+        """``(spec, gpu_resource)`` a kernel's container was made from, for a job that copies it from a
+        process that did not start it. Docker: its spec read back (:meth:`spec_of`); no GPU resource names."""
+        spec, _ = await self.spec_of(cid)
+        return spec, ""
+
     async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:
         """The spec a container was created from (read back from ``docker inspect``) and the image it
         runs (by id: the same image even if its tag moved since); NotFound if either is gone."""

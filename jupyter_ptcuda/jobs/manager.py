@@ -352,7 +352,7 @@ class JobManager(JobLifecycle):
             return spec, await self.service.image(spec.image), str(getattr(prov, "gpu_resource", "") or "")
         # not started here (the CLI beside the server): the kernel pod's own record of its spec
         pod = await self.service.find(L.KERNEL, kernel_id)
-        spec, gpu_resource = await self.service.kernel_record(pod.id)  # type: ignore[attr-defined]
+        spec, gpu_resource = await self.service.kernel_record(pod.id)
         return spec, await self.service.image(spec.image), gpu_resource
 
     async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
