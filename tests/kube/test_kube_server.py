@@ -8,6 +8,7 @@ The API server and its node run on their own thread and event loop, like a clust
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pathlib
 import socket
@@ -130,6 +131,8 @@ async def test_the_server_runs_kernels_as_pods_and_says_why_one_cannot_start(jp_
 
     # a GPU kernel on a cluster without free GPUs: JupyterLab hears why while it waits (notices), then the
     # start fails with the scheduler's reason and the notice says it was given up
+    svc = service_module._service
+    svc.options = dataclasses.replace(svc.options, launch_timeout=5.0)  # room to see it wait, on a loaded host
     start = asyncio.ensure_future(jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "ptcuda-kube-gpu"}),
                                            raise_error=False))
     seen: list[dict] = []
@@ -143,7 +146,8 @@ async def test_the_server_runs_kernels_as_pods_and_says_why_one_cannot_start(jp_
     waiting = next(n for n in seen if n["state"] == "waiting")
     assert waiting["kind"] == "kernel_pending" and "is waiting for a node: FailedScheduling: 0/1 nodes" in waiting["message"]
     done, = json.loads((await jp_fetch("jupyter-ptcuda", "notices", params={"since": waiting["updated"]})).body)["notices"]
-    assert done["state"] == "failed" and done["at"] == waiting["at"] and "stayed Pending for 2 s" in done["message"]
+    assert done["state"] == "failed" and done["at"] == waiting["at"] and "stayed Pending for 5 s" in done["message"]
+    svc.options = dataclasses.replace(svc.options, launch_timeout=2.0)
     assert cluster.objects("pods") == [] and cluster.objects("secrets") == []
 
     # a CPU kernel runs as a pod; shutting it down deletes pod and Secret
