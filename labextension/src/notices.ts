@@ -134,8 +134,8 @@ export class NoticesPoller {
       const key = `${notice.at}:${notice.kernel_id ?? ''}`;
       if (this._shown.includes(key)) {
         const live = this._live.get(key);
-        if (live && live.state !== notice.state + notice.message) {
-          live.state = notice.state + notice.message;
+        if (live && notice.updated > live.updated) {
+          live.updated = notice.updated;
           this._update(live.id, notice); // the notification on this page says what changed
         }
         continue;
@@ -148,7 +148,7 @@ export class NoticesPoller {
         path && this._open ? () => this._open!(path) : undefined
       );
       if (typeof id === 'string') {
-        this._live.set(key, { id, state: notice.state + notice.message });
+        this._live.set(key, { id, updated: notice.updated });
       }
     }
     if (fresh.length) {
@@ -201,7 +201,7 @@ export class NoticesPoller {
   private _interval: number;
   private _notify: Notify;
   private _update: Update;
-  private _live = new Map<string, { id: string; state: string }>();
+  private _live = new Map<string, { id: string; updated: number }>();
   private _open?: (path: string) => void;
   private _storage: Pick<Storage, 'getItem' | 'setItem'> | null;
   private _storageKey: string;

@@ -86,6 +86,28 @@ def objects(fake: FakeKube, plural: str) -> list[dict]:
     return [o for (p, _), o in fake.objects.items() if p == plural]
 
 
+@contextlib.asynccontextmanager
+async def ready_client(km):
+    """A client of ``km``'s kernel, its channels started and the kernel answering; stopped after."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=90)
+        yield kc
+    finally:
+        kc.stop_channels()
+
+
+@pytest.fixture
+def notices_board(monkeypatch):
+    """This process's notices (what GET jupyter-ptcuda/notices serves), as a server extension sets them."""
+    from jupyter_ptcuda import notices as N
+
+    board = N.Notices()
+    monkeypatch.setattr(N, "_active", board)
+    return board
+
+
 async def run(kc, code: str, timeout: float = 60) -> tuple[str, str]:
     out: list[str] = []
 
@@ -155,11 +177,8 @@ async def test_a_kernel_pod_runs_code_over_curvezmq_on_its_pod_ip_and_leaves_not
             assert pod2["metadata"]["uid"] != pod["metadata"]["uid"] and km.ip == pod2["status"]["podIP"]
             assert len(objects(fake, "secrets")) == 1
             kc.stop_channels()
-            kc = km.client()
-            kc.start_channels()
-            await kc.wait_for_ready(timeout=90)
-            assert await run(kc, "'x' in dir()") == ("ok", "False")
-            kc.stop_channels()
+            async with ready_client(km) as kc:
+                assert await run(kc, "'x' in dir()") == ("ok", "False")
         finally:
             await km.shutdown_kernel(now=False)
         assert objects(fake, "pods") == [] and objects(fake, "secrets") == []
@@ -167,11 +186,8 @@ async def test_a_kernel_pod_runs_code_over_curvezmq_on_its_pod_ip_and_leaves_not
         assert node.leftovers() == []
 
 
-async def test_a_kernel_that_cannot_be_scheduled_says_why_and_is_deleted(kernelspec, tmp_path, monkeypatch):
-    from jupyter_ptcuda import notices as N
-
-    board = N.Notices()
-    monkeypatch.setattr(N, "_active", board)
+async def test_a_kernel_that_cannot_be_scheduled_says_why_and_is_deleted(kernelspec, tmp_path, notices_board):
+    board = notices_board
     async with node_cluster(tmp_path, launch_timeout=2.0) as (fake, svc, node):
         km = AsyncKernelManager(kernel_name=kernelspec(gpus=1))
         with pytest.raises(LaunchError, match=r"stayed Pending for 2 s \(FailedScheduling: 0/1 nodes are available: "
@@ -184,14 +200,11 @@ async def test_a_kernel_that_cannot_be_scheduled_says_why_and_is_deleted(kernels
         await km.cleanup_resources()
 
 
-async def test_a_kernel_waiting_for_a_gpu_tells_the_user_why_then_that_it_started(kernelspec, tmp_path, monkeypatch):
+async def test_a_kernel_waiting_for_a_gpu_tells_the_user_why_then_that_it_started(kernelspec, tmp_path, notices_board):
     """What JupyterLab shows while a GPU kernel's pod waits (GET jupyter-ptcuda/notices, the labextension's
     notification): the scheduler's reason at once, then "started" when a GPU frees up; a kernel that
     starts at once posts nothing."""
-    from jupyter_ptcuda import notices as N
-
-    board = N.Notices()
-    monkeypatch.setattr(N, "_active", board)
+    board = notices_board
     async with node_cluster(tmp_path, launch_timeout=60.0) as (fake, svc, node):
         km = AsyncKernelManager(kernel_name=kernelspec(gpus=1))
         start = asyncio.ensure_future(km.start_kernel())
@@ -212,11 +225,8 @@ async def test_a_kernel_waiting_for_a_gpu_tells_the_user_why_then_that_it_starte
             started, = board.since(waiting["updated"])
             assert started["state"] == "started" and started["at"] == waiting["at"]  # the same notice, updated
             assert "started after waiting" in started["message"]
-            kc = km.client()
-            kc.start_channels()
-            await kc.wait_for_ready(timeout=90)
-            assert await run(kc, "6*7") == ("ok", "42")
-            kc.stop_channels()
+            async with ready_client(km) as kc:
+                assert await run(kc, "6*7") == ("ok", "42")
         finally:
             if not start.done():
                 start.cancel()
@@ -261,11 +271,8 @@ async def test_a_kernel_asks_for_a_mig_profile_by_its_kernelspec_option(kernelsp
         try:
             pod, = objects(fake, "pods")
             assert pod["spec"]["containers"][0]["resources"] == {"limits": {mig: "1"}, "requests": {mig: "1"}}
-            kc = km.client()
-            kc.start_channels()
-            await kc.wait_for_ready(timeout=90)
-            assert await run(kc, "6*7") == ("ok", "42")
-            kc.stop_channels()
+            async with ready_client(km) as kc:
+                assert await run(kc, "6*7") == ("ok", "42")
         finally:
             await km.shutdown_kernel(now=True)
         assert objects(fake, "pods") == [] and objects(fake, "secrets") == []

@@ -379,7 +379,7 @@ class KubeContainerService:
         reason = told = ""
         pod_name = name
         while True:
-            look = min(0.5, self._poll) if not told and time.monotonic() - started < 1 else self._poll  # first: soon
+            look = min(0.5, self._poll) if time.monotonic() - started < 0.5 else self._poll  # the first look: soon
             pod = await self._watch(selector, lambda p: (p.get("status") or {}).get("phase") not in (None, "Pending"),
                                     min(look, max(0.0, limit - (time.monotonic() - started))), field=field)
             if pod is not None:
