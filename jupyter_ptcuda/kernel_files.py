@@ -8,7 +8,9 @@ host there remain:
 - with ``transport = "ipc"``: the kernel's socket folder ``<private>/<kernel id>/`` (0700, owned by the
   kernel's uid, bind-mounted at the same path), inside a private folder of the server's uid
   (:func:`private_base`: ``/run/jupyter-ptcuda`` as root, else ``$XDG_RUNTIME_DIR/jupyter-ptcuda``,
-  else ``/tmp/jupyter-ptcuda-<uid>``; a folder someone else made or can write is refused);
+  else ``jupyter-ptcuda`` in Jupyter's runtime folder in the user's home — never a name in a shared folder
+  such as ``/tmp``, which another local user could make first; a folder someone else made or can write is
+  refused with 409 and the fix);
 - one record per kernel, ``<private>/records/<kernel id>.json``: the server that started it and the
   two paths above.
 
@@ -31,7 +33,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from .errors import LaunchError
+from .errors import Conflict, LaunchError
 
 RECORDS = "records"
 
@@ -45,8 +47,10 @@ def private_base() -> Path:
         base = Path("/run/jupyter-ptcuda")
     elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
         base = Path(os.environ["XDG_RUNTIME_DIR"]) / "jupyter-ptcuda"
-    else:
-        base = Path("/tmp") / f"jupyter-ptcuda-{os.geteuid()}"
+    else:  # a JupyterHub user's server has no XDG_RUNTIME_DIR: the home, which no other user can write
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        base = Path(jupyter_runtime_dir()) / "jupyter-ptcuda"
     _private_dir(base)
     return base
 
@@ -62,7 +66,7 @@ def _private_dir(path: Path) -> None:
                           "JUPYTER_PTCUDA_RUNTIME_DIR to a folder only this user can write.") from None
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise LaunchError(
+        raise Conflict(
             f"{path} is not a private folder of uid {os.geteuid()} (owner {st.st_uid}, mode "
             f"{stat.filemode(st.st_mode)}): somebody else may have made it to read kernel keys. Remove it, "
             "or set JUPYTER_PTCUDA_RUNTIME_DIR to a folder only this user can write.")

@@ -33,9 +33,9 @@ from traitlets.config import Application
 
 from ..containers import wire
 from ..containers.idle import IdleWatch
-from ..containers.ledger import GpuLedger, set_active_ledger
+from ..containers.ledger import GpuLedger
 from ..containers.service import ContainerService
-from ..errors import Forbidden, PtcudaError
+from ..errors import ConfigError, Forbidden, PtcudaError
 from .idle import Reclaimer
 from .ops import Broker
 from .telemetry import Telemetry
@@ -62,11 +62,21 @@ class PtcudaBroker(Application):
         when a user is not in user_map (default None: the Unix account of that name).""")
     max_gpus = Int(None, allow_none=True, config=True, help="""GPUs one user may hold at once, over all their
         kernels, jobs and checks (default None: no quota). A request beyond it: 409, naming this option.""")
-    max_kernels = Int(None, allow_none=True, config=True, help="""Kernels one user may run at once (default
-        None: no limit). Example: c.PtcudaBroker.max_kernels = 4""")
-    max_mem = AnyTrait(None, allow_none=True, config=True, help="""Memory ceiling per container, e.g. '64g'
-        (default None). A container asking for more, or for no limit, is refused with 403.""")
-    max_cpus = Float(None, allow_none=True, config=True, help="CPU ceiling per container (default None).")
+    max_kernels = Int(8, config=True, help="""Kernels one user may run at once (default 8).
+        Example: c.PtcudaBroker.max_kernels = 4""")
+    max_mem = AnyTrait(config=True, help="""Memory ceiling per container, e.g. '64g' (default: the host's
+        memory). A container that asks for no limit gets this one; one asking for more is refused with 403.""")
+    max_cpus = Float(config=True, help="""CPU ceiling per container (default: the host's CPUs). A container that
+        asks for no limit gets this one; more is refused with 403.""")
+    max_pids = Int(4096, config=True, help="""Process ceiling per container (default 4096, also its default):
+        0 or -1 ('unlimited') is refused, so no user can fork-bomb the shared host.""")
+    max_long_calls = Int(8, config=True, help="""Long calls (waits, execs, log follows, one-off runs, pulls) one
+        user may have running at once (default 8); the next is refused with 429, never queued behind others.""")
+    max_terminals = Int(16, config=True, help="Terminals one user may have open through the broker (default 16).")
+    max_private_dirs = Int(32, config=True, help="""Kernel folders one user may have at the broker (default 32);
+        folders of kernels whose container is gone are removed before a request is refused.""")
+    max_body_bytes = Int(1024**2, config=True, help="""Largest request body (default 1 MiB); larger ones are refused
+        with 413 before they are read, and nothing is read before the caller's token is checked.""")
     private_root = Unicode("/run/jupyter-ptcuda-broker", config=True, help="""Where the broker makes the
         kernels' private ipc folders (<root>/<uid>/<kernel id>, 0700, the user's; default
         /run/jupyter-ptcuda-broker).""")
@@ -86,10 +96,19 @@ class PtcudaBroker(Application):
     url = Unicode(config=True, help="""Where to listen, e.g. 'http://127.0.0.1:10101' (default:
         $JUPYTERHUB_SERVICE_URL, which the Hub sets for a managed service).""")
     service_name = Unicode(config=True, help="The Hub service name (default $JUPYTERHUB_SERVICE_NAME or 'ptcuda-broker').")
-    auth_cache_seconds = Float(60.0, config=True, help="How long a token's user is cached (default 60 s).")
+    auth_cache_seconds = Float(5.0, config=True, help="""How long a token's user is cached (default 5 s: a token
+        the Hub revoked is refused within that).""")
 
     config_file = Unicode("", config=True, help="A Python config file (c.PtcudaBroker.* = ...).")
     aliases = {"config": "PtcudaBroker.config_file", "url": "PtcudaBroker.url"}
+
+    @default("max_mem")
+    def _default_max_mem(self) -> int:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+    @default("max_cpus")
+    def _default_max_cpus(self) -> float:
+        return float(os.cpu_count() or 1)
 
     @default("url")
     def _default_url(self) -> str:
@@ -123,8 +142,7 @@ class PtcudaBroker(Application):
         self.sampler = GpuSampler(nvml)
         self.ledger = GpuLedger(service, self.sampler.snapshot, sharing=self.gpu_sharing, sampler=self.sampler)
         self.ledger.hide_others = True
-        set_active_ledger(self.ledger)
-        auth = HubAuth(cache_max_age=int(self.auth_cache_seconds))
+        auth = HubAuth(cache_max_age=max(1, int(self.auth_cache_seconds)))
         if not auth.access_scopes:
             auth.access_scopes = {f"access:services!service={self.service_name}"}
         broker = Broker(self, service, self.ledger)
@@ -133,6 +151,7 @@ class PtcudaBroker(Application):
             watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
                               util_threshold=self.idle_util_threshold)
             broker.reclaimer = Reclaimer(broker, watch, self.idle_gpu_timeout, self.idle_grace)
+        broker.staging.prepare()
         self.broker = broker
         from .tty import TtyHandler  # here: it builds on _Base below
 
@@ -145,7 +164,8 @@ class PtcudaBroker(Application):
 
     async def _serve(self) -> None:
         where = urlparse(self.url)
-        server = HTTPServer(self.make_app())
+        server = HTTPServer(self.make_app(), max_body_size=int(self.max_body_bytes), idle_connection_timeout=60,
+                            body_timeout=30)
         server.listen(where.port or 80, where.hostname or "127.0.0.1")
         log.info("jupyter-ptcuda broker for Hub service %r listening on %s (images %s, mount roots %s)",
                  self.service_name, self.url, self.images, self.mount_roots)
@@ -199,27 +219,78 @@ class _Base(web.RequestHandler):
         return
 
 
+@web.stream_request_body
 class OpHandler(_Base):
+    """``POST /v1/<op>``: the body is streamed, so :meth:`_Base.prepare` checks the token before a byte of it
+    is read, and a body past ``c.PtcudaBroker.max_body_bytes`` is refused (413) as it arrives."""
+
+    def initialize(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        limit = int(self.settings["config"].max_body_bytes)
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise TooLarge(limit)
+        await super().prepare()
+        if self.request.connection is not None:
+            self.request.connection.set_max_body_size(limit)  # type: ignore[attr-defined]
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > int(self.settings["config"].max_body_bytes):
+            raise TooLarge(int(self.settings["config"].max_body_bytes))
+        self._chunks.append(chunk)
+
     async def post(self, op: str) -> None:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise web.HTTPError(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "the body must be a JSON object")
+        body = parse_body(b"".join(self._chunks))
+        self._chunks = []
         result = await self.settings["broker"].call(self.hub_user, op, body)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"result": result}))
 
 
+class TooLarge(PtcudaError):
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than {limit} bytes (c.PtcudaBroker.max_body_bytes): send less "
+                         "(a kernel's files and a job's command are small).")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A JSON object, or a 400 saying why (not JSON, nested too deep, not an object)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except RecursionError:
+        raise ConfigError("the body is nested too deeply to be a broker request.") from None
+    except ValueError:
+        raise ConfigError("the body is not JSON: send a JSON object.") from None
+    if not isinstance(body, dict):
+        raise ConfigError("the body must be a JSON object.")
+    return body
+
+
+@web.stream_request_body
 class FollowHandler(_Base):
+    """``GET /v1/follow?cid=``: a container's output as it comes (a long call: counted per user)."""
+
+    def data_received(self, chunk: bytes) -> None:
+        raise ConfigError("GET /v1/follow takes no body.")
+
     async def get(self) -> None:
         broker: Broker = self.settings["broker"]
-        cid = self.get_argument("cid")
-        self.set_header("Content-Type", "application/octet-stream")
-        async for chunk in await broker.follow(self.hub_user, cid):
-            self.write(chunk)
-            await self.flush()
+        cid = self.get_argument("cid", "")
+        with broker.limits.long_call(self.hub_user):
+            chunks = await broker.follow(self.hub_user, cid)
+            self.set_header("Content-Type", "application/octet-stream")
+            try:
+                async for chunk in chunks:
+                    self.write(chunk)
+                    await self.flush()
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
         self.finish()
 
 

@@ -13,21 +13,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..containers import labels as L
 from ..containers import wire
-from ..containers.build import Policy, Request, build
-from ..containers.gpus import ALL
+from ..containers.build import FORBIDDEN_SOURCES, Policy, build
+from ..containers.gpus import ALL, NONE, GpuRequest
 from ..containers.identity import Identity
 from ..containers.ledger import GpuLedger
-from ..containers.service import ContainerService, ContainerState
-from ..containers.spec import ContainerSpec, parse_size
-from ..errors import ConfigError, Conflict, Forbidden, NotFound
+from ..containers.service import ContainerService, ContainerState, Launched
+from ..containers.spec import ContainerSpec, parse_size, spec_with_logical_mounts
+from ..errors import ConfigError, Conflict, Forbidden, GpuUnavailable, NotFound, TooBusy
+from . import inputs as I
+from . import mounts as M
 from . import users as U
+from .limits import UserLimits
 
 if TYPE_CHECKING:
     from .app import PtcudaBroker
@@ -47,6 +52,8 @@ class Broker:
         self.service = service
         self.ledger = ledger
         self._launching: dict[int, asyncio.Lock] = {}
+        self.limits = UserLimits(int(config.max_long_calls), int(config.max_terminals))
+        self.staging = M.Staging(os.path.join(config.private_root, "staging"))
         self.reclaimer: Reclaimer | None = None  # set by the app when c.PtcudaBroker.idle_gpu_timeout is set
         self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
 
@@ -64,14 +71,11 @@ class Broker:
 
     async def _own(self, user: U.HubUser, cid: str) -> ContainerState:
         """The container ``cid`` if it is this user's; else NotFound (never saying whose it is)."""
-        state = await self.service.inspect(str(cid)) if cid else None
+        state = await self.service.inspect(cid) if cid else None
         if state is None or state.tag.owner_uid != user.uid or state.tag.owner != user.name:
             raise NotFound(f"no container {str(cid)[:12]!r} of yours (Hub user {user.name!r}): list yours with "
                            "`jupyter ptcuda jobs list` or the kernels view.")
         return state
-
-    def _claim(self, user: U.HubUser, claim: Any) -> str | None:
-        return f"{user.name}/{claim}" if claim else None  # the ledger's claim under the broker
 
     # -- dispatch ----------------------------------------------------------------------------------
     async def call(self, name: str, op: str, body: dict[str, Any]) -> Any:
@@ -88,97 +92,143 @@ class Broker:
         return await self.service.ping()
 
     async def op_image(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        return wire.image_to_json(await self.service.image(str(body["ref"])))
+        return wire.image_to_json(await self.service.image(I.text(body, "ref", limit=512)))
 
     async def op_pull(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         from ..containers.build import check_image
 
-        check_image(str(body["ref"]), self.policy(user), None)
-        await self.service.pull(str(body["ref"]), float(body.get("timeout_s") or 900))
+        ref = I.text(body, "ref", limit=512)
+        check_image(ref, self.policy(user), None)
+        with self.limits.long_call(user.name):
+            await self.service.pull(ref, I.number(body, "timeout_s", default=900, minimum=1, maximum=6 * 3600))
 
     async def op_private_dir(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        path = await asyncio.to_thread(U.private_dir, self.config.private_root, user, str(body.get("kernel_id") or ""))
+        """The kernel's ipc folder (one per kernel id: asking again gives the same one). At most
+        ``c.PtcudaBroker.max_private_dirs`` per user: past it the folders of kernels that no longer have a
+        container are removed first, and only then is the call refused (429)."""
+        kernel_id = U.check_kernel_id(I.text(body, "kernel_id", limit=64))
+        root, cap = self.config.private_root, int(self.config.max_private_dirs)
+        if await asyncio.to_thread(U.count_private_dirs, root, user, kernel_id) >= cap:
+            alive = {s.tag.id for s in await self.service.list(L.KERNEL, owner_uid=user.uid) if s.tag.owner == user.name}
+            await asyncio.to_thread(U.sweep_private_dirs, root, user, keep=alive)
+            if await asyncio.to_thread(U.count_private_dirs, root, user, kernel_id) >= cap:
+                raise TooBusy(f"you have {cap} kernel folders at the broker (c.PtcudaBroker.max_private_dirs): shut a "
+                              "kernel down first.")
+        path = await asyncio.to_thread(U.private_dir, root, user, kernel_id)
         return str(path)
 
     async def op_launch(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        spec, expected = await self._rebuild(user, wire.spec_from_json(body.get("spec") or {}))
-        claim = self._claim(user, body.get("claim"))
-        async with self._launching.setdefault(user.uid, asyncio.Lock()):  # quotas: one launch per user at a time
-            await self._check_quotas(user, spec)
-            launched = await self.service.launch(spec, claim=claim, gpu_fallback=str(body.get("gpu_fallback") or "error"),
-                                                 assign_gpus=bool(body.get("assign_gpus", True)))
-        await self._verify(launched.id, expected, claim)
-        return {"id": launched.id, "spec": wire.spec_to_json(launched.spec), "fallback": launched.fallback}
+        """Start the container the user's ``request`` asks for, built here (:meth:`_start`)."""
+        launched = await self._start(user, body)
+        return {"id": launched.id, "spec": wire.spec_to_json(self._shown(launched.spec)), "fallback": launched.fallback}
 
     async def op_run_once(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        spec, expected = await self._rebuild(user, wire.spec_from_json(body.get("spec") or {}))
-        claim = self._claim(user, body.get("claim"))
-        async with self._launching.setdefault(user.uid, asyncio.Lock()):
-            await self._check_quotas(user, spec)
-            launched = await self.service.launch(spec, claim=claim, gpu_fallback=str(body.get("gpu_fallback") or "error"))
-        try:
-            await self._verify(launched.id, expected, claim)
-        except BaseException:
-            await self.service.remove(launched.id)
-            if claim:
-                self.service.release(claim)
-            raise
-        code, out = await self.service.finish_once(launched, timeout=float(body.get("timeout_s") or 300), claim=claim)
-        return {"code": code, "output": out, "id": launched.id, "spec": wire.spec_to_json(launched.spec),
+        timeout = I.number(body, "timeout_s", default=300, minimum=1, maximum=24 * 3600)
+        with self.limits.long_call(user.name):
+            launched = await self._start(user, body)
+            code, out = await self.service.finish_once(launched, timeout=timeout)
+        return {"code": code, "output": out, "id": launched.id, "spec": wire.spec_to_json(self._shown(launched.spec)),
                 "fallback": launched.fallback}
 
-    async def _rebuild(self, user: U.HubUser, asked: ContainerSpec) -> tuple[ContainerSpec, dict[str, tuple[int, int]]]:
-        """The spec the broker runs for what ``asked`` asks, and the (device, inode) of each host path mounted."""
-        tag = L.Tag.read(asked.labels)
-        if tag.kind not in CLIENT_KINDS:
-            raise Forbidden(f"a container of kind {tag.kind or '(none)'!r} is not started through the broker "
+    async def _start(self, user: U.HubUser, body: dict[str, Any]) -> Launched:
+        """Parse the request, build the container under the broker's policy and the Hub identity, assign its
+        GPUs (always, whatever the client sent), stage its folders (:mod:`.mounts`) and start it."""
+        data = body.get("request")
+        request = wire.request_from_json(data)
+        server_id, server_pid = wire.request_identity(data or {})
+        fallback = I.choice(body, "gpu_fallback", ("error", "cpu"), default="error")
+        if request.kind not in CLIENT_KINDS:
+            raise Forbidden(f"a container of kind {request.kind!r} is not started through the broker "
                             f"(it starts {', '.join(CLIENT_KINDS)}).")
-        if asked.ports:
-            raise Forbidden("published ports are not offered through the broker: every local user could connect "
-                            "to them. Use the kernel transport 'ipc' (c.ContainerOptions.transport, the default).")
-        network = asked.network_mode
-        if network not in NETWORKS:
-            raise Forbidden(f"network_mode {network!r} is not offered through the broker (it offers "
+        if request.network_mode not in NETWORKS:
+            raise Forbidden(f"network_mode {request.network_mode!r} is not offered through the broker (it offers "
                             f"{', '.join(NETWORKS)}): set c.ContainerOptions.network_mode = 'bridge'.")
-        roots = self.policy(user).mount_roots
-        expected: dict[str, tuple[int, int]] = {}
+        if request.files and request.kind != L.KERNEL:
+            raise Forbidden("only a kernel's container gets files from its server (its connection file).")
+        policy = await self._image_policy(user, request.image)
+        identity = Identity(uid=user.uid, gid=user.gid, name=user.name, server_id=server_id or f"hub:{user.name}",
+                            server_pid=server_pid)
+        max_pids = int(self.config.max_pids)
         private = ""
-        if tag.kind == L.KERNEL and tag.kernel_dir:
-            made = os.path.join(self.config.private_root, str(user.uid), U.check_kernel_id(tag.id))
-            if tag.kernel_dir != made or not os.path.isdir(made):
-                raise Forbidden(f"kernel folder {tag.kernel_dir!r} was not made by the broker for this kernel: ask "
-                                "for it first (op private_dir).")
-            private = made
-        workdir = asked.workdir if asked.workdir and asked.workdir != asked.home else None
-        mount_workdir = workdir is not None and any(
-            m.source == workdir and m.target == workdir and not m.read_only for m in asked.mounts)
-        mounts = []
-        for m in asked.mounts:
-            if m.source == private and m.target == private:
-                continue
-            if workdir and m.source == workdir and m.target == workdir and not m.read_only:
-                continue  # the notebook folder: build mounts it again
-            source, ident = await asyncio.to_thread(U.resolve_mount, m.source, roots, "mount")
-            expected[m.target] = ident
-            mounts.append(dataclasses.replace(m, source=source))
-        if workdir is not None and mount_workdir:
-            real, ident = await asyncio.to_thread(U.resolve_mount, workdir, roots, "notebook folder")
-            expected[real], workdir = ident, real
-        # GPUs only through the ledger: the NVIDIA runtime also reads NVIDIA_* from the environment (an
-        # image's NVIDIA_VISIBLE_DEVICES=all, or a client's), which would hand out devices nobody assigned
-        env = {k: v for k, v in asked.env.items() if not k.startswith("NVIDIA_")}
-        if not asked.gpus.wanted:
-            env["NVIDIA_VISIBLE_DEVICES"] = "void"
-        request = Request(
-            kind=tag.kind, image=asked.image, command=asked.command, run_as=user.user, workdir=workdir,
-            mount_workdir=mount_workdir, gpus=asked.gpus, mounts=tuple(mounts), env=env,
-            shm_size=asked.shm_size, mem_limit=asked.mem_limit, cpus=asked.cpus, pids_limit=asked.pids_limit,
-            network_mode=network, id=tag.id, notebook=tag.notebook, name=asked.name,
-            files=asked.files, private_dir=private,
-        )
-        identity = Identity(uid=user.uid, gid=user.gid, name=user.name, server_id=tag.server_id or f"hub:{user.name}",
-                            server_pid=tag.server_pid or 0)
-        return build(request, await self._image_policy(user, asked.image), identity), expected
+        if request.kind == L.KERNEL and request.id:
+            made = os.path.join(self.config.private_root, str(user.uid), U.check_kernel_id(request.id))
+            private = made if await asyncio.to_thread(os.path.isdir, made) else ""
+        request = dataclasses.replace(
+            request, run_as=user.user, private_dir=private, image_labels=None,
+            env={k: v for k, v in request.env.items() if not k.startswith("NVIDIA_")},
+            mem_limit=request.mem_limit or policy.max_mem, cpus=request.cpus or policy.max_cpus,
+            pids_limit=request.pids_limit or max_pids, shm_size=request.shm_size or min(
+                2 * 1024**3, policy.max_mem or 2 * 1024**3))
+        if request.pids_limit and request.pids_limit > max_pids:
+            raise Forbidden(f"pids_limit {request.pids_limit} is above the operator's limit c.PtcudaBroker.max_pids = "
+                            f"{max_pids}; ask for at most that.")
+        if request.shm_size and policy.max_mem and request.shm_size > policy.max_mem:
+            raise Forbidden(f"shm_size {request.shm_size} is above the memory ceiling c.PtcudaBroker.max_mem; ask for less.")
+        spec = build(request, policy, identity)  # refusals first: nothing is opened or claimed for a bad request
+        claim = f"{user.name}/{request.kind}/{request.id or secrets.token_hex(6)}"
+        staging = self.staging
+        staged: list[str] = []
+        fds: list[int] = []
+        try:
+            async with self._launching.setdefault(user.uid, asyncio.Lock()):  # quotas: one launch per user at a time
+                await self._check_kernels(user, spec)
+                gpus, why = await self._assign(user, claim, spec.gpus, fallback)
+                spec = spec.with_gpus(gpus)
+                env = dict(spec.env)
+                env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus.ids) if gpus.wanted else "void"
+                mounts, logical = [], []
+                for m in spec.mounts:
+                    if private and m.source == private:
+                        mounts.append(m)
+                        continue
+                    what = "notebook folder" if m.source == spec.workdir else "mount"
+                    path, fd = await asyncio.to_thread(M.open_beneath, m.source, policy.mount_roots, FORBIDDEN_SOURCES, what)
+                    fds.append(fd)
+                    staged.append(await asyncio.to_thread(staging.stage, fd))
+                    mounts.append(dataclasses.replace(m, source=staged[-1]))
+                    logical.append([path, m.target])
+                labels = {**spec.labels, L.MOUNTS: json.dumps(logical)} if logical else dict(spec.labels)
+                spec = dataclasses.replace(spec, env=env, mounts=tuple(mounts), labels=labels)
+                launched = await self.service.launch(spec, gpu_fallback=fallback, assign_gpus=False)
+        finally:
+            self.ledger.release(claim)  # from now on the container's label is the claim: it lives as long as it runs
+            if staged:
+                await asyncio.to_thread(staging.release, staged)
+            for fd in fds:
+                os.close(fd)
+        return launched._replace(fallback=launched.fallback or why)
+
+    @staticmethod
+    def _shown(spec: ContainerSpec) -> ContainerSpec:
+        """The spec as its user reads it: the folders they asked for, not the broker's staging paths."""
+        return spec_with_logical_mounts(spec)
+
+    async def _assign(self, user: U.HubUser, claim: str, gpus: GpuRequest, fallback: str) -> tuple[GpuRequest, str | None]:
+        """The canonical device indexes this container gets (or NONE), from the broker's ledger; refused when
+        they do not exist, are held, or pass the user's quota."""
+        if not gpus.wanted:
+            return gpus, None
+        if not self.ledger.gpu_count():
+            if fallback == "cpu":
+                return NONE, "the broker sees no GPU on this host (NVML): started without GPUs (gpu_fallback='cpu')."
+            raise GpuUnavailable("GPUs were requested but the broker sees no GPU on this host (NVML): ask for gpus 'none', "
+                                 "or ask the operator to check the NVIDIA driver.")
+        wanted = self.ledger.canonical(gpus)
+        c = self.config
+        mine = [s for s in await self.service.list(owner_uid=user.uid, running=True) if s.tag.owner == user.name]
+        held = self.ledger.held_by(mine)
+        if c.max_gpus is not None and wanted.mode == "count" and len(held) + wanted.count > c.max_gpus:
+            raise Conflict(self._quota(held, wanted.count, gpus))
+        got = await self.ledger.assign(claim, wanted, free_all=True, viewer=user.name)
+        if c.max_gpus is not None and len(held | set(got.ids)) > c.max_gpus:
+            self.ledger.release(claim)
+            raise Conflict(self._quota(held, len(got.ids), gpus))
+        return got, None
+
+    def _quota(self, held: set[str], asked: int, gpus: GpuRequest) -> str:
+        return (f"you hold {len(held)} GPU(s) and ask for {asked} more ({gpus.label()}), above the operator's quota "
+                f"c.PtcudaBroker.max_gpus = {self.config.max_gpus} per user: ask for fewer (e.g. gpus 1), stop a kernel "
+                "or job that holds one, or ask the operator.")
 
     async def _image_policy(self, user: U.HubUser, image: str) -> Policy:
         """The user's policy; a job pinned to an image id or digest is allowed when a tag of that image is."""
@@ -195,91 +245,66 @@ class Broker:
                 policy = dataclasses.replace(policy, images=(image,))
         return policy
 
-    async def _check_quotas(self, user: U.HubUser, spec: ContainerSpec) -> None:
+    async def _check_kernels(self, user: U.HubUser, spec: ContainerSpec) -> None:
         c = self.config
-        mine = await self.service.list(owner_uid=user.uid, running=True)
-        mine = [s for s in mine if s.tag.owner == user.name]
-        kind = spec.labels.get(L.KIND)
-        if kind == L.KERNEL and c.max_kernels is not None:
-            kernels = [s for s in mine if s.tag.kind == L.KERNEL]
-            if len(kernels) >= c.max_kernels:
-                raise Conflict(f"you have {len(kernels)} kernel(s) running and the operator's limit is "
-                               f"c.PtcudaBroker.max_kernels = {c.max_kernels}: shut one down first (or ask the "
-                               "operator to raise it).")
-        if c.max_gpus is not None and spec.gpus.wanted:
-            held = self.ledger.held_by(mine)
-            asked = self.ledger.gpu_count() if spec.gpus.mode == "all" else spec.gpus.size
-            if len(held) + asked > c.max_gpus:
-                raise Conflict(f"you hold {len(held)} GPU(s) and ask for {asked} more ({spec.gpus.label()}), above the "
-                               f"operator's quota c.PtcudaBroker.max_gpus = {c.max_gpus} per user: ask for fewer "
-                               "(e.g. gpus 1), stop a kernel or job that holds one, or ask the operator.")
-
-    async def _verify(self, cid: str, expected: dict[str, tuple[int, int]], claim: str | None) -> None:
-        """After start: each mount is the folder that was checked (not one swapped in since); else the
-        container is removed and the launch refused."""
-        if not expected:
+        if spec.labels.get(L.KIND) != L.KERNEL:
             return
-        state = await self.service.inspect(cid)
-        wrong = U.verify_mounts(state.pid, expected) if state is not None and state.pid else []
-        if state is not None and state.running and not wrong:
-            return
-        if state is not None and not state.running:
-            return  # it died on its own: the caller sees that (logs, exit code)
-        await self.service.remove(cid)
-        if claim:
-            self.service.release(claim)
-        log.warning("broker: container %s removed: %s changed between the check and the mount", cid[:12], wrong)
-        raise Forbidden(f"{', '.join(wrong)} changed between the broker's check and the mount (a folder swapped for a "
-                        "link?): the container was removed. Mount real folders inside your mount roots.")
+        mine = await self.service.list(L.KERNEL, owner_uid=user.uid, running=True)
+        kernels = [s for s in mine if s.tag.owner == user.name]
+        if len(kernels) >= c.max_kernels:
+            raise Conflict(f"you have {len(kernels)} kernel(s) running and the operator's limit is "
+                           f"c.PtcudaBroker.max_kernels = {c.max_kernels}: shut one down first (or ask the "
+                           "operator to raise it).")
 
     # -- watching and acting on one's own containers ----------------------------------------------
     async def op_inspect(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         try:
-            return wire.state_to_json(await self._own(user, str(body.get("cid") or "")))
+            return wire.state_to_json(await self._own(user, I.cid(body)))
         except NotFound:
             return None
 
     async def op_list(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         kind = body.get("kind")
         if kind is not None and kind not in L.KINDS:
-            raise ConfigError(f"unknown kind {kind!r}: one of {', '.join(L.KINDS)}.")
-        found = await self.service.list(kind, id=body.get("id"), owner_uid=user.uid, server_id=body.get("server_id"),
-                                        running=bool(body.get("running")))
+            raise ConfigError(f"unknown kind {str(kind)[:40]!r}: one of {', '.join(L.KINDS)}.")
+        found = await self.service.list(kind, id=I.text(body, "id", limit=128) or None, owner_uid=user.uid,
+                                        server_id=I.text(body, "server_id", limit=256) or None,
+                                        running=I.flag(body, "running"))
         return [wire.state_to_json(s) for s in found if s.tag.owner == user.name]
 
     async def op_logs(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
-        return await self.service.logs(state.id, tail=body.get("tail", "all"))
+        state = await self._own(user, I.cid(body))
+        return await self.service.logs(state.id, tail=I.tail(body))
 
     async def op_log_bytes(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
+        state = await self._own(user, I.cid(body))
         return base64.b64encode(await self.service.log_bytes(state.id)).decode()
 
     async def op_wait(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
-        return await self.service.wait(state.id)
+        state = await self._own(user, I.cid(body))
+        with self.limits.long_call(user.name):
+            return await self.service.wait(state.id)
 
     async def op_exec(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
-        cmd = body.get("cmd")
-        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-            raise ConfigError("exec: give cmd as a list of strings.")
-        stdin = base64.b64decode(body["stdin"]) if body.get("stdin") else None
-        env = {str(k): str(v) for k, v in (body.get("env") or {}).items()}
-        # as the container's own user (never one the client names)
-        code, out = await self.service.exec(state.id, cmd, stdin=stdin, env=env or None, workdir=body.get("workdir") or None)
+        state = await self._own(user, I.cid(body))
+        cmd = I.strings(body, "cmd")
+        stdin = I.b64(body, "stdin")
+        env = I.env(body)
+        workdir = I.text(body, "workdir") or None
+        if workdir is not None and not workdir.startswith("/"):
+            raise ConfigError("workdir: give an absolute path inside the container.")
+        with self.limits.long_call(user.name):
+            # as the container's own user (never one the client names)
+            code, out = await self.service.exec(state.id, cmd, stdin=stdin, env=env or None, workdir=workdir)
         return {"code": code, "output": base64.b64encode(out).decode()}
 
     async def op_signal(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
-        sig = body.get("signal", "SIGTERM")
-        if not (isinstance(sig, int) or (isinstance(sig, str) and sig.startswith("SIG") and sig[3:].isalnum())):
-            raise ConfigError(f"signal {sig!r}: give a name such as 'SIGINT' or a number.")
-        await self.service.engine.kill(state.id, sig)  # the broker's own pidfds are not the client's business
+        state = await self._own(user, I.cid(body))
+        await self.service.engine.kill(state.id, I.signal(body))  # the broker's own pidfds are not the client's business
 
     async def op_remove(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         try:
-            state = await self._own(user, str(body.get("cid") or ""))
+            state = await self._own(user, I.cid(body))
         except NotFound:
             return None  # gone (or never yours): nothing to remove
         await self.remove_container(state)
@@ -294,25 +319,24 @@ class Broker:
     async def op_notices(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         """What the broker did to this user's kernels (idle reclamation) since ``since`` (epoch s)."""
         reclaimer = self.reclaimer
-        return reclaimer.since(user.name, float(body.get("since") or 0)) if reclaimer is not None else []
+        since = I.number(body, "since", default=0.0)
+        return reclaimer.since(user.name, since) if reclaimer is not None else []
 
     async def op_gpus(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         """The broker's GPU telemetry for this user's server (others' holders as "another user")."""
         since = body.get("since")
-        max_points = body.get("max_points")
-        return await self.telemetry.view(user.name, float(since) if since is not None else None,
-                                         int(max_points) if max_points is not None else None)
+        return await self.telemetry.view(user.name, I.number(body, "since") if since is not None else None,
+                                         I.integer(body, "max_points", minimum=1, maximum=100_000))
 
     async def op_release(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        claim = self._claim(user, body.get("claim"))
-        if claim:
-            self.service.release(claim)
+        """Nothing to release: a GPU claim lives exactly as long as its container (kept for older servers)."""
+        return None
 
     async def op_spec_of(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        state = await self._own(user, str(body.get("cid") or ""))
+        state = await self._own(user, I.cid(body))
         spec, image = await self.service.spec_of(state.id)
-        return {"spec": wire.spec_to_json(spec), "image": wire.image_to_json(image)}
+        return {"spec": wire.spec_to_json(spec_with_logical_mounts(spec)), "image": wire.image_to_json(image)}
 
     async def follow(self, name: str, cid: str) -> AsyncIterator[bytes]:
-        state = await self._own(self.user(name), cid)
+        state = await self._own(self.user(name), I.cid({"cid": cid}))
         return self.service.follow(state.id)

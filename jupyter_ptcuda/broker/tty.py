@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import re
 import threading
 from typing import Any
@@ -31,17 +32,17 @@ from typing import Any
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..containers import labels as L
-from ..errors import NotFound, PtcudaError, TooBusy
+from ..errors import NotFound, PtcudaError
 from ..shell import TERM_DEFAULT, EngineTty, ExecTarget, end_session_async, target_of
 from .app import _Base
 from .ops import Broker
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 
-#: Terminals one Hub user may have open through the broker at once (each holds a thread here).
-MAX_TTYS_PER_USER = 16
 TERM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-_open: dict[str, int] = {}  # Hub user -> open terminals
+#: Keystrokes queued for a shell that does not read them, at most; past it the terminal is closed (saying
+#: why) instead of the broker's memory growing.
+MAX_PENDING_INPUT = 1024**2
 _tasks: set[asyncio.Future[Any]] = set()  # background work, referenced until done
 
 
@@ -65,6 +66,7 @@ class TtyHandler(_Base, WebSocketHandler):
     session: EngineTty | None = None
     target: ExecTarget | None = None
     counted = False
+    max_message_size = 64 * 1024  # one websocket frame of keystrokes
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Before the upgrade (refusals are plain HTTP errors with the broker's sentence): the container
@@ -74,31 +76,40 @@ class TtyHandler(_Base, WebSocketHandler):
         state = await broker._own(user, self.get_argument("cid", ""))
         if state.tag.kind not in (L.KERNEL, L.JOB) or not state.running:
             raise NotFound(f"container {state.id[:12]} is not a running kernel or job: a shell opens in those only.")
-        if _open.get(self.hub_user, 0) >= MAX_TTYS_PER_USER:
-            raise TooBusy(f"you have {MAX_TTYS_PER_USER} terminals open through the broker: close one first.")
-        term = self.get_argument("term", TERM_DEFAULT)
-        self.term = term if TERM_RE.fullmatch(term) else TERM_DEFAULT
-        self.target = await target_of(broker.service, state)
-        await super().get(*args, **kwargs)
+        broker.limits.reserve_tty(self.hub_user)  # counted now, before the upgrade: concurrent opens cannot all pass
+        self.counted = True
+        try:
+            term = self.get_argument("term", TERM_DEFAULT)
+            self.term = term if TERM_RE.fullmatch(term) else TERM_DEFAULT
+            self.target = await target_of(broker.service, state)
+            await super().get(*args, **kwargs)
+        except BaseException:
+            self._uncount()
+            raise
+        if self.ws_connection is None:  # the upgrade was refused: on_close will not come
+            self._uncount()
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
-        assert self.target is not None
-        _open[self.hub_user] = _open.get(self.hub_user, 0) + 1
-        self.counted = True
+        target = self.target
+        assert target is not None
         self.loop = asyncio.get_running_loop()
         broker: Broker = self.settings["broker"]
+        engine, size = broker.service.engine, _size(self)
         try:
-            self.session = await asyncio.to_thread(EngineTty.open, broker.service.engine, self.target, self.term,
-                                                   _size(self))
+            session = await engine.call(lambda api: EngineTty.open(engine, target, self.term, size), long=True)
         except PtcudaError as exc:
             await self._finish(None, exc.message)
             return
-        self.session.on_hang_up = lambda target, pid: None  # ended in on_close, by this process
-        self.keys: asyncio.Queue[bytes | None] = asyncio.Queue()
-        _spawn(self._type(self.session))
-        log.info("broker: terminal for %s in %s %s (container %s)", self.hub_user, self.target.kind,
-                 self.target.id, self.target.container[:12])
-        threading.Thread(target=self._pump, name=f"ptcuda-tty-{self.target.container[:12]}", daemon=True).start()
+        self.session = session
+        session.on_hang_up = lambda target, pid: None  # ended in on_close, by this process
+        self.keys: queue.Queue[bytes | None] = queue.Queue()
+        self.pending = 0
+        self.pending_lock = threading.Lock()
+        threading.Thread(target=self._type, args=(session,), name=f"ptcuda-tty-in-{target.container[:12]}",
+                         daemon=True).start()
+        log.info("broker: terminal for %s in %s %s (container %s)", self.hub_user, target.kind, target.id,
+                 target.container[:12])
+        threading.Thread(target=self._pump, name=f"ptcuda-tty-{target.container[:12]}", daemon=True).start()
 
     def _pump(self) -> None:
         """The shell's output to the websocket (a thread: the engine's socket is a blocking one); each
@@ -119,11 +130,14 @@ class TtyHandler(_Base, WebSocketHandler):
         except (WebSocketClosedError, RuntimeError):
             return  # the client went away (on_close ends the session) or the loop stopped
 
-    async def _type(self, session: EngineTty) -> None:
-        """The client's keystrokes to the shell, in order (a write may block while the shell reads nothing)."""
-        while (data := await self.keys.get()) is not None:
+    def _type(self, session: EngineTty) -> None:
+        """The client's keystrokes to the shell, in order, on this terminal's own thread (a write may block
+        while the shell reads nothing: it blocks only this terminal)."""
+        while (data := self.keys.get()) is not None:
+            with self.pending_lock:
+                self.pending -= len(data)
             try:
-                await asyncio.to_thread(session.send, data)
+                session.send(data)
             except OSError:
                 return
 
@@ -140,6 +154,13 @@ class TtyHandler(_Base, WebSocketHandler):
         if session is None:
             return
         if isinstance(message, bytes):
+            with self.pending_lock:
+                self.pending += len(message)
+                over = self.pending > MAX_PENDING_INPUT
+            if over:
+                _spawn(self._finish(None, "the shell reads its input slower than it is typed (over 1 MiB waiting): "
+                                          "the terminal was closed. Paste less at once."))
+                return
             self.keys.put_nowait(message)
             return
         try:
@@ -150,14 +171,13 @@ class TtyHandler(_Base, WebSocketHandler):
         if 0 < rows <= 1000 and 0 < cols <= 1000:
             _spawn(asyncio.to_thread(session.resize, rows, cols))
 
-    def on_close(self) -> None:
+    def _uncount(self) -> None:
         if self.counted:
             self.counted = False
-            left = _open.get(self.hub_user, 1) - 1
-            if left > 0:
-                _open[self.hub_user] = left
-            else:
-                _open.pop(self.hub_user, None)
+            self.settings["broker"].limits.release_tty(self.hub_user)
+
+    def on_close(self) -> None:
+        self._uncount()
         session, self.session = self.session, None
         if session is not None:
             self.keys.put_nowait(None)

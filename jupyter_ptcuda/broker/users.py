@@ -1,24 +1,21 @@
 """Who a Hub user is on this host, what they may mount, and the kernels' private folders the broker makes.
 
 Pure-ish helpers of the broker (:mod:`.app`): the uid:gid of a Hub user (the Unix account of the same
-name by default, never root), their mount roots (templated per user), the checks that make a mount
-safe against symlinks (:func:`resolve_mount`) and against a folder swapped for a symlink between the
-check and the mount (:func:`verify_mounts`, after start, by device and inode inside the container), and
-the kernels' ipc folders (:func:`private_dir`) — made by the broker, never at a path the client names.
+name by default, never root), their mount roots (templated per user; what a mount may be is checked by
+:mod:`.mounts`, with no window before Docker's bind), and the kernels' ipc folders (:func:`private_dir`) —
+made by the broker, never at a path the client names, at most ``c.PtcudaBroker.max_private_dirs`` each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import posixpath
 import pwd
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from ..containers.build import FORBIDDEN_SOURCES
 from ..errors import ConfigError, Forbidden
 
 _KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -84,43 +81,6 @@ def _inside(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
 
 
-def resolve_mount(source: str, roots: tuple[str, ...], what: str) -> tuple[str, tuple[int, int]]:
-    """A host path the user may mount: absolute, inside one of ``roots``, no symlink on the way (the
-    path must be its own realpath), a folder or file that exists. Returns it and its (device, inode),
-    which :func:`verify_mounts` compares with what the container got."""
-    if not source.startswith("/"):
-        raise ConfigError(f"{what} {source!r}: give an absolute host path.")
-    path = posixpath.normpath(source)
-    real = os.path.realpath(path)
-    if real != path:
-        raise Forbidden(f"{what} {source!r} is (or passes through) a symbolic link (to {real}): the broker mounts "
-                        "only real paths; give the real path, inside your mount roots.", path=path)
-    if path in FORBIDDEN_SOURCES or not any(_inside(path, r) for r in roots):
-        raise Forbidden(f"{what} {source!r} is outside the folders you may mount ({', '.join(roots) or 'none'}): "
-                        "move it under one of them, or ask the operator to add a root (c.PtcudaBroker.mount_roots).",
-                        path=path)
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError as exc:
-        raise ConfigError(f"{what} {source!r}: {exc.strerror}.") from None
-    return path, (st.st_dev, st.st_ino)
-
-
-def verify_mounts(pid: int, expected: Mapping[str, tuple[int, int]]) -> list[str]:
-    """Targets whose mount inside the container (``/proc/<pid>/root/<target>``) is not the device and inode
-    checked before the start: a folder swapped for a symlink (or another folder) in between."""
-    wrong = []
-    for target, (dev, ino) in expected.items():
-        try:
-            st = os.stat(f"/proc/{pid}/root{target}", follow_symlinks=False)
-        except OSError:
-            wrong.append(target)
-            continue
-        if (st.st_dev, st.st_ino) != (dev, ino):
-            wrong.append(target)
-    return wrong
-
-
 def check_kernel_id(kernel_id: str) -> str:
     if not _KERNEL_ID.match(kernel_id or ""):
         raise ConfigError(f"kernel id {kernel_id!r}: give the kernel's id (letters, digits, '-', '_').")
@@ -158,3 +118,25 @@ def remove_private_dir(root: str, path: str) -> None:
     p = Path(path)
     if p.parent.parent == Path(root) and not p.is_symlink() and p.is_dir():
         shutil.rmtree(p, ignore_errors=True)
+
+
+def count_private_dirs(root: str, user: HubUser, kernel_id: str) -> int:
+    """How many kernel folders ``user`` has at the broker, not counting ``kernel_id``'s own (asking again for
+    the same kernel never counts twice)."""
+    base = Path(root) / str(user.uid)
+    try:
+        return sum(1 for e in os.scandir(base) if e.name != kernel_id)
+    except FileNotFoundError:
+        return 0
+
+
+def sweep_private_dirs(root: str, user: HubUser, keep: set[str]) -> None:
+    """Remove ``user``'s kernel folders whose kernel has no container any more."""
+    base = Path(root) / str(user.uid)
+    try:
+        entries = list(os.scandir(base))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.name not in keep:
+            remove_private_dir(root, e.path)

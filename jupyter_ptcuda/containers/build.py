@@ -34,6 +34,10 @@ from .spec import ContainerSpec, Mount, SpecFile
 FORBIDDEN_SOURCES = ("/", "/var", "/var/run", "/run", "/proc", "/sys", "/dev", "/etc")
 #: Environment the builder sets itself (a request's value is ignored).
 RESERVED_ENV = ("HOME",)
+#: Where a container's files (a kernel's connection file and supervisor) are placed before it starts: a
+#: folder of the image's own filesystem that no mount may cover, so they never go through a bind mount
+#: (the archive's folder entry would change the mounted host folder's owner and mode).
+FILES_ROOT = "/run/ptcuda"
 #: Kinds that run as the owner; ``probe``/``netns`` run as nobody whoever asks.
 NOBODY = "65534:65534"
 
@@ -104,6 +108,24 @@ def check_mount(source: str, policy: Policy, what: str) -> str:
     return path
 
 
+def check_target(target: str) -> str:
+    """A mount's path inside the container: absolute, normalised, not ``/`` and not over :data:`FILES_ROOT`."""
+    path = posixpath.normpath(target) if target.startswith("/") else ""
+    if not path or path == "/" or path != target.rstrip("/") or _inside(FILES_ROOT, path) or _inside(path, FILES_ROOT):
+        raise ConfigError(f"mount target {target[:200]!r}: give an absolute, normalised path inside the container "
+                          f"(not '/', and not {FILES_ROOT}, where the container's own files go), e.g. '/data'.")
+    return path
+
+
+def check_files(files: tuple[SpecFile, ...]) -> None:
+    """Files are placed only under :data:`FILES_ROOT` (never through a mount), owner-only modes."""
+    for f in files:
+        path = posixpath.normpath(f.path) if f.path.startswith("/") else ""
+        if posixpath.dirname(path) != FILES_ROOT or path != f.path or f.mode & ~0o700 or f.dir_mode != 0o700:
+            raise ConfigError(f"container file {f.path[:200]!r}: files go directly in {FILES_ROOT} (e.g. "
+                              f"{FILES_ROOT}/kernel.json), readable by the container's user only.")
+
+
 def check_user(run_as: str, kind: str, policy: Policy, identity: Identity) -> str:
     """The uid:gid a container runs as: never root unless allowed, never another user's uid."""
     if kind in (L.PROBE, L.NETNS):
@@ -150,14 +172,17 @@ def build(request: Request, policy: Policy, identity: Identity) -> ContainerSpec
                         f"{policy.source}.max_cpus = {policy.max_cpus}; ask for at most {policy.max_cpus}.")
     mounts: list[Mount] = []
     for m in r.mounts:
-        mounts.append(Mount(check_mount(m.source, policy, "mount"), m.target, m.read_only))
+        mounts.append(Mount(check_mount(m.source, policy, "mount"), check_target(m.target), m.read_only))
     workdir = r.workdir
     if workdir is not None and r.mount_workdir:
         workdir = check_mount(workdir, policy, "notebook folder")
         if not any(m.source == m.target and not m.read_only and _inside(workdir, m.target) for m in mounts):
             mounts.insert(0, Mount(workdir, workdir, False))
+    if workdir is not None and r.mount_workdir:
+        check_target(workdir)
     if r.private_dir:
         mounts.append(Mount(r.private_dir, r.private_dir, False))  # made by us (kernel_files), not asked for
+    check_files(r.files)
     env = {k: v for k, v in r.env.items() if k not in RESERVED_ENV}
     labels = L.make(r.kind, owner_uid=identity.uid, owner=identity.name, server_id=identity.server_id,
                     server_pid=identity.server_pid, id=r.id, gpus=gpus.label(), notebook=r.notebook,

@@ -39,8 +39,6 @@ from .spec import ContainerSpec, build_create_kwargs, files_archive
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_ptcuda")
-#: Workers for long calls (container waits, execs, pulls): at most this many run at once.
-LONG_WORKERS = 8
 
 NO_NVIDIA_HINT = (
     "GPUs were requested but this Docker engine has no NVIDIA runtime ({reason}). Install the NVIDIA "
@@ -90,9 +88,9 @@ class Engine:
         self._lock = threading.Lock()
         self.ulimits_refused = False  # learnt once: this engine cannot raise memlock/stack limits
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ptcuda-engine")
-        # Calls that last as long as a container runs (waits, execs, pulls): their own bounded pool, so
-        # hung health checks or a slow pull never hold the workers that kernel starts and GET kernels need.
-        self._long_pool = ThreadPoolExecutor(max_workers=LONG_WORKERS, thread_name_prefix="ptcuda-engine-long")
+        # Calls that last as long as a container runs (waits, execs, pulls) each get a thread of their own
+        # (:meth:`call` with ``long``): no pool for them to fill, so nobody's wait delays anybody's exec or
+        # kernel start. Their number is bounded by their callers (the broker: c.PtcudaBroker.max_long_calls).
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -125,11 +123,29 @@ class Engine:
         """Run ``fn(api, *args, **kwargs)`` in a worker thread; the one way async code reaches Docker.
 
         ``long``: a call that blocks while a container runs or an image downloads (wait, exec, pull,
-        build) runs in the separate, bounded long-call pool."""
+        build) runs on a thread of its own, never in the shared pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._long_pool if long else self._pool, functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
-        )
+        call = functools.partial(self.run_sync, fn, *args, what=what, **kwargs)
+        if not long:
+            return await loop.run_in_executor(self._pool, call)
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        def run() -> None:
+            try:
+                result: Any = (True, call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                result = (False, exc)
+            try:
+                loop.call_soon_threadsafe(settle, *result)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+        threading.Thread(target=run, name=f"ptcuda-engine-long-{what or 'call'}"[:40], daemon=True).start()
+        return await future
 
     def call_soon(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> asyncio.Future[T]:
         """Like :meth:`call`, but handed to a worker thread *now*, before the caller awaits anything: the

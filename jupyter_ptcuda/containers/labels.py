@@ -22,6 +22,9 @@ OWNER = PREFIX + "owner"  # their name
 GPUS = PREFIX + "gpus"
 NOTEBOOK = PREFIX + "notebook"
 KERNEL_DIR = PREFIX + "kernel-dir"  # a kernel's private ipc folder: never mounted into a job
+#: JSON [[host path, target], ...]: the folders a broker-built container mounts, as their user asked for them
+#: (Docker binds the broker's staging paths: see jupyter_ptcuda.broker.mounts).
+MOUNTS = PREFIX + "mounts"
 #: Image labels written by ``jupyter ptcuda image build`` (torch/cuda empty for CPU builds).
 IMAGE_BASE = PREFIX + "image.base"
 IMAGE_TORCH = PREFIX + "image.torch"

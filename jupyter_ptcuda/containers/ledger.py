@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GpuUnavailable
+from ..errors import ConfigError, GpuUnavailable
 from . import labels as L
 from .gpus import GpuRequest, devices
 
@@ -96,6 +96,29 @@ class GpuLedger:
             elif s.tag.gpus != "none":
                 held.update(devices(s.tag.gpus, gpus, all_devices=False))
         return held
+
+    def canonical(self, request: GpuRequest) -> GpuRequest:
+        """``request`` in canonical device indexes of the GPUs NVML sees (UUIDs mapped to indexes), or a 400
+        naming what does not exist: a device id that is not one of them, or a count above how many there
+        are. What the broker hands the engine is only ever this (never a spelling the runtime reads its own way)."""
+        gpus = self._gpus()
+        if request.mode == "count":
+            if request.count > len(gpus):
+                raise ConfigError(f"gpus: {request.count} GPU(s) asked for, but this host has {len(gpus)}: ask for at "
+                                  f"most {len(gpus)}.")
+            return request
+        if request.mode != "ids":
+            return request
+        by_id = {str(g["index"]): str(g["index"]) for g in gpus}
+        by_id.update({str(g["uuid"]): str(g["index"]) for g in gpus if g.get("uuid")})
+        unknown = [i for i in request.ids if i not in by_id]
+        if unknown:
+            raise ConfigError(f"gpus: no GPU {', '.join(u[:40] for u in unknown[:4])} on this host: give device indexes "
+                              f"({', '.join(sorted(by_id.values(), key=int)) or 'none'}) or their UUIDs (`nvidia-smi -L`).")
+        ids = [by_id[i] for i in request.ids]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("gpus: the same device is listed twice (an index and its UUID?): list each device once.")
+        return GpuRequest("ids", ids=tuple(ids))
 
     def _gpus(self) -> list[dict[str, Any]]:
         snap = self.snapshot() or {}

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineUnavailable
+from . import labels as L
 from . import wire
+from .build import Request
 from .service import ContainerService, ContainerState, ImageInfo, Launched
 from .spec import ContainerSpec
 
@@ -27,6 +29,25 @@ if TYPE_CHECKING:
     from ..shell import ExecTarget, TtySession
 
 BROKER_ENV = "JUPYTER_PTCUDA_BROKER_URL"
+
+
+def request_of(spec: ContainerSpec) -> dict[str, Any]:
+    """The request a locally built spec stands for, as the broker takes it (:func:`.wire.request_to_json`):
+    kind, id, notebook and this server's id from its labels; the notebook folder (when it is mounted at its
+    own path), the other mounts, env, GPUs, limits, network and a kernel's files. The user, labels, ports,
+    the kernel's private folder and every hardening field stay the broker's."""
+    tag = L.Tag.read(spec.labels)
+    workdir = spec.workdir if spec.workdir and spec.workdir != spec.home else None
+    mount_workdir = workdir is not None and any(m.source == workdir == m.target and not m.read_only for m in spec.mounts)
+    private = {tag.kernel_dir} - {""}
+    mounts = tuple(m for m in spec.mounts if m.source not in private
+                   and not (mount_workdir and m.source == workdir == m.target and not m.read_only))
+    env = {k: v for k, v in spec.env.items() if not k.startswith("NVIDIA_")}
+    request = Request(kind=tag.kind, image=spec.image, command=spec.command, workdir=workdir,
+                      mount_workdir=mount_workdir, gpus=spec.gpus, mounts=mounts, env=env, shm_size=spec.shm_size,
+                      mem_limit=spec.mem_limit, cpus=spec.cpus, pids_limit=spec.pids_limit,
+                      network_mode=spec.network_mode, id=tag.id, notebook=tag.notebook, files=spec.files)
+    return wire.request_to_json(request, server_id=tag.server_id, server_pid=tag.server_pid or 0)
 
 
 class RemoteContainerService(ContainerService):
@@ -86,18 +107,18 @@ class RemoteContainerService(ContainerService):
 
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
                      assign_gpus: bool = True) -> Launched:
-        r = await self._call("launch", timeout=600, spec=wire.spec_to_json(spec), claim=claim,
-                             gpu_fallback=gpu_fallback, assign_gpus=assign_gpus)
+        """Ask the broker for the container ``spec`` describes: only its request travels (:func:`request_of`);
+        the broker assigns GPUs (``claim``/``assign_gpus`` are its business) and builds the container."""
+        r = await self._call("launch", timeout=600, request=request_of(spec), gpu_fallback=gpu_fallback)
         return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
 
     def release(self, claim: str) -> None:
-        task = asyncio.ensure_future(self._call("release", claim=claim))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        """Nothing to do: under the broker a GPU claim lives exactly as long as its container."""
 
     async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
                        gpu_fallback: str = "error") -> tuple[int, str, Launched]:
-        r = await self._call("run_once", timeout=timeout + 60, spec=wire.spec_to_json(spec), timeout_s=timeout,
-                             claim=claim, gpu_fallback=gpu_fallback)
+        r = await self._call("run_once", timeout=timeout + 60, request=request_of(spec), timeout_s=timeout,
+                             gpu_fallback=gpu_fallback)
         return int(r["code"]), r["output"], Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
 
     async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:

@@ -169,8 +169,8 @@ def files_archive(spec: ContainerSpec) -> bytes | None:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs: set[str] = set()
         for f in spec.files:
-            if not f.path.startswith("/") or ".." in f.path.split("/"):
-                raise ConfigError(f"container file {f.path!r}: give an absolute path without '..'.")
+            if not f.path.startswith("/") or ".." in f.path.split("/") or f.path.count("/") != 3:
+                raise ConfigError(f"container file {f.path!r}: give an absolute path /run/ptcuda/NAME.")
             folder = f.path.rsplit("/", 1)[0].lstrip("/")
             if folder and folder not in dirs:
                 d = tarfile.TarInfo(folder)
@@ -230,6 +230,22 @@ def build_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "stdin_open": False,
         "tty": False,
     }
+
+
+def spec_with_logical_mounts(spec: ContainerSpec) -> ContainerSpec:
+    """``spec`` with each mount's source as its user asked for it (label :data:`~.labels.MOUNTS`), not the
+    staging path a broker handed the engine; unchanged when the label is absent or unreadable."""
+    import json
+
+    try:
+        logical = {str(t): str(s) for s, t in json.loads(spec.labels.get(L.MOUNTS) or "[]")}
+    except (ValueError, TypeError):
+        return spec
+    if not logical:
+        return spec
+    mounts = tuple(dataclasses.replace(m, source=logical.get(m.target, m.source)) for m in spec.mounts)
+    labels = {k: v for k, v in spec.labels.items() if k != L.MOUNTS}
+    return dataclasses.replace(spec, mounts=mounts, labels=labels)
 
 
 def _parse_tmpfs_home(tmpfs: Mapping[str, str] | None) -> str | None:

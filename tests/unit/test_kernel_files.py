@@ -14,7 +14,7 @@ import pytest
 from jupyter_ptcuda import kernel_files
 from jupyter_ptcuda.containers import spec as S
 from jupyter_ptcuda.containers.options import ISOLATED_UID, ContainerOptions
-from jupyter_ptcuda.errors import LaunchError
+from jupyter_ptcuda.errors import Conflict
 
 
 def test_connection_file_is_placed_in_the_container_owned_by_its_user():
@@ -53,13 +53,26 @@ def test_private_base_refuses_a_folder_somebody_else_can_write(tmp_path, monkeyp
     squatted.mkdir(mode=0o777)
     os.chmod(squatted, 0o777)
     monkeypatch.setenv("JUPYTER_PTCUDA_RUNTIME_DIR", str(squatted))
-    with pytest.raises(LaunchError, match="not a private folder"):
+    with pytest.raises(Conflict, match="not a private folder") as refused:
         kernel_files.private_base()
+    assert refused.value.status == 409 and "Remove it" in refused.value.message  # the user's to fix: a 4xx
     link = tmp_path / "link"
     link.symlink_to(tmp_path)
     monkeypatch.setenv("JUPYTER_PTCUDA_RUNTIME_DIR", str(link))
-    with pytest.raises(LaunchError, match="not a private folder"):
+    with pytest.raises(Conflict, match="not a private folder"):
         kernel_files.private_base()
+
+
+def test_without_xdg_runtime_dir_the_private_folder_is_in_the_home_not_a_guessable_tmp_name(tmp_path, monkeypatch):
+    """Under JupyterHub a user's server has no XDG_RUNTIME_DIR: its folder must not be /tmp/<guessable>, which
+    another local user could make first (every kernel start of its owner was refused)."""
+    if os.geteuid() == 0:
+        pytest.skip("as root the folder is /run/jupyter-ptcuda")
+    monkeypatch.delenv("JUPYTER_PTCUDA_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "home" / "runtime"))
+    base = kernel_files.private_base()
+    assert base == tmp_path / "home" / "runtime" / "jupyter-ptcuda" and not str(base).startswith("/tmp/jupyter-ptcuda-")
 
 
 def test_record_and_remove(tmp_path, monkeypatch):
