@@ -153,17 +153,16 @@ class Broker:
         if request.kind == L.KERNEL and request.id:
             made = os.path.join(self.config.private_root, str(user.uid), U.check_kernel_id(request.id))
             private = made if await asyncio.to_thread(os.path.isdir, made) else ""
+        mem = request.mem_limit or policy.max_mem
         request = dataclasses.replace(
             request, run_as=user.user, private_dir=private, image_labels=None,
             env={k: v for k, v in request.env.items() if not k.startswith("NVIDIA_")},
-            mem_limit=request.mem_limit or policy.max_mem, cpus=request.cpus or policy.max_cpus,
-            pids_limit=request.pids_limit or max_pids, shm_size=request.shm_size or min(
-                2 * 1024**3, policy.max_mem or 2 * 1024**3))
+            mem_limit=mem, cpus=request.cpus or policy.max_cpus, pids_limit=request.pids_limit or max_pids,
+            # /dev/shm is memory of the container's own: never more than its memory limit
+            shm_size=min(request.shm_size or 2 * 1024**3, mem or 2 * 1024**3))
         if request.pids_limit and request.pids_limit > max_pids:
             raise Forbidden(f"pids_limit {request.pids_limit} is above the operator's limit c.PtcudaBroker.max_pids = "
                             f"{max_pids}; ask for at most that.")
-        if request.shm_size and policy.max_mem and request.shm_size > policy.max_mem:
-            raise Forbidden(f"shm_size {request.shm_size} is above the memory ceiling c.PtcudaBroker.max_mem; ask for less.")
         spec = build(request, policy, identity)  # refusals first: nothing is opened or claimed for a bad request
         claim = f"{user.name}/{request.kind}/{request.id or secrets.token_hex(6)}"
         staging = self.staging
@@ -208,6 +207,7 @@ class Broker:
         they do not exist, are held, or pass the user's quota."""
         if not gpus.wanted:
             return gpus, None
+        await self.ledger.ready()
         if not self.ledger.gpu_count():
             if fallback == "cpu":
                 return NONE, "the broker sees no GPU on this host (NVML): started without GPUs (gpu_fallback='cpu')."

@@ -135,9 +135,7 @@ class GpuLedger:
         user's name (with :attr:`hide_others`, others' holders are "another user")."""
         if request.mode == "none" or (request.mode == "all" and not free_all):
             return request
-        if self.sampler is not None and self.sampler.state == "starting":
-            self.sampler.ensure_started()
-            await asyncio.get_running_loop().run_in_executor(None, self.sampler.wait_ready, 5.0)
+        await self.ready()
         async with self._lock:
             holders = await self.holders()
             taken = {gpu: hs for gpu, hs in holders.items() if any(self._claim(h) != owner for h in hs)}
@@ -171,6 +169,12 @@ class GpuLedger:
             chosen = tuple(str(g["index"]) for g in free[: request.count])
             self._pending[owner] = chosen
             return GpuRequest("ids", ids=chosen)
+
+    async def ready(self) -> None:
+        """Start the sampler (and wait for its first look, up to 5 s) before GPUs are counted or assigned."""
+        if self.sampler is not None and self.sampler.state == "starting":
+            self.sampler.ensure_started()
+            await asyncio.get_running_loop().run_in_executor(None, self.sampler.wait_ready, 5.0)
 
     def release(self, owner: str) -> None:
         """Forget an assignment still in memory (the container label goes away with the container)."""
