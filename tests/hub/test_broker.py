@@ -131,8 +131,8 @@ def test_the_broker_s_policy_refuses_with_a_sentence(hub, test_image, tmp_path):
 
     r = launch(image="busybox:latest")
     assert r.status_code == 403 and "c.PtcudaBroker" in r.json()["message"]
-    r = launch(mounts=[{"source": "/etc", "target": "/host-etc"}])
-    assert r.status_code == 403 and "outside the folders you may mount" in r.json()["message"]
+    r = launch(mounts=[{"source": "/usr/share", "target": "/host-share"}])
+    assert r.status_code == 403 and "outside the folders" in r.json()["message"]
     bob_home = hub.account(BOB).pw_dir
     r = launch(mounts=[{"source": bob_home, "target": "/bob"}])
     assert r.status_code == 403
