@@ -33,8 +33,9 @@ from .containers import labels as L
 from .containers.gpus import parse_gpus
 from .containers.identity import server_id
 from .containers.options import ContainerOptions
-from .containers.service import ContainerService, ImageInfo, get_service
+from .containers.service import ContainerService, get_service
 from .containers.spec import SpecFile, filter_env
+from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
 

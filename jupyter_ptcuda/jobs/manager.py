@@ -41,8 +41,9 @@ from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.identity import this_server, username
 from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
-from ..containers.service import ContainerService, ImageInfo, get_service
+from ..containers.service import ContainerService, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
+from ..containers.types import ImageInfo
 from ..errors import ConfigError, NotFound, PtcudaError
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
 from ..nofollow import read_bytes
