@@ -100,6 +100,8 @@ class FakeBackend:
         self.boxes: dict[str, _Box] = {}
         self.released: list[str] = []  # GPU claims given back (release), in order
         self.pulled: list[str] = []
+        self.signals: list[tuple[str, str]] = []  # (container, signal) as asked, in order
+        self.looks = 0  # inspect calls so far: a test waits for a watcher's next looks
         self._ids = itertools.count(1)
         self._changed: asyncio.Event | None = None
 
@@ -227,6 +229,7 @@ class FakeBackend:
                 self.release(claim)
 
     async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:
+        self.looks += 1
         try:
             return self._state(self._box(cid))
         except NotFound:
@@ -308,6 +311,7 @@ class FakeBackend:
         if box is None or box.status not in ("running", "created"):
             return
         name = signal if isinstance(signal, str) else signal_module.Signals(signal).name
+        self.signals.append((cid, name))
         if name in box.program.ignores and name != "SIGKILL":
             return
         self.exit(cid, 128 + int(getattr(signal_module, name)))
