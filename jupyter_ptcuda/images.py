@@ -42,8 +42,9 @@ from .containers import labels as L
 from .containers.build import Policy, Request, build
 from .containers.engine import Engine
 from .containers.identity import this_server
-from .containers.service import ContainerService, ImageInfo
+from .containers.service import ContainerService
 from .containers.spec import ContainerSpec
+from .containers.types import ImageInfo
 from .errors import ImageNotReady, PtcudaError
 from .presets import PRESETS, add_torchvision, install_list, project_name
 

@@ -33,8 +33,9 @@ from .containers import labels as L
 from .containers.gpus import parse_gpus
 from .containers.identity import server_id
 from .containers.options import ContainerOptions
-from .containers.service import ContainerService, ImageInfo, get_service
+from .containers.service import ContainerService, get_service
 from .containers.spec import SpecFile, filter_env
+from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
 
@@ -213,7 +214,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         if self._kube:
             from .containers.kube.kernels import launch_pod
 
-            self.container_id, spec, self._kernel_ip = await launch_pod(self)
+            self.container_id, spec, self._kernel_ip = await launch_pod(self.service, self._spec, str(self.kernel_id),
+                                                                        self.gpu_resource)
             self.connection_info["ip"] = self._kernel_ip
             if self.parent is not None:  # the pod may have the last one's IP: jupyter_client compares with it
                 self.parent.ip = self._kernel_ip

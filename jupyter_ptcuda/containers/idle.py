@@ -19,7 +19,8 @@ from typing import Any
 
 from . import labels as L
 from .gpus import devices
-from .service import ContainerService, ContainerState
+from .service import ContainerService
+from .types import ContainerState
 
 
 @dataclasses.dataclass(frozen=True)

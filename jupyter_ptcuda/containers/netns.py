@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import weakref
 from typing import TYPE_CHECKING
 
 from ..errors import Conflict
@@ -25,7 +26,18 @@ from .spec import ContainerSpec
 if TYPE_CHECKING:
     from .service import ContainerService
 
-_lock = asyncio.Lock()
+#: One lock per event loop: an asyncio.Lock belongs to the first loop that waits on it, and provisioner
+#: methods may run on different loops. (Processes, and loops of one process, race on the engine: Conflict.)
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _lock() -> asyncio.Lock:
+    """This event loop's lock around making the holder."""
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
 
 
 def holder_name() -> str:
@@ -41,7 +53,7 @@ def holder_spec(image: str) -> ContainerSpec:
 
 async def ensure_holder(service: ContainerService, image: str) -> str:
     """The id of this server's running holder container, created from ``image`` if needed."""
-    async with _lock:
+    async with _lock():
         name = holder_name()
         found = await service.inspect(name)
         if found and found.running:

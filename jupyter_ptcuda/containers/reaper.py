@@ -22,7 +22,8 @@ from typing import Any
 
 from .. import kernel_files
 from . import labels as L
-from .service import ContainerService, ContainerState
+from .service import ContainerService
+from .types import ContainerState
 
 #: Kinds that belong to the server that started them (jobs do not).
 SERVER_KINDS = (L.KERNEL, L.HEALTH, L.PROBE, L.NETNS)

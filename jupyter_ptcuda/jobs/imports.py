@@ -34,7 +34,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..containers.service import ContainerService, ImageInfo
+from ..containers.service import ContainerService
+from ..containers.types import ImageInfo
 from ..errors import ConfigError, PtcudaError
 from ..images import L_MODULES, probe_modules
 from ..presets import project_name

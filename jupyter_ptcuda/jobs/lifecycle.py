@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from traitlets.config import LoggingConfigurable
 
 from ..containers import labels as L
-from ..containers.service import DEADLINE_STATUS, ContainerService, ContainerState
+from ..containers.service import ContainerService
+from ..containers.types import DEADLINE_STATUS, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
@@ -64,6 +65,10 @@ class JobLifecycle(LoggingConfigurable):
     _watchers: dict[str, asyncio.Task]
     _finalising: set[asyncio.Task]
     _locks: dict[str, asyncio.Lock]
+    #: The clocks: ``clock`` (epoch seconds) for timeouts and what the store records, ``monotonic`` for the
+    #: cancel grace. Tests set both to a fake clock on the instance and move it.
+    clock: Callable[[], float] = staticmethod(time.time)
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise NotImplementedError
@@ -89,7 +94,7 @@ class JobLifecycle(LoggingConfigurable):
         try:
             said = await self.service.pending(job.container_id or "")
         except LaunchError as exc:
-            if await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+            if await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
                               reason=f"start failed: {exc.message.splitlines()[0]}"):
                 await asyncio.to_thread(O.write_manifest, await self.get(job.id))
                 self.log.info("jupyter-ptcuda: job %s failed: %s", job.id, exc.message.splitlines()[0])
@@ -105,7 +110,7 @@ class JobLifecycle(LoggingConfigurable):
     async def _mark_running(self, job: Job, info: ContainerState) -> bool:
         """queued → running, from the container's start; the image digest from what it runs when none
         was known at submit (Kubernetes: the nodes pull; the container status's imageID says what)."""
-        fields: dict[str, Any] = {"started": info.started_at or time.time(), "reason": None, **self._digest(job, info)}
+        fields: dict[str, Any] = {"started": info.started_at or self.clock(), "reason": None, **self._digest(job, info)}
         return await self._db(self.store.transition, job.id, RUNNING, **fields)
 
     def _digest(self, job: Job, info: ContainerState | None) -> dict[str, str]:
@@ -185,7 +190,7 @@ class JobLifecycle(LoggingConfigurable):
                 if job.timeout and job.started:
                     # where the backend enforces it (a Job's activeDeadlineSeconds), this is a backstop
                     backstop = self.cancel_grace + 30 if self.service.enforces_deadlines else 0
-                    left = job.started + job.timeout + backstop - time.time()
+                    left = job.started + job.timeout + backstop - self.clock()
                     if left <= 0 and not job.cancel_reason:
                         return await self.cancel(job_id, reason=TIMED_OUT)
                     wait = max(0.05, min(wait, left))
@@ -236,7 +241,7 @@ class JobLifecycle(LoggingConfigurable):
                 await self._mark_running(job, info)
                 job = await self.get(job_id)
             state, reason, code = outcome(job, info)
-            finished = (info.finished_at if info else None) or time.time()
+            finished = (info.finished_at if info else None) or self.clock()
             won = await self._db(self.store.transition, job_id, state, reason=reason, exit_code=code, finished=finished)
             job = await self.get(job_id)
             if won:
@@ -260,7 +265,7 @@ class JobLifecycle(LoggingConfigurable):
             raise Conflict(f"job {job_id} has already finished ({job.state}); there is nothing to cancel.")
         if job.state == QUEUED and not job.container_id:
             reason_text = "timed out" if reason == TIMED_OUT else "cancelled"
-            if await self._db(self.store.transition, job_id, reason, reason=reason_text, finished=time.time()):
+            if await self._db(self.store.transition, job_id, reason, reason=reason_text, finished=self.clock()):
                 job = await self.get(job_id)
                 await asyncio.to_thread(O.write_manifest, job)
                 return job
@@ -277,12 +282,12 @@ class JobLifecycle(LoggingConfigurable):
         return await self.finalise(job_id)
 
     async def _exited(self, cid: str, within: float) -> bool:
-        deadline = time.monotonic() + within
+        deadline = self.monotonic() + within
         while True:
             info = await self.service.inspect(cid)
             if info is None or not (info.running or self._pending(info)):
                 return True
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.2)
 
@@ -313,10 +318,10 @@ class JobLifecycle(LoggingConfigurable):
             cid: str | None = found.id if found else job.container_id
             info = await self.service.inspect(cid) if cid else None
             if info is None:
-                if job.state == QUEUED and time.time() - job.created < self.queued_grace:
+                if job.state == QUEUED and self.clock() - job.created < self.queued_grace:
                     continue  # being started by another process right now
                 if job.state == QUEUED:
-                    await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+                    await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
                                    reason="never started (the submitting process stopped)")
                     continue
                 await self.finalise(job.id, None)
@@ -335,7 +340,7 @@ class JobLifecycle(LoggingConfigurable):
             if adopt:
                 self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info.id[:12])
                 self.spawn_watch(job.id)
-            elif job.timeout and job.started and time.time() > job.started + job.timeout:
+            elif job.timeout and job.started and self.clock() > job.started + job.timeout:
                 await self.cancel(job.id, reason=TIMED_OUT)
         return jobs
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +40,9 @@ from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.identity import this_server, username
 from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
-from ..containers.service import ContainerService, ImageInfo, get_service
+from ..containers.service import ContainerService, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
+from ..containers.types import ImageInfo
 from ..errors import ConfigError, NotFound, PtcudaError
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
 from ..nofollow import read_bytes
@@ -222,7 +222,7 @@ class JobManager(JobLifecycle):
             notebook=str(path) if is_notebook else None, notebook_sha256=export.notebook_sha256 if export else None,
             script=str(script), script_sha256=await asyncio.to_thread(O.sha256_file, script), workdir=workdir,
             output_dir=str(out_dir), parameters=dict(req.params), args=args, image=image_tag, image_digest=pinned,
-            gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=time.time(), timeout=req.timeout,
+            gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=self.clock(), timeout=req.timeout,
             requirements=list(export.requirements) if export else [],
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
@@ -368,12 +368,12 @@ class JobManager(JobLifecycle):
         except PtcudaError as exc:
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)
-            await self._db(self.store.transition, job.id, FAILED, finished=time.time(),
+            await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
                            reason=f"start failed: {exc.message.splitlines()[0]}")
             await asyncio.to_thread(O.write_manifest, await self.get(job.id))
             raise
         state = await self.service.inspect(cid)
-        started = (state.started_at if state else None) or time.time()
+        started = (state.started_at if state else None) or self.clock()
         if self._pending(state):  # queued until its pod runs; its watcher (or a reconcile) moves it on
             job = await self._db(self.store.update, job.id, container_id=cid, reason="pending: waiting for a node",
                                  gpus=spec.gpus.label())

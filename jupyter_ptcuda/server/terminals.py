@@ -28,8 +28,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from ..containers import labels as L
+from ..containers.tty import ExecTarget, resolve
 from ..errors import ConfigError, NotFound
-from ..shell import ExecTarget, resolve
 from .base import NAMESPACE, PtcudaHandler
 
 

@@ -276,7 +276,7 @@ async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
     from jupyter_ptcuda.containers.identity import server_id
     from jupyter_ptcuda.containers.netns import holder_name, remove_holder
     from jupyter_ptcuda.containers.reaper import orphan_reason
-    from jupyter_ptcuda.containers.service import ContainerState
+    from jupyter_ptcuda.containers.types import ContainerState
 
     name = kernelspec(network_mode="shared")
     (km1, kc1), (km2, kc2) = [await started(name, notebook_dir) for _ in range(2)]

@@ -312,7 +312,7 @@ async def test_a_job_that_waits_says_why_the_scheduler_or_the_job_controller_gav
 async def test_a_shell_or_command_in_a_pod_is_refused_saying_why_and_what_to_use():
     """`jupyter ptcuda shell|exec ID` and JupyterLab's terminal button on this backend: refused before
     any pod is looked up, with the reason (no pods/exec in the Role) and the operator's way in."""
-    from jupyter_ptcuda.shell import resolve
+    from jupyter_ptcuda.containers.tty import resolve
 
     async with cluster() as (fake, svc):
         for ident in ("0a1b", ""):

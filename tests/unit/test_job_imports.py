@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from jupyter_ptcuda.containers.service import ImageInfo
+from jupyter_ptcuda.containers.types import ImageInfo
 from jupyter_ptcuda.errors import ConfigError, EngineUnavailable
 from jupyter_ptcuda.images import L_MODULES
 from jupyter_ptcuda.jobs import imports as I

@@ -39,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
 from .. import labels as L
 from ..identity import Identity, this_server
-from ..service import DEADLINE_STATUS, ContainerService, ContainerState, ImageInfo, Launched
+from ..service import ContainerService
 from ..spec import ContainerSpec
+from ..types import DEADLINE_STATUS, ContainerState, ImageInfo, Launched
 from . import pods as P
 from .options import KubeBackend, KubeOptions
 
 if TYPE_CHECKING:
-    from ...shell import ExecTarget, TtySession
+    from ..tty import ExecTarget, TtySession
 
 log = logging.getLogger("jupyter_ptcuda")
 

@@ -29,7 +29,7 @@ from .. import labels as L
 from ..spec import ContainerSpec
 
 if TYPE_CHECKING:
-    from ...provisioner import DockerProvisioner
+    from ..service import ContainerService
 
 #: The kernel's ports inside its pod (its own network namespace: nothing else binds there).
 PORTS = {"shell_port": 50001, "iopub_port": 50002, "stdin_port": 50003, "hb_port": 50004, "control_port": 50005}
@@ -51,15 +51,18 @@ def prepare_connection(km: Any) -> None:
         km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
 
 
-async def launch_pod(prov: DockerProvisioner) -> tuple[str, ContainerSpec, str]:
-    """Start the kernel's pod (and its Secret) and wait until it runs: ``(pod, spec, pod IP)``. A pod
-    that stays Pending fails with the scheduler's reason (the backend deletes it); one that ended
-    already fails with its exit code and log; either way nothing is left behind. While the pod waits
-    for a node, the user is told in JupyterLab (a ``kernel_pending`` notice: :mod:`jupyter_ptcuda.notices`)."""
-    svc: Any = prov.service
-    told = PendingKernel(str(prov.kernel_id), prov._spec.labels.get(L.NOTEBOOK) or None, svc.options.launch_timeout)
+async def launch_pod(service: ContainerService, spec: ContainerSpec, kernel_id: str, gpu_resource: str = ""
+                     ) -> tuple[str, ContainerSpec, str]:
+    """Start kernel ``kernel_id``'s pod (and its Secret) from ``spec`` and wait until it runs: ``(pod, spec,
+    pod IP)``. ``gpu_resource``: the provisioner's (``""``: the backend's default). A pod that stays Pending
+    fails with the scheduler's reason (the backend deletes it); one that ended already fails with its exit
+    code and log; either way nothing is left behind. While the pod waits for a node, the user is told in
+    JupyterLab (a ``kernel_pending`` notice: :mod:`jupyter_ptcuda.notices`). Called by the provisioner's
+    ``launch_kernel``."""
+    svc: Any = service  # the Kubernetes backend: launch's gpu_resource/on_pending, options, address()
+    told = PendingKernel(kernel_id, spec.labels.get(L.NOTEBOOK) or None, svc.options.launch_timeout)
     try:
-        launched = await svc.launch(prov._spec, claim=str(prov.kernel_id), gpu_resource=prov.gpu_resource or None,
+        launched = await svc.launch(spec, claim=kernel_id, gpu_resource=gpu_resource or None,
                                     on_pending=told.waiting)
     except BaseException as exc:
         told.failed(_why(exc))
@@ -90,7 +93,12 @@ def _why(exc: BaseException) -> str:
 
 def interrupt(km: Any) -> None:
     """Interrupt the kernel through its control channel (``interrupt_request``, as interrupt_mode
-    "message" does), for a SIGINT that cannot reach a pod."""
-    msg = km.session.msg("interrupt_request", content={})
-    km._connect_control_socket()
-    km.session.send(km._control_socket, msg)
+    "message" does), for a SIGINT that cannot reach a pod. Over a control socket of its own, made with the
+    KernelManager's public ``connect_control`` (CurveZMQ keys included); closed at once: its linger (1 s,
+    set by jupyter_client) still delivers the request. Nobody reads the reply (jupyter_client's own
+    interrupt does not either)."""
+    sock = km.connect_control()
+    try:
+        km.session.send(sock, km.session.msg("interrupt_request", content={}))
+    finally:
+        sock.close()
