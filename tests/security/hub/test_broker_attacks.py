@@ -279,7 +279,7 @@ def test_kernel_folders_are_capped_and_reused(hub):
     base = Path("/run/jupyter-ptcuda-broker") / str(hub.account(BOB).pw_uid)
     codes = [call(hub, BOB, "private_dir", kernel_id=f"flood{i:03d}").status_code for i in range(5 * cap)]
     assert set(codes) == {200}, codes  # folders of kernels that never started are swept, not piled up
-    assert len(os.listdir(base)) <= cap and "flood%03d" % (5 * cap - 1) in os.listdir(base)
+    assert len(os.listdir(base)) <= cap and f"flood{5 * cap - 1:03d}" in os.listdir(base)
     again = call(hub, BOB, "private_dir", kernel_id=f"flood{5 * cap - 1:03d}").json()["result"]
     assert again == str(base / f"flood{5 * cap - 1:03d}") and len(os.listdir(base)) <= cap  # the same kernel: its folder
     try:  # folders of kernels that do have a container are kept: past the cap, a 429 with what to do
