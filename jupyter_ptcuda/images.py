@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from .containers import labels as L
+from .containers.base import ContainerService
 from .containers.build import Policy, Request, build
+from .containers.docker.service import DockerContainerService
 from .containers.engine import Engine
 from .containers.identity import this_server
-from .containers.service import ContainerService
 from .containers.spec import ContainerSpec
 from .containers.types import ImageInfo
 from .errors import ImageNotReady, PtcudaError
@@ -308,7 +309,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
                 raise ImageBuildError("base", f"cannot pull {base} ({exc.message.splitlines()[0]}). "
                                       "Without a registry, build from Debian: --base debian.") from None
     progress(f"[probe] reading versions from {base}")
-    base_probe = asyncio.run(probe_image(ContainerService(engine), base))
+    base_probe = asyncio.run(probe_image(DockerContainerService(engine), base))
     if "torch" not in base_probe and base_label == base:
         raise ImageBuildError("probe", f"{base} has no torch ({base_probe.get('torch_error')}): "
                               "choose a PyTorch base image, or --base debian.")
@@ -337,7 +338,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
             )
             stage = _docker_build(engine, dockerfile, f"{tag}-stage", "install", progress)
     progress("[label] probing the result")
-    service = ContainerService(engine)
+    service = DockerContainerService(engine)
     probe = asyncio.run(probe_image(service, stage))
     if "ipykernel" not in probe:
         raise ImageBuildError("label", f"ipykernel is not importable in the result: {probe.get('ipykernel_error')}")

@@ -66,7 +66,7 @@ def open_tty(service: ContainerService, target: ExecTarget, term: str = TERM_DEF
              size: tuple[int, int] | None = None) -> TtySession:
     """The target's shell with a terminal, as the service opens one (:meth:`ContainerService.open_tty`): over
     this process's engine (Docker), the JupyterHub broker's websocket
-    (:class:`~jupyter_ptcuda.containers.remote.RemoteContainerService`), or a ConfigError saying what to use
+    (:class:`~jupyter_ptcuda.containers.remote.service.RemoteContainerService`), or a ConfigError saying what to use
     instead (Kubernetes). Blocking. ``term``/``size``: the client terminal's type and ``(rows, cols)``."""
     return service.open_tty(target, term=term, size=size)
 

@@ -32,9 +32,9 @@ from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Application
 
 from ..containers import wire
+from ..containers.docker.service import DockerContainerService
 from ..containers.idle import IdleWatch
 from ..containers.ledger import GpuLedger
-from ..containers.service import ContainerService
 from ..errors import ConfigError, Forbidden, PtcudaError
 from .idle import Reclaimer
 from .ops import Broker
@@ -128,12 +128,12 @@ class PtcudaBroker(Application):
         if self.config_file:
             self.load_config_file(self.config_file)
 
-    def make_app(self, service: ContainerService | None = None) -> web.Application:
+    def make_app(self, service: DockerContainerService | None = None) -> web.Application:
         from jupyterhub.services.auth import HubAuth
 
         from ..nvml.sampler import GpuSampler
 
-        service = service or ContainerService()
+        service = service or DockerContainerService()
         nvml = None
         if self.nvml.startswith("fake:"):
             from ..nvml.fake import make_fake_nvml

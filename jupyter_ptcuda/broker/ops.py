@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from ..containers import labels as L
 from ..containers import wire
 from ..containers.build import FORBIDDEN_SOURCES, Policy, build
+from ..containers.docker.service import DockerContainerService
 from ..containers.gpus import ALL, NONE, GpuRequest
 from ..containers.identity import Identity
 from ..containers.ledger import GpuLedger
-from ..containers.service import ContainerService, ContainerState, Launched
 from ..containers.spec import ContainerSpec, parse_size, spec_with_logical_mounts
+from ..containers.types import ContainerState, Launched
 from ..errors import ConfigError, Conflict, Forbidden, GpuUnavailable, NotFound, TooBusy
 from . import inputs as I
 from . import mounts as M
@@ -47,7 +48,7 @@ NETWORKS = ("bridge", "none")
 
 
 class Broker:
-    def __init__(self, config: PtcudaBroker, service: ContainerService, ledger: GpuLedger) -> None:
+    def __init__(self, config: PtcudaBroker, service: DockerContainerService, ledger: GpuLedger) -> None:
         self.config = config
         self.service = service
         self.ledger = ledger

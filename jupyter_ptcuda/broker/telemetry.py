@@ -1,7 +1,7 @@
 """The broker's one GPU sampler, served to every user's server (op ``gpus``).
 
 Under JupyterHub only the broker reads NVML: each user's server polls it (a
-:class:`~jupyter_ptcuda.containers.remote_gpus.BrokerSampler`, once per sample interval, only while its
+:class:`~jupyter_ptcuda.containers.remote.gpus.BrokerSampler`, once per sample interval, only while its
 panel is open) for the snapshot and the history since its last sample, so fifty users do not run fifty
 samplers. Holders and GPU processes are joined to the snapshot once per sample; what one user gets is
 that, with every holder of another user's shown as ``{"kind": "other", "owner": "another user"}`` (no

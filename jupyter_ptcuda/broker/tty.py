@@ -1,7 +1,7 @@
 """``GET /v1/tty?cid=CONTAINER`` (websocket): a shell in one of the caller's kernel or job containers.
 
 What a user's server uses for JupyterLab's "terminal in kernel container" and ``jupyter ptcuda shell``
-under JupyterHub (:mod:`jupyter_ptcuda.containers.remote_tty` is the client). Authenticated like every
+under JupyterHub (:mod:`jupyter_ptcuda.containers.remote.tty` is the client). Authenticated like every
 other broker call (:class:`.app._Base`: the server's Hub token, the broker's access scope); before the
 upgrade the container must be the Hub user's (``Broker._own``: else 404, without saying whose) and a
 running kernel or job (what the local path offers too).

@@ -13,9 +13,9 @@ A health check asks for ``all`` to test every GPU it may use: for it (``free_all
 GPU nobody holds exclusively, so a check never runs its GEMM on a GPU a kernel or job holds; with
 none free it is refused, naming the holders.
 
-Callers: :meth:`ContainerService.launch <.service.ContainerService.launch>` for every kind that asks for
-GPUs, through :func:`active_ledger`, which the server extension sets; ``holders()`` feeds ``GET gpus``/
-``GET kernels``.
+Callers: the allocation layer :class:`~.allocating.AllocatingService` (installed around the backend by the
+server extension) for every kind that asks for GPUs, and the broker's operations; ``holders()`` feeds
+``GET gpus``/``GET kernels``.
 """
 
 from __future__ import annotations
@@ -29,20 +29,8 @@ from . import labels as L
 from .gpus import GpuRequest, devices
 
 if TYPE_CHECKING:
-    from .service import ContainerService, ContainerState
-
-_active: GpuLedger | None = None
-
-
-def active_ledger() -> GpuLedger | None:
-    """The ledger of the running server extension, or None (plain jupyter_client use)."""
-    return _active
-
-
-def set_active_ledger(ledger: GpuLedger | None) -> None:
-    global _active
-    _active = ledger
-
+    from .base import ContainerService
+    from .types import ContainerState
 
 class GpuLedger:
     def __init__(self, service: ContainerService, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:

@@ -140,7 +140,7 @@ class TtySession(Protocol):
     """An interactive shell in a container, as :func:`jupyter_ptcuda.shell.interactive` drives it (blocking calls): a
     selectable byte stream plus window size, hangup and exit code. Made by a backend's ``open_tty``: over the
     engine's socket (:class:`EngineTty`) or, under JupyterHub, the broker's websocket
-    (:mod:`jupyter_ptcuda.containers.remote_tty`)."""
+    (:mod:`jupyter_ptcuda.containers.remote.tty`)."""
 
     def fileno(self) -> int: ...
 

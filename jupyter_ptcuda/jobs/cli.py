@@ -143,10 +143,9 @@ def in_one_loop(main: Coroutine[Any, Any, T]) -> T:
         try:
             return await main
         finally:
-            from ..containers import service as S
+            from ..containers.factory import close_service
 
-            if S._service is not None:
-                await S._service.close()
+            await close_service()
 
     return asyncio.run(run())
 

@@ -17,13 +17,11 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 
+from ..containers.base import ContainerService
+from ..containers.factory import get_service, install_ledger, uninstall_ledger
 from ..containers.identity import server_id
-from ..containers.ledger import GpuLedger, set_active_ledger
-from ..containers.netns import remove_holder
+from ..containers.ledger import GpuLedger
 from ..containers.reaper import reap_kernel_files, reap_orphans
-from ..containers.remote import RemoteContainerService
-from ..containers.remote_gpus import BrokerLedger, BrokerSampler
-from ..containers.service import ContainerService, get_service
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
 from ..notices import Notices, set_active_notices
@@ -93,16 +91,12 @@ class PtcudaExtension(ExtensionApp):
         return None  # the sampler imports pynvml on its own thread
 
     def initialize_settings(self) -> None:
-        service = get_service()
         sampler: GpuSampler
-        if isinstance(service, RemoteContainerService):  # under the Hub broker: its sampler, its ledger
-            sampler = BrokerSampler(service.url, service.token, interval=self.sample_interval,
-                                    history_seconds=self.history_seconds)
-            ledger: GpuLedger = BrokerLedger(service, sampler.snapshot, sharing=self.gpu_sharing)
-        else:
-            sampler = GpuSampler(self._make_nvml(), interval=self.sample_interval, history_seconds=self.history_seconds)
-            ledger = GpuLedger(service, sampler.snapshot, sharing=self.gpu_sharing, sampler=sampler)
-        set_active_ledger(ledger)
+        ledger: GpuLedger
+        sampler, ledger = get_service().gpu_view(nvml=self._make_nvml(), interval=self.sample_interval,
+                                                 history_seconds=self.history_seconds, sharing=self.gpu_sharing)
+        service = install_ledger(ledger)  # GPU allocation around the backend, unless it assigns GPUs itself
+        self.log.info("jupyter-ptcuda: container backend %s %s", type(service).__name__, service.capabilities())
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
         set_active_notices(self.state.notices)
@@ -117,7 +111,7 @@ class PtcudaExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
-        if isinstance(self.state.service, RemoteContainerService):
+        if self.state.service.posts_notices:
             self.state.spawn(self._notice_loop(self.state.service))
         if self.freeze_gc:
             self.state.spawn(self._freeze_gc())
@@ -153,7 +147,7 @@ class PtcudaExtension(ExtensionApp):
                 return
             await asyncio.sleep(self.reap_interval)
 
-    async def notices_once(self, service: RemoteContainerService) -> list[dict[str, Any]]:
+    async def notices_once(self, service: ContainerService) -> list[dict[str, Any]]:
         """Read the broker's new notices for this user; shut down the kernels it asks to (idle ones).
 
         The kernel is shut down here, through the server's kernel manager, so JupyterLab sees it shut down
@@ -173,7 +167,7 @@ class PtcudaExtension(ExtensionApp):
             state.notices.post(notice)
         return fresh
 
-    async def _notice_loop(self, service: RemoteContainerService) -> None:
+    async def _notice_loop(self, service: ContainerService) -> None:
         while True:
             try:
                 await self.notices_once(service)
@@ -187,9 +181,6 @@ class PtcudaExtension(ExtensionApp):
         await self.state.jobs.stop()
         await drain_removals()  # the containers of kernels shut down just now
         await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
-        try:
-            await remove_holder(self.state.service)
-        except PtcudaError:
-            pass
-        set_active_ledger(None)
+        await self.state.service.shutdown()
+        uninstall_ledger()
         set_active_notices(None)

@@ -13,7 +13,7 @@ hangs up the attach, which ends the shell's session in the container; a kernel s
 container, which ends the attach and so the terminal.
 
 Under JupyterHub the same attach runs here, as the server's user, and reaches the container through the
-broker (:meth:`RemoteContainerService.open_tty <jupyter_ptcuda.containers.remote.RemoteContainerService.open_tty>`,
+broker (:meth:`RemoteContainerService.open_tty <jupyter_ptcuda.containers.remote.service.RemoteContainerService.open_tty>`,
 served by :mod:`jupyter_ptcuda.broker.tty`): the process inherits the server's
 ``$JUPYTER_PTCUDA_BROKER_URL`` and Hub token, and the broker builds the shell again from the container.
 """

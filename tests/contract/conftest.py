@@ -201,10 +201,10 @@ class DockerLeg(Leg):
 
     @contextlib.asynccontextmanager
     async def _made(self) -> AsyncIterator[Any]:
-        from jupyter_ptcuda.containers.service import ContainerService
+        from jupyter_ptcuda.containers.docker.service import DockerContainerService
 
         self.request.getfixturevalue("engine")
-        yield ContainerService()
+        yield DockerContainerService()
 
 
 class KubeLeg(Leg):

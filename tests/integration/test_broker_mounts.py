@@ -14,9 +14,9 @@ from jupyter_ptcuda.broker.app import PtcudaBroker
 from jupyter_ptcuda.broker.ops import Broker
 from jupyter_ptcuda.containers import labels as L
 from jupyter_ptcuda.containers.build import Request
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.containers.ledger import GpuLedger
-from jupyter_ptcuda.containers.remote import request_of
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.remote.service import request_of
 from jupyter_ptcuda.containers.spec import ContainerSpec, Mount
 from jupyter_ptcuda.containers.wire import request_to_json
 from jupyter_ptcuda.errors import Forbidden
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def make_broker(engine, home, private_root, swap=None):
     config = PtcudaBroker(images=["jupyter-ptcuda-test:*"], mount_roots=[str(home)], user_map={"alice": "1000:100"},
                           private_root=str(private_root))
-    service = ContainerService(engine)
+    service = DockerContainerService(engine)
     if swap is not None:
         real_launch = service.launch
 

@@ -12,8 +12,8 @@ import pytest
 
 from jupyter_ptcuda.broker.idle import Reclaimer
 from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.containers.idle import IdleWatch
-from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.containers.spec import ContainerSpec
 from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import GpuSampler
@@ -45,7 +45,7 @@ async def test_only_kernels_that_do_nothing_with_their_gpus_count_as_idle(engine
         made.append(await _kernel(engine, "k-cpu", "1", ("sh", "-c", "while :; do :; done")))
         made.append(await _kernel(engine, "k-gpu", "2", ("sleep", "600")))  # asleep, but its GPU works
         made.append(await _kernel(engine, "k-none", "none", ("sleep", "600")))  # holds no GPU: never reclaimed
-        watch = IdleWatch(ContainerService(engine), sampler.snapshot)
+        watch = IdleWatch(DockerContainerService(engine), sampler.snapshot)
         first = {k.state.tag.id: k.idle_s for k in await watch.check()}
         assert set(first) == {"k-idle", "k-cpu", "k-gpu"} and all(v == 0 for v in first.values())  # first sight: active
         for _ in range(3):
@@ -61,7 +61,7 @@ async def test_only_kernels_that_do_nothing_with_their_gpus_count_as_idle(engine
 class _Broker:
     """The one broker operation the reclaimer uses: removing a container (as op remove does)."""
 
-    def __init__(self, service: ContainerService) -> None:
+    def __init__(self, service: DockerContainerService) -> None:
         self.service = service
 
     async def remove_container(self, state) -> None:
@@ -69,7 +69,7 @@ class _Broker:
 
 
 async def test_the_reclaimer_asks_then_removes_then_says_done(engine, sampler):
-    service = ContainerService(engine)
+    service = DockerContainerService(engine)
     made = [await _kernel(engine, "k-forgotten", "0", ("sleep", "600")),
             await _kernel(engine, "k-busy", "1", ("sh", "-c", "while :; do :; done"))]
     try:

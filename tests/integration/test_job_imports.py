@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.errors import ConfigError
 from jupyter_ptcuda.images import L_MODULES, L_PRESET, L_TORCHVISION, probe_modules
 from jupyter_ptcuda.jobs.manager import JobManager
@@ -50,7 +50,7 @@ def test_the_preset_image_has_what_notebooks_import(engine, datasci_image):
     assert labels[L_PRESET] == "datasci"
     wanted = ["matplotlib", "pandas", "sklearn", "tqdm", "ipywidgets", "torch", "ipykernel"]
     assert set(wanted) <= set(labels[L_MODULES].split())
-    answer = asyncio.run(probe_modules(ContainerService(engine), datasci_image, [*wanted, "torchvision"]))
+    answer = asyncio.run(probe_modules(DockerContainerService(engine), datasci_image, [*wanted, "torchvision"]))
     assert all(answer[name] for name in wanted), answer
     # torchvision: only one that pairs with the image's torch (2.13.0+cpu: none is reachable here)
     assert answer["torchvision"] == bool(labels[L_TORCHVISION])
@@ -80,7 +80,7 @@ def test_a_script_with_everything_at_hand_runs_and_the_check_can_be_skipped(engi
     bad.write_text("import tqdm\nimport einops_not_here\n")
 
     async def go():
-        mgr = JobManager(service=ContainerService(engine), poll_interval=0.5)
+        mgr = JobManager(service=DockerContainerService(engine), poll_interval=0.5)
         try:
             with pytest.raises(ConfigError, match=r"einops-not-here \(import einops_not_here, line 2\)"):
                 await mgr.submit(JobRequest(path=str(bad), image=datasci_image, gpus="none"), watch=False)

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
 from tests.conftest import finished
@@ -35,7 +35,7 @@ def jobs_db(tmp_path, monkeypatch):
 @contextlib.asynccontextmanager
 async def jobs_manager(engine, **kwargs):
     """A JobManager as the server would have one; stopped (watching only) at the end."""
-    mgr = JobManager(service=ContainerService(engine), **{"cancel_grace": 2.0, "poll_interval": 0.5, **kwargs})
+    mgr = JobManager(service=DockerContainerService(engine), **{"cancel_grace": 2.0, "poll_interval": 0.5, **kwargs})
     try:
         yield mgr
     finally:
@@ -197,7 +197,7 @@ async def test_jobs_survive_a_server_restart(engine, test_image, notebook_dir):
     script(notebook_dir, "steady.py", "import time\nprint('begin', flush=True)\ntime.sleep(4)\nprint('end')\n")
     script(notebook_dir, "forever.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
     script(notebook_dir, "quick.py", "print('quick')\n")
-    a = JobManager(service=ContainerService(engine), poll_interval=0.5)
+    a = JobManager(service=DockerContainerService(engine), poll_interval=0.5)
     req = {"image": test_image, "gpus": "none"}
     steady = await a.submit(JobRequest(path=str(notebook_dir / "steady.py"), **req))
     forever = await a.submit(JobRequest(path=str(notebook_dir / "forever.py"), **req))
@@ -208,7 +208,7 @@ async def test_jobs_survive_a_server_restart(engine, test_image, notebook_dir):
     await engine.remove(lost.container_id)
     await asyncio.sleep(1.5)  # quick has exited by now; nobody recorded it
 
-    b = JobManager(service=ContainerService(engine), poll_interval=0.5, cancel_grace=2.0, reconcile_interval=0)
+    b = JobManager(service=DockerContainerService(engine), poll_interval=0.5, cancel_grace=2.0, reconcile_interval=0)
     try:
         await b.start()
         assert {j.id for j in await b.list_jobs()} == {steady.id, forever.id, quick.id, lost.id}
@@ -268,7 +268,7 @@ async def test_from_kernel_runs_in_the_kernels_configuration(engine, kernelspec,
                     assert kernel_id == km.kernel_id
                     return km
 
-            mgr = JobManager(service=ContainerService(engine), kernel_manager=KernelManagers())
+            mgr = JobManager(service=DockerContainerService(engine), kernel_manager=KernelManagers())
             try:
                 job = await mgr.submit(JobRequest(path=path, kernel_id=km.kernel_id), watch=False)
                 info = await engine.inspect(job.container_id)

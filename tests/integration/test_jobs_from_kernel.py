@@ -10,7 +10,7 @@ import sys
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
 
@@ -50,7 +50,7 @@ async def test_a_job_from_a_kernel_gets_nothing_private(engine, kernelspec, note
                 def get_kernel(self, kernel_id):
                     return km
 
-            mgr = JobManager(service=ContainerService(engine), kernel_manager=KernelManagers(), poll_interval=0.5)
+            mgr = JobManager(service=DockerContainerService(engine), kernel_manager=KernelManagers(), poll_interval=0.5)
             try:
                 job = await mgr.submit(JobRequest(path=path, kernel_id=km.kernel_id), watch=False)
                 info = await engine.inspect(job.container_id)
@@ -67,6 +67,6 @@ async def test_a_job_from_a_kernel_gets_nothing_private(engine, kernelspec, note
     finally:
         await km.shutdown_kernel(now=True)
         if config.get("network_mode") == "shared":
-            from jupyter_ptcuda.containers.netns import remove_holder
+            from jupyter_ptcuda.containers.docker.netns import remove_holder
 
-            await remove_holder(ContainerService(engine))
+            await remove_holder(DockerContainerService(engine))

@@ -10,7 +10,7 @@ import time
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.errors import ImageNotFound, ImageNotReady, LaunchError, NoNvidiaRuntime
 from tests.conftest import DEBIAN_BASE, ours
 from tests.integration.conftest import hook_engine, started
@@ -273,8 +273,8 @@ async def test_ipc_transport_publishes_no_port(kernelspec, notebook_dir, engine,
 
 async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
     """network_mode=shared: kernels of one server join one holder's namespace; nothing is published."""
+    from jupyter_ptcuda.containers.docker.netns import holder_name, remove_holder
     from jupyter_ptcuda.containers.identity import server_id
-    from jupyter_ptcuda.containers.netns import holder_name, remove_holder
     from jupyter_ptcuda.containers.reaper import orphan_reason
     from jupyter_ptcuda.containers.types import ContainerState
 
@@ -297,7 +297,7 @@ async def test_shared_network_namespace(kernelspec, notebook_dir, engine):
         for km, kc in ((km1, kc1), (km2, kc2)):
             kc.stop_channels()
             await km.shutdown_kernel(now=True)
-        await remove_holder(ContainerService(engine))
+        await remove_holder(DockerContainerService(engine))
     assert await engine.inspect(holder_name()) is None
 
 

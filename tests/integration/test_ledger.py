@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.containers.ledger import GpuLedger
-from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.containers.spec import ContainerSpec, GpuRequest
 from jupyter_ptcuda.errors import GpuUnavailable
 from jupyter_ptcuda.nvml.fake import make_fake_nvml
@@ -33,7 +33,7 @@ async def test_ledger_rebuilt_from_labels(engine, test_image):
             spec = ContainerSpec(image=DEBIAN_BASE, command=("sleep", "600"), user="65534:65534", workdir="/tmp",
                                  labels=labels)
             held.append(await engine.run(spec))
-        ledger = GpuLedger(ContainerService(engine), sampler.snapshot)  # a fresh ledger: nothing in memory
+        ledger = GpuLedger(DockerContainerService(engine), sampler.snapshot)  # a fresh ledger: nothing in memory
         holders = await ledger.holders()
         assert [h["id"] for h in holders["0"]] == ["k-before-restart"]
         assert [h["id"] for h in holders["2"]] == ["j-before-restart"]
@@ -41,7 +41,7 @@ async def test_ledger_rebuilt_from_labels(engine, test_image):
         with pytest.raises(GpuUnavailable, match="j-before") as err:
             await ledger.assign("k-other", GpuRequest("ids", ids=("2",)))
         assert "GPU 2 is held by job" in str(err.value)
-        shared = GpuLedger(ContainerService(engine), sampler.snapshot, sharing="shared")
+        shared = GpuLedger(DockerContainerService(engine), sampler.snapshot, sharing="shared")
         assert (await shared.assign("k-share", GpuRequest("ids", ids=("2",)))).ids == ("2",)
     finally:
         sampler.stop()

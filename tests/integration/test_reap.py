@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from jupyter_ptcuda.containers import labels as L
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.containers.reaper import reap_orphans
-from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.containers.spec import ContainerSpec
 from tests.conftest import DEBIAN_BASE
 
@@ -41,7 +41,7 @@ async def test_reap_removes_orphans_only(engine, test_image):
     holder = _sleeper(engine, {L.KIND: "netns", **dead})
     job = _sleeper(engine, {L.KIND: "job", L.JOB_ID: "j-of-dead-server", **dead})
     try:
-        dry = await reap_orphans(ContainerService(engine), dry_run=True)
+        dry = await reap_orphans(DockerContainerService(engine), dry_run=True)
         assert sorted((c["kind"], c["kernel_id"] or "") for c in dry) == [
             ("health", ""), ("kernel", "k-orphan"), ("netns", ""), ("probe", "")]
         assert await engine.inspect(orphan) is not None
@@ -57,7 +57,7 @@ async def test_reap_removes_orphans_only(engine, test_image):
 
         # the server's own view: a kernel id it no longer manages is an orphan too
         own = f"{socket.gethostname()}:{os.getpid()}:0"
-        gone = await reap_orphans(ContainerService(engine), own_server_id=own, known_kernels=set(), grace=0)
+        gone = await reap_orphans(DockerContainerService(engine), own_server_id=own, known_kernels=set(), grace=0)
         assert [c["kernel_id"] for c in gone] == ["k-alive"]
     finally:
         for c in (orphan, alive, foreign, check, probe, holder, job):

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from jupyter_client.manager import AsyncKernelManager
 from kubernetes_asyncio import client
 
-from jupyter_ptcuda.containers import service as service_module
+from jupyter_ptcuda.containers import factory as service_module
 from jupyter_ptcuda.containers.kube.backend import KubeContainerService
 from jupyter_ptcuda.containers.kube.kernels import PORTS
 from jupyter_ptcuda.containers.kube.options import KubeOptions

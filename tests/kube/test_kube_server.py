@@ -19,8 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
+from jupyter_ptcuda.containers import factory as service_module
 from jupyter_ptcuda.containers import labels as L
-from jupyter_ptcuda.containers import service as service_module
 from jupyter_ptcuda.containers.kube import pods as P
 from jupyter_ptcuda.kernelspec import make_kernel_json
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.jobs import outputs as O
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
@@ -133,7 +133,7 @@ def pid_window() -> tuple[str, str]:
 
 
 async def run_job(engine, path: Path, *args: str) -> object:
-    mgr = JobManager(service=ContainerService(engine), cancel_grace=2.0, poll_interval=0.3)
+    mgr = JobManager(service=DockerContainerService(engine), cancel_grace=2.0, poll_interval=0.3)
     try:
         job = await mgr.submit(JobRequest(path=str(path), image=TEST_IMAGE, gpus="none", args=list(args)))
         for _ in range(600):
@@ -194,7 +194,7 @@ async def test_log_of_another_job_cannot_be_swapped_for_a_root_file(engine, test
     assert report["swap_folder"] is True, report  # the folder it put there is its own, not the server's
 
     assert SECRET not in O.read_log(a)
-    mgr = JobManager(service=ContainerService(engine))
+    mgr = JobManager(service=DockerContainerService(engine))
     data, _ = await mgr.read_log(a.id)
     assert SECRET not in data
     assert [c async for c in mgr.follow(a.id)] == []

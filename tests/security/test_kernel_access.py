@@ -24,7 +24,7 @@ import pytest
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from tests.conftest import ours
 from tests.integration.test_kernel import run, started
 from tests.security.conftest import UnixUser, as_user
@@ -143,9 +143,9 @@ async def test_other_users_cannot_reach_a_kernel(kernelspec, notebook_dir, engin
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
         if config.get("network_mode") == "shared":
-            from jupyter_ptcuda.containers.netns import remove_holder
+            from jupyter_ptcuda.containers.docker.netns import remove_holder
 
-            await remove_holder(ContainerService(engine))
+            await remove_holder(DockerContainerService(engine))
 
 
 async def test_a_kernel_without_a_path_mounts_no_host_folder(kernelspec, engine, tmp_path, monkeypatch):

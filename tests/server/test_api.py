@@ -66,13 +66,13 @@ async def test_bad_query_is_400(api):
 
 
 async def test_no_driver_is_a_state_not_an_error(jp_serverapp, api, monkeypatch):
+    from jupyter_ptcuda.containers.docker.service import DockerContainerService
     from jupyter_ptcuda.containers.engine import Engine
-    from jupyter_ptcuda.containers.service import ContainerService
     from jupyter_ptcuda.nvml.fake import make_fake_nvml
     from jupyter_ptcuda.nvml.sampler import GpuSampler
 
     state = jp_serverapp.web_app.settings["jupyter_ptcuda_state"]
-    state.service = ContainerService(Engine(base_url="unix:///nonexistent/docker.sock"))  # and no Docker engine (Binder)
+    state.service = DockerContainerService(Engine(base_url="unix:///nonexistent/docker.sock"))  # and no Docker engine (Binder)
     state.sampler.stop()
     state.sampler = GpuSampler(make_fake_nvml("driver_not_loaded"), interval=0.2)
     body = await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "unavailable")

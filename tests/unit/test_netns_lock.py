@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import types
 
-from jupyter_ptcuda.containers import netns
+from jupyter_ptcuda.containers.docker import netns
 
 
 class HolderService:

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, Conflict, EngineError, EngineUnavailable, Forbidden, LaunchError, NotFound
 from .. import labels as L
+from ..base import ContainerService
 from ..identity import Identity, this_server
-from ..service import ContainerService
 from ..spec import ContainerSpec
 from ..types import DEADLINE_STATUS, ContainerState, ImageInfo, Launched
 from . import pods as P
@@ -140,7 +140,7 @@ def state_from_job(job: Mapping[str, Any]) -> ContainerState:
                           finished_at=_time(status.get("completionTime")))
 
 
-class KubeContainerService:
+class KubeContainerService(ContainerService):
     """Containers as pods in one namespace. ``configuration``: a kubernetes_asyncio ``Configuration``
     (tests give one for their API server); None: in-cluster config, else ``~/.kube/config``."""
 
@@ -152,6 +152,13 @@ class KubeContainerService:
     no_exec = ("a shell or command inside a pod needs pods/exec, which the Kubernetes backend's Role "
                "(examples/k8s/role.yaml) deliberately does not grant; someone whose account may can use `kubectl "
                "exec -it POD -- bash` (find the pod with `kubectl get pods -l io.jupyter-ptcuda.kind`).")
+    #: Nodes pull images: an image is allowed by name only; its labels and env are not known here.
+    inspects_images = False
+    #: The scheduler places GPUs (nvidia.com/gpu, or a MIG resource): no local ledger around this backend.
+    allocates_gpus = True
+    gpu_resources = True
+    #: A kernel pod listens on its own IP (CurveZMQ), reached by :meth:`address`.
+    kernel_placement = "pod"
 
     def __init__(self, options: KubeOptions | None = None, *, configuration: Any = None,
                  identity: Identity | None = None, poll: float = 2.0) -> None:
@@ -479,8 +486,6 @@ class KubeContainerService:
                     out[state.id] = state
         return sorted(out.values(), key=lambda s: -s.created)
 
-    find = ContainerService.find  # the running pod of kernel/job ``id``; NotFound saying why (list_hint)
-
     def list_hint(self, kind: str) -> str:
         return f"`kubectl get pods -n {self.namespace} -l {L.KIND}={kind}`"
 
@@ -561,8 +566,6 @@ class KubeContainerService:
                 if job is not None:
                     continue  # killed at the deadline without a status: the Job says
                 return -1
-
-    describe_exit = ContainerService.describe_exit  # exit code, OOMKilled, the last log lines
 
     async def exec(self, cid: str, cmd: Any, **kwargs: Any) -> tuple[int, bytes]:
         """Not here: running a command in a pod needs ``pods/exec``, which the Role does not grant."""

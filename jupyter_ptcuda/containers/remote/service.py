@@ -18,15 +18,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EngineUnavailable
-from . import labels as L
-from . import wire
-from .build import Request
-from .service import ContainerService, ContainerState, ImageInfo, Launched
-from .spec import ContainerSpec
+from ...errors import EngineUnavailable
+from .. import labels as L
+from .. import wire
+from ..base import ContainerService
+from ..build import Request
+from ..spec import ContainerSpec
+from ..types import ContainerState, ImageInfo, Launched
 
 if TYPE_CHECKING:
-    from ..shell import ExecTarget, TtySession
+    from ..tty import ExecTarget, TtySession
 
 BROKER_ENV = "JUPYTER_PTCUDA_BROKER_URL"
 
@@ -51,16 +52,25 @@ def request_of(spec: ContainerSpec) -> dict[str, Any]:
 
 
 class RemoteContainerService(ContainerService):
-    """The service's operations, served by the broker for this server's Hub user."""
+    """The service's operations, served by the broker for this server's Hub user. Complete on its own: it
+    shares no code with the Docker backend the broker runs."""
+
+    #: The broker assigns GPUs from its own ledger for every container; this server keeps none.
+    allocates_gpus = True
+    #: The broker tells this user's server what it did to their kernels (idle reclamation).
+    posts_notices = True
 
     def __init__(self, url: str, token: str | None = None) -> None:
-        super().__init__(engine=None)
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
-    @property
-    def engine(self) -> Any:
-        raise RuntimeError("a server under the JupyterHub broker has no Docker engine of its own")
+    def gpu_view(self, *, nvml: Any, interval: float, history_seconds: float, sharing: str) -> tuple[Any, Any]:
+        """The broker's GPUs: its one NVML sampler, polled (:class:`.gpus.BrokerSampler`), and its ledger's
+        holders as this user may see them (:class:`.gpus.BrokerLedger`); this server reads no NVML."""
+        from .gpus import BrokerLedger, BrokerSampler
+
+        sampler = BrokerSampler(self.url, self.token, interval=interval, history_seconds=history_seconds)
+        return sampler, BrokerLedger(self, sampler.snapshot, sharing=sharing)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}", "Content-Type": "application/json"}
@@ -106,7 +116,8 @@ class RemoteContainerService(ContainerService):
         return Path(await self._call("private_dir", kernel_id=kernel_id))
 
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
-                     assign_gpus: bool = True) -> Launched:
+                     assign_gpus: bool = True, timeout: float | None = None, gpu_resource: str | None = None,
+                     wait: bool = True, on_pending: Callable[[str], None] | None = None) -> Launched:
         """Ask the broker for the container ``spec`` describes: only its request travels (:func:`request_of`);
         the broker assigns GPUs (``claim``/``assign_gpus`` are its business) and builds the container."""
         r = await self._call("launch", timeout=600, request=request_of(spec), gpu_fallback=gpu_fallback)
@@ -181,7 +192,7 @@ class RemoteContainerService(ContainerService):
         """A shell with a terminal in ``target``'s container, through the broker's ``/v1/tty`` websocket
         (:mod:`.remote_tty`): the broker builds the shell again from the container (only its id goes).
         What :func:`jupyter_ptcuda.shell.open_tty` uses here. Blocking."""
-        from .remote_tty import RemoteTty
+        from .tty import RemoteTty
 
         return RemoteTty.connect(self, target.container, term=term, size=size)
 
@@ -203,3 +214,9 @@ class RemoteContainerService(ContainerService):
     async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:
         r = await self._call("spec_of", cid=cid)
         return wire.spec_from_json(r["spec"]), wire.image_from_json(r["image"])
+
+    def list_hint(self, kind: str) -> str:
+        return f"`jupyter ptcuda jobs list` ({kind}s through the JupyterHub broker)"
+
+    async def cpu_seconds(self, cid: str) -> float | None:
+        return None  # the broker watches idleness itself

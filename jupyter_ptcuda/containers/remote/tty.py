@@ -22,11 +22,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ..errors import EngineUnavailable
-from . import wire
+from ...errors import EngineUnavailable
+from .. import wire
 
 if TYPE_CHECKING:
-    from .remote import RemoteContainerService
+    from .service import RemoteContainerService
 
 CONNECT_TIMEOUT = 30.0
 

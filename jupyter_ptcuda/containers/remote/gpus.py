@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ..nvml.sampler import HISTORY_COLUMNS, GpuSampler, _Gpu
-from .ledger import GpuLedger
+from ...nvml.sampler import HISTORY_COLUMNS, GpuSampler, _Gpu
+from ..ledger import GpuLedger
 
 
 class BrokerSampler(GpuSampler):

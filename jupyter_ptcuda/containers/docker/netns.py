@@ -17,14 +17,14 @@ import hashlib
 import weakref
 from typing import TYPE_CHECKING
 
-from ..errors import Conflict
-from . import labels as L
-from .build import Policy, Request, build
-from .identity import server_id, this_server
-from .spec import ContainerSpec
+from ...errors import Conflict
+from .. import labels as L
+from ..build import Policy, Request, build
+from ..identity import server_id, this_server
+from ..spec import ContainerSpec
 
 if TYPE_CHECKING:
-    from .service import ContainerService
+    from .service import DockerContainerService as ContainerService
 
 #: One lock per event loop: an asyncio.Lock belongs to the first loop that waits on it, and provisioner
 #: methods may run on different loops. (Processes, and loops of one process, race on the engine: Conflict.)

@@ -1,0 +1,1 @@
+"""The Docker backend (:mod:`.service`) and its network-namespace holder (:mod:`.netns`)."""
