@@ -122,7 +122,7 @@ def start_registry(root: Path) -> tuple[Registry, subprocess.Popen]:
     return reg, proc
 
 
-def tiny_kernel_image(engine, test_image: str) -> str:
+def tiny_kernel_image(engine) -> str:
     """A kernel image of ~200 MB: the Debian base the CPU test image is built on, plus ipykernel (no
     torch), with the labels `image build` writes. Built once per machine (kept by tag)."""
     from jupyter_ptcuda.containers import labels as L

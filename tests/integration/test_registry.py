@@ -33,8 +33,8 @@ def registry(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_image(engine, test_image):
-    return tiny_kernel_image(engine, test_image)
+def tiny_image(engine):
+    return tiny_kernel_image(engine)
 
 
 @pytest.fixture
@@ -136,7 +136,8 @@ def test_a_refused_login_is_one_sentence_and_no_kernelspec(engine, registry, pus
                  ["image", "push", pushed_ref]):
         done = cli(*args, docker_config=docker_config)
         assert done.returncode == 1
-        (line,) = done.stderr.strip().splitlines()  # one sentence, no traceback
+        *progress, line = done.stderr.strip().splitlines()  # the push's progress lines, then one sentence
+        assert all(p.startswith("pushing ") for p in progress) and "Traceback" not in done.stderr, done.stderr
         assert line.startswith("jupyter ptcuda: error: the registry " + registry.host + " did not accept the credentials")
         assert f"run `docker login {registry.host}`" in line
         assert registry.password not in line
