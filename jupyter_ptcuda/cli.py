@@ -105,6 +105,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
+    if args.scan and not args.image:
+        raise PtcudaError("--scan needs --image IMAGE (it scans an image on this Docker engine)")
     try:
         from .jupyter_config import load_server_config
 
@@ -124,6 +126,14 @@ def cmd_health(args: argparse.Namespace) -> int:
             report = in_one_loop(of_image())  # one event loop: the Kubernetes client's session belongs to it
         else:
             report = in_one_loop(check_kernel(service, args.kernel, perf=args.perf, timeout=args.timeout))
+        if args.scan:
+            from .health.scan import ImageScan, add_checks, scan_checks
+
+            settings = ImageScan(config=config)
+            for flag in ("max_critical", "max_high", "max_base_age_days"):
+                if getattr(args, flag) is not None:
+                    setattr(settings, flag, getattr(args, flag))
+            report = add_checks(report, scan_checks(get_engine(), args.image, settings))
     except PtcudaError as exc:
         if args.junit:  # CI shows why the gate failed, not a missing report
             target = {"image": args.image, "gpus": args.gpus} if args.image else {"kernel_id": args.kernel}
@@ -234,6 +244,14 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     h.add_argument("--junit", metavar="FILE", help="also write the report as JUnit XML for CI (one testcase per "
                    "check; a failed check is a failure, a skipped one skipped); the exit code is unchanged")
     h.add_argument("--timeout", type=float, default=600)
+    h.add_argument("--scan", action="store_true", help="also scan --image: HIGH/CRITICAL vulnerabilities (Trivy, "
+                   "when installed; skipped with the reason otherwise, never passed) and the age of its base")
+    h.add_argument("--max-critical", type=int, help="CRITICAL findings allowed before --scan fails (default "
+                   "c.ImageScan.max_critical, 0)")
+    h.add_argument("--max-high", type=int, help="HIGH findings allowed before --scan fails (default "
+                   "c.ImageScan.max_high, -1: no limit, they warn)")
+    h.add_argument("--max-base-age-days", type=int, help="warn when the image's base is older (default "
+                   "c.ImageScan.max_base_age_days, 30)")
     h.set_defaults(func=cmd_health)
 
     g = sub.add_parser("gpus", help="print the GPU table (NVML) and which kernels/jobs hold each GPU")
