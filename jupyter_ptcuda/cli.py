@@ -36,7 +36,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
     build_image(get_engine(), base=args.base, tag=args.tag, torch=args.torch, extra=args.extra,
                 preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
-                progress=lambda line: print(line, flush=True))
+                progress=lambda line: print(line, flush=True), sbom=not args.no_sbom, sbom_file=args.sbom)
     if args.push:
         from .registry import push_image
 
@@ -205,6 +205,9 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     b.add_argument("--preset", choices=sorted(PRESETS), help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()))
     b.add_argument("--no-pull", action="store_true", help="never pull the base")
     b.add_argument("--wheelhouse", help="use this folder of wheels instead of downloading on the host")
+    b.add_argument("--sbom", metavar="FILE", help="also write the image's CycloneDX SBOM (made by cyclonedx-py; "
+                   "always put in the image, at the path its label io.jupyter-ptcuda.image.sbom names) to FILE")
+    b.add_argument("--no-sbom", action="store_true", help="make no SBOM")
     b.add_argument("--push", action="store_true", help="then push --tag to the registry it names (as `image push`)")
     b.set_defaults(func=cmd_image_build)
 
