@@ -148,3 +148,11 @@ def tiny_kernel_image(engine) -> str:
                           "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()) + "\n",
                           TINY_KERNEL, "tiny", lambda line: None)
     return TINY_KERNEL
+
+
+def fresh_image(engine, base: str, ref: str) -> str:
+    """``base`` plus a label naming ``ref``, tagged ``ref``: an image of its own id (its repo digests are
+    only what the test gives it), removable with ``docker rmi -f ID``. Returns the id."""
+    from jupyter_ptcuda.images import _docker_build
+
+    return _docker_build(engine, f"FROM {base}\nLABEL test.registry={json.dumps(ref)}\n", ref, "t", lambda line: None)

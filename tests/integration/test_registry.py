@@ -19,7 +19,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
-from tests.registry import Registry, free_port, start_registry, tiny_kernel_image
+from tests.registry import Registry, free_port, fresh_image, start_registry, tiny_kernel_image
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,8 @@ def tiny_image(engine):
 def pushed_ref(engine, tiny_image, registry):
     """REGISTRY/ptcuda/kernel-XXXX:v1, a fresh image (its own id: the tiny image plus a label) tagged here;
     removed from the engine afterwards, by id, with every name it got."""
-    from jupyter_ptcuda.images import _docker_build
-
     ref = f"{registry.host}/ptcuda/kernel-{uuid.uuid4().hex[:8]}:v1"
-    image_id = _docker_build(engine, f"FROM {tiny_image}\nLABEL test.registry={json.dumps(ref)}\n", ref, "t",
-                             lambda line: None)
+    image_id = fresh_image(engine, tiny_image, ref)
     yield ref
     subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
 
