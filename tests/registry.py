@@ -38,8 +38,11 @@ def ensure_tools() -> None:
     if shutil.which("docker-registry") and shutil.which("htpasswd"):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "docker-registry", "apache2-utils"],
-                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "docker-registry", "apache2-utils"]
+        if subprocess.run(install, capture_output=True, env=env).returncode != 0:  # a fresh machine: no lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
+            subprocess.run(install, capture_output=True, env=env)
     if not (shutil.which("docker-registry") and shutil.which("htpasswd")):
         _need("no docker-registry/htpasswd: `apt-get install docker-registry apache2-utils` (scripts/test does)")
 
