@@ -36,14 +36,34 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
     build_image(get_engine(), base=args.base, tag=args.tag, torch=args.torch, extra=args.extra,
                 preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
-                progress=lambda line: print(line, flush=True))
+                progress=lambda line: print(line, flush=True), sbom=not args.no_sbom, sbom_file=args.sbom)
+    if args.push:
+        from .registry import push_image
+
+        print(push_image(get_engine(), args.tag), flush=True)
+    return 0
+
+
+def cmd_image_push(args: argparse.Namespace) -> int:
+    """Push TAG to the registry it names; the pinned reference (REPO@sha256:...) is the one stdout line."""
+    from .registry import push_image
+
+    print(push_image(get_engine(), args.tag), flush=True)
     return 0
 
 
 def cmd_kernelspec_install(args: argparse.Namespace) -> int:
     from .kernelspec import install_kernelspec
 
-    config: dict[str, Any] = {"image": args.image}
+    image = args.image
+    if args.pin:  # the registry's digest for the tag, asked before anything is written
+        from .registry import ensure_local, pin_reference
+
+        image = pin_reference(get_engine(), args.image)
+        print(f"pinned {args.image} to {image}", file=sys.stderr)
+        if not args.no_check:  # the check reads the image's labels: it needs the image here
+            ensure_local(get_engine(), image)
+    config: dict[str, Any] = {"image": image}
     for item in args.option or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -57,7 +77,7 @@ def cmd_kernelspec_install(args: argparse.Namespace) -> int:
     path = install_kernelspec(None if args.no_check else get_service(), name=args.name,
                               display_name=args.display_name, config=config, user=args.user, prefix=prefix,
                               check_image=not args.no_check)
-    print(f"installed kernelspec {args.name!r} ({args.display_name}) in {path}")
+    print(f"installed kernelspec {args.name!r} ({args.display_name}, image {image}) in {path}")
     return 0
 
 
@@ -85,6 +105,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     if bool(args.image) == bool(args.kernel):
         raise PtcudaError("give --image IMAGE or --kernel KERNEL_ID")
+    if args.scan and not args.image:
+        raise PtcudaError("--scan needs --image IMAGE (it scans an image on this Docker engine)")
     try:
         from .jupyter_config import load_server_config
 
@@ -104,6 +126,14 @@ def cmd_health(args: argparse.Namespace) -> int:
             report = in_one_loop(of_image())  # one event loop: the Kubernetes client's session belongs to it
         else:
             report = in_one_loop(check_kernel(service, args.kernel, perf=args.perf, timeout=args.timeout))
+        if args.scan:
+            from .health.scan import ImageScan, add_checks, scan_checks
+
+            settings = ImageScan(config=config)
+            for flag in ("max_critical", "max_high", "max_base_age_days"):
+                if getattr(args, flag) is not None:
+                    setattr(settings, flag, getattr(args, flag))
+            report = add_checks(report, scan_checks(get_engine(), args.image, settings))
     except PtcudaError as exc:
         if args.junit:  # CI shows why the gate failed, not a missing report
             target = {"image": args.image, "gpus": args.gpus} if args.image else {"kernel_id": args.kernel}
@@ -175,7 +205,15 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     b.add_argument("--preset", choices=sorted(PRESETS), help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()))
     b.add_argument("--no-pull", action="store_true", help="never pull the base")
     b.add_argument("--wheelhouse", help="use this folder of wheels instead of downloading on the host")
+    b.add_argument("--sbom", metavar="FILE", help="also write the image's CycloneDX SBOM (made by cyclonedx-py; "
+                   "always put in the image, at the path its label io.jupyter-ptcuda.image.sbom names) to FILE")
+    b.add_argument("--no-sbom", action="store_true", help="make no SBOM")
+    b.add_argument("--push", action="store_true", help="then push --tag to the registry it names (as `image push`)")
     b.set_defaults(func=cmd_image_build)
+
+    ps = image.add_parser("push", help="push an image to the registry its tag names; prints REPO@sha256:...")
+    ps.add_argument("tag", metavar="TAG", help="REGISTRY/REPO:TAG, e.g. registry.example.org/team/kernel:2026-12")
+    ps.set_defaults(func=cmd_image_push)
 
     ks = sub.add_parser("kernelspec", help="kernelspecs").add_subparsers(dest="ks_command", required=True)
     k = ks.add_parser("install", help="install a kernelspec that runs kernels in containers")
@@ -189,7 +227,11 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     where.add_argument("--user", action="store_true", help="install for this user only")
     where.add_argument("--sys-prefix", action="store_true", help="install into sys.prefix (e.g. a venv)")
     where.add_argument("--prefix", help="install under this prefix")
-    k.add_argument("--no-check", action="store_true", help="do not check the image (no engine needed)")
+    k.add_argument("--pin", action="store_true", help="write the image as REPO@sha256:... (the digest the registry "
+                   "serves for --image now, asked with this user's `docker login`); kernels and their jobs then "
+                   "run that digest, pulled when missing")
+    k.add_argument("--no-check", action="store_true", help="do not check the image (no engine needed, except "
+                   "to ask the registry for --pin)")
     k.set_defaults(func=cmd_kernelspec_install)
 
     r = sub.add_parser("reap", help="remove containers whose kernel no longer exists")
@@ -205,6 +247,14 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
     h.add_argument("--junit", metavar="FILE", help="also write the report as JUnit XML for CI (one testcase per "
                    "check; a failed check is a failure, a skipped one skipped); the exit code is unchanged")
     h.add_argument("--timeout", type=float, default=600)
+    h.add_argument("--scan", action="store_true", help="also scan --image: HIGH/CRITICAL vulnerabilities (Trivy, "
+                   "when installed; skipped with the reason otherwise, never passed) and the age of its base")
+    h.add_argument("--max-critical", type=int, help="CRITICAL findings allowed before --scan fails (default "
+                   "c.ImageScan.max_critical, 0)")
+    h.add_argument("--max-high", type=int, help="HIGH findings allowed before --scan fails (default "
+                   "c.ImageScan.max_high, -1: no limit, they warn)")
+    h.add_argument("--max-base-age-days", type=int, help="warn when the image's base is older (default "
+                   "c.ImageScan.max_base_age_days, 30)")
     h.set_defaults(func=cmd_health)
 
     g = sub.add_parser("gpus", help="print the GPU table (NVML) and which kernels/jobs hold each GPU")

@@ -97,6 +97,13 @@ class LaunchError(PtcudaError):
     status = 500
 
 
+class RegistryError(PtcudaError):
+    """A container registry refused or could not be reached (push, pull, digest look-up); the message is
+    one sentence that names the registry and the fix (``docker login``, the CA, the name)."""
+
+    status = 502
+
+
 class ExportError(PtcudaError):
     """A notebook cannot be exported to a script. ``cell`` is the 1-based cell number."""
 

@@ -254,13 +254,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress: Progress) -> str:
+def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress: Progress,
+                  files: dict[str, bytes] | None = None) -> str:
+    """Build ``dockerfile`` (its context: only ``files``, name → bytes) as ``tag``; the image id."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in [("Dockerfile", dockerfile.encode()), *(files or {}).items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
 
     def build(api: Any) -> str:
@@ -281,14 +284,24 @@ def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress
 
 def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_TAG, torch: str = "torch",
                 extra: list[str] | None = None, preset: str | None = None, pull: bool = True,
-                progress: Progress = print, wheelhouse: str | None = None) -> dict[str, Any]:
+                progress: Progress = print, wheelhouse: str | None = None, sbom: bool = True, sbom_file: str | None = None
+                ) -> dict[str, Any]:
     """Build a kernel image (blocking; called by the CLI). Returns the probe of the result.
 
     ``preset``: a name in :data:`~.presets.PRESETS` (``datasci``); ``extra``: more requirements (an extra
-    naming a preset package replaces it).
+    naming a preset package replaces it). ``sbom``: put a CycloneDX SBOM of the result (:mod:`.sbom`) in
+    the image at :data:`.sbom.IMAGE_PATH`, named by label :data:`.sbom.L_SBOM`; ``sbom_file``: also write
+    it there on the host.
     """
     if preset is not None and preset not in PRESETS:
         raise ImageBuildError("base", f"unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
+    if sbom:
+        from .sbom import SbomError, cyclonedx_command
+
+        try:
+            cyclonedx_command()  # before the long part: say now that the SBOM tool is missing
+        except SbomError as exc:
+            raise ImageBuildError("sbom", f"{exc.message} Or build without one: --no-sbom.") from None
     base_label = base
     debian = base in ("debian", "debian:bookworm")
     wanted = install_list(debian=debian, torch=torch, preset=preset, extra=list(extra or []))
@@ -348,8 +361,25 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
               L_TORCHVISION: probe.get("torchvision", "")}
     if preset:
         labels[L_PRESET] = preset
+    files: dict[str, bytes] = {}
+    copy = ""
+    if sbom:
+        from . import sbom as S
+
+        progress(f"[sbom] cyclonedx-py environment over {stage}'s Python distributions")
+        try:
+            files["sbom.cdx.json"] = S.dumps(S.image_sbom(service, stage))
+        except S.SbomError as exc:
+            raise ImageBuildError("sbom", exc.message) from None
+        labels[S.L_SBOM], labels[S.L_SBOM_SHA256] = S.IMAGE_PATH, S.sha256(files["sbom.cdx.json"])
+        copy = f"COPY sbom.cdx.json {S.IMAGE_PATH}\n"
     label_line = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
-    _docker_build(engine, f"FROM {stage}\n{label_line}\n", tag, "label", progress)
+    _docker_build(engine, f"FROM {stage}\n{copy}{label_line}\n", tag, "label", progress, files)
+    if sbom:
+        progress(f"[sbom] in the image at {labels[S.L_SBOM]} (label {S.L_SBOM})")
+        if sbom_file:
+            Path(sbom_file).write_bytes(files["sbom.cdx.json"])
+            progress(f"[sbom] and in {sbom_file}")
     engine.run_sync(lambda api: api.remove_image(f"{tag}-stage", noprune=True))
     vision_note = f", torchvision {labels[L_TORCHVISION] or 'left out (see [torchvision] above)'}" if preset else ""
     progress(f"built {tag}: torch {labels[L_TORCH]} (CUDA {labels[L_CUDA] or 'none: CPU build'}), "

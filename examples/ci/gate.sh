@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU gate of a CI job: two steps in the same image.
+# The GPU gate of a CI job: two steps in the same image (the same digest, once pushed).
+#   0. with PTCUDA_PUSH=REGISTRY/REPO:TAG: `jupyter ptcuda image push` the image under that tag; the
+#      steps below then use the pushed digest (REPO@sha256:...), which is what every later runner pulls.
 #   1. `jupyter ptcuda health --image IMAGE --junit FILE`: is the image healthy on this runner's GPUs?
 #      Exit 1 when a check fails; FILE lists every check as JUnit XML for the CI system's test report.
 #   2. `jupyter ptcuda run NOTEBOOK --image IMAGE --wait`: the notebook as a headless job, exported to a
@@ -17,6 +19,9 @@
 #                         this repository's own test) and the notebook runs anyway.
 #   PTCUDA_JOB_TIMEOUT    seconds after which the notebook job is cancelled (default: none)
 #   PTCUDA_PULL           1 (default): docker pull the image when it is not present; 0: never pull
+#   PTCUDA_PUSH           REGISTRY/REPO:TAG: tag the image so, push it (credentials: `docker login
+#                         REGISTRY` beforehand, in $DOCKER_CONFIG), and gate the pushed digest
+#   PTCUDA_DIGEST_FILE    where to write the digest that was gated (default: none), for later CI steps
 # Exit status: 0 when both steps did what was expected, else the status of the step that did not.
 set -euo pipefail
 
@@ -39,6 +44,17 @@ default_image() {  # jupyter-ptcuda's DEFAULT_BASE, read with the Python that ru
 }
 if [ -z "$image" ]; then
   image="$(default_image)" || die 2 "cannot read jupyter-ptcuda's default image: set PTCUDA_IMAGE"
+fi
+if [ -n "${PTCUDA_PUSH:-}" ]; then
+  say "pushing $image as $PTCUDA_PUSH"
+  [ "$image" = "$PTCUDA_PUSH" ] || docker tag "$image" "$PTCUDA_PUSH"
+  pushed=0
+  image="$(jupyter ptcuda image push "$PTCUDA_PUSH")" || pushed=$?
+  [ "$pushed" = 0 ] || die "$pushed" "could not push $PTCUDA_PUSH (exit $pushed): the reason and its fix are above"
+  echo "gate.sh: gating the pushed digest $image"
+fi
+if [ -n "${PTCUDA_DIGEST_FILE:-}" ]; then
+  printf '%s\n' "$image" >"$PTCUDA_DIGEST_FILE"
 fi
 if [ "${PTCUDA_PULL:-1}" = 1 ] && ! docker image inspect "$image" >/dev/null 2>&1; then
   say "pulling $image"

@@ -33,6 +33,7 @@ from ..errors import (
     NoNvidiaRuntime,
     NotFound,
     PtcudaError,
+    RegistryError,
 )
 from . import labels as L
 from .spec import ContainerSpec, build_create_kwargs, files_archive
@@ -76,6 +77,67 @@ def map_error(exc: BaseException, what: str = "") -> PtcudaError:
             "the socket (member of the `docker` group)."
         )
     return EngineError(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+def registry_of(ref: str) -> str:
+    """The registry an image reference names: its first path part when that is a host (has a dot or a
+    port, or is ``localhost``), else Docker Hub (``docker.io``), as the engine reads it."""
+    first, sep, _ = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registry_error(text: str, ref: str, doing: str = "pushing") -> RegistryError:
+    """One sentence, with the fix, for what a registry (through the engine) said while ``doing`` ``ref``:
+    401 → ``docker login``, 403 → the account may not, name unknown → the name, TLS → the CA, an
+    unreachable registry → its address. The engine's own words follow in parentheses."""
+    registry = registry_of(ref)
+    low = text.lower()
+    said = " ".join(text.split())[:200]
+    if any(w in low for w in ("unauthorized", "authentication required", "no basic auth credentials",
+                              "incorrect username or password", "401 unauthorized")):
+        msg = (f"the registry {registry} did not accept the credentials of this process while {doing} {ref} "
+               f"({said}): run `docker login {registry}` as the user that runs jupyter ptcuda (credentials are "
+               "read from $DOCKER_CONFIG/config.json, default ~/.docker/config.json).")
+    elif any(w in low for w in ("denied", "forbidden")):
+        msg = (f"the registry {registry} denied {doing} {ref} ({said}): the account logged in with "
+               f"`docker login {registry}` may not use this repository; ask for access, or tag the image into a "
+               "repository that account owns.")
+    elif any(w in low for w in ("x509", "certificate", "tls", "https client")):
+        msg = (f"a TLS connection to the registry {registry} failed while {doing} {ref} ({said}): install the "
+               f"registry's CA certificate as /etc/docker/certs.d/{registry}/ca.crt on the Docker host (or, for a "
+               "test registry on plain HTTP, list it in dockerd's insecure-registries).")
+    elif any(w in low for w in ("name unknown", "manifest unknown", "repository name not known", "not found",
+                                "does not exist", "name invalid", "invalid reference")):
+        msg = (f"the registry {registry} does not know {ref} ({said}): check the repository name and tag "
+               f"(for an image built here, push it first: `jupyter ptcuda image push {ref}`).")
+    elif any(w in low for w in ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                                "network is unreachable", "timeout")):
+        msg = (f"the registry {registry} is unreachable while {doing} {ref} ({said}): check the registry "
+               "address in the image name and that the registry runs and is reachable from the Docker host.")
+    else:
+        msg = f"{doing} {ref} failed at the registry {registry}: {said}."
+    return RegistryError(msg, registry=registry, ref=ref)
+
+
+def _stream_to_registry(chunks: Iterator[dict[str, Any]], ref: str, doing: str,
+                        on_event: Callable[[dict[str, Any]], None] | None) -> str:
+    """Read a push/pull event stream: each event to ``on_event``; an error event raised as the sentence;
+    returns the manifest digest the stream named (push: its ``aux``; pull: ``Digest: sha256:...``)."""
+    digest = ""
+    for chunk in chunks:
+        if "error" in chunk or "errorDetail" in chunk:
+            text = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or str(chunk)
+            raise registry_error(str(text), ref, doing)
+        aux = chunk.get("aux") or {}
+        digest = aux.get("Digest") or digest
+        status = str(chunk.get("status") or "")
+        if status.startswith("Digest: sha256:"):
+            digest = status.split()[1]
+        if on_event is not None:
+            on_event(chunk)
+    return digest
 
 
 class Engine:
@@ -193,6 +255,69 @@ class Engine:
         return self.run_sync(
             lambda api: api.logs(container, stdout=True, stderr=True, stream=True, follow=True, since=since)
         )
+
+    # -- registries (push, pull, digest look-up) -------------------------------------------------
+    # Credentials: the Docker config of this process ($DOCKER_CONFIG/config.json, default ~/.docker;
+    # credential helpers included), re-read before each call, so a `docker login` made after this
+    # process started counts. The engine sends them with the request; no container ever sees them.
+
+    @staticmethod
+    def _push(api: docker.APIClient, ref: str, on_event: Callable[[dict[str, Any]], None] | None) -> str:
+        api.reload_config()
+        try:
+            chunks = api.push(ref, stream=True, decode=True)
+            digest = _stream_to_registry(chunks, ref, "pushing", on_event)
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if exc.status_code == 404 and "does not exist locally" in text:
+                raise ImageNotFound(f"image {ref!r} is not present on this Docker engine: build it with "
+                                    f"`jupyter ptcuda image build --tag {ref}`, or `docker tag IMAGE {ref}`.") from exc
+            raise registry_error(text, ref, "pushing") from exc
+        if not digest:
+            raise RegistryError(f"pushing {ref}: the engine did not report the pushed digest; push again, "
+                                "or look it up with `docker buildx imagetools inspect`.")
+        return digest
+
+    def push_sync(self, ref: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        """``docker push ref`` to the registry named in it; each progress event (the engine's JSON) to
+        ``on_event``; returns the pushed manifest digest (``sha256:...``). Blocking: the CLI. A refusal
+        is a RegistryError whose message says what to do (:func:`registry_error`)."""
+        return self.run_sync(self._push, ref, on_event, what=f"pushing {ref}")
+
+    async def push(self, ref: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        """:meth:`push_sync` in the long-call pool (for the server; ``on_event`` runs in that thread)."""
+        return await self.call(self._push, ref, on_event, what=f"pushing {ref}", long=True)
+
+    @staticmethod
+    def _pull(api: docker.APIClient, ref: str, on_event: Callable[[dict[str, Any]], None] | None) -> str:
+        api.reload_config()
+        try:
+            return _stream_to_registry(api.pull(ref, stream=True, decode=True), ref, "pulling", on_event)
+        except docker.errors.APIError as exc:
+            raise registry_error(str(exc.explanation or exc), ref, "pulling") from exc
+
+    def pull_sync(self, ref: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        """``docker pull ref`` (a tag or ``REPO@sha256:...``), with progress events and credentials as
+        :meth:`push_sync`; returns the digest the registry named. RegistryError with the fix on refusal."""
+        return self.run_sync(self._pull, ref, on_event, what=f"pulling {ref}")
+
+    async def pull(self, ref: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> str:
+        """:meth:`pull_sync` in the long-call pool: what a kernel start may use to show a pull's progress."""
+        return await self.call(self._pull, ref, on_event, what=f"pulling {ref}", long=True)
+
+    def registry_digest_sync(self, ref: str) -> str:
+        """The manifest digest the registry serves for ``ref`` now (``docker buildx imagetools inspect``'s,
+        through the engine's distribution endpoint, with this process's credentials). RegistryError with
+        the fix when the registry refuses or does not know the name. Blocking: the CLI."""
+
+        def look(api: docker.APIClient) -> str:
+            api.reload_config()
+            try:
+                return str(api.inspect_distribution(ref)["Descriptor"]["digest"])
+            except docker.errors.APIError as exc:
+                raise registry_error(str(exc.explanation or exc), ref, "looking up") from exc
+
+        return self.run_sync(look, what=f"looking up {ref}")
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, spec: ContainerSpec) -> str:

@@ -116,3 +116,42 @@ def test_gate_refuses_a_bad_expectation_and_an_image_that_is_not_there(ci_checko
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert "did not run (exit 1, no failed check" in missing.stderr  # a missing image is no expected failure
     assert read_junit(junit).find("testcase/error").get("message")
+
+
+def test_gate_pushes_to_a_registry_and_gates_and_runs_the_pushed_digest(ci_checkout, tmp_path, engine):
+    """The examples' pipeline against a real registry with a login (tests/registry.py): the image is pushed
+    under PTCUDA_PUSH, and the health check and the notebook job both run the digest that was pushed. A
+    small kernel image (no torch: its health check fails, as expected) and a notebook that needs none."""
+    import uuid
+
+    import nbformat
+
+    from tests.registry import fresh_image, start_registry, tiny_kernel_image
+
+    reg, proc = start_registry(tmp_path / "registry")
+    target = f"{reg.host}/ci/kernel:{uuid.uuid4().hex[:8]}"
+    image_id = fresh_image(engine, tiny_kernel_image(engine), target)
+    try:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys\nprint('hello from', sys.version_info[:2])")])
+        nbformat.write(nb, ci_checkout / "hello.ipynb")
+        if os.geteuid() == 0:
+            os.chown(ci_checkout / "hello.ipynb", 1000, 100)
+        junit, digest_file = tmp_path / "reports" / "health.xml", tmp_path / "digest"
+        done = gate(ci_checkout, tmp_path, PTCUDA_IMAGE=target, PTCUDA_PUSH=target, PTCUDA_GPUS="none",
+                    PTCUDA_NOTEBOOK=str(ci_checkout / "hello.ipynb"), PTCUDA_EXPECT_HEALTH="fail",
+                    PTCUDA_JUNIT=str(junit), PTCUDA_DIGEST_FILE=str(digest_file),
+                    DOCKER_CONFIG=str(reg.docker_config(tmp_path / "docker")))
+        assert done.returncode == 0, done.stdout + done.stderr
+        pinned = digest_file.read_text().strip()
+        assert pinned.startswith(target.rsplit(":", 1)[0] + "@sha256:")
+        assert f"gate.sh: gating the pushed digest {pinned}" in done.stdout
+        assert read_junit(junit).get("name") == f"jupyter ptcuda health image {pinned} (gpus none)"
+        (job,) = jobs(tmp_path)
+        assert (job["state"], job["image"], job["image_digest"]) == ("completed", pinned, pinned)
+        assert "hello from (3, 11)" in done.stdout
+        status, _ = reg.get(f"/v2/ci/kernel/manifests/{pinned.split('@')[1]}")
+        assert status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)

@@ -31,8 +31,15 @@ def test_github_actions_workflow_runs_the_gate_and_reports_its_junit_file():
     triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` key as true
     assert {"push", "pull_request", "workflow_dispatch"} <= set(triggers)
     assert wf["permissions"]["checks"] == "write"  # the test report is a check run
-    (job,) = wf["jobs"].values()
+    job, build = wf["jobs"]["gpu-gate"], wf["jobs"]["build"]
     assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"]
+    # build → push → the gate on the pushed digest: the build's output is the gate's image
+    assert job["needs"] == "build" and job["env"]["PTCUDA_IMAGE"] == "${{ needs.build.outputs.image }}"
+    push = next(s for s in build["steps"] if s.get("id") == "push")
+    assert "jupyter ptcuda image build" in push["run"] and "--push | tail -n1" in push["run"]
+    assert build["outputs"]["image"] == "${{ steps.push.outputs.image }}"
+    for j in (job, build):  # both log in before they push or pull
+        assert any(s.get("uses", "").startswith("docker/login-action@") for s in j["steps"])
     runs = [step.get("run", "") for step in job["steps"]]
     assert GATE in runs and any("pip install jupyter-ptcuda" in r for r in runs)
     junit = job["env"]["PTCUDA_JUNIT"]
@@ -44,7 +51,15 @@ def test_github_actions_workflow_runs_the_gate_and_reports_its_junit_file():
 
 
 def test_gitlab_job_runs_the_gate_and_reports_its_junit_file():
-    (job,) = load("gitlab-ci.yml").values()
+    ci = load("gitlab-ci.yml")
+    job, build = ci["gpu-gate"], ci["build-image"]
+    assert ci["stages"] == ["build", "test"] and job["needs"] == ["build-image"]
+    assert "PTCUDA_IMAGE" not in job["variables"]  # it comes from the build's dotenv report: the digest
+    assert build["artifacts"]["reports"]["dotenv"] == "image.env"
+    assert any("--push | tail -n1" in line for line in build["script"])
+    assert any(line.startswith('echo "PTCUDA_IMAGE=') for line in build["script"])
+    for j in (job, build):
+        assert any("docker login" in line for line in j["before_script"])
     assert "gpu" in job["tags"]
     assert GATE in job["script"]
     assert any("pip install jupyter-ptcuda" in line for line in job["before_script"])
@@ -57,8 +72,8 @@ def test_both_examples_set_only_settings_that_gate_sh_reads():
     gate = (EXAMPLES / "gate.sh").read_text()
     read = set(re.findall(r"\$\{(PTCUDA_[A-Z_]+)", gate))
     wf = load("github-actions.yml")
-    (gh,) = wf["jobs"].values()
-    (gl,) = load("gitlab-ci.yml").values()
+    gh = wf["jobs"]["gpu-gate"]
+    gl = load("gitlab-ci.yml")["gpu-gate"]
     for settings in (gh["env"], gl["variables"]):
         assert set(settings) <= read, set(settings) - read
     assert "pytorch/pytorch:" not in (EXAMPLES / "github-actions.yml").read_text() + (EXAMPLES / "gitlab-ci.yml").read_text()

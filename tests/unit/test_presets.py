@@ -81,11 +81,11 @@ def test_the_build_installs_the_preset(monkeypatch, tmp_path):
     monkeypatch.setattr(images, "download_wheels", download)
     monkeypatch.setattr(images, "probe_image", probe)
     monkeypatch.setattr(images, "probe_modules", modules)
-    monkeypatch.setattr(images, "_docker_build", lambda engine, dockerfile, tag, step, progress:
+    monkeypatch.setattr(images, "_docker_build", lambda engine, dockerfile, tag, step, progress, files=None:
                         dockerfiles.append(dockerfile) or tag)
     lines: list[str] = []
     result = images.build_image(FakeEngine(), base="torch-base:1", tag="t:datasci", preset="datasci",
-                                extra=["einops"], progress=lines.append)
+                                extra=["einops"], progress=lines.append, sbom=False)
     assert downloads[0] == ["ipykernel", *DATASCI, "einops"]
     assert result["installed"] == ["ipykernel", *DATASCI, "einops", "torchvision==0.28.0+cpu"]
     install = dockerfiles[0].splitlines()[1]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 #: Where a pod's own namespace is written inside a cluster (the server's service account).
@@ -35,6 +36,7 @@ class KubeOptions:
     job_ttl: int = 3600
     home_size: str = "1Gi"
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 class KubeBackend(Configurable):
@@ -87,6 +89,22 @@ class KubeBackend(Configurable):
     image_pull_policy = Unicode("IfNotPresent", help="""imagePullPolicy of the container. Default
         "IfNotPresent". Example: c.KubeBackend.image_pull_policy = "Always" """).tag(config=True)
 
+    image_pull_secrets = List(Unicode(), help="""Names of the Secrets (type kubernetes.io/dockerconfigjson, in
+        the pods' namespace) the kubelet uses to pull kernel and job images from a registry that needs a
+        login: the pods' imagePullSecrets. The operator's registry credentials stay in the cluster; no user's
+        token reaches a container. Default []. Make one with `kubectl create secret docker-registry regcred
+        --docker-server=REGISTRY --docker-username=USER --docker-password=...`.
+        Example: c.KubeBackend.image_pull_secrets = ["regcred"]""").tag(config=True)
+
+    @validate("image_pull_secrets")
+    def _check_pull_secrets(self, proposal: Any) -> list[str]:
+        names = [str(n).strip() for n in proposal["value"]]
+        for name in names:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+                raise TraitError(f"c.KubeBackend.image_pull_secrets: {name!r} is not a Secret name (lower-case "
+                                 "letters, digits, '-' and '.'), e.g. \"regcred\".")
+        return names
+
     def options(self) -> KubeOptions:
         """The settings as plain data for :func:`.pods.pod_manifest`."""
         allowed = tuple(dict.fromkeys([self.gpu_resource, *self.gpu_resources]))
@@ -98,4 +116,5 @@ class KubeBackend(Configurable):
             tolerations=tuple(dict(t) for t in self.tolerations), gpu_resource=self.gpu_resource,
             gpu_resources=allowed, launch_timeout=self.launch_timeout, pod_service_account=self.service_account,
             job_ttl=self.job_ttl, home_size=self.home_size, image_pull_policy=self.image_pull_policy,
+            image_pull_secrets=tuple(self.image_pull_secrets),
         )

@@ -210,6 +210,8 @@ def pod_spec(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, gpu_
     }
     if opts.pod_service_account:
         out["serviceAccountName"] = opts.pod_service_account
+    if opts.image_pull_secrets:  # the operator's registry login, for the kubelet (never in the container)
+        out["imagePullSecrets"] = [{"name": n} for n in opts.image_pull_secrets]
     if opts.node_selector:
         out["nodeSelector"] = dict(opts.node_selector)
     if opts.tolerations:

@@ -1,0 +1,155 @@
+"""Images through a real registry (Debian's docker-registry on loopback, htpasswd auth; tests/registry.py):
+push with the CLI, remove the local copy, install a ``--pin``ned kernelspec, start a kernel from it (pulled
+with this process's Docker login) and a job from that kernel: both run the pushed digest. A wrong
+password, an unknown name and an unreachable registry each end in one sentence with the fix, and no
+kernelspec is written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+
+from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.jobs.manager import JobManager
+from jupyter_ptcuda.jobs.request import JobRequest
+from tests.registry import Registry, free_port, fresh_image, start_registry, tiny_kernel_image
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    reg, proc = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def tiny_image(engine):
+    return tiny_kernel_image(engine)
+
+
+@pytest.fixture
+def pushed_ref(engine, tiny_image, registry):
+    """REGISTRY/ptcuda/kernel-XXXX:v1, a fresh image (its own id: the tiny image plus a label) tagged here;
+    removed from the engine afterwards, by id, with every name it got."""
+    ref = f"{registry.host}/ptcuda/kernel-{uuid.uuid4().hex[:8]}:v1"
+    image_id = fresh_image(engine, tiny_image, ref)
+    yield ref
+    subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+
+
+def cli(*args: str, docker_config, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jupyter_ptcuda.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "DOCKER_CONFIG": str(docker_config), **env})
+
+
+def present(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def remove_everywhere(ref: str) -> None:
+    """Remove the image ``ref`` names from the engine, with all its tags and digests (by id)."""
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    if out.returncode == 0:
+        subprocess.run(["docker", "rmi", "-f", out.stdout.strip()], capture_output=True, check=True)
+    assert not present(ref)
+
+
+async def test_push_pin_then_a_kernel_and_its_job_run_the_pushed_digest(engine, registry: Registry, pushed_ref,
+                                                                         tmp_path, monkeypatch, notebook_dir):
+    login = registry.docker_config(tmp_path / "docker")
+    monkeypatch.setenv("DOCKER_CONFIG", str(login))  # the pull at kernel start: this process's login
+    pushed = cli("image", "push", pushed_ref, docker_config=login, CI="true")
+    assert pushed.returncode == 0, pushed.stderr
+    repo = pushed_ref.rsplit(":", 1)[0]
+    pinned = pushed.stdout.strip().splitlines()[-1]
+    assert pinned.startswith(repo + "@sha256:") and len(pinned) == len(repo) + 1 + 71
+    assert "layer" in pushed.stderr and "\r" not in pushed.stderr  # CI: plain lines, no bar
+    assert f"digest {pinned.split('@')[1]}" in pushed.stderr
+    assert repo.split("/", 1)[1] in registry.catalog()
+    status, _ = registry.get(f"/v2/{repo.split('/', 1)[1]}/manifests/{pinned.split('@')[1]}")
+    assert status == 200  # the registry serves what was printed
+
+    remove_everywhere(pushed_ref)
+    prefix = tmp_path / "prefix"
+    installed = cli("kernelspec", "install", "--pin", "--image", pushed_ref, "--name", "pinned", "--gpus", "none",
+                    "--prefix", str(prefix), docker_config=login)
+    assert installed.returncode == 0, installed.stderr
+    spec = json.loads((prefix / "share/jupyter/kernels/pinned/kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"]["image"] == pinned
+
+    remove_everywhere(pinned)  # the check pulled it: gone again, so the kernel's start must pull it
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share/jupyter"))
+    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
+    km = AsyncKernelManager(kernel_name="pinned")
+    await km.start_kernel(cwd=str(notebook_dir))
+    try:
+        kernel = await engine.inspect(km.provisioner.container_id)
+        assert kernel["Config"]["Image"] == pinned
+        assert pinned in (await engine.image(kernel["Image"]))["RepoDigests"]
+
+        (notebook_dir / "train.py").write_text("print('trained')\n")
+
+        class KernelManagers:
+            def get_kernel(self, kernel_id):
+                return km
+
+        mgr = JobManager(service=ContainerService(engine), kernel_manager=KernelManagers(), poll_interval=0.5)
+        try:
+            job = await mgr.submit(JobRequest(path=str(notebook_dir / "train.py"), kernel_id=km.kernel_id), watch=False)
+            info = await engine.inspect(job.container_id)
+            assert info["Config"]["Image"] == pinned and info["Image"] == kernel["Image"]
+            job = await mgr.watch(job.id)
+            assert job.state == "completed", job.reason
+            assert job.image_digest == pinned
+        finally:
+            with contextlib.suppress(Exception):
+                await mgr.stop()
+    finally:
+        await km.shutdown_kernel(now=True)
+        remove_everywhere(pinned)
+
+
+@pytest.mark.parametrize("login", ["wrong-password", "none"])
+def test_a_refused_login_is_one_sentence_and_no_kernelspec(engine, registry, pushed_ref, tmp_path, login):
+    good = registry.docker_config(tmp_path / "good")
+    assert cli("image", "push", pushed_ref, docker_config=good).returncode == 0
+    if login == "none":
+        docker_config = tmp_path / "empty"
+        docker_config.mkdir()
+    else:
+        docker_config = registry.docker_config(tmp_path / "bad", password="not-" + registry.password)
+    prefix = tmp_path / "prefix"
+    for args in (["kernelspec", "install", "--pin", "--image", pushed_ref, "--name", "pinned", "--prefix", str(prefix)],
+                 ["image", "push", pushed_ref]):
+        done = cli(*args, docker_config=docker_config)
+        assert done.returncode == 1
+        *progress, line = done.stderr.strip().splitlines()  # the push's progress lines, then one sentence
+        assert all(p.startswith("pushing ") for p in progress) and "Traceback" not in done.stderr, done.stderr
+        assert line.startswith("jupyter ptcuda: error: the registry " + registry.host + " did not accept the credentials")
+        assert f"run `docker login {registry.host}`" in line
+        assert registry.password not in line
+    assert not (prefix / "share/jupyter/kernels/pinned").exists()  # nothing half-written
+
+
+def test_an_unknown_name_and_an_unreachable_registry_say_what_to_check(registry, tmp_path, engine):
+    good = registry.docker_config(tmp_path / "good")
+    prefix = tmp_path / "prefix"
+    unknown = f"{registry.host}/ptcuda/never-pushed:v1"
+    done = cli("kernelspec", "install", "--pin", "--image", unknown, "--prefix", str(prefix), docker_config=good)
+    assert done.returncode == 1
+    assert "does not know " + unknown in done.stderr and f"jupyter ptcuda image push {unknown}" in done.stderr
+    nowhere = f"127.0.0.1:{free_port()}/ptcuda/x:v1"
+    done = cli("kernelspec", "install", "--pin", "--image", nowhere, "--prefix", str(prefix), docker_config=good)
+    assert done.returncode == 1
+    assert "is unreachable" in done.stderr and "check the registry address" in done.stderr
+    assert not (prefix / "share/jupyter/kernels").exists()
