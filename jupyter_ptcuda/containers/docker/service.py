@@ -212,9 +212,10 @@ class DockerContainerService(ContainerService):
         return ImageInfo.from_inspect(await self.engine.image(ref))
 
     async def pull(self, ref: str, timeout: float) -> None:
+        """``docker pull`` with this process's credentials, read again for each pull (a ``docker login`` made
+        after the server started counts); a registry's refusal is one sentence with the fix (RegistryError)."""
         try:
-            await asyncio.wait_for(self.engine.call(lambda api: list(api.pull(ref, stream=True, decode=True)),
-                                                    what=f"pulling {ref}", long=True), timeout)
+            await asyncio.wait_for(self.engine.pull(ref), timeout)
         except TimeoutError:
             raise LaunchError(f"pulling {ref} took longer than pull_timeout={timeout:.0f} s.") from None
 
