@@ -26,7 +26,6 @@ from typing import Any
 from ..containers import labels as L
 from ..containers import policy as P
 from ..containers.gpus import GpuRequest, parse_gpus
-from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
 from ..containers.service import ContainerService
 from ..errors import ConfigError, LaunchError
@@ -93,7 +92,7 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
                           mount_workdir=False, configured=[*configured_images(parent), image],
                           image_labels=info.labels)
     notes: list[str] = []
-    if is_kube(service) and spec.gpus.mode == "all":
+    if service.waits_for_scheduler and spec.gpus.mode == "all":  # a scheduler hands GPUs out by count
         spec = spec.with_gpus(GpuRequest("count", 1))
         notes.append("On Kubernetes the check asked for one GPU: gpus='all' has no meaning there (the scheduler "
                      "hands GPUs out by count); ask for a count to check more.")

@@ -38,7 +38,6 @@ from ..containers import policy as P
 from ..containers.build import build, job_from_kernel
 from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.identity import this_server, username
-from ..containers.kube import is_kube
 from ..containers.options import ContainerOptions
 from ..containers.service import ContainerService, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
@@ -214,8 +213,8 @@ class JobManager(JobLifecycle):
         request = dataclasses.replace(request, image_labels=image_info.labels, name=f"ptcuda-job-{job_id}")
         pinned = image_info.digest  # on Kubernetes the name as given: the pod's imageID says once it runs
         spec = dataclasses.replace(build(request, policy, this_server()), image=pinned)  # the exact image
-        if is_kube(self.service):  # what the pod builder refuses (gpus 'all', a GPU resource not allowed): now
-            self.service.validate(spec, timeout=req.timeout, gpu_resource=gpu_resource)  # type: ignore[attr-defined]
+        # what the backend would refuse at launch (Kubernetes: gpus 'all', a GPU resource not allowed): now
+        self.service.validate(spec, timeout=req.timeout, gpu_resource=gpu_resource)
         image_labels = image_info.labels
         job = Job(
             id=job_id, owner=req.owner or username(), name=req.name or path.stem,
@@ -227,7 +226,7 @@ class JobManager(JobLifecycle):
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
                   "nproc_per_node": req.nproc_per_node, "user": spec.user,
-                  **({"gpu_resource": gpu_resource} if gpu_resource and is_kube(self.service) else {}),
+                  **({"gpu_resource": gpu_resource} if gpu_resource and self.service.gpu_resources else {}),
                   "export_warnings": list(export.warnings) if export else []},
         )
         await self._db(self.store.insert, job)
@@ -324,19 +323,21 @@ class JobManager(JobLifecycle):
         a count stays a count (the job gets as many of the same resource); a kernel this process did not
         start is copied from its pod's record of its spec (annotation, :func:`..containers.kube.pods.spec_record`).
         """
-        if is_kube(self.service):
-            return await self._kube_kernel_spec(kernel_id)
         prov = self._provisioner(kernel_id)
         prov_spec = getattr(prov, "_spec", None)
-        cid = getattr(prov, "container_id", None) if prov_spec is not None else None
-        if cid is None:
-            prov_spec, cid = None, (await self.service.find(L.KERNEL, kernel_id)).id
-        found, image = await self.service.spec_of(cid)
+        cid = getattr(prov, "container_id", None) if isinstance(prov_spec, ContainerSpec) else None
+        if cid is None or not isinstance(prov_spec, ContainerSpec):  # not started here (the CLI beside the server)
+            cid = (await self.service.find(L.KERNEL, kernel_id)).id
+            record, gpu_resource = await self.service.kernel_record(cid)  # the container's own record of its spec
+        else:
+            record, gpu_resource = prov_spec, str(getattr(prov, "gpu_resource", "") or "")
+        if not self.service.inspects_images:  # nodes pull the image: a job names it as the kernel did
+            return record, await self.service.image(record.image), gpu_resource
+        found, image = await self.service.spec_of(cid)  # the image by id: the same image even if its tag moved
         gpus = found.gpus
         if gpus.mode == "count":
             gpus = GpuRequest("ids", ids=tuple(str(i) for i in range(gpus.count)))
-        base = prov_spec if isinstance(prov_spec, ContainerSpec) else found
-        return dataclasses.replace(base, gpus=gpus), image, ""
+        return dataclasses.replace(record, gpus=gpus), image, gpu_resource
 
     def _provisioner(self, kernel_id: str) -> Any:
         """The provisioner of this server's kernel ``kernel_id``, or None (no kernel manager, not ours)."""
@@ -345,26 +346,12 @@ class JobManager(JobLifecycle):
         except (KeyError, AttributeError):
             return None
 
-    async def _kube_kernel_spec(self, kernel_id: str) -> tuple[ContainerSpec, ImageInfo, str]:
-        prov = self._provisioner(kernel_id)
-        spec = getattr(prov, "_spec", None)
-        if isinstance(spec, ContainerSpec):
-            return spec, await self.service.image(spec.image), str(getattr(prov, "gpu_resource", "") or "")
-        # not started here (the CLI beside the server): the kernel pod's own record of its spec
-        pod = await self.service.find(L.KERNEL, kernel_id)
-        spec, gpu_resource = await self.service.kernel_record(pod.id)
-        return spec, await self.service.image(spec.image), gpu_resource
-
     async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
                      watch: bool, gpu_resource: str | None = None) -> Job:
-        kube = is_kube(self.service)
-        try:
-            if kube:  # a Job: created, not waited for (its watcher says why it is Pending, if it is)
-                cid, spec, _ = await self.service.launch(  # type: ignore[call-arg]
-                    spec, claim=job.id, timeout=job.timeout, gpu_resource=gpu_resource, wait=False)
-            else:
-                cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
-                                                         assign_gpus=not inherited_gpus)
+        try:  # where a scheduler places it: created, not waited for (its watcher says why it is Pending, if it is)
+            cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
+                                                     assign_gpus=not inherited_gpus, timeout=job.timeout,
+                                                     gpu_resource=gpu_resource, wait=False)
         except PtcudaError as exc:
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)
