@@ -18,7 +18,6 @@ Runs as a Hub-managed service (``c.JupyterHub.services``: the Hub sets ``JUPYTER
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -31,14 +30,15 @@ from traitlets import Any as AnyTrait
 from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Application
 
-from ..containers import wire
 from ..containers.docker.service import DockerContainerService
 from ..containers.idle import IdleWatch
 from ..containers.ledger import GpuLedger
-from ..errors import ConfigError, Forbidden, PtcudaError
+from .handlers import FollowHandler, OpHandler
 from .idle import Reclaimer
 from .ops import Broker
+from .policy import BrokerPolicy
 from .telemetry import Telemetry
+from .tty import TtyHandler
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 
@@ -145,16 +145,14 @@ class PtcudaBroker(Application):
         auth = HubAuth(cache_max_age=max(1, int(self.auth_cache_seconds)))
         if not auth.access_scopes:
             auth.access_scopes = {f"access:services!service={self.service_name}"}
-        broker = Broker(self, service, self.ledger)
+        broker = Broker(BrokerPolicy.of(self), service, self.ledger)
         broker.telemetry = Telemetry(self.sampler, self.ledger)
         if self.idle_gpu_timeout > 0:
             watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
                               util_threshold=self.idle_util_threshold)
-            broker.reclaimer = Reclaimer(broker, watch, self.idle_gpu_timeout, self.idle_grace)
+            broker.reclaimer = Reclaimer(broker.remove_container, watch, self.idle_gpu_timeout, self.idle_grace)
         broker.staging.prepare()
         self.broker = broker
-        from .tty import TtyHandler  # here: it builds on _Base below
-
         return web.Application([(r"/v1/follow", FollowHandler), (r"/v1/tty", TtyHandler), (r"/v1/([a-z_]+)", OpHandler)],
                                broker=broker, hub_auth=auth, config=self)
 
@@ -185,113 +183,6 @@ class PtcudaBroker(Application):
             task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self.sampler.stop)
         log.info("jupyter-ptcuda broker stopped")
-
-
-class _Base(web.RequestHandler):
-    async def prepare(self) -> None:  # type: ignore[override]
-        auth = self.settings["hub_auth"]
-        header = self.request.headers.get("Authorization", "")
-        match = auth.auth_header_pat.match(header)
-        if not match:
-            raise Forbidden("no Hub token: call the broker with 'Authorization: token $JUPYTERHUB_API_TOKEN' "
-                            "(jupyter-ptcuda does this in a single-user server).")
-        model = await auth.user_for_token(match.group(1), sync=False)
-        if not model or model.get("kind", "user") != "user":
-            raise Forbidden("the Hub does not know this token as a user's: use the single-user server's "
-                            "$JUPYTERHUB_API_TOKEN.")
-        if not auth.check_scopes(auth.access_scopes, model):
-            raise Forbidden(f"this token of {model['name']!r} may not use the broker (it lacks "
-                            f"{' or '.join(sorted(auth.access_scopes))}): the Hub operator grants it to users' servers "
-                            "(a role with that scope and c.Spawner.server_token_scopes; see examples/jupyterhub_config.py).")
-        self.hub_user = model["name"]
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        self.set_header("Content-Type", "application/json")
-        if isinstance(exc, PtcudaError):
-            self.finish(json.dumps(wire.error_to_json(exc)))
-        else:
-            if status_code >= 500:
-                log.error("broker: %s %s failed", self.request.method, self.request.path, exc_info=kwargs.get("exc_info"))
-            self.finish(json.dumps({"error": "EngineError" if status_code >= 500 else "", "message": self._reason}))
-
-    def check_xsrf_cookie(self) -> None:  # token auth, no cookies
-        return
-
-
-@web.stream_request_body
-class OpHandler(_Base):
-    """``POST /v1/<op>``: the body is streamed, so :meth:`_Base.prepare` checks the token before a byte of it
-    is read, and a body past ``c.PtcudaBroker.max_body_bytes`` is refused (413) as it arrives."""
-
-    def initialize(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    async def prepare(self) -> None:  # type: ignore[override]
-        limit = int(self.settings["config"].max_body_bytes)
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise TooLarge(limit)
-        await super().prepare()
-        if self.request.connection is not None:
-            self.request.connection.set_max_body_size(limit)  # type: ignore[attr-defined]
-
-    def data_received(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > int(self.settings["config"].max_body_bytes):
-            raise TooLarge(int(self.settings["config"].max_body_bytes))
-        self._chunks.append(chunk)
-
-    async def post(self, op: str) -> None:
-        body = parse_body(b"".join(self._chunks))
-        self._chunks = []
-        result = await self.settings["broker"].call(self.hub_user, op, body)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"result": result}))
-
-
-class TooLarge(PtcudaError):
-    status = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is larger than {limit} bytes (c.PtcudaBroker.max_body_bytes): send less "
-                         "(a kernel's files and a job's command are small).")
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """A JSON object, or a 400 saying why (not JSON, nested too deep, not an object)."""
-    try:
-        body = json.loads(raw or b"{}")
-    except RecursionError:
-        raise ConfigError("the body is nested too deeply to be a broker request.") from None
-    except ValueError:
-        raise ConfigError("the body is not JSON: send a JSON object.") from None
-    if not isinstance(body, dict):
-        raise ConfigError("the body must be a JSON object.")
-    return body
-
-
-@web.stream_request_body
-class FollowHandler(_Base):
-    """``GET /v1/follow?cid=``: a container's output as it comes (a long call: counted per user)."""
-
-    def data_received(self, chunk: bytes) -> None:
-        raise ConfigError("GET /v1/follow takes no body.")
-
-    async def get(self) -> None:
-        broker: Broker = self.settings["broker"]
-        cid = self.get_argument("cid", "")
-        with broker.limits.long_call(self.hub_user):
-            chunks = await broker.follow(self.hub_user, cid)
-            self.set_header("Content-Type", "application/octet-stream")
-            try:
-                async for chunk in chunks:
-                    self.write(chunk)
-                    await self.flush()
-            finally:
-                await chunks.aclose()  # type: ignore[attr-defined]
-        self.finish()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,21 +20,23 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..containers.idle import IdleKernel, IdleWatch
 from ..errors import PtcudaError
 
 if TYPE_CHECKING:
-    from .ops import Broker
+    from ..containers.types import ContainerState
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 KEEP = 50
 
 
 class Reclaimer:
-    def __init__(self, broker: Broker, watch: IdleWatch, timeout: float, grace: float) -> None:
-        self.broker = broker
+    def __init__(self, remove: Callable[[ContainerState], Awaitable[None]], watch: IdleWatch, timeout: float,
+                 grace: float) -> None:
+        self.remove = remove  # how a container is removed (the broker's op remove: with its kernel folder)
         self.watch = watch
         self.timeout = timeout
         self.grace = grace
@@ -89,7 +91,7 @@ class Reclaimer:
         log.warning("broker: kernel %s of %s still running %.0f s after the idle notice: removing its container",
                     k.state.tag.id[:8], k.state.tag.owner, self.grace)
         notice["state"], notice["updated"] = "enforced", time.time()
-        await self.broker.remove_container(k.state)
+        await self.remove(k.state)
 
     def since(self, user: str, since: float) -> list[dict[str, Any]]:
         """The user's notices posted or changed after ``since`` (epoch seconds)."""

@@ -24,19 +24,19 @@ from ..containers import labels as L
 from ..containers import wire
 from ..containers.build import FORBIDDEN_SOURCES, Policy, build
 from ..containers.docker.service import DockerContainerService
-from ..containers.gpus import ALL, NONE, GpuRequest
+from ..containers.gpus import NONE, GpuRequest
 from ..containers.identity import Identity
 from ..containers.ledger import GpuLedger
-from ..containers.spec import ContainerSpec, parse_size, spec_with_logical_mounts
+from ..containers.spec import ContainerSpec, spec_with_logical_mounts
 from ..containers.types import ContainerState, Launched
 from ..errors import ConfigError, Conflict, Forbidden, GpuUnavailable, NotFound, TooBusy
 from . import inputs as I
 from . import mounts as M
 from . import users as U
 from .limits import UserLimits
+from .policy import BrokerPolicy
 
 if TYPE_CHECKING:
-    from .app import PtcudaBroker
     from .idle import Reclaimer
     from .telemetry import Telemetry
 
@@ -48,27 +48,22 @@ NETWORKS = ("bridge", "none")
 
 
 class Broker:
-    def __init__(self, config: PtcudaBroker, service: DockerContainerService, ledger: GpuLedger) -> None:
-        self.config = config
+    def __init__(self, policy: BrokerPolicy, service: DockerContainerService, ledger: GpuLedger) -> None:
+        self.config = policy
         self.service = service
         self.ledger = ledger
         self._launching: dict[int, asyncio.Lock] = {}
-        self.limits = UserLimits(int(config.max_long_calls), int(config.max_terminals))
-        self.staging = M.Staging(os.path.join(config.private_root, "staging"))
+        self.limits = UserLimits(policy.max_long_calls, policy.max_terminals)
+        self.staging = M.Staging(os.path.join(policy.private_root, "staging"))
         self.reclaimer: Reclaimer | None = None  # set by the app when c.PtcudaBroker.idle_gpu_timeout is set
         self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, name: str) -> U.HubUser:
-        c = self.config
-        return U.resolve_user(name, c.user_map, c.user_resolver)
+        return self.config.user(name)
 
     def policy(self, user: U.HubUser) -> Policy:
-        c = self.config
-        return Policy(images=(), image_patterns=tuple(c.images), allow_built_images=False,
-                      mount_roots=U.mount_roots(c.mount_roots, user), max_gpus=ALL,
-                      max_mem=parse_size(c.max_mem, "c.PtcudaBroker.max_mem"), max_cpus=c.max_cpus,
-                      allow_root=False, source="c.PtcudaBroker")
+        return self.config.for_user(user)
 
     async def _own(self, user: U.HubUser, cid: str) -> ContainerState:
         """The container ``cid`` if it is this user's; else NotFound (never saying whose it is)."""

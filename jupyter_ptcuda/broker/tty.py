@@ -2,7 +2,7 @@
 
 What a user's server uses for JupyterLab's "terminal in kernel container" and ``jupyter ptcuda shell``
 under JupyterHub (:mod:`jupyter_ptcuda.containers.remote.tty` is the client). Authenticated like every
-other broker call (:class:`.app._Base`: the server's Hub token, the broker's access scope); before the
+other broker call (:class:`.handlers.AuthenticatedHandler`: the server's Hub token, the broker's access scope); before the
 upgrade the container must be the Hub user's (``Broker._own``: else 404, without saying whose) and a
 running kernel or job (what the local path offers too).
 
@@ -33,8 +33,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..containers import labels as L
 from ..errors import NotFound, PtcudaError
-from ..shell import TERM_DEFAULT, EngineTty, ExecTarget, end_session_async, target_of
-from .app import _Base
+from ..containers.tty import TERM_DEFAULT, EngineTty, ExecTarget, end_session_async, target_of
+from .handlers import AuthenticatedHandler
 from .ops import Broker
 
 log = logging.getLogger("jupyter_ptcuda.broker")
@@ -60,7 +60,7 @@ def _size(handler: WebSocketHandler) -> tuple[int, int] | None:
     return (min(rows, 1000), min(cols, 1000)) if rows > 0 and cols > 0 else None
 
 
-class TtyHandler(_Base, WebSocketHandler):
+class TtyHandler(AuthenticatedHandler, WebSocketHandler):
     """One shell per websocket; see the module docstring."""
 
     session: EngineTty | None = None

@@ -12,6 +12,7 @@ import pytest
 
 from jupyter_ptcuda.broker.app import PtcudaBroker
 from jupyter_ptcuda.broker.ops import Broker
+from jupyter_ptcuda.broker.policy import BrokerPolicy
 from jupyter_ptcuda.containers import labels as L
 from jupyter_ptcuda.containers.build import Request
 from jupyter_ptcuda.containers.docker.service import DockerContainerService
@@ -36,7 +37,7 @@ def make_broker(engine, home, private_root, swap=None):
             return await real_launch(spec, **kw)
 
         service.launch = launch  # type: ignore[method-assign]
-    return Broker(config, service, GpuLedger(service, lambda: {})), service
+    return Broker(BrokerPolicy.of(config), service, GpuLedger(service, lambda: {})), service
 
 
 def job(image, data, command=("sleep", "30")):

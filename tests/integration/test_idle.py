@@ -58,22 +58,15 @@ async def test_only_kernels_that_do_nothing_with_their_gpus_count_as_idle(engine
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
 
 
-class _Broker:
-    """The one broker operation the reclaimer uses: removing a container (as op remove does)."""
-
-    def __init__(self, service: DockerContainerService) -> None:
-        self.service = service
-
-    async def remove_container(self, state) -> None:
-        await self.service.remove(state.id)
-
-
 async def test_the_reclaimer_asks_then_removes_then_says_done(engine, sampler):
     service = DockerContainerService(engine)
     made = [await _kernel(engine, "k-forgotten", "0", ("sleep", "600")),
             await _kernel(engine, "k-busy", "1", ("sh", "-c", "while :; do :; done"))]
     try:
-        reclaimer = Reclaimer(_Broker(service), IdleWatch(service, sampler.snapshot), timeout=1.5, grace=1.5)  # type: ignore[arg-type]
+        async def remove(state) -> None:  # the one broker operation the reclaimer uses (as op remove)
+            await service.remove(state.id)
+
+        reclaimer = Reclaimer(remove, IdleWatch(service, sampler.snapshot), timeout=1.5, grace=1.5)
         await reclaimer.step()
         assert reclaimer.since("alice", 0) == []
         for _ in range(10):

@@ -71,16 +71,6 @@ async def test_a_kernel_that_stops_is_forgotten_and_starts_from_zero_if_it_runs_
     assert await idle_times(watch) == {"k-1": 0}
 
 
-class Broker:
-    """The one broker operation the reclaimer uses: removing a container (as op remove does)."""
-
-    def __init__(self, service: FakeBackend) -> None:
-        self.service = service
-
-    async def remove_container(self, state: Any) -> None:
-        await self.service.remove(state.id)
-
-
 @pytest.fixture
 def reclaim(monkeypatch):
     """(reclaimer, fake backend): timeout 600 s, grace 60 s, all on one fake clock (the reclaimer's own
@@ -88,7 +78,11 @@ def reclaim(monkeypatch):
     fake = FakeBackend(FakeClock())
     monkeypatch.setattr(broker_idle, "time", types.SimpleNamespace(monotonic=fake.clock.monotonic, time=fake.clock.time))
     watch = IdleWatch(fake, Gpus().snapshot, clock=fake.clock.monotonic)
-    return Reclaimer(Broker(fake), watch, timeout=600, grace=60), fake  # type: ignore[arg-type]
+
+    async def remove(state: Any) -> None:  # the one broker operation the reclaimer uses (as op remove)
+        await fake.remove(state.id)
+
+    return Reclaimer(remove, watch, timeout=600, grace=60), fake
 
 
 async def test_the_reclaimer_asks_the_owner_then_removes_the_kernel_past_the_grace(reclaim):
