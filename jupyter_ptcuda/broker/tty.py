@@ -32,8 +32,8 @@ from typing import Any
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..containers import labels as L
-from ..errors import NotFound, PtcudaError
 from ..containers.tty import TERM_DEFAULT, EngineTty, ExecTarget, end_session_async, target_of
+from ..errors import NotFound, PtcudaError
 from .handlers import AuthenticatedHandler
 from .ops import Broker
 
