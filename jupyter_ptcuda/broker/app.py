@@ -179,6 +179,7 @@ class PtcudaBroker(Application):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         server.stop()
+        self.broker.staging.close()
         for task in tasks:
             task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self.sampler.stop)

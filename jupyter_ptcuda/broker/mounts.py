@@ -99,6 +99,7 @@ class Staging:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
         self.prepared = False
+        self.bound = False  # whether prepare() bind-mounted the folder onto itself (close() undoes it)
 
     def prepare(self) -> None:
         """Make the folder (root's, 0700) and clear what a killed broker left; make it a private mount so no
@@ -115,8 +116,16 @@ class Staging:
         if not os.path.ismount(self.root):
             with contextlib.suppress(EngineError):
                 _mount(str(self.root), str(self.root), _MS_BIND)
+                self.bound = True
         _libc.mount(b"none", str(self.root).encode(), None, _MS_PRIVATE, None)
         self.prepared = True
+
+    def close(self) -> None:
+        """Undo :meth:`prepare`'s mount of the folder onto itself (the broker stops)."""
+        if self.bound:
+            _detach(str(self.root))
+            self.bound = False
+        self.prepared = False
 
     def stage(self, fd: int) -> str:
         """A path of the broker's own that is the descriptor's folder (or file): what Docker binds."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_ptcuda.containers import labels as L
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.base import ContainerService
 from jupyter_ptcuda.containers.spec import ContainerSpec
 from jupyter_ptcuda.containers.types import DEADLINE_STATUS, ContainerState, ImageInfo, Launched
 from jupyter_ptcuda.errors import ConfigError, Conflict, ImageNotFound, LaunchError, NotFound
@@ -80,12 +80,11 @@ class _Box:
         return self.status == "running"
 
 
-class FakeBackend:
-    """The container service's interface in memory. See the module docstring."""
+class FakeBackend(ContainerService):
+    """The container service's interface in memory (a subclass of the interface: what it does not override
+    is the interface's default). See the module docstring."""
 
     no_exec: str | None = None
-    find = ContainerService.find
-    describe_exit = ContainerService.describe_exit
 
     def __init__(self, clock: FakeClock | None = None, *, programs: Callable[[ContainerSpec], Program] | None = None,
                  enforces_deadlines: bool = False, waits_for_scheduler: bool = False,
@@ -185,8 +184,8 @@ class FakeBackend:
         return path
 
     async def launch(self, spec: ContainerSpec, *, claim: str | None = None, gpu_fallback: str = "error",
-                     assign_gpus: bool = True, timeout: float | None = None, wait: bool = True,
-                     **_backend: Any) -> Launched:
+                     assign_gpus: bool = True, timeout: float | None = None, gpu_resource: str | None = None,
+                     wait: bool = True, on_pending: Callable[[str], None] | None = None) -> Launched:
         """Start ``spec`` (pending while :attr:`hold` is set and the backend waits for a scheduler);
         ``timeout``: where :attr:`enforces_deadlines`, the backend ends it then (:data:`DEADLINE_STATUS`)."""
         if self.images is not None and spec.image not in self.images:

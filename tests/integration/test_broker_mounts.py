@@ -66,6 +66,7 @@ def test_a_folder_swapped_for_a_link_after_the_check_mounts_what_was_checked(eng
             return code, await service.logs(r["id"]), r
         finally:
             await service.remove(r["id"])
+            broker.staging.close()
 
     code, out, r = asyncio.run(go())
     assert (code, out.strip()) == (0, "mine")  # the checked folder, not the link's target
@@ -92,6 +93,7 @@ def test_a_link_is_refused_before_start_and_a_quick_container_keeps_its_output(e
             return code, await service.logs(r["id"]), await service.inspect(r["id"]), spec
         finally:
             await service.remove(r["id"])
+            broker.staging.close()
 
     code, out, state, spec = asyncio.run(go())
     assert (code, out.strip()) == (0, "mine")
