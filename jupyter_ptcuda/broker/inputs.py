@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-_CID = re.compile(r"^[0-9a-fA-F]{1,64}$")
+_CID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # an id, a prefix of one, or a container name
 
 
 def _bad(field: str, why: str) -> ConfigError:
@@ -34,10 +34,10 @@ def text(body: Mapping[str, Any], field: str, *, default: str = "", limit: int =
 
 
 def cid(body: Mapping[str, Any]) -> str:
-    """A container id (hex, or a prefix of one); "" when absent (then nothing is found: 404)."""
-    value = text(body, "cid", limit=64)
+    """A container id (or a prefix of one, or its name); "" when absent (then nothing is found: 404)."""
+    value = text(body, "cid", limit=128)
     if value and not _CID.match(value):
-        raise _bad("cid", "give a container id (hexadecimal).")
+        raise _bad("cid", "give a container id or name (letters, digits, '_', '.', '-').")
     return value
 
 

@@ -10,7 +10,10 @@ removes every container it launched when the session ends.
 - ``kubernetes``: :class:`~jupyter_ptcuda.containers.kube.backend.KubeContainerService` against the in-memory
   API server (tests/kube/fakeapi.py) whose node (tests/kube/kubelet.py) runs each pod on the local engine.
 
-Adding a backend (the broker client) = one more :class:`Leg` subclass and its name in :data:`LEGS`.
+- ``broker``: :class:`~jupyter_ptcuda.containers.remote.service.RemoteContainerService` against a real broker
+  under a real JupyterHub (tests/hub/harness.py), as Hub user ptcuda-alice.
+
+Adding a backend = one more :class:`Leg` subclass and its name in :data:`LEGS`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from jupyter_ptcuda.containers.gpus import NONE, GpuRequest
 from jupyter_ptcuda.containers.identity import this_server
 from jupyter_ptcuda.containers.spec import ContainerSpec
 from tests.fakes.backend import FakeBackend, FakeClock, Program
+from tests.hub.conftest import hub_env_ready, hub_factory  # noqa: F401 - the broker leg's Hub
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Leg:
         self.uid = 40000 + secrets.randbelow(20000)  # our containers' owner: nobody else's listing sees them
         self.identity = dataclasses.replace(this_server(), uid=self.uid, gid=100, name=f"contract-{self.uid}")
         self.launched: list[str] = []
+        self.started_with: dict[str, ContainerSpec] = {}  # container -> the spec the backend says it started
         self.service: Any = None
 
     # what the backend declares ------------------------------------------------------------------------
@@ -105,6 +110,7 @@ class Leg:
     async def launch(self, spec: ContainerSpec, **kw: Any) -> str:
         launched = await self.service.launch(spec, **kw)
         self.launched.append(launched.id)
+        self.started_with[launched.id] = launched.spec
         return launched.id
 
     def launch_kw(self, *, timeout: float | None = None, wait: bool = True) -> dict[str, Any]:
@@ -250,8 +256,68 @@ class KubeLeg(Leg):
             await server.close()
 
 
-#: The backends under contract, by fixture parameter (the broker client's leg goes here).
-LEGS: dict[str, type[Leg]] = {"fake": FakeLeg, "docker": DockerLeg, "kubernetes": KubeLeg}
+class RemoteLeg(Leg):
+    """The broker client (:class:`~jupyter_ptcuda.containers.remote.service.RemoteContainerService`) against a
+    real broker: a real JupyterHub with the broker as its managed service (examples/jupyterhub_config.py),
+    one fake GPU there, the real engine behind it; the client holds a token of Hub user ptcuda-alice, so the
+    containers are hers (the broker sets the owner: the leg's uid is hers)."""
+
+    name = "broker"
+    within = 60.0
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        super().__init__(request)
+        import pwd
+
+        from tests.hub.harness import USERS
+
+        self.user = USERS[0]
+        account = pwd.getpwnam(self.user)
+        self.uid = account.pw_uid
+        self.identity = dataclasses.replace(this_server(), uid=account.pw_uid, gid=account.pw_gid, name=self.user)
+
+    @property
+    def image(self) -> str:
+        return self.request.getfixturevalue("test_image")
+
+    def spec(self, work: Workload, *, kind: str = L.JOB, id: str = "", gpus: GpuRequest = NONE) -> ContainerSpec:
+        return build(Request(kind=kind, image=self.image, command=work.command(), run_as=f"{self.uid}:{self.identity.gid}",
+                             workdir="/tmp", mount_workdir=False, gpus=gpus, id=id or secrets.token_hex(6),
+                             shm_size=None), Policy(images=(self.image,)), self.identity)
+
+    def launch_kw(self, *, timeout: float | None = None, wait: bool = True) -> dict[str, Any]:
+        return {}
+
+    @contextlib.asynccontextmanager
+    async def _made(self) -> AsyncIterator[Any]:
+        from jupyter_ptcuda.containers.remote.service import RemoteContainerService
+
+        hub = self.request.getfixturevalue("broker_hub")
+        token = hub.token(self.user, scopes=["access:services!service=ptcuda-broker"])
+        yield RemoteContainerService(hub.broker_url, token)
+
+
+@pytest.fixture(scope="session")
+def broker_hub(hub_factory, test_image):  # noqa: F811 - the fixture imported above
+    """A Hub with the broker as its managed service, once per session (the contract's broker leg)."""
+    from pathlib import Path
+
+    from tests.hub import harness as H
+
+    port = H.free_port()
+    example = (Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py").read_text()
+    extra = example.replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}") + f"""
+c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
+c.PtcudaBroker.nvml = "fake:1"
+"""
+    hub = hub_factory(extra_config=extra)
+    hub.broker_url = f"http://127.0.0.1:{port}"
+    hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+    return hub
+
+
+#: The backends under contract, by fixture parameter.
+LEGS: dict[str, type[Leg]] = {"fake": FakeLeg, "docker": DockerLeg, "kubernetes": KubeLeg, "broker": RemoteLeg}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=() if name == "fake" else pytest.mark.integration) for name in LEGS])

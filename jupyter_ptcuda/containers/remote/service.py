@@ -138,7 +138,8 @@ class RemoteContainerService(ContainerService):
     async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
                    server_id: str | None = None, running: bool = False) -> list[ContainerState]:
         rows = await self._call("list", kind=kind, id=id, server_id=server_id, running=running)
-        return [s for s in (wire.state_from_json(r) for r in rows) if s is not None]
+        found = [s for s in (wire.state_from_json(r) for r in rows) if s is not None]  # this Hub user's only
+        return [s for s in found if owner_uid is None or s.tag.owner_uid == owner_uid]
 
     async def logs(self, cid: str, tail: int | str = "all") -> str:
         return str(await self._call("logs", cid=cid, tail=tail))
