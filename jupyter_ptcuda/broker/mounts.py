@@ -93,7 +93,7 @@ def _detach(path: str) -> None:
 
 
 class Staging:
-    """The broker's staging folder (``<private_root>/staging``, root's, 0700, a private mount when it can be
+    """The broker's staging folder (``<private_root>/staging/<pid>``, root's, 0700, a private mount when it can be
     made one). One :meth:`stage` per checked descriptor; :meth:`release` after the engine's start."""
 
     def __init__(self, root: str) -> None:
@@ -102,17 +102,23 @@ class Staging:
         self.bound = False  # whether prepare() bind-mounted the folder onto itself (close() undoes it)
 
     def prepare(self) -> None:
-        """Make the folder (root's, 0700) and clear what a killed broker left; make it a private mount so no
-        staged bind propagates to other mount namespaces (best effort)."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(self.root)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
-            raise ConfigError(f"{self.root} must be a folder of root's: remove it and restart the broker.")
-        os.chmod(self.root, 0o700)
-        for entry in os.scandir(self.root):
-            _detach(entry.path)
-            with contextlib.suppress(OSError):
-                os.rmdir(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+        """Make the folder (root's, 0700; one per broker process: ``<staging>/<pid>``), clear what killed brokers
+        left beside it, and make it a private mount so no staged bind propagates to other mount namespaces
+        (best effort)."""
+        base = self.root.parent
+        for folder in (base, self.root):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = os.lstat(folder)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+                raise ConfigError(f"{folder} must be a folder of root's: remove it and restart the broker.")
+            os.chmod(folder, 0o700)
+        for other in os.scandir(base):
+            if other.name.isdigit() and other.path != str(self.root) and not os.path.exists(f"/proc/{other.name}"):
+                self._clear(other.path)
+                _detach(other.path)
+                with contextlib.suppress(OSError):
+                    os.rmdir(other.path)
+        self._clear(str(self.root))
         if not os.path.ismount(self.root):
             with contextlib.suppress(EngineError):
                 _mount(str(self.root), str(self.root), _MS_BIND)
@@ -120,11 +126,20 @@ class Staging:
         _libc.mount(b"none", str(self.root).encode(), None, _MS_PRIVATE, None)
         self.prepared = True
 
+    @staticmethod
+    def _clear(folder: str) -> None:
+        for entry in os.scandir(folder):
+            _detach(entry.path)
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+
     def close(self) -> None:
         """Undo :meth:`prepare`'s mount of the folder onto itself (the broker stops)."""
         if self.bound:
             _detach(str(self.root))
             self.bound = False
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
         self.prepared = False
 
     def stage(self, fd: int) -> str:

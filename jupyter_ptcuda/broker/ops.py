@@ -54,7 +54,7 @@ class Broker:
         self.ledger = ledger
         self._launching: dict[int, asyncio.Lock] = {}
         self.limits = UserLimits(policy.max_long_calls, policy.max_terminals)
-        self.staging = M.Staging(os.path.join(policy.private_root, "staging"))
+        self.staging = M.Staging(os.path.join(policy.private_root, "staging", str(os.getpid())))
         self.reclaimer: Reclaimer | None = None  # set by the app when c.PtcudaBroker.idle_gpu_timeout is set
         self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
 

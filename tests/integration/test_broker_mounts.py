@@ -71,7 +71,7 @@ def test_a_folder_swapped_for_a_link_after_the_check_mounts_what_was_checked(eng
     code, out, r = asyncio.run(go())
     assert (code, out.strip()) == (0, "mine")  # the checked folder, not the link's target
     assert [m["source"] for m in r["spec"]["mounts"]] == [str(data)]  # the user's path, not the staging one
-    assert os.listdir(tmp_path / "private" / "staging") == []  # nothing staged is left behind
+    assert os.listdir(tmp_path / "private" / "staging") == []  # nothing staged is left behind (its folder neither)
 
 
 def test_a_link_is_refused_before_start_and_a_quick_container_keeps_its_output(engine, test_image, tmp_path):
