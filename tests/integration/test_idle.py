@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-from jupyter_ptcuda.nvml.fake import make_fake_nvml
 
 from jupyter_ptcuda.broker.idle import Reclaimer
 from jupyter_ptcuda.containers import labels as L
@@ -18,6 +17,7 @@ from jupyter_ptcuda.containers.idle import IdleWatch
 from jupyter_ptcuda.containers.service import ContainerService
 from jupyter_ptcuda.containers.spec import ContainerSpec
 from jupyter_ptcuda.nvml.sampler import GpuSampler
+from jupyter_ptcuda_testing.nvml import make_fake_nvml
 from tests.conftest import DEBIAN_BASE
 
 pytestmark = pytest.mark.integration
