@@ -119,8 +119,8 @@ class Server:
             [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
              f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}", "--allow-root",
              "--PtcudaExtension.sample_interval=0.05", f"--PtcudaExtension.history_seconds={fill}",
-             "--ServerApp.log_level=WARN", *extra],
-            env={**os.environ, "JUPYTER_PTCUDA_FAKE_NVML": str(gpus)},
+             f"--PtcudaExtension.nvml=fake:{gpus}", "--ServerApp.log_level=WARN", *extra],
+            env=os.environ,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def fill(self, seconds: float) -> int:

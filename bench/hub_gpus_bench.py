@@ -65,12 +65,12 @@ def broker_pid(config_marker: str) -> int | None:
 class Server:
     """One user's ``jupyter server`` (token auth of its own; the broker is reached with the Hub token)."""
 
-    def __init__(self, root: str, env: dict[str, str]) -> None:
+    def __init__(self, root: str, env: dict[str, str], nvml: str = "") -> None:
         self.port, self.token = free_port(), secrets.token_hex(16)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
              f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}", "--allow-root",
-             "--ServerApp.log_level=WARN"],
+             "--ServerApp.log_level=WARN", *([f"--PtcudaExtension.nvml={nvml}"] if nvml else [])],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def ready(self, timeout: float = 90) -> None:
@@ -120,7 +120,7 @@ async def panel(server: Server, seconds: float, interval: float, lat: list[float
 
 async def variant(label: str, envs: list[dict[str, str]], args: argparse.Namespace, root: str,
                   broker: int | None) -> dict[str, float]:
-    servers = [Server(root, env) for env in envs]
+    servers = [Server(root, env, env.get("PTCUDA_BENCH_NVML", "")) for env in envs]
     try:
         await asyncio.gather(*(s.ready() for s in servers))
         await asyncio.sleep(args.settle)  # past start-up (and the servers' GC freeze, 2 s after it)
@@ -162,7 +162,7 @@ async def main() -> None:
         hub.wait_url(f"{url}/v1/whoami", timeout=30)
         bpid = broker_pid(str(hub.state))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_PTCUDA_"))}
-        local = [{**base, "JUPYTER_PTCUDA_FAKE_NVML": str(args.gpus)} for _ in users]
+        local = [{**base, "PTCUDA_BENCH_NVML": f"fake:{args.gpus}"} for _ in users]
         brokered = [{**base, "JUPYTER_PTCUDA_BROKER_URL": url,
                      "JUPYTERHUB_API_TOKEN": hub.token(u, scopes=["access:services!service=ptcuda-broker"])}
                     for u in users]

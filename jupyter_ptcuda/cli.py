@@ -148,17 +148,13 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    """One NVML sample (real pynvml, or the fake named by $JUPYTER_PTCUDA_FAKE_NVML) as a table."""
-    import os
+    """One NVML sample (real pynvml, or the fake ``--nvml fake:SPEC`` names) as a table."""
+    import logging
 
+    from .nvml import nvml_from_config
     from .nvml.sampler import GpuSampler
 
-    nvml = None
-    if os.environ.get("JUPYTER_PTCUDA_FAKE_NVML"):
-        from .nvml.fake import make_fake_nvml
-
-        nvml = make_fake_nvml(os.environ["JUPYTER_PTCUDA_FAKE_NVML"])
-    sampler = GpuSampler(nvml, interval=0.2)
+    sampler = GpuSampler(nvml_from_config(args.nvml, "--nvml", logging.getLogger("jupyter_ptcuda")), interval=0.2)
     sampler.ensure_started()
     sampler.wait_ready(10)
     snap = sampler.snapshot()
@@ -259,6 +255,8 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
 
     g = sub.add_parser("gpus", help="print the GPU table (NVML) and which kernels/jobs hold each GPU")
     g.add_argument("--json", action="store_true")
+    g.add_argument("--nvml", default="", metavar="fake:SPEC", help="simulated GPUs instead of the host's NVML "
+                   "(tests, demos; e.g. fake:2; needs jupyter_ptcuda_testing)")
     g.set_defaults(func=cmd_gpus)
 
     from .broker import register as register_broker

@@ -44,13 +44,13 @@ from .containers.build import Policy, Request, build
 from .containers.docker.service import DockerContainerService
 from .containers.engine import Engine
 from .containers.identity import this_server
+from .containers.options import DEFAULT_TAG  # the kernel image's default tag (re-exported here)
 from .containers.spec import ContainerSpec
 from .containers.types import ImageInfo
 from .errors import ImageNotReady, PtcudaError
 from .presets import PRESETS, add_torchvision, install_list, project_name
 
 DEFAULT_BASE = "pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime"  # CUDA 12.8: first with sm_100/sm_120 (Blackwell)
-DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
 DEBIAN_BASE_TAG = "jupyter-ptcuda/debian-base:bookworm"
 DEBIAN_PACKAGES = "python3,python3-pip,python-is-python3,ca-certificates,procps"
 

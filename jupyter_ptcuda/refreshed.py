@@ -23,13 +23,14 @@ class Refreshed:
 
     _MISSING: Any = object()
 
-    def __init__(self, ttl: float, produce: Callable[[], Awaitable[Any]]) -> None:
-        self.ttl, self._produce = ttl, produce
+    def __init__(self, ttl: float, produce: Callable[[], Awaitable[Any]], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self._produce, self._clock = ttl, produce, clock  # clock: tests move a fake one
         self._value, self._at, self.version = self._MISSING, 0.0, 0
         self._task: asyncio.Task | None = None
 
     async def get(self) -> Any:
-        if self._task is None and (self._value is self._MISSING or time.monotonic() - self._at >= self.ttl):
+        if self._task is None and (self._value is self._MISSING or self._clock() - self._at >= self.ttl):
             self._task = asyncio.ensure_future(self._refresh())
             self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, not lost
         if self._value is self._MISSING:
@@ -44,4 +45,4 @@ class Refreshed:
             self._value = value
             return value
         finally:  # a failure keeps the last value and is retried after ``ttl``, not on every read
-            self._at, self._task = time.monotonic(), None
+            self._at, self._task = self._clock(), None

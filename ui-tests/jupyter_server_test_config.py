@@ -3,7 +3,8 @@ environment picks what differs (set by playwright.config.js):
 
 - PTCUDA_UI_NAME: the server's name (gpu | binder | noext); its root dir and job store are
   ``.tmp/<name>/`` here, made fresh at each start;
-- JUPYTER_PTCUDA_FAKE_NVML / DOCKER_HOST: the GPUs and the Docker engine it sees;
+- PTCUDA_UI_NVML / DOCKER_HOST: the GPUs (this config sets c.PtcudaExtension.nvml to it: the fake NVML is
+  chosen by configuration only) and the Docker engine it sees;
 - PTCUDA_UI_DISABLE_EXTENSION=1: run without the jupyter_ptcuda server extension.
 """
 
@@ -31,5 +32,7 @@ c.ServerApp.allow_root = True  # noqa: F821
 c.FileContentsManager.delete_to_trash = False  # noqa: F821
 # Do not shut the kernels' containers down slowly at the end of the run.
 c.ServerApp.shutdown_no_activity_timeout = 0  # noqa: F821
+if os.environ.get("PTCUDA_UI_NVML"):
+    c.PtcudaExtension.nvml = os.environ["PTCUDA_UI_NVML"]  # noqa: F821
 if os.environ.get("PTCUDA_UI_DISABLE_EXTENSION") == "1":
     c.ServerApp.jpserver_extensions = {"jupyter_ptcuda": False}  # noqa: F821

@@ -56,9 +56,9 @@ module.exports = {
     { name: 'noext', testMatch: 'noext.spec.ts', use: { baseURL: 'http://127.0.0.1:8890' } }
   ],
   webServer: [
-    server('gpu', 8888, { JUPYTER_PTCUDA_FAKE_NVML: '2' }),
+    server('gpu', 8888, { PTCUDA_UI_NVML: 'fake:2' }),
     server('binder', 8889, {
-      JUPYTER_PTCUDA_FAKE_NVML: 'library_not_found',
+      PTCUDA_UI_NVML: 'fake:library_not_found',
       DOCKER_HOST: 'unix:///nonexistent/docker.sock'
     }),
     server('noext', 8890, { PTCUDA_UI_DISABLE_EXTENSION: '1' })

@@ -82,7 +82,9 @@ class PtcudaBroker(Application):
         /run/jupyter-ptcuda-broker).""")
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to one user's kernel or job is not given to another.""")
-    nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:N' N fake GPUs (tests).""")
+    nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:SPEC' simulated GPUs from
+        jupyter_ptcuda_testing (tests, demos; logged; never taken from an environment variable).
+        Example: c.PtcudaBroker.nvml = "fake:2" """)
     idle_gpu_timeout = Float(0.0, config=True, help="""Seconds a kernel may hold GPUs while idle (no CPU use
         by its processes and its GPUs at ~0 % utilisation) before it is shut down and its user told in JupyterLab
         (default 0: never). Example: c.PtcudaBroker.idle_gpu_timeout = 3600""")
@@ -118,11 +120,6 @@ class PtcudaBroker(Application):
     def _default_service_name(self) -> str:
         return os.environ.get("JUPYTERHUB_SERVICE_NAME", "ptcuda-broker")
 
-    @default("nvml")
-    def _default_nvml(self) -> str:
-        fake = os.environ.get("JUPYTER_PTCUDA_FAKE_NVML")
-        return f"fake:{fake}" if fake else ""
-
     def initialize(self, argv: Any = None) -> None:
         super().initialize(argv)
         if self.config_file:
@@ -131,15 +128,11 @@ class PtcudaBroker(Application):
     def make_app(self, service: DockerContainerService | None = None) -> web.Application:
         from jupyterhub.services.auth import HubAuth
 
+        from ..nvml import nvml_from_config
         from ..nvml.sampler import GpuSampler
 
         service = service or DockerContainerService()
-        nvml = None
-        if self.nvml.startswith("fake:"):
-            from ..nvml.fake import make_fake_nvml
-
-            nvml = make_fake_nvml(self.nvml[len("fake:"):])
-        self.sampler = GpuSampler(nvml)
+        self.sampler = GpuSampler(nvml_from_config(self.nvml, "c.PtcudaBroker.nvml", self.log))
         self.ledger = GpuLedger(service, self.sampler.snapshot, sharing=self.gpu_sharing, sampler=self.sampler)
         self.ledger.hide_others = True
         auth = HubAuth(cache_max_age=max(1, int(self.auth_cache_seconds)))

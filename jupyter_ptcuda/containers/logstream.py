@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 from .engine import Engine
@@ -60,22 +59,3 @@ async def follow_container(engine: Engine, container: str,
             yield chunk
     finally:
         _close(stream)
-
-
-def docker_time(value: str | None) -> float | None:
-    """Epoch seconds of a Docker timestamp (``2024-05-01T10:00:00.123456789Z``); None for the zero time."""
-    if not value or value.startswith("0001-"):
-        return None
-    text = value.rstrip("Z")
-    head, dot, frac = text.partition(".")
-    offset = "+00:00"
-    for sign in ("+", "-"):
-        if sign in frac:
-            frac, _, tz = frac.partition(sign)
-            offset = sign + tz
-    if not dot and len(head) > 19:  # an offset without a fraction
-        head, offset = head[:19], head[19:]
-    try:
-        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{offset}").timestamp()
-    except ValueError:
-        return None

@@ -14,12 +14,14 @@ from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, val
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ConfigError
-from ..images import DEFAULT_TAG
 from .build import Policy, Request, build
 from .gpus import parse_gpus
 from .identity import ISOLATED_GID, ISOLATED_UID, Identity, container_user, this_server
 from .policy import ContainerPolicy
 from .spec import DEFAULT_ENV_ALLOWLIST, ContainerSpec, Mount, SpecFile, parse_cpus, parse_mounts, parse_size
+
+#: The kernel image ``jupyter ptcuda image build`` makes by default, and the default of ``image``.
+DEFAULT_TAG = "jupyter-ptcuda/pytorch-kernel:latest"
 
 
 def _as_trait_error(fn: Any, value: Any) -> Any:

@@ -25,14 +25,27 @@ import dataclasses
 import re
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ..errors import ConfigError, NotFound, PtcudaError
 from . import labels as L
-from .types import ContainerState
+from .spec import ContainerSpec
+from .types import ContainerState, ImageInfo
 
-if TYPE_CHECKING:
-    from .service import ContainerService
+
+class ExecBackend(Protocol):
+    """What the helpers here ask of a container backend (every backend has it): whether it can run commands
+    in its containers (``no_exec``: None, or why not), finding a kernel's or job's container, its spec, exec."""
+
+    no_exec: str | None
+
+    async def find(self, kind: str, id: str) -> ContainerState: ...
+
+    async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]: ...
+
+    async def exec(self, cid: str, cmd: Sequence[str], *, stdin: bytes | None = None, user: str = "",
+                   env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]: ...
 
 #: The shell: report our pid (the session id: Docker starts a tty exec in its own session), then bash if
 #: the image has it, else sh.
@@ -64,7 +77,7 @@ class ExecTarget:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # its init process's NVIDIA_*/CUDA_* variables
 
 
-async def target_of(service: ContainerService, state: ContainerState) -> ExecTarget:
+async def target_of(service: ExecBackend, state: ContainerState) -> ExecTarget:
     """The exec target for a running container of ours: its configured user and working directory, and
     the GPU variables the engine's NVIDIA hook gave its processes (an exec does not inherit them: they are
     read from ``/proc/1/environ``, as the health check does)."""
@@ -79,7 +92,7 @@ async def target_of(service: ContainerService, state: ContainerState) -> ExecTar
                       workdir=spec.workdir or "/", env=env)
 
 
-async def resolve(service: ContainerService, ident: str, kind: str | None = None) -> ExecTarget:
+async def resolve(service: ExecBackend, ident: str, kind: str | None = None) -> ExecTarget:
     """The running container of kernel or job ``ident`` (a unique prefix will do from the CLI); NotFound
     saying how to list them. ``kind``: only look for that kind. Called by the CLI and the server."""
     if service.no_exec:
@@ -100,7 +113,7 @@ async def resolve(service: ContainerService, ident: str, kind: str | None = None
     raise NotFound(f"no running kernel or job {ident!r}: {errors[0]}")
 
 
-async def run_command(service: ContainerService, target: ExecTarget, argv: list[str]) -> tuple[int, bytes]:
+async def run_command(service: ExecBackend, target: ExecTarget, argv: list[str]) -> tuple[int, bytes]:
     """Run ``argv`` in the target's container as its user, in its folder; ``(exit code, output)``."""
     if not argv:
         raise ConfigError("give the command after --, e.g. `jupyter ptcuda exec KERNEL_ID -- nvidia-smi`")
@@ -225,7 +238,7 @@ class EngineTty:
         return int(code) if code is not None else 0
 
 
-async def end_session_async(service: ContainerService, container: str, user: str, pid: int) -> None:
+async def end_session_async(service: ExecBackend, container: str, user: str, pid: int) -> None:
     """End every process of the shell's session ``pid`` in the container (an exec outlives its attach)."""
     with contextlib.suppress(PtcudaError):
         await service.exec(container, ["sh", "-c", KILL_SCRIPT, "sh", str(pid)], user=user)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from . import labels as L
-from .logstream import docker_time
 from .spec import ContainerSpec
 
 #: ``ContainerState.status`` of a container its backend ended at its deadline (a backend that
@@ -91,3 +91,22 @@ class Launched(NamedTuple):
     id: str
     spec: ContainerSpec
     fallback: str | None = None
+
+
+def docker_time(value: str | None) -> float | None:
+    """Epoch seconds of a Docker timestamp (``2024-05-01T10:00:00.123456789Z``); None for the zero time."""
+    if not value or value.startswith("0001-"):
+        return None
+    text = value.rstrip("Z")
+    head, dot, frac = text.partition(".")
+    offset = "+00:00"
+    for sign in ("+", "-"):
+        if sign in frac:
+            frac, _, tz = frac.partition(sign)
+            offset = sign + tz
+    if not dot and len(head) > 19:  # an offset without a fraction
+        head, offset = head[:19], head[19:]
+    try:
+        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6].ljust(6, '0')}{offset}").timestamp()
+    except ValueError:
+        return None

@@ -3,7 +3,7 @@
 Who calls what, and when:
 
 - The server extension builds one :class:`GpuSampler` (with ``nvml=None`` for the real
-  ``pynvml``, or a :class:`~jupyter_ptcuda.nvml.fake.FakeNvml`) and calls
+  ``pynvml``, or a :class:`~jupyter_ptcuda_testing.nvml.FakeNvml`) and calls
   :meth:`GpuSampler.ensure_started` on the first GPU request; it returns at once. ``nvmlInit``
   and every other NVML call run on the sampler's own daemon thread, never on an asyncio loop.
 - REST handlers call :meth:`GpuSampler.snapshot` and :meth:`GpuSampler.history` (or

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 
 from ..containers.base import ContainerService
 from ..containers.factory import get_service, install_ledger, uninstall_ledger
@@ -25,6 +24,7 @@ from ..containers.reaper import reap_kernel_files, reap_orphans
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
 from ..notices import Notices, set_active_notices
+from ..nvml import nvml_from_config
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
 
@@ -56,8 +56,8 @@ class PtcudaExtension(ExtensionApp):
     name = "jupyter_ptcuda"
 
     nvml = Unicode(config=True, help="""NVML backend: '' (default) loads nvidia-ml-py's pynvml; 'fake:SPEC'
-        uses the built-in fake (tests, demos; e.g. 'fake:2'). Default from $JUPYTER_PTCUDA_FAKE_NVML
-        ('fake:' + its value) when set. Example: c.PtcudaExtension.nvml = "fake:2" """)
+        simulated GPUs from jupyter_ptcuda_testing (tests, demos; e.g. 'fake:2'; the log says so). Only this
+        setting selects the fake, never an environment variable. Example: c.PtcudaExtension.nvml = "fake:2" """)
     sample_interval = Float(1.0, config=True, help="Seconds between GPU samples (default 1.0).")
     history_seconds = Float(3600.0, config=True, help="GPU history kept server-side (default 3600 s).")
     notice_interval = Float(5.0, config=True, help="""Under the JupyterHub broker: seconds between reads of
@@ -78,17 +78,9 @@ class PtcudaExtension(ExtensionApp):
         on a 2-core host, a stall for every request and kernel message in flight; after the freeze it
         visits only newer objects. False leaves the collector alone.""")
 
-    @default("nvml")
-    def _default_nvml(self) -> str:
-        fake = os.environ.get("JUPYTER_PTCUDA_FAKE_NVML")
-        return f"fake:{fake}" if fake else ""
-
     def _make_nvml(self) -> Any:
-        if self.nvml.startswith("fake:"):
-            from ..nvml.fake import make_fake_nvml
-
-            return make_fake_nvml(self.nvml[len("fake:") :])
-        return None  # the sampler imports pynvml on its own thread
+        """None: the sampler imports pynvml on its own thread; the fake when the config names it."""
+        return nvml_from_config(self.nvml, "c.PtcudaExtension.nvml", self.log)
 
     def initialize_settings(self) -> None:
         sampler: GpuSampler

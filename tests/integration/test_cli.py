@@ -73,9 +73,9 @@ def test_dead_daemon_is_a_clear_cli_error(tmp_path):
 
 
 def test_gpus_without_driver_says_so():
-    out = ptcuda("gpus", env={"JUPYTER_PTCUDA_FAKE_NVML": "driver_not_loaded"})
+    out = ptcuda("gpus", "--nvml", "fake:driver_not_loaded")
     assert out.returncode == 1 and "driver" in out.stdout.lower()
-    two = ptcuda("gpus", env={"JUPYTER_PTCUDA_FAKE_NVML": "2:model=H100+L4"})
+    two = ptcuda("gpus", "--nvml", "fake:2:model=H100+L4")
     assert two.returncode == 0 and "H100" in two.stdout and "L4" in two.stdout
 
 

@@ -47,6 +47,14 @@ def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+async def exited(engine, cid: str, within: float = 60) -> None:
+    """Until container ``cid`` has exited (AssertionError after ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while (info := await engine.inspect(cid)) is not None and info["State"]["Running"]:
+        assert time.monotonic() < deadline, f"container {cid[:12]} still runs after {within:.0f} s"
+        await asyncio.sleep(0.1)
+
+
 def read(path: str | Path) -> str:
     return Path(path).read_text()
 
@@ -206,7 +214,7 @@ async def test_jobs_survive_a_server_restart(engine, test_image, notebook_dir):
     await output_contains(a, forever.id, "up")
     await a.stop()
     await engine.remove(lost.container_id)
-    await asyncio.sleep(1.5)  # quick has exited by now; nobody recorded it
+    await exited(engine, quick.container_id)  # nobody recorded it
 
     b = JobManager(service=DockerContainerService(engine), poll_interval=0.5, cancel_grace=2.0, reconcile_interval=0)
     try:

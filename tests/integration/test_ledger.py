@@ -13,8 +13,8 @@ from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.containers.ledger import GpuLedger
 from jupyter_ptcuda.containers.spec import ContainerSpec, GpuRequest
 from jupyter_ptcuda.errors import GpuUnavailable
-from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import GpuSampler
+from jupyter_ptcuda_testing.nvml import make_fake_nvml
 from tests.conftest import DEBIAN_BASE
 
 pytestmark = pytest.mark.integration

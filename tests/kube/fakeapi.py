@@ -7,8 +7,19 @@ Faithful where the backend depends on it: label selectors (=, !=, exists), field
 old version), ``Status`` objects with the real reasons and codes (404 NotFound, 409 AlreadyExists,
 422 Invalid: bad names, label values, and any manifest the v1.37 OpenAPI schema rejects, 403 Forbidden
 with RBAC's message), a Job controller (one pod per Job with ``batch.kubernetes.io/job-name``, status
-conditions Complete/Failed, DeadlineExceeded at activeDeadlineSeconds, pods deleted with their Job).
-The kubelet and scheduler are the test's: :meth:`FakeKube.run`, :meth:`exit`, :meth:`event`, :meth:`log`.
+conditions Complete/Failed, DeadlineExceeded at activeDeadlineSeconds: its pods deleted gracefully).
+
+Deletion as a real API server does it (:meth:`FakeKube.delete_pod`): a pod on a node gets
+``deletionTimestamp`` + ``deletionGracePeriodSeconds`` (the request's ``gracePeriodSeconds``, else the pod's
+``terminationGracePeriodSeconds``, else 30) and stays, "removing", until its node has ended its container
+(SIGTERM, then SIGKILL at the grace) and deleted it for good; grace 0, a pod on no node or one that has ended
+goes at once. Deleting a Job with ``propagationPolicy`` Background (or Foreground) removes the Job, then the
+garbage collector deletes its pods, gracefully, after it; Orphan (a Job's default) leaves them. A pod's
+Secret goes with it.
+
+The kubelet and scheduler are the test's: :meth:`FakeKube.run`, :meth:`exit`, :meth:`event`, :meth:`log`, and
+for a pod being deleted the fake ends its process itself (at once, or at the grace for a pod in
+:attr:`FakeKube.ignores_term`) -- unless a node (tests/kube/kubelet.py) is attached, which does it for real.
 Why not kmock 0.8: its emulator has no label/field selectors, no resourceVersion, no subresources and
 no 403/422 (read in its k8s.py).
 """
@@ -32,8 +43,9 @@ _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9]
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now(after: float = 0) -> str:
+    """The time (``after`` seconds from now) as the API writes it."""
+    return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=after)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> web.Response:
@@ -88,7 +100,9 @@ class FakeKube:
         self.changed = asyncio.Condition()
         self.requests: list[tuple[str, str]] = []  # (verb, resource) as RBAC sees them
         self.url = ""
-        self._deadlines: list[asyncio.Task] = []
+        self._deadlines: list[asyncio.Task] = []  # also the graceful deletions and the garbage collector's work
+        self.nodes: list[Any] = []  # attached kubelets (kubelet.Node): they end a deleted pod's container
+        self.ignores_term: set[str] = set()  # pods (no node attached) whose process ignores SIGTERM
 
     # -- storage ------------------------------------------------------------------------------------
     async def _emit(self, plural: str, kind: str, obj: dict) -> None:
@@ -111,15 +125,63 @@ class FakeKube:
         await self._emit(plural, "MODIFIED", obj)
         return obj
 
-    async def drop(self, plural: str, name: str) -> dict | None:
+    async def drop(self, plural: str, name: str, propagation: str = "Background") -> dict | None:
+        """Remove an object for good; the garbage collector then deletes what it owns (``propagation``
+        Background/Foreground; Orphan: they lose the reference): a pod's Secret at once, a Job's pods
+        gracefully, after it."""
         obj = self.objects.pop((plural, name), None)
         if obj is not None:
             await self._emit(plural, "DELETED", obj)
-            # the garbage collector: what it owns (a Job's pods, a pod's Secret) goes with it
+            uid = obj["metadata"]["uid"]
             for (p, n), o in list(self.objects.items()):
-                if any(r.get("uid") == obj["metadata"]["uid"] for r in o["metadata"].get("ownerReferences") or []):
+                refs = o["metadata"].get("ownerReferences") or []
+                if not any(r.get("uid") == uid for r in refs):
+                    continue
+                if propagation == "Orphan":
+                    o["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                elif p == "pods":
+                    self._later(self.delete_pod(n))
+                else:
                     await self.drop(p, n)
         return obj
+
+    def _later(self, work: Any) -> None:
+        self._deadlines.append(asyncio.ensure_future(work))
+
+    async def delete_pod(self, name: str, grace: int | None = None) -> dict | None:
+        """DELETE of a pod: at once (grace 0, on no node, ended), else marked with its deletionTimestamp until
+        its node has ended it. A second delete with a shorter grace shortens it."""
+        obj = self.objects.get(("pods", name))
+        if obj is None:
+            return None
+        if grace is None:
+            grace = int(obj["spec"].get("terminationGracePeriodSeconds", 30))
+        meta = obj["metadata"]
+        if grace <= 0 or not obj["spec"].get("nodeName") or (obj.get("status") or {}).get("phase") in ("Succeeded",
+                                                                                                       "Failed"):
+            await self.drop("pods", name)
+            return obj
+        if meta.get("deletionTimestamp") and grace >= meta.get("deletionGracePeriodSeconds", 30):
+            return obj
+
+        def mark(o: dict) -> None:
+            o["metadata"].update(deletionTimestamp=now(grace), deletionGracePeriodSeconds=grace)
+        obj = await self.modify("pods", name, mark)
+        if not self.nodes:
+            self._later(self._terminate(name, meta["uid"], grace))
+        return obj
+
+    async def _terminate(self, name: str, uid: str, grace: float) -> None:
+        """The kubelet's part, while the test plays the node: SIGTERM ends the process (at once), or, for a pod in
+        :attr:`ignores_term`, SIGKILL at the grace; then the pod is deleted for good."""
+        killed = name in self.ignores_term
+        await asyncio.sleep(grace if killed else 0)
+        obj = self.objects.get(("pods", name))
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return
+        if (obj.get("status") or {}).get("phase") == "Running":
+            await self.exit(name, 137 if killed else 143)
+        await self.drop("pods", name)
 
     # -- the kubelet / scheduler, driven by tests ---------------------------------------------------
     def pod_of(self, job: str) -> str:
@@ -130,6 +192,7 @@ class FakeKube:
         self.logs[pod] = self.logs.get(pod, b"") + log
 
         def change(o: dict) -> None:
+            o["spec"].setdefault("nodeName", "node-1")
             o["status"] = {"phase": "Running", "startTime": now(), "containerStatuses": [{
                 "name": "main", "ready": True, "restartCount": 0, "image": o["spec"]["containers"][0]["image"],
                 "imageID": "docker.io/library/img@sha256:" + "0" * 64, "state": {"running": {"startedAt": now()}}}]}
@@ -149,7 +212,7 @@ class FakeKube:
                 "exitCode": code, "reason": reason, "startedAt": now(), "finishedAt": now()}}
         pod_obj = await self.modify("pods", pod, change)
         job = pod_obj["metadata"]["labels"].get("batch.kubernetes.io/job-name")
-        if job and ("jobs", job) in self.objects:
+        if job and ("jobs", job) in self.objects and not (self.objects[("jobs", job)].get("status") or {}).get("conditions"):
             await self._finish_job(job, "Complete" if code == 0 else "Failed",
                                    "" if code == 0 else "BackoffLimitExceeded")
 
@@ -273,9 +336,9 @@ class FakeKube:
         obj = self.objects.get(("jobs", job))
         if obj is None or (obj.get("status") or {}).get("conditions"):
             return
-        for (p, n), o in list(self.objects.items()):
+        for (p, n), o in list(self.objects.items()):  # the Job controller deletes its active pods
             if p == "pods" and o["metadata"]["labels"].get("batch.kubernetes.io/job-name") == job:
-                await self.drop("pods", n)
+                await self.delete_pod(n)
         await self._finish_job(job, "Failed", "DeadlineExceeded")
 
     async def _watch(self, request: web.Request, plural: str) -> web.StreamResponse:
@@ -315,7 +378,15 @@ class FakeKube:
                 return status(404, "NotFound", f'{plural} "{name}" not found', name=name, kind=plural)
             if verb == "get":
                 return web.json_response(obj)
-            await self.drop(plural, name)
+            try:
+                options = (await request.json()) if request.can_read_body else {}
+            except ValueError:
+                options = {}
+            grace = request.query.get("gracePeriodSeconds", (options or {}).get("gracePeriodSeconds"))
+            if plural == "pods":
+                return web.json_response(await self.delete_pod(name, None if grace is None else int(grace)))
+            await self.drop(plural, name, (options or {}).get("propagationPolicy")
+                            or request.query.get("propagationPolicy") or ("Orphan" if plural == "jobs" else "Background"))
             if plural == "jobs":
                 return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                           "details": {"name": name, "group": "batch", "kind": "jobs",

@@ -17,10 +17,13 @@ What it does as a real node does, for what the backend and the provisioner depen
   as a supplementary group), capabilities dropped, no-new-privileges, memory/CPU limits. Running:
   ``podIP`` = the container's bridge IP, ``containerStatuses[].state.running``; ended: ``terminated``
   with the exit code and reason (``Completed`` / ``Error`` / ``OOMKilled``), phase Succeeded/Failed
-  (restartPolicy Never). Its output becomes the pod's log. A deleted pod's container is removed.
+  (restartPolicy Never). Its output becomes the pod's log.
+- **Deletion**: a pod marked with a ``deletionTimestamp`` has its container stopped as a kubelet does
+  (SIGTERM, SIGKILL at the grace period -- capped at :attr:`Node.max_grace` seconds here, so a test does not
+  wait 30 s for a PID 1 that ignores SIGTERM), its end recorded, then the pod deleted for good; its
+  container is removed.
 
-Not done: image pulls (an absent image: ``ErrImagePull``), probes, restarts, grace periods (deletion is
-at once, as the API server here deletes at once), networking beyond Docker's bridge.
+Not done: image pulls (an absent image: ``ErrImagePull``), probes, restarts, networking beyond Docker's bridge.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def _quantity(text: str) -> float:
 
 class Node:
     def __init__(self, fake: FakeKube, *, capacity: dict[str, str] | None = None, name: str = "node-1",
-                 claims: dict[str, str] | None = None, mount_wait: float = 3.0) -> None:
+                 claims: dict[str, str] | None = None, mount_wait: float = 3.0, max_grace: float = 3.0) -> None:
         import docker
 
         self.fake = fake
@@ -59,6 +62,8 @@ class Node:
         self.capacity = {"cpu": "16", "memory": "64Gi", **(capacity or {})}
         self.claims = claims or {}  # claimName -> host folder
         self.mount_wait = mount_wait  # seconds before a missing Secret is reported (FailedMount)
+        self.max_grace = max_grace  # the longest a deleted pod's container gets between SIGTERM and SIGKILL here
+        self._ending: dict[str, asyncio.Task] = {}  # pod uid -> its container being stopped (graceful deletion)
         self.api = docker.from_env(timeout=120).api
         self.containers: dict[str, str] = {}  # pod uid -> container id
         self._busy: set[str] = set()  # pod uids being started
@@ -71,6 +76,7 @@ class Node:
 
     # -- the loop -----------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.fake.nodes.append(self)
         self._task = asyncio.ensure_future(self._loop())
 
     async def stop(self) -> None:
@@ -81,6 +87,9 @@ class Node:
             await self._task
         while self._busy:
             await asyncio.sleep(0.05)
+        await asyncio.gather(*self._ending.values(), return_exceptions=True)
+        if self in self.fake.nodes:
+            self.fake.nodes.remove(self)
         for cid in list(self.containers.values()):
             await asyncio.to_thread(self._remove, cid)
         self.containers.clear()
@@ -123,7 +132,15 @@ class Node:
                 await asyncio.to_thread(self._remove, cid)
                 shutil.rmtree(os.path.join(self.root, uid), ignore_errors=True)
                 continue
+            if pod["metadata"].get("deletionTimestamp"):
+                if uid not in self._ending:
+                    self._ending[uid] = asyncio.ensure_future(self._end(pod, cid))
+                continue
             await self._observe(pod, cid)
+        for uid, pod in pods.items():  # deleted before its container was made: nothing to stop
+            if pod["metadata"].get("deletionTimestamp") and uid not in self.containers and uid not in self._busy \
+                    and uid not in self._ending:
+                self._ending[uid] = asyncio.ensure_future(self.fake.drop("pods", pod["metadata"]["name"]))
         for uid, pod in pods.items():
             if (not self._stopping and uid not in self.containers and uid not in self._busy and uid not in self._stuck
                     and (pod.get("status") or {}).get("phase")
@@ -314,6 +331,19 @@ class Node:
             self.api.remove_container(cid, force=True, v=True)
         except docker.errors.NotFound:
             pass
+
+    async def _end(self, pod: dict, cid: str) -> None:
+        """A deleted pod: stop its container (SIGTERM, SIGKILL at the grace), record how it ended, delete the pod."""
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        grace = min(float(pod["metadata"].get("deletionGracePeriodSeconds", 30)), self.max_grace)
+        try:
+            await asyncio.to_thread(self.api.stop, cid, timeout=max(1, int(grace)))
+            obj = self.fake.objects.get(("pods", name))
+            if obj is not None and obj["metadata"]["uid"] == uid:  # not deleted for good meanwhile (grace 0)
+                await self._observe(obj, cid)  # its last output and exit code
+                await self.fake.drop("pods", name)
+        finally:
+            self._ending.pop(uid, None)
 
     async def _observe(self, pod: dict, cid: str) -> None:
         """The running container's log, and its end."""

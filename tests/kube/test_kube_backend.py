@@ -134,20 +134,29 @@ async def test_a_pod_that_stays_pending_is_reported_with_the_schedulers_reason_a
         assert ("pods", pod) not in fake.objects
 
 
+async def looks_at_events(fake: FakeKube, n: int, within: float = 20) -> None:
+    """Until the backend has read the pod's events ``n`` more times (it lists them at each look)."""
+    start = fake.requests.count(("list", "events"))
+    deadline = asyncio.get_running_loop().time() + within
+    while fake.requests.count(("list", "events")) < start + n:
+        assert asyncio.get_running_loop().time() < deadline, f"the backend did not look at the events {n} times"
+        await asyncio.sleep(0.05)
+
+
 async def test_while_a_pod_waits_the_caller_hears_each_new_warning_and_not_a_quick_starts_normal_events():
     async with cluster(launch_timeout=30.0) as (fake, svc):
         said: list[str] = []
         task = asyncio.ensure_future(svc.launch(spec(L.HEALTH), on_pending=said.append))
         pod = await created(fake, "pods")
         await fake.event(pod, "Scheduled", "Successfully assigned hub/x to node-1", type="Normal")
-        await asyncio.sleep(0.6)  # three looks at its events: a Normal step of a start is not news
+        await looks_at_events(fake, 3)  # a Normal step of a start is not news
         assert said == []
         await fake.event(pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
         for _ in range(50):
             if said:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        await looks_at_events(fake, 3)
         assert said == ["FailedScheduling: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."]  # once
         await fake.event(pod, "FailedMount", 'MountVolume.SetUp failed for volume "nb": not found')
         for _ in range(50):

@@ -26,10 +26,9 @@ MB = 1024 * 1024
 
 
 @pytest.fixture
-def jp_server_config(monkeypatch):
-    monkeypatch.setenv("JUPYTER_PTCUDA_FAKE_NVML", "2:model=H100+L4")
+def jp_server_config():
     return {"ServerApp": {"jpserver_extensions": {"jupyter_ptcuda": True}},
-            "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False, "health_timeout": 120.0},
+            "PtcudaExtension": {"nvml": "fake:2:model=H100+L4", "sample_interval": 0.2, "freeze_gc": False, "health_timeout": 120.0},
             "JobManager": {"poll_interval": 0.5}}
 
 

@@ -212,12 +212,11 @@ def worst_case_log_link(job_dir: Path, secret: Path) -> None:
 @pytest.fixture
 def jp_server_config(jp_root_dir, monkeypatch):
     """The extension with fast job checks; the test image as the jobs' default; nb/ the job user's."""
-    monkeypatch.setenv("JUPYTER_PTCUDA_FAKE_NVML", "2:model=H100+L4")
     monkeypatch.setenv("JUPYTER_PTCUDA_IMAGE", TEST_IMAGE)
     (jp_root_dir / "nb").mkdir()
     os.chown(jp_root_dir / "nb", 1000, 100)
     return {"ServerApp": {"jpserver_extensions": {"jupyter_ptcuda": True}},
-            "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False},
+            "PtcudaExtension": {"nvml": "fake:2:model=H100+L4", "sample_interval": 0.2, "freeze_gc": False},
             "JobManager": {"cancel_grace": 2.0, "poll_interval": 0.3}}
 
 

@@ -33,7 +33,8 @@ MEM_SCRIPT = ("import time\nfor p in ('/sys/fs/cgroup/memory.max', '/sys/fs/cgro
 def server_config(**sections):
     """The server's config: the extension (fake two-GPU NVML), fast job polling, plus ``sections``."""
     config = {"ServerApp": {"jpserver_extensions": {"jupyter_ptcuda": True}},
-              "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False, "health_timeout": 120.0},
+              "PtcudaExtension": {"nvml": "fake:2:model=H100+L4", "sample_interval": 0.2, "freeze_gc": False,
+                                  "health_timeout": 120.0},
               "JobManager": {"cancel_grace": 2.0, "poll_interval": 0.5}}
     for name, traits in sections.items():
         config[name] = {**config.get(name, {}), **traits}
@@ -41,9 +42,8 @@ def server_config(**sections):
 
 
 @pytest.fixture
-def jp_server_config(request, monkeypatch):
+def jp_server_config(request):
     """``server_config(...)`` of the test's ``indirect`` param (the plain server without one)."""
-    monkeypatch.setenv("JUPYTER_PTCUDA_FAKE_NVML", "2:model=H100+L4")
     return getattr(request, "param", None) or server_config()
 
 

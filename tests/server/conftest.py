@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -15,11 +14,11 @@ from tests.server.openapi_check import validate_response
 def jp_server_config(jp_root_dir, request):
     """``@pytest.mark.ptcuda_config(**traits)`` sets more PtcudaExtension traits for one test. The GC
     freeze is off unless a test asks: it would freeze the test process's objects, test after test."""
-    os.environ["JUPYTER_PTCUDA_FAKE_NVML"] = "2:model=H100+L4"
     marker = request.node.get_closest_marker("ptcuda_config")
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_ptcuda": True}},
-        "PtcudaExtension": {"sample_interval": 0.2, "freeze_gc": False, **(marker.kwargs if marker else {})},
+        "PtcudaExtension": {"nvml": "fake:2:model=H100+L4", "sample_interval": 0.2, "freeze_gc": False,
+                            **(marker.kwargs if marker else {})},
     }
 
 

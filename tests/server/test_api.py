@@ -68,8 +68,8 @@ async def test_bad_query_is_400(api):
 async def test_no_driver_is_a_state_not_an_error(jp_serverapp, api, monkeypatch):
     from jupyter_ptcuda.containers.docker.service import DockerContainerService
     from jupyter_ptcuda.containers.engine import Engine
-    from jupyter_ptcuda.nvml.fake import make_fake_nvml
     from jupyter_ptcuda.nvml.sampler import GpuSampler
+    from jupyter_ptcuda_testing.nvml import make_fake_nvml
 
     state = jp_serverapp.web_app.settings["jupyter_ptcuda_state"]
     state.service = DockerContainerService(Engine(base_url="unix:///nonexistent/docker.sock"))  # and no Docker engine (Binder)

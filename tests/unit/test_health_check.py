@@ -20,7 +20,7 @@ import pytest
 from jupyter_ptcuda.health import CHECK_SCRIPT, check_script_source, load_min_driver_table
 from jupyter_ptcuda.health import check as chk
 from jupyter_ptcuda.health.report import parse_report
-from jupyter_ptcuda.nvml.fake import make_fake_nvml
+from jupyter_ptcuda_testing.nvml import make_fake_nvml
 
 TORCH_PYTHON = os.environ.get("PTCUDA_TORCH_PYTHON", "/tmp/torchvenv/bin/python")
 GPU_CHECKS = ("device_count", "arch_coverage", "tensor_to_device", "matmul", "cudnn_conv", "nccl", "bf16",

@@ -10,8 +10,7 @@ import tempfile
 
 import pytest
 
-from jupyter_ptcuda.containers.logstream import docker_time
-from jupyter_ptcuda.containers.types import ContainerState
+from jupyter_ptcuda.containers.types import ContainerState, docker_time
 from jupyter_ptcuda.errors import ConfigError, Forbidden, NotFound
 from jupyter_ptcuda.jobs import outputs as O
 from jupyter_ptcuda.jobs.lifecycle import outcome

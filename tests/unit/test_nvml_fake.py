@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from pathlib import Path
 
 import pynvml
 import pytest
 
+import jupyter_ptcuda
 from jupyter_ptcuda.errors import ConfigError
-from jupyter_ptcuda.nvml import fake as fake_mod
-from jupyter_ptcuda.nvml.fake import FakeNvml, from_env, make_fake_nvml
+from jupyter_ptcuda.nvml import nvml_from_config
+from jupyter_ptcuda_testing.nvml import FakeNvml, make_fake_nvml
 
-PKG = Path(fake_mod.__file__).resolve().parents[1]
+PKG = Path(jupyter_ptcuda.__file__).resolve().parent
 UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -197,7 +199,15 @@ def test_spec_parsing():
             make_fake_nvml(bad)
 
 
-def test_from_env():
-    assert from_env({}) is None
-    assert from_env({fake_mod.ENV_VAR: " "}) is None
-    assert len(from_env({fake_mod.ENV_VAR: "2"}).gpus) == 2
+def test_only_a_setting_that_names_the_fake_loads_it_and_the_log_says_so(caplog, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PTCUDA_FAKE_NVML", "2")  # an environment variable alone chooses nothing
+    assert nvml_from_config("", "c.PtcudaExtension.nvml", logging.getLogger("t")) is None
+    with caplog.at_level(logging.WARNING):
+        nvml = nvml_from_config("fake:2:model=L4", "c.PtcudaExtension.nvml", logging.getLogger("t"))
+    assert isinstance(nvml, FakeNvml) and len(nvml.gpus) == 2
+    assert "c.PtcudaExtension.nvml = 'fake:2:model=L4': the FAKE NVML" in caplog.text and "simulated" in caplog.text
+    with pytest.raises(ConfigError, match=r"c.PtcudaBroker.nvml = 'nvidia': give .* or \"fake:SPEC\""):
+        nvml_from_config("nvidia", "c.PtcudaBroker.nvml", logging.getLogger("t"))
+    with pytest.raises(ConfigError, match="bad fake NVML spec"):
+        nvml_from_config("fake:two", "c.PtcudaBroker.nvml", logging.getLogger("t"))
+

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import (
     HISTORY_COLUMNS,
     THROTTLE_REASONS,
@@ -21,6 +20,7 @@ from jupyter_ptcuda.nvml.sampler import (
     describe_init_error,
     pid_to_gpu,
 )
+from jupyter_ptcuda_testing.nvml import make_fake_nvml
 
 GPU_FIELDS = {
     "index", "uuid", "name", "state", "compute_capability", "mig_mode", "utilization_gpu",

@@ -15,16 +15,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ...errors import Conflict
 from .. import labels as L
 from ..build import Policy, Request, build
 from ..identity import server_id, this_server
 from ..spec import ContainerSpec
+from ..types import ContainerState
 
-if TYPE_CHECKING:
-    from .service import DockerContainerService as ContainerService
+
+class HolderBackend(Protocol):
+    """What the holder needs of the (Docker) backend that launches the kernels joining it."""
+
+    @property
+    def engine(self) -> Any: ...
+
+    async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None: ...
+
+    async def remove(self, cid: str) -> None: ...
 
 #: One lock per event loop: an asyncio.Lock belongs to the first loop that waits on it, and provisioner
 #: methods may run on different loops. (Processes, and loops of one process, race on the engine: Conflict.)
@@ -51,7 +60,7 @@ def holder_spec(image: str) -> ContainerSpec:
                  Policy(images=(image,)), this_server())
 
 
-async def ensure_holder(service: ContainerService, image: str) -> str:
+async def ensure_holder(service: HolderBackend, image: str) -> str:
     """The id of this server's running holder container, created from ``image`` if needed."""
     async with _lock():
         name = holder_name()
@@ -68,5 +77,5 @@ async def ensure_holder(service: ContainerService, image: str) -> str:
             return found.id if found else await service.engine.run(spec)
 
 
-async def remove_holder(service: ContainerService) -> None:
+async def remove_holder(service: HolderBackend) -> None:
     await service.remove(holder_name())

@@ -562,6 +562,10 @@ class KubeContainerService(ContainerService):
             if done is not None:
                 state = state_from_pod(done)
                 if state.exit_code is not None:
+                    if job is not None:  # at its deadline the Job controller ended the pod (SIGTERM): the Job says
+                        latest = await self._job(job["metadata"]["name"])
+                        if latest is not None and state_from_job(latest).status == DEADLINE_STATUS:
+                            return DEADLINE_EXIT
                     return state.exit_code
                 if job is not None:
                     continue  # killed at the deadline without a status: the Job says

@@ -21,15 +21,12 @@ Callers: the provisioner, when :func:`~..service.get_service` is the Kubernetes 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import LaunchError, PtcudaError
 from ...notices import PendingKernel
 from .. import labels as L
 from ..spec import ContainerSpec
-
-if TYPE_CHECKING:
-    from ..service import ContainerService
 
 #: The kernel's ports inside its pod (its own network namespace: nothing else binds there).
 PORTS = {"shell_port": 50001, "iopub_port": 50002, "stdin_port": 50003, "hb_port": 50004, "control_port": 50005}
@@ -51,15 +48,16 @@ def prepare_connection(km: Any) -> None:
         km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
 
 
-async def launch_pod(service: ContainerService, spec: ContainerSpec, kernel_id: str, gpu_resource: str = ""
+async def launch_pod(service: Any, spec: ContainerSpec, kernel_id: str, gpu_resource: str = ""
                      ) -> tuple[str, ContainerSpec, str]:
     """Start kernel ``kernel_id``'s pod (and its Secret) from ``spec`` and wait until it runs: ``(pod, spec,
     pod IP)``. ``gpu_resource``: the provisioner's (``""``: the backend's default). A pod that stays Pending
     fails with the scheduler's reason (the backend deletes it); one that ended already fails with its exit
     code and log; either way nothing is left behind. While the pod waits for a node, the user is told in
     JupyterLab (a ``kernel_pending`` notice: :mod:`jupyter_ptcuda.notices`). Called by the provisioner's
-    ``launch_kernel``."""
-    svc: Any = service  # the Kubernetes backend: launch's gpu_resource/on_pending, options, address()
+    ``launch_kernel``. ``service``: the Kubernetes backend (its launch's gpu_resource/on_pending, options,
+    address())."""
+    svc = service
     told = PendingKernel(kernel_id, spec.labels.get(L.NOTEBOOK) or None, svc.options.launch_timeout)
     try:
         launched = await svc.launch(spec, claim=kernel_id, gpu_resource=gpu_resource or None,

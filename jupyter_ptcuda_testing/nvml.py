@@ -1,9 +1,10 @@
 """A fake NVML that imitates nvidia-ml-py's ``pynvml`` module, failure modes included.
 
-Who uses it: unit tests, UI tests and any server started with the environment variable
-``JUPYTER_PTCUDA_FAKE_NVML`` (or the matching config trait), through :func:`make_fake_nvml`.
-The :class:`~jupyter_ptcuda.nvml.sampler.GpuSampler` takes a :class:`FakeNvml` wherever it
-would take the ``pynvml`` module.
+Who uses it: unit tests, and a server or broker whose configuration names it (``c.PtcudaExtension.nvml =
+"fake:2"``, ``c.PtcudaBroker.nvml``: :func:`jupyter_ptcuda.nvml.nvml_from_config` loads this module by name
+and logs that the GPUs are simulated), through :func:`make_fake_nvml`. The
+:class:`~jupyter_ptcuda.nvml.sampler.GpuSampler` takes a :class:`FakeNvml` wherever it would take the
+``pynvml`` module.
 
 Faithfulness rules (asserted in ``tests/unit/test_nvml_fake.py``):
 
@@ -38,7 +39,6 @@ top of the model's own, e.g. ECC and MIG on GeForce), ``seed=N``, ``driver=X.Y.Z
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 import time
@@ -49,9 +49,7 @@ from typing import Any, NoReturn
 
 import pynvml
 
-from ..errors import ConfigError
-
-ENV_VAR = "JUPYTER_PTCUDA_FAKE_NVML"
+from jupyter_ptcuda.errors import ConfigError
 
 #: Fields a test can make raise ``NVMLError_NotSupported``.
 FIELDS = frozenset(
@@ -363,7 +361,7 @@ _SPEC_HELP = (
 def make_fake_nvml(spec: str, *, clock: Callable[[], float] = time.monotonic) -> FakeNvml:
     """Build a :class:`FakeNvml` from a spec string (grammar in the module docstring).
 
-    Called by the server's config (trait / ``JUPYTER_PTCUDA_FAKE_NVML``) and by tests.
+    Called by :func:`jupyter_ptcuda.nvml.nvml_from_config` (a ``fake:SPEC`` setting) and by tests.
     Raises :class:`~jupyter_ptcuda.errors.ConfigError` on a malformed spec.
     """
     text = spec.strip()
@@ -411,11 +409,3 @@ def make_fake_nvml(spec: str, *, clock: Callable[[], float] = time.monotonic) ->
         kwargs["driver_version"] = options["driver"]
     return FakeNvml(gpus, **kwargs)
 
-
-def from_env(environ: dict[str, str] | None = None) -> FakeNvml | None:
-    """The fake named by ``$JUPYTER_PTCUDA_FAKE_NVML``, or ``None`` when it is unset or empty.
-
-    For a config trait's ``@default``; never called at import time.
-    """
-    value = (os.environ if environ is None else environ).get(ENV_VAR, "").strip()
-    return make_fake_nvml(value) if value else None
