@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.kernel_bench import FIELDS, one  # noqa: E402
-from jupyter_ptcuda.containers import service as S  # noqa: E402
+from jupyter_ptcuda.containers import factory as S  # noqa: E402
 from jupyter_ptcuda.kernelspec import make_kernel_json  # noqa: E402
 from tests.hub import harness as H  # noqa: E402
 

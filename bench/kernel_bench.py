@@ -89,7 +89,8 @@ async def main() -> None:
 
     if args.network == "shared":
         from jupyter_ptcuda.containers.netns import remove_holder
-        from jupyter_ptcuda.containers.service import get_service
+
+        from jupyter_ptcuda.containers.factory import get_service
 
         await remove_holder(get_service())
     med = {k: {f: statistics.median(r[f] for r in v) for f in FIELDS} for k, v in res.items()}

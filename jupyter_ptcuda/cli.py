@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .containers.engine import get_engine
-from .containers.service import get_service
+from .containers.factory import get_service
 from .errors import PtcudaError
 from .images import DEFAULT_BASE, DEFAULT_TAG
 from .presets import PRESETS

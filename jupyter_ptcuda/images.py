@@ -368,7 +368,7 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
 
         progress(f"[sbom] cyclonedx-py environment over {stage}'s Python distributions")
         try:
-            files["sbom.cdx.json"] = S.dumps(S.image_sbom(service, stage))
+            files["sbom.cdx.json"] = S.dumps(S.image_sbom(service, probe_spec(stage, code=S.METADATA_PROBE)))
         except S.SbomError as exc:
             raise ImageBuildError("sbom", exc.message) from None
         labels[S.L_SBOM], labels[S.L_SBOM_SHA256] = S.IMAGE_PATH, S.sha256(files["sbom.cdx.json"])

@@ -11,7 +11,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
-from .containers.service import ContainerService
+from .containers.base import ContainerService
 from .errors import ConfigError
 from .images import check_kernel_image
 from .provisioner import DockerProvisioner

@@ -30,10 +30,11 @@ from traitlets import CaselessStrEnum, Float, Unicode, default
 
 from . import kernel_files
 from .containers import labels as L
+from .containers.base import ContainerService
+from .containers.factory import get_service
 from .containers.gpus import parse_gpus
 from .containers.identity import server_id
 from .containers.options import ContainerOptions
-from .containers.service import ContainerService, get_service
 from .containers.spec import SpecFile, filter_env
 from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError
@@ -117,10 +118,9 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
     @property
     def _kube(self) -> bool:
-        """Whether kernels run as pods (the Kubernetes backend): see :mod:`.containers.kube.kernels`."""
-        from .containers.kube.backend import KubeContainerService
-
-        return isinstance(self.service, KubeContainerService)
+        """Whether the backend places kernels in pods of their own (its declared ``kernel_placement``: the
+        kernel listens on the pod's IP, see :mod:`.containers.kube.kernels`) rather than on this host."""
+        return self.service.kernel_placement == "pod"
 
     @property
     def has_process(self) -> bool:

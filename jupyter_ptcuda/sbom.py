@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .containers import labels as L
-from .containers.service import ContainerService
+from .containers.base import ContainerService
+from .containers.spec import ContainerSpec
 from .errors import PtcudaError
 
 #: Where ``image build`` puts the SBOM inside the image, and the labels that point at it.
@@ -68,11 +69,11 @@ def cyclonedx_command() -> list[str]:
     return [sys.executable, "-m", "cyclonedx_py"]
 
 
-async def image_metadata(service: ContainerService, image: str) -> dict[str, Any]:
-    """``{"path": [...], "files": {path: text}}`` from one probe container of ``image``."""
-    from .images import probe_spec
-
-    code, out, _ = await service.run_once(probe_spec(image, code=METADATA_PROBE), timeout=300)
+async def image_metadata(service: ContainerService, probe: ContainerSpec) -> dict[str, Any]:
+    """``{"path": [...], "files": {path: text}}`` from one probe container (``probe``: the image's probe spec
+    running :data:`METADATA_PROBE`, made by the caller: :func:`jupyter_ptcuda.images.probe_spec`)."""
+    image = probe.image
+    code, out, _ = await service.run_once(probe, timeout=300)
     for line in out.splitlines():
         if line.startswith("PTCUDA-METADATA "):
             data: dict[str, Any] = json.loads(line[len("PTCUDA-METADATA ") :])
@@ -103,10 +104,10 @@ def sbom_from_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def image_sbom(service: ContainerService, image: str) -> dict[str, Any]:
-    """The CycloneDX SBOM of ``image``'s Python environment (blocking: the build)."""
+def image_sbom(service: ContainerService, probe: ContainerSpec) -> dict[str, Any]:
+    """The CycloneDX SBOM of the Python environment of ``probe``'s image (blocking: the build)."""
     cyclonedx_command()  # say the tool is missing before starting a container
-    return sbom_from_metadata(asyncio.run(image_metadata(service, image)))
+    return sbom_from_metadata(asyncio.run(image_metadata(service, probe)))
 
 
 def dumps(document: dict[str, Any]) -> bytes:

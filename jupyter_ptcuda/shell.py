@@ -38,7 +38,8 @@ import sys
 from typing import Any
 
 from .containers import labels as L
-from .containers.service import ContainerService, get_service
+from .containers.base import ContainerService
+from .containers.factory import get_service
 from .containers.tty import (  # re-exported: the broker's tty imports some of these from here
     KILL_SCRIPT,
     PID_LINE,

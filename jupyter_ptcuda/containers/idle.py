@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import labels as L
+from .base import ContainerService
 from .gpus import devices
-from .service import ContainerService
 from .types import ContainerState
 
 

@@ -22,18 +22,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, GpuUnavailable
 from . import labels as L
 from .gpus import GpuRequest, devices
 
 if TYPE_CHECKING:
-    from .base import ContainerService
     from .types import ContainerState
 
+
+class Listing(Protocol):
+    """What the ledger needs of a backend: its running containers (their labels are the truth)."""
+
+    async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
+                   server_id: str | None = None, running: bool = False) -> list[ContainerState]: ...
+
 class GpuLedger:
-    def __init__(self, service: ContainerService, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
+    def __init__(self, service: Listing, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
         """``snapshot``: a callable returning the sampler's snapshot (GPUs, load); ``sampler``: the
         sampler to start (and wait for, in a worker thread) before the first assignment."""
         self.service = service

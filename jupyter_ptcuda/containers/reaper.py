@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import kernel_files
 from . import labels as L
-from .service import ContainerService
+from .base import ContainerService
 from .types import ContainerState
 
 #: Kinds that belong to the server that started them (jobs do not).

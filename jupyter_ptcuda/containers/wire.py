@@ -23,8 +23,8 @@ from .. import errors as E
 from . import labels as L
 from .build import Request
 from .gpus import GpuRequest, parse_gpus
-from .service import ContainerState, ImageInfo
 from .spec import ContainerSpec, Mount, SpecFile
+from .types import ContainerState, ImageInfo
 
 
 def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from typing import Any
 
 from ..containers import labels as L
 from ..containers import policy as P
+from ..containers.base import ContainerService
 from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.options import ContainerOptions
-from ..containers.service import ContainerService
 from ..errors import ConfigError, LaunchError
 from . import check_script_source
 from .report import parse_report

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..containers.service import ContainerService
+from ..containers.base import ContainerService
 from ..containers.types import ImageInfo
 from ..errors import ConfigError, PtcudaError
 from ..images import L_MODULES, probe_modules

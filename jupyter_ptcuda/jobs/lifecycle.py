@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from traitlets.config import LoggingConfigurable
 
 from ..containers import labels as L
-from ..containers.service import ContainerService
+from ..containers.base import ContainerService
 from ..containers.types import DEADLINE_STATUS, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O

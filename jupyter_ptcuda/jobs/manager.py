@@ -35,11 +35,12 @@ from traitlets import Bool, Float, TraitError, Unicode, default
 
 from ..containers import labels as L
 from ..containers import policy as P
+from ..containers.base import ContainerService
 from ..containers.build import build, job_from_kernel
+from ..containers.factory import get_service
 from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.identity import this_server, username
 from ..containers.options import ContainerOptions
-from ..containers.service import ContainerService, get_service
 from ..containers.spec import ContainerSpec, filter_env, parse_size
 from ..containers.types import ImageInfo
 from ..errors import ConfigError, NotFound, PtcudaError

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from jupyter_ptcuda.containers.service import ContainerService
+from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
 from tests.registry import Registry, free_port, fresh_image, start_registry, tiny_kernel_image
@@ -103,7 +103,7 @@ async def test_push_pin_then_a_kernel_and_its_job_run_the_pushed_digest(engine, 
             def get_kernel(self, kernel_id):
                 return km
 
-        mgr = JobManager(service=ContainerService(engine), kernel_manager=KernelManagers(), poll_interval=0.5)
+        mgr = JobManager(service=DockerContainerService(engine), kernel_manager=KernelManagers(), poll_interval=0.5)
         try:
             job = await mgr.submit(JobRequest(path=str(notebook_dir / "train.py"), kernel_id=km.kernel_id), watch=False)
             info = await engine.inspect(job.container_id)

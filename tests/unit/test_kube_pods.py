@@ -274,7 +274,7 @@ def test_the_example_kernelspec_and_values_are_what_the_code_reads():
     data = values["singleuser"]["extraFiles"]["ptcuda-config"]["data"]
     from traitlets.config import Config
 
-    from jupyter_ptcuda.containers.service import ContainerBackend
+    from jupyter_ptcuda.containers.factory import ContainerBackend
 
     assert ContainerBackend(config=Config(data)).backend == "kubernetes"
     assert KubeBackend(config=Config(data)).options().gpu_resources == ("nvidia.com/gpu", "nvidia.com/mig-1g.18gb")

@@ -1,8 +1,8 @@
 """The client of the broker's terminal (``/v1/tty``, :mod:`jupyter_ptcuda.broker.tty`): a shell in a
 kernel's or job's container from a user's server under JupyterHub, where there is no Docker socket.
 
-:meth:`RemoteTty.connect` is what :meth:`RemoteContainerService.open_tty
-<jupyter_ptcuda.containers.remote.RemoteContainerService.open_tty>` returns, for the blocking terminal
+:meth:`RemoteTty.connect` is what :meth:`BrokerEndpoint.open_tty
+<jupyter_ptcuda.containers.remote.BrokerEndpoint.open_tty>` returns, for the blocking terminal
 loop of :func:`jupyter_ptcuda.shell.interactive` (``jupyter ptcuda shell`` and the process behind a
 JupyterLab terminal in the kernel's container). The websocket runs on an event loop in a thread of its
 own; the shell's output reaches the caller through one end of a socket pair, so the caller can
@@ -19,14 +19,20 @@ import contextlib
 import json
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from ...errors import EngineUnavailable
 from .. import wire
 
-if TYPE_CHECKING:
-    from .service import RemoteContainerService
+
+class BrokerEndpoint(Protocol):
+    """What a terminal needs of the broker client: where the broker is, the Hub token, the unreachable error."""
+
+    url: str
+    token: str
+
+    def _unreachable(self, exc: BaseException) -> EngineUnavailable: ...
 
 CONNECT_TIMEOUT = 30.0
 
@@ -46,7 +52,7 @@ class RemoteTty:
         self._ended = threading.Event()
 
     @classmethod
-    def connect(cls, service: RemoteContainerService, cid: str, *, term: str,
+    def connect(cls, service: BrokerEndpoint, cid: str, *, term: str,
                 size: tuple[int, int] | None = None) -> RemoteTty:
         """Open the broker's terminal for container ``cid`` (blocking); the broker's refusal (403, 404)
         comes back as the same error class with its sentence."""
@@ -65,7 +71,7 @@ class RemoteTty:
             raise
         return tty
 
-    async def _open(self, url: str, service: RemoteContainerService) -> None:
+    async def _open(self, url: str, service: BrokerEndpoint) -> None:
         from tornado.httpclient import HTTPClientError, HTTPRequest
         from tornado.websocket import websocket_connect
 
