@@ -10,8 +10,10 @@ Kinds: kernel, job, health (check), probe (of an image), netns (the shared-names
 - :mod:`.types` — the value types every backend returns (``ContainerState``, ``ImageInfo``, ``Launched``);
   :mod:`.tty` — which container a command or shell runs in and as whom (``ExecTarget``), the shell
   session (``TtySession``; Docker's ``EngineTty``).
-- :mod:`.service` — ``launch / inspect / signal / logs / wait / remove / list``: the interface a remote
-  backend (the Hub broker, Kubernetes) implements. :mod:`.engine` — the Docker seam under it (the only
-  module that imports ``docker``). :mod:`.ledger` — GPU assignment, :mod:`.netns` — the namespace holder,
-  :mod:`.reaper` — orphans, :mod:`.logstream` — following output.
+- :mod:`.base` — ``ContainerService``, the interface (an ABC with declared capabilities); the backends,
+  each complete: :mod:`.docker` (over :mod:`.engine`, the only module that imports ``docker``; its
+  namespace holder :mod:`.docker.netns`), :mod:`.kube`, :mod:`.remote` (the Hub broker's client);
+  :mod:`.factory` — the only place that chooses one. :mod:`.allocating` — GPU allocation around any
+  backend, from :mod:`.ledger`. :mod:`.wire` — the broker's wire format (a request out, states back).
+  :mod:`.reaper` — orphans, :mod:`.idle` — idleness, :mod:`.logstream` — following output.
 """

@@ -12,7 +12,7 @@ Who calls what:
 
 A job's truth is its container (labels ``io.jupyter-ptcuda.kind=job`` and ``.job-id``) plus its row in the
 :class:`~.store.JobStore`. Watching, finalising, cancelling and reconciling live in :mod:`.lifecycle`.
-Containers go through the container service (:mod:`jupyter_ptcuda.containers.service`); a job's spec
+Containers go through the container service (:mod:`jupyter_ptcuda.containers.base`); a job's spec
 is built by the same builder as a kernel's (:func:`~jupyter_ptcuda.containers.build.build`; from a kernel,
 :func:`~jupyter_ptcuda.containers.build.job_from_kernel`); SQLite through one worker thread (``_db``: every store call, so the
 event loop never waits on a lock held by another process); files and ``git`` through ``asyncio.to_thread``.

@@ -6,7 +6,7 @@ which capabilities the backend declares (:meth:`Leg.missing`: None, or why not, 
 removes every container it launched when the session ends.
 
 - ``fake``: tests/fakes/backend.py (declares everything; time moves by its clock).
-- ``docker``: :class:`jupyter_ptcuda.containers.service.ContainerService` on the real engine, the test image.
+- ``docker``: :class:`jupyter_ptcuda.containers.docker.service.DockerContainerService` on the real engine, the test image.
 - ``kubernetes``: :class:`~jupyter_ptcuda.containers.kube.backend.KubeContainerService` against the in-memory
   API server (tests/kube/fakeapi.py) whose node (tests/kube/kubelet.py) runs each pod on the local engine.
 
