@@ -2,7 +2,8 @@
 
 Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_ptcuda.json``. At start it sets
 the GPU ledger used by the provisioner, starts the NVML sampler lazily (first ``GET gpus``), and
-reaps orphaned kernel containers at start and every ``reap_interval`` seconds. Two seconds after the
+reaps orphaned kernel containers at start and every ``reap_interval`` seconds. As root, it gives what
+JupyterLab creates in a kernel's folder to the kernel's user (:mod:`.ownership`). Two seconds after the
 server has started it freezes the garbage collector's view of the objects alive then (``freeze_gc``).
 """
 
@@ -20,6 +21,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 from ..containers.identity import server_id
 from ..containers.ledger import GpuLedger, set_active_ledger
 from ..containers.netns import remove_holder
+from ..containers.options import ContainerOptions
 from ..containers.reaper import reap_kernel_files, reap_orphans
 from ..containers.remote import RemoteContainerService
 from ..containers.remote_gpus import BrokerLedger, BrokerSampler
@@ -29,6 +31,7 @@ from ..jobs.manager import JobManager
 from ..notices import Notices, set_active_notices
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
+from .ownership import OwnershipRule
 
 
 @dataclass
@@ -106,6 +109,8 @@ class PtcudaExtension(ExtensionApp):
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
         set_active_notices(self.state.notices)
+        self.ownership = OwnershipRule(self.serverapp.root_dir, ContainerOptions(parent=self), self.log)  # type: ignore[union-attr]
+        self.ownership.install(self.serverapp.contents_manager, getattr(self.serverapp, "event_logger", None))  # type: ignore[union-attr]
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
