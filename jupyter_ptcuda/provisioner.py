@@ -105,6 +105,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     _inspected = 0.0  # when poll last asked the engine
     _shutting_down = False  # between shutdown_requested and the next launch
     _kernel_ip: str | None = None  # where the kernel listens when it is not this host (a pod's IP)
+    #: Why this kernel runs without the GPUs it asked for (gpu_fallback='cpu', no NVIDIA runtime), or None.
+    fell_back: str | None = None
 
     @default("image")
     def _default_image(self) -> str:
@@ -220,8 +222,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         else:
             await self._ensure_image(self._spec.image)
             await asyncio.to_thread(self._clear_markers)
-            self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
-                                                                   gpu_fallback=self.gpu_fallback)
+            self.container_id, spec, self.fell_back = await self.service.launch(
+                self._spec, claim=str(self.kernel_id), gpu_fallback=self.gpu_fallback)
         self._exit_code = None
         self._generation, self._restart_asked, self._shutting_down = 0, False, False
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",

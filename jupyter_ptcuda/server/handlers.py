@@ -213,7 +213,10 @@ class HealthCollectionHandler(PtcudaHandler):
                 entry["report"] = await check_image(service, image, gpus=gpus, perf=perf, parent=self.state.app,
                                                     timeout=timeout, check_id=entry["id"])
             else:
-                entry["report"] = await check_kernel(service, str(kernel_id), perf=perf, timeout=timeout)
+                prov = self.serverapp.kernel_manager.get_kernel(str(kernel_id)).provisioner
+                entry["report"] = await check_kernel(service, str(kernel_id), perf=perf, timeout=timeout,
+                                                     requested=getattr(prov, "gpus", None),
+                                                     fell_back=bool(getattr(prov, "fell_back", None)))
             entry["state"] = "done"
         except PtcudaError as exc:
             entry.update(state="error", error={"message": truncate(exc.message), "reason": type(exc).__name__})
