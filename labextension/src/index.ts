@@ -84,7 +84,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       model,
       health,
       active,
-      defaultImage: () => defaultImage,
+      // the setting, else the active kernel's image, else a jupyter-ptcuda kernelspec's
+      defaultImage: () => defaultImage || active.image,
       openNotebook: path =>
         void app.commands.execute('docmanager:open', { path }),
       openJobs: () => void app.commands.execute(CommandIDs.openJobs)
@@ -118,7 +119,13 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
         void jobsTracker.add(widget);
       }
       if (!widget.isAttached) {
-        app.shell.add(widget, 'main', { mode: 'split-right' });
+        // Beside the notebook the first time; once the main area is split, as a tab (reopening it
+        // must not halve the right-hand area again).
+        const layout = (app.shell as any).saveLayout?.();
+        const split = layout?.mainArea?.dock?.main?.type === 'split-area';
+        app.shell.add(widget, 'main', {
+          mode: split ? 'tab-after' : 'split-right'
+        });
       }
       app.shell.activateById(widget.id);
       if (jobId) {

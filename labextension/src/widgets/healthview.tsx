@@ -55,7 +55,7 @@ function targetLabel(
     return `image ${entry.target.image}`;
   }
   const kid = entry.target.kernel_id ?? '';
-  const nb = notebookOf(kid);
+  const nb = notebookOf(kid) ?? entry.target.notebook;
   return nb ? `kernel of ${nb}` : `kernel ${kid.slice(0, 8)}`;
 }
 
@@ -108,8 +108,12 @@ export function HealthResult(props: {
           {report.cuda &&
             report.cuda.available === false &&
             report.cuda.reason && (
-              <div className="jp-ptcuda-HealthResult-cuda">
-                CUDA unavailable: {report.cuda.reason}
+              <div
+                className="jp-ptcuda-HealthResult-cuda"
+                data-reason={report.cuda.reason_code ?? ''}
+              >
+                {report.cuda.chosen ? 'No GPU' : 'CUDA unavailable'}:{' '}
+                {report.cuda.reason}
               </div>
             )}
           <ul className="jp-ptcuda-Checks">
@@ -151,10 +155,11 @@ export interface IHealthViewProps {
 /** "Run health check" for the active kernel or an image, and the recent results. */
 export function HealthView(props: IHealthViewProps): JSX.Element {
   const [image, setImage] = React.useState(props.defaultImage);
+  const [edited, setEdited] = React.useState(false);
   const [gpus, setGpus] = React.useState('all');
   React.useEffect(() => {
-    // the settings may arrive after the first render
-    if (!image && props.defaultImage) {
+    // the settings, the kernelspecs or the active kernel may arrive after the first render
+    if (!edited && props.defaultImage) {
       setImage(props.defaultImage);
     }
   }, [props.defaultImage]);
@@ -166,7 +171,7 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
   };
   const start = model.startError;
   return (
-    <div className="jp-ptcuda-Health">
+    <div className="jp-ptcuda-Health" data-loaded={String(model.loaded)}>
       <div className="jp-ptcuda-Health-form">
         <button
           className="jp-Button jp-mod-styled jp-mod-accept jp-ptcuda-Health-kernel"
@@ -203,7 +208,10 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
           aria-label="Image to check"
           placeholder="image, e.g. jupyter-ptcuda/pytorch-kernel:latest"
           value={image}
-          onChange={e => setImage(e.target.value)}
+          onChange={e => {
+            setEdited(true);
+            setImage(e.target.value);
+          }}
         />
         <select
           className="jp-mod-styled jp-ptcuda-Health-gpus"
@@ -228,6 +236,15 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
           <strong>{errorTitle(start.reason)}</strong>
           <div>{start.message}</div>
         </div>
+      )}
+      {model.checks.some(c => c.state !== 'running') && (
+        <button
+          className="jp-Button jp-mod-styled jp-ptcuda-Health-clear"
+          title="Remove the finished results from this list"
+          onClick={() => model.clear()}
+        >
+          Clear results
+        </button>
       )}
       {model.checks.map(entry => (
         <HealthResult
