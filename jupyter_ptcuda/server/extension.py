@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,25 @@ from ..notices import Notices, set_active_notices
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
 from .ownership import OwnershipRule
+
+
+def share_server_log(server_log: logging.Logger) -> Callable[[], None]:
+    """Make our modules' loggers (``jupyter_ptcuda.*``: the container service, the engine, jobs) write
+    through the server's own handlers, so their lines read ``[W 2026-… ServerApp] jupyter-ptcuda: …`` like
+    every server line instead of Python's bare last-resort output. Returns what undoes it (the extension's
+    stop: tests start many servers in one process). A server log without handlers of its own changes nothing."""
+    ours = logging.getLogger("jupyter_ptcuda")
+    saved = (list(ours.handlers), ours.propagate, ours.level)
+    if server_log.handlers:
+        ours.handlers = list(server_log.handlers)
+        ours.propagate = False
+        ours.setLevel(server_log.getEffectiveLevel())
+
+    def undo() -> None:
+        ours.handlers, ours.propagate = saved[0], saved[1]
+        ours.setLevel(saved[2])
+
+    return undo
 
 
 @dataclass
@@ -96,6 +117,7 @@ class PtcudaExtension(ExtensionApp):
         return None  # the sampler imports pynvml on its own thread
 
     def initialize_settings(self) -> None:
+        self._unshare_log = share_server_log(self.serverapp.log)  # type: ignore[union-attr]
         service = get_service()
         sampler: GpuSampler
         if isinstance(service, RemoteContainerService):  # under the Hub broker: its sampler, its ledger
@@ -198,3 +220,6 @@ class PtcudaExtension(ExtensionApp):
             pass
         set_active_ledger(None)
         set_active_notices(None)
+        unshare = getattr(self, "_unshare_log", None)
+        if unshare is not None:
+            unshare()

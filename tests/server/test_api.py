@@ -141,3 +141,29 @@ def test_openapi_lists_every_route():
     documented = set(spec["paths"])
     routes = {"/" + p.split("/", 2)[2].replace("(?P<item_id>[A-Za-z0-9_.-]+)", "{id}") for p, *_ in handlers.handlers}
     assert routes <= documented, routes - documented
+
+
+
+def test_our_log_lines_carry_the_servers_prefix():
+    """A warning from the container service / engine modules is written like every server line:
+    ``[W <time> jupyter_ptcuda.containers.service] jupyter-ptcuda: ...`` (it was Python's bare last-resort output)."""
+    import io
+    import logging
+
+    from jupyter_server.serverapp import ServerApp
+
+    from jupyter_ptcuda.server.extension import share_server_log
+
+    server_log = ServerApp().log  # the server's own logger and handler, as `jupyter lab` has them
+    stream = io.StringIO()
+    for h in server_log.handlers:
+        h.setStream(stream)
+    undo = share_server_log(server_log)
+    try:
+        logging.getLogger("jupyter_ptcuda.containers.service").warning("jupyter-ptcuda: probe %d", 7)
+        logging.getLogger("jupyter_ptcuda.containers.engine").debug("not shown at the server's level")
+    finally:
+        undo()
+    line = stream.getvalue()
+    assert line.startswith("[W ") and "containers.service] jupyter-ptcuda: probe 7" in line and "not shown" not in line, line
+    assert logging.getLogger("jupyter_ptcuda").propagate  # undone
