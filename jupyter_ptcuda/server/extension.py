@@ -136,11 +136,12 @@ class PtcudaExtension(ExtensionApp):
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
-        from . import handlers, job_handlers, terminals
+        from . import docs, handlers, job_handlers, terminals
 
         self.handlers.extend(handlers.handlers)
         self.handlers.extend(job_handlers.handlers)
         self.handlers.extend(terminals.handlers)
+        self.handlers.extend(docs.handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())

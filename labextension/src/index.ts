@@ -5,10 +5,12 @@ import {
 } from '@jupyterlab/application';
 import {
   ICommandPalette,
+  IFrame,
   MainAreaWidget,
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -34,6 +36,7 @@ export namespace CommandIDs {
   export const runJob = 'jupyter-ptcuda:run-job';
   export const openJobs = 'jupyter-ptcuda:open-jobs';
   export const openKernelTerminal = 'jupyter-ptcuda:open-kernel-terminal';
+  export const openDocs = 'jupyter-ptcuda:open-docs';
 }
 
 const PLUGIN_ID = 'jupyter-ptcuda:plugin';
@@ -88,7 +91,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       defaultImage: () => defaultImage || active.image,
       openNotebook: path =>
         void app.commands.execute('docmanager:open', { path }),
-      openJobs: () => void app.commands.execute(CommandIDs.openJobs)
+      openJobs: () => void app.commands.execute(CommandIDs.openJobs),
+      openDocs: () => void app.commands.execute(CommandIDs.openDocs)
     });
     panel.id = 'jupyter-ptcuda-panel';
     panel.title.icon = gpuIcon;
@@ -152,6 +156,39 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     };
     const hasNotebook = () => !!tracker?.currentWidget;
 
+    let docsWidget: MainAreaWidget<IFrame> | null = null;
+    app.commands.addCommand(CommandIDs.openDocs, {
+      label: 'jupyter-ptcuda Help',
+      caption:
+        'The documentation of the jupyter-ptcuda installed on this server (kernels, GPUs, health, jobs)',
+      execute: () => {
+        // A tab with the server's page (same origin: its login cookie is sent; no scripts run in it;
+        // its links open in a browser tab).
+        if (docsWidget && !docsWidget.isDisposed) {
+          app.shell.activateById(docsWidget.id);
+          return;
+        }
+        const frame = new IFrame({
+          sandbox: [
+            'allow-same-origin',
+            'allow-popups',
+            'allow-popups-to-escape-sandbox' as unknown as IFrame.SandboxExceptions
+          ]
+        });
+        frame.url = URLExt.join(
+          serverSettings.baseUrl,
+          'jupyter-ptcuda',
+          'docs'
+        );
+        docsWidget = new MainAreaWidget({ content: frame });
+        docsWidget.id = 'jupyter-ptcuda-docs';
+        docsWidget.title.label = 'jupyter-ptcuda Help';
+        docsWidget.title.icon = gpuIcon;
+        docsWidget.title.closable = true;
+        app.shell.add(docsWidget, 'main');
+        app.shell.activateById(docsWidget.id);
+      }
+    });
     app.commands.addCommand(CommandIDs.openPanel, {
       label: 'Show GPU Panel',
       caption: 'GPUs: utilisation, memory, holders, health checks',

@@ -139,7 +139,10 @@ def test_openapi_lists_every_route():
 
     spec = yaml.safe_load(OPENAPI.read_text())
     documented = set(spec["paths"])
-    routes = {"/" + p.split("/", 2)[2].replace("(?P<item_id>[A-Za-z0-9_.-]+)", "{id}") for p, *_ in handlers.handlers}
+    from jupyter_ptcuda.server import docs
+
+    routes = {"/" + p.split("/", 2)[2].replace("(?P<item_id>[A-Za-z0-9_.-]+)", "{id}")
+              for p, *_ in handlers.handlers + docs.handlers}
     assert routes <= documented, routes - documented
 
 
@@ -167,3 +170,16 @@ def test_our_log_lines_carry_the_servers_prefix():
     line = stream.getvalue()
     assert line.startswith("[W ") and "containers.service] jupyter-ptcuda: probe 7" in line and "not shown" not in line, line
     assert logging.getLogger("jupyter_ptcuda").propagate  # undone
+
+
+async def test_docs_page_is_served_and_authenticated(jp_fetch):
+    """The Help menu's page: this version's README, rendered; not without a token."""
+    r = await jp_fetch("jupyter-ptcuda", "docs")
+    page = r.body.decode()
+    assert r.code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert "<h1>jupyter-ptcuda</h1>" in page and "scripts/quickstart" in page
+    from tornado.httpclient import HTTPClientError
+
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("jupyter-ptcuda", "docs", headers={"Authorization": "token wrong"}, follow_redirects=False)
+    assert err.value.code in (302, 401, 403)

@@ -107,3 +107,21 @@ test.describe('first hour at 1280×800', () => {
     await expect(reloaded.locator('.jp-ptcuda-HealthResult')).toHaveCount(0);
   });
 });
+
+test.describe('help', () => {
+  test('the Help menu and the GPU panel open jupyter-ptcuda’s documentation', async ({ page }) => {
+    await page.menu.clickMenuItem('Help>jupyter-ptcuda Help');
+    const tab = page.locator('#jupyter-ptcuda-docs');
+    await expect(tab).toBeVisible();
+    const doc = page.frameLocator('#jupyter-ptcuda-docs iframe');
+    await expect(doc.locator('h1').first()).toHaveText('jupyter-ptcuda');
+    await expect(doc.locator('body')).toContainText('scripts/quickstart');
+    await page.screenshot({ path: screenshotPath('help-docs') });
+    // the panel's link activates the same tab
+    await page.evaluate(() => (window as any).jupyterapp.shell.activateById('jupyter-ptcuda-panel'));
+    const panel = await openPanel(page);
+    await panel.getByRole('link', { name: 'jupyter-ptcuda help' }).click();
+    await expect(tab).toBeVisible();
+    await expect(page.locator('#jupyter-ptcuda-docs')).toHaveCount(1);
+  });
+});

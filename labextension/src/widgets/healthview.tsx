@@ -3,6 +3,7 @@ import * as React from 'react';
 import { countChecks, errorTitle, HealthModel, sortChecks } from '../health';
 import { formatCheckValue } from '../format';
 import { ICheck, IHealth } from '../tokens';
+import { Linkified } from './linkified';
 
 const STATUS_ICON: { [status: string]: string } = {
   fail: '✖',
@@ -38,7 +39,7 @@ function CheckRow(props: { check: ICheck }): JSX.Element {
         {c.remediation && (c.status === 'fail' || c.status === 'warn') && (
           <div className="jp-ptcuda-Check-remediation">
             <strong>Fix: </strong>
-            {c.remediation}
+            <Linkified text={c.remediation} />
           </div>
         )}
         {c.detail && <div className="jp-ptcuda-Check-detail">{c.detail}</div>}
@@ -93,7 +94,9 @@ export function HealthResult(props: {
       {entry.state === 'error' && entry.error && (
         <div className="jp-ptcuda-error" role="alert">
           <strong>{errorTitle(entry.error.reason)}</strong>
-          <div>{entry.error.message}</div>
+          <div>
+            <Linkified text={entry.error.message} />
+          </div>
         </div>
       )}
       {report && (
@@ -234,7 +237,9 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
       {start && (
         <div className="jp-ptcuda-error" role="alert">
           <strong>{errorTitle(start.reason)}</strong>
-          <div>{start.message}</div>
+          <div>
+            <Linkified text={start.message} />
+          </div>
         </div>
       )}
       {model.checks.some(c => c.state !== 'running') && (

@@ -16,6 +16,7 @@ import {
 } from '../jobs';
 import { errorMessage } from '../request';
 import { IJob } from '../tokens';
+import { Linkified } from './linkified';
 
 /** The selected job's live log. */
 function JobLog(props: {
@@ -296,7 +297,9 @@ export class JobsView extends ReactWidget {
         {this._notice && (
           <div className="jp-ptcuda-error" role="alert">
             <strong>{this._notice.title}</strong>
-            <div>{this._notice.message}</div>
+            <div>
+              <Linkified text={this._notice.message} />
+            </div>
           </div>
         )}
         {error && (
