@@ -38,8 +38,8 @@ def docs_html() -> str:
     """The README of the installed package as an HTML page (cached: it does not change while we run)."""
     try:
         meta = importlib.metadata.metadata("jupyter-ptcuda")
-        text = meta.get_payload() or meta.get("Description") or ""  # type: ignore[attr-defined]
-        version = meta.get("Version") or ""
+        text = meta.get_payload() or meta["Description"] or ""  # type: ignore[attr-defined]
+        version = meta["Version"] or ""
     except importlib.metadata.PackageNotFoundError:
         text, version = "", ""
     if not text:
