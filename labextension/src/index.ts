@@ -25,6 +25,7 @@ import { KernelTerminalButton } from './terminalbutton';
 import { GpuModel } from './model';
 import { NoticesPoller } from './notices';
 import { IGpuMonitor } from './tokens';
+import { scriptName } from './widgets/exportdialog';
 import { JobsView } from './widgets/jobsview';
 import { GpuPanel } from './widgets/panel';
 import { GpuStatusItem } from './widgets/statusitem';
@@ -210,9 +211,12 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       }
     });
     app.commands.addCommand(CommandIDs.exportScript, {
-      label: 'Export to train.py',
+      label: () => {
+        const path = tracker?.currentWidget?.context.path;
+        return `Export to ${path ? scriptName(path) : '<notebook>.train.py'}`;
+      },
       caption:
-        'Export this notebook to a plain train.py next to it, with a report of what was rewritten',
+        'Export this notebook to a plain script next to it (<notebook>.train.py), with a report of what was rewritten',
       isEnabled: hasNotebook,
       execute: () => exportActive(ctx)
     });
