@@ -7,7 +7,11 @@ notification and updates it when its state changes):
   timeout is shut down: ``requested`` → ``done`` | ``enforced``;
 - ``kernel_pending`` (Kubernetes backend): a kernel pod waits for a node (no GPU free, a quota, a failed
   pull), with the scheduler's reason: ``waiting`` (again when the reason changes) → ``started`` |
-  ``failed`` (deleted after ``c.KubeBackend.launch_timeout``).
+  ``failed`` (deleted after ``c.KubeBackend.launch_timeout``);
+- ``kernel_image`` (Docker): a kernel's image is missing and being pulled: ``waiting`` → ``started`` |
+  ``failed`` (with how to build it);
+- ``gpu_fallback``: a kernel that asked for GPUs started on the CPU (no NVIDIA runtime,
+  ``gpu_fallback='cpu'``), with why and what to install: ``done``.
 
 A notice is a JSON object keyed by ``(at, kernel_id)``; posting one with the same key replaces it and
 moves its ``updated`` time on. The server extension owns the one :class:`Notices` of its process

@@ -39,6 +39,7 @@ from .containers.spec import SpecFile, filter_env
 from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
+from .notices import post as post_notice
 
 #: The container's copy of the connection file (placed in the container before start, never mounted).
 CONTAINER_CONN_FILE = "/run/ptcuda/kernel.json"
@@ -107,6 +108,13 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     _inspected = 0.0  # when poll last asked the engine
     _shutting_down = False  # between shutdown_requested and the next launch
     _kernel_ip: str | None = None  # where the kernel listens when it is not this host (a pod's IP)
+    #: Why this kernel runs without the GPUs it asked for (gpu_fallback='cpu', no NVIDIA runtime), or None.
+    fell_back: str | None = None
+    _told: dict[str, float]  # when each kind of notice was first posted for this kernel (its key)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._told = {}
 
     @default("image")
     def _default_image(self) -> str:
@@ -222,14 +230,34 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         else:
             await self._ensure_image(self._spec.image)
             await asyncio.to_thread(self._clear_markers)
-            self.container_id, spec, _ = await self.service.launch(self._spec, claim=str(self.kernel_id),
-                                                                   gpu_fallback=self.gpu_fallback)
+            self.container_id, spec, self.fell_back = await self.service.launch(
+                self._spec, claim=str(self.kernel_id), gpu_fallback=self.gpu_fallback)
+            if self.fell_back:
+                self._tell("gpu_fallback", "done", self.fell_back_message())
         self._exit_code = None
         self._generation, self._restart_asked, self._shutting_down = 0, False, False
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
                       self.kernel_id, self.container_id[:12], spec.image, spec.gpus.label(), spec.user)
         await self._wait_ready()
         return self.connection_info
+
+    def _what(self) -> str:
+        notebook = self._spec.labels.get(L.NOTEBOOK, "") if getattr(self, "_spec", None) else ""
+        return f"The kernel for {os.path.basename(notebook)}" if notebook.endswith(".ipynb") else \
+            f"Kernel {str(self.kernel_id)[:8]}"
+
+    def fell_back_message(self) -> str:
+        """What the user hears once when this kernel started on the CPU instead of the GPUs it asked for."""
+        return (f"{self._what()} runs on the CPU: it asked for GPUs (gpus: {self.gpus}) but the Docker engine has "
+                "no NVIDIA runtime, so it started without them (gpu_fallback='cpu'). To use the GPUs, install the "
+                "NVIDIA Container Toolkit on the host and restart Docker, then restart the kernel.")
+
+    def _tell(self, kind: str, state: str, message: str) -> None:
+        """A notice JupyterLab shows once (see :mod:`.notices`), keyed by this kernel and ``kind``."""
+        notebook = self._spec.labels.get(L.NOTEBOOK) if getattr(self, "_spec", None) else None
+        post_notice({"kind": kind, "state": state, "message": message, "kernel_id": str(self.kernel_id),
+                     "notebook": notebook if notebook and notebook.endswith(".ipynb") else None,
+                     "at": self._told.setdefault(kind, time.time())})
 
     async def _ensure_image(self, image: str) -> None:
         info: ImageInfo | None = None
@@ -240,9 +268,20 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         present = info is not None
         if self.pull_policy == "always" or (not present and self.pull_policy == "missing"):
             info = None  # what the pull brings is another image: inspected again below
+            started = time.monotonic()
+            if not present:
+                self._tell("kernel_image", "waiting", f"{self._what()} waits for its image {image}: it is not on this "
+                           f"host and is being pulled (this can take minutes; given up after {self.pull_timeout:.0f} s).")
             try:
                 await self.service.pull(image, self.pull_timeout)
+                if not present:
+                    self._tell("kernel_image", "started", f"{self._what()}: image {image} pulled in "
+                               f"{time.monotonic() - started:.0f} s; the kernel is starting.")
             except PtcudaError as exc:
+                if not present:
+                    self._tell("kernel_image", "failed", f"{self._what()} did not start: image {image} is not on this "
+                               f"host and could not be pulled ({exc.message.splitlines()[0]}). Build it: `jupyter "
+                               f"ptcuda image build --tag {image}` (add --base debian without a registry).")
                 if present:
                     self.log.warning("jupyter-ptcuda: pull of %s failed, using the local copy: %s", image, exc)
                 elif isinstance(exc, LaunchError):
@@ -253,6 +292,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                         f"Build it: `jupyter ptcuda image build --tag {image}` (add --base debian without a registry)."
                     ) from exc
         elif not present:
+            self._tell("kernel_image", "failed", f"{self._what()} did not start: image {image} is not on this host "
+                       f"(pull_policy='never'). Build it: `jupyter ptcuda image build --tag {image}`.")
             raise ImageNotFound(f"image {image!r} is not present (pull_policy='never'): build it with "
                                 f"`jupyter ptcuda image build --tag {image}`.")
         await check_kernel_image(self.service, image, info)

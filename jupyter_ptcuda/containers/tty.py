@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import shlex
 import socket
 import sys
 from collections.abc import Sequence
@@ -47,10 +48,29 @@ class ExecBackend(Protocol):
     async def exec(self, cid: str, cmd: Sequence[str], *, stdin: bytes | None = None, user: str = "",
                    env: dict[str, str] | None = None, workdir: str | None = None) -> tuple[int, bytes]: ...
 
-#: The shell: report our pid (the session id: Docker starts a tty exec in its own session), then bash if
-#: the image has it, else sh.
-SHELL_SCRIPT = ('printf "PTCUDA-PID %s\\n" "$$"; '
-                'if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh')
+
+#: The container user's name when the image has none for its uid (a root server's 65533, a folder owner's
+#: uid): bash would say "I have no name!" in its prompt, and getpass.getuser() would fail.
+NAMELESS_USER = "ptcuda"
+#: bash's hook for a command it cannot find: for nvidia-smi, why (no GPU in this container, or the runtime
+#: did not mount the driver's tools) and what shows the GPUs instead.
+NOT_FOUND_HANDLER = (
+    '() { if [ "$1" = nvidia-smi ]; then '
+    'case "${NVIDIA_VISIBLE_DEVICES:-void}" in void|none) false;; esac && '
+    'echo "nvidia-smi: not in this container, which has GPUs ($NVIDIA_VISIBLE_DEVICES): the NVIDIA runtime mounts '
+    'it only with NVIDIA_DRIVER_CAPABILITIES=utility (or all). From Python: torch.cuda.get_device_name(); the GPU '
+    'panel shows every GPU." >&2 || '
+    'echo "nvidia-smi: this container has no GPU (its kernel or job started without GPUs: gpus none, or on '
+    'the CPU because the engine has no NVIDIA runtime). The GPU panel in JupyterLab shows the host'"'"'s GPUs." '
+    '>&2; '
+    'else echo "bash: $1: command not found" >&2; fi; return 127; }')
+#: The shell: report our pid (the session id: Docker starts a tty exec in its own session), name a nameless
+#: user (USER/LOGNAME and bash's prompt), then bash if the image has it (with the nvidia-smi hint), else sh.
+SHELL_SCRIPT = ('printf "PTCUDA-PID %s\\n" "$$"; P=; '
+                f'if ! id -un >/dev/null 2>&1; then export USER={NAMELESS_USER} LOGNAME={NAMELESS_USER}; '
+                f"""P='PS1="{NAMELESS_USER}@\\h:\\w\\$ "'; fi; """
+                'if command -v bash >/dev/null 2>&1; then exec env PROMPT_COMMAND="$P" '
+                f'{shlex.quote("BASH_FUNC_command_not_found_handle%%=" + NOT_FOUND_HANDLER)} bash; fi; exec sh')
 #: Ends every process of session $1 (SIGHUP, then SIGKILL): POSIX sh over /proc, no ps needed.
 KILL_SCRIPT = r"""sid=$1; pids=
 for d in /proc/[0-9]*; do

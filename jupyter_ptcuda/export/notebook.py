@@ -271,7 +271,10 @@ def _assemble(name: str, sha: str, ctx: ExportContext, params: list[Param], para
     else:
         about = (f"{name}, exported by jupyter-ptcuda. Flags set the variables of the parameters cell "
                  f"(cell {params_cell}); --params-file FILE sets them from JSON, flags win.")
-    ctx.use("_parse_params")
+    if params:
+        ctx.use("_parse_params")
+    else:  # no flags: `--help` (and a refusal of stray flags) needs argparse, not the parameter helpers
+        ctx.need("argparse")
     ctx.need("os", *(["sys"] if order_text else []))
     imports, helpers = prelude(ctx.helpers, ctx.modules)
     head = [
@@ -285,7 +288,8 @@ def _assemble(name: str, sha: str, ctx: ExportContext, params: list[Param], para
     prelude_parts = [
         "\n".join(imports) + '\n\nos.environ["MPLBACKEND"] = "Agg"  # no display in a batch job',
         helpers,
-        parse_call(params, about) + (f"print({'warning: ' + order_text!r}, file=sys.stderr)\n" if order_text else ""),
+        (parse_call(params, about) if params else f"argparse.ArgumentParser(description={about!r}).parse_args()\n")
+        + (f"print({'warning: ' + order_text!r}, file=sys.stderr)\n" if order_text else ""),
     ]
     top = "\n\n\n".join(p.strip("\n") for p in prelude_parts if p.strip())
     return "\n\n".join(["\n".join(head), top, *(c.strip("\n") for c in chunks)]) + "\n"

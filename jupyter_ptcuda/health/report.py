@@ -147,7 +147,7 @@ def render_text(report: dict[str, Any], *, unicode: bool = True, color: bool = F
              + (f"  ({'; '.join(facts)})" if facts else "")]
     cuda = report.get("cuda") or {}
     if cuda.get("available") is False and cuda.get("reason"):
-        lines.append(f"CUDA unavailable: {cuda['reason']}")
+        lines.append(f"{'No GPU' if cuda.get('chosen') else 'CUDA unavailable'}: {cuda['reason']}")
     lines.append("")
 
     checks = report.get("checks", [])

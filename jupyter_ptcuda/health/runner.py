@@ -30,6 +30,7 @@ from ..containers.gpus import GpuRequest, parse_gpus
 from ..containers.options import ContainerOptions
 from ..errors import ConfigError, LaunchError
 from . import check_script_source
+from .reasons import apply_reason, reason_for
 from .report import parse_report
 
 #: The interpreter command of every check: isolated mode (see the module docstring).
@@ -105,9 +106,9 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
         report.setdefault("notes", []).extend(notes)
     if launched.fallback:
         report.setdefault("notes", []).insert(0, launched.fallback)
-        report["cuda"] = {**report.get("cuda", {}), "reason_code": "no_nvidia_runtime",
-                          "reason": "GPUs were requested but the Docker engine has no NVIDIA runtime "
-                                    "(NVIDIA Container Toolkit); the check ran without GPUs."}
+    asked = parse_gpus(opts.gpus)
+    apply_reason(report, reason_for(report, requested="some" if asked.wanted else "none",
+                                    fell_back=bool(launched.fallback), gpus_label=asked.label()))
     report["target"] = {"image": image, "gpus": spec.gpus.label()}
     if not info.inspected:
         report.setdefault("notes", []).append(
@@ -122,8 +123,12 @@ async def check_image(service: ContainerService, image: str, *, gpus: Any = None
 
 
 async def check_kernel(service: ContainerService, kernel_id: str, *, perf: bool = False,
-                       timeout: float = 600) -> dict[str, Any]:
-    """The health report from inside a running kernel's container (``docker exec``)."""
+                       timeout: float = 600, requested: Any = None, fell_back: bool = False) -> dict[str, Any]:
+    """The health report from inside a running kernel's container (``docker exec``).
+
+    ``requested`` (the kernel's ``gpus`` option) and ``fell_back`` (it started on the CPU for want of an
+    NVIDIA runtime) come from the kernel's provisioner: the container cannot tell them apart (see
+    :mod:`.reasons`). Unknown (None, as for the CLI): the report keeps the container's own reason."""
     container = await service.find(L.KERNEL, kernel_id)
     # `docker exec` does not inherit what the engine's NVIDIA driver set for the container's processes
     # (NVIDIA_VISIBLE_DEVICES…): take it from the container's init process, as the kernel sees it.
@@ -144,4 +149,8 @@ async def check_kernel(service: ContainerService, kernel_id: str, *, perf: bool 
                           "and was stopped (c.PtcudaExtension.health_timeout).")
     report = parse_report(out.decode("utf-8", "replace"))
     report["target"] = {"kernel_id": container.tag.id, "container": container.id[:12], "image": container.image}
+    if requested is not None:
+        asked = parse_gpus(requested)
+        apply_reason(report, reason_for(report, requested="some" if asked.wanted else "none", fell_back=fell_back,
+                                        gpus_label=asked.label()))
     return report

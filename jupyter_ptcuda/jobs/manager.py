@@ -43,7 +43,7 @@ from ..containers.identity import this_server, username
 from ..containers.options import ContainerOptions
 from ..containers.spec import ContainerSpec, filter_env, parse_size
 from ..containers.types import ImageInfo
-from ..errors import ConfigError, NotFound, PtcudaError
+from ..errors import ConfigError, NoNvidiaRuntime, NotFound, PtcudaError, http_status
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
 from ..nofollow import read_bytes
 from . import outputs as O
@@ -53,6 +53,12 @@ from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
 
 T = TypeVar("T")
+
+
+def refusal(exc: PtcudaError) -> bool:
+    """Whether a start failure refused the request (no GPU free, a policy, no NVIDIA runtime) rather than
+    failing a job that was allowed: a refusal leaves no job behind."""
+    return http_status(exc) < 500 or isinstance(exc, NoNvidiaRuntime)
 
 
 class JobOptions(ContainerOptions):
@@ -358,6 +364,10 @@ class JobManager(JobLifecycle):
                 await self.service.remove(leftover.id)
             await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
                            reason=f"start failed: {exc.message.splitlines()[0]}")
+            if refusal(exc):  # not a job that failed: nothing ran; the client hears why (4xx) and keeps no row
+                await self._db(self.store.delete, job.id)
+                await asyncio.to_thread(O.remove_job_folder, job)
+                raise
             await asyncio.to_thread(O.write_manifest, await self.get(job.id))
             raise
         state = await self.service.inspect(cid)

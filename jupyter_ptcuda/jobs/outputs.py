@@ -159,6 +159,25 @@ def make_output_dir(workdir: str, job_id: str, user: str) -> Path:
     return out
 
 
+def remove_job_folder(job: Job) -> None:
+    """Remove a job's folder made for a start that was refused (nothing ran in it): the server's own folder
+    (checked, as in :func:`make_output_dir`) with the exported ``train.py`` and the empty ``artifacts/``.
+    Reached through no link; ``outputs/`` itself stays. A folder that is not the server's is left alone."""
+    if not job.output_dir:
+        return
+    parent, name = os.path.split(os.path.abspath(job.output_dir))
+    try:
+        with folder(parent) as pfd, folder(job.output_dir, owned=True) as jfd:
+            for entry in os.listdir(jfd):
+                if stat.S_ISDIR(os.stat(entry, dir_fd=jfd, follow_symlinks=False).st_mode):
+                    os.rmdir(entry, dir_fd=jfd)  # artifacts/: empty, nothing ran
+                else:
+                    os.unlink(entry, dir_fd=jfd)
+            os.rmdir(name, dir_fd=pfd)
+    except (OSError, PtcudaError) as exc:
+        log.warning("jupyter-ptcuda: could not remove %s after a refused start: %s", job.output_dir, exc)
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, server_folder: bool = False) -> None:
     """Write a file atomically: readers see the old or the new content, never half; mode 0644.
 

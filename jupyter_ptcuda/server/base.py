@@ -27,11 +27,19 @@ MAX_MESSAGE = 400  #: characters of an error message, in replies and in the log
 
 
 def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` cut to ``limit`` characters, ending in "…" (and how much was cut) when it was longer."""
+    """``text`` in at most ``limit`` characters. A longer message loses its middle, not its end: our
+    messages say what happened, then (in their last sentence) what to do, and the fix must survive —
+    "GPU 0 requested, but held by … . Choose another device, a count, …" keeps "Choose another…"."""
     text = str(text)
     if len(text) <= limit:
         return text
-    return text[: limit - 30] + f"… ({len(text) - limit + 30} more characters)"
+    body = text.rstrip()
+    cut = body.rfind(". ", 0, len(body) - 1)
+    tail = body[cut + 2 :] if cut != -1 else ""
+    if not tail or len(tail) > limit // 2:
+        tail = ""
+    head = limit - len(tail) - (3 if tail else 1)
+    return body[:head].rstrip() + (f" … {tail}" if tail else "…")
 
 
 def _reject_constant(name: str) -> Any:

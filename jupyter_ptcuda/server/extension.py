@@ -2,7 +2,8 @@
 
 Enabled on install by ``etc/jupyter/jupyter_server_config.d/jupyter_ptcuda.json``. At start it sets
 the GPU ledger used by the provisioner, starts the NVML sampler lazily (first ``GET gpus``), and
-reaps orphaned kernel containers at start and every ``reap_interval`` seconds. Two seconds after the
+reaps orphaned kernel containers at start and every ``reap_interval`` seconds. As root, it gives what
+JupyterLab creates in a kernel's folder to the kernel's user (:mod:`.ownership`). Two seconds after the
 server has started it freezes the garbage collector's view of the objects alive then (``freeze_gc``).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ from ..containers.base import ContainerService
 from ..containers.factory import get_service, install_ledger, uninstall_ledger
 from ..containers.identity import server_id
 from ..containers.ledger import GpuLedger
+from ..containers.options import ContainerOptions
 from ..containers.reaper import reap_kernel_files, reap_orphans
 from ..errors import PtcudaError
 from ..jobs.manager import JobManager
@@ -27,6 +31,26 @@ from ..notices import Notices, set_active_notices
 from ..nvml import nvml_from_config
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
+from .ownership import OwnershipRule
+
+
+def share_server_log(server_log: logging.Logger) -> Callable[[], None]:
+    """Make our modules' loggers (``jupyter_ptcuda.*``: the container service, the engine, jobs) write
+    through the server's own handlers, so their lines read ``[W 2026-… ServerApp] jupyter-ptcuda: …`` like
+    every server line instead of Python's bare last-resort output. Returns what undoes it (the extension's
+    stop: tests start many servers in one process). A server log without handlers of its own changes nothing."""
+    ours = logging.getLogger("jupyter_ptcuda")
+    saved = (list(ours.handlers), ours.propagate, ours.level)
+    if server_log.handlers:
+        ours.handlers = list(server_log.handlers)
+        ours.propagate = False
+        ours.setLevel(server_log.getEffectiveLevel())
+
+    def undo() -> None:
+        ours.handlers, ours.propagate = saved[0], saved[1]
+        ours.setLevel(saved[2])
+
+    return undo
 
 
 @dataclass
@@ -83,6 +107,7 @@ class PtcudaExtension(ExtensionApp):
         return nvml_from_config(self.nvml, "c.PtcudaExtension.nvml", self.log)
 
     def initialize_settings(self) -> None:
+        self._unshare_log = share_server_log(self.serverapp.log)  # type: ignore[union-attr]
         sampler: GpuSampler
         ledger: GpuLedger
         sampler, ledger = get_service().gpu_view(nvml=self._make_nvml(), interval=self.sample_interval,
@@ -92,14 +117,17 @@ class PtcudaExtension(ExtensionApp):
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
         set_active_notices(self.state.notices)
+        self.ownership = OwnershipRule(self.serverapp.root_dir, ContainerOptions(parent=self), self.log)  # type: ignore[union-attr]
+        self.ownership.install(self.serverapp.contents_manager, getattr(self.serverapp, "event_logger", None))  # type: ignore[union-attr]
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
-        from . import handlers, job_handlers, terminals
+        from . import docs, handlers, job_handlers, terminals
 
         self.handlers.extend(handlers.handlers)
         self.handlers.extend(job_handlers.handlers)
         self.handlers.extend(terminals.handlers)
+        self.handlers.extend(docs.handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
@@ -176,3 +204,6 @@ class PtcudaExtension(ExtensionApp):
         await self.state.service.shutdown()
         uninstall_ledger()
         set_active_notices(None)
+        unshare = getattr(self, "_unshare_log", None)
+        if unshare is not None:
+            unshare()

@@ -159,6 +159,7 @@ async def kernels_view(handler: PtcudaHandler) -> list[dict[str, Any]]:
             "gpus": devices(label, gpus_seen),
             "gpu_request": label,
             "in_container": bool(getattr(kernel.provisioner, "container_id", None)),
+            "fell_back": getattr(kernel.provisioner, "fell_back", None),
         })
     return out
 
@@ -194,8 +195,13 @@ class HealthCollectionHandler(PtcudaHandler):
             except EngineUnavailable as exc:  # the check is recorded and fails with it (the panel shows why)
                 unavailable = exc
         hid = uuid.uuid4().hex[:12]
+        target: dict[str, Any] = {"image": image} if image else {"kernel_id": kernel_id, "notebook": None}
+        if kernel_id:  # named by its notebook, also after a reload when the kernel is gone
+            sessions = await self.serverapp.session_manager.list_sessions()
+            target["notebook"] = next((s.get("path") for s in sessions if (s.get("kernel") or {}).get("id") == kernel_id),
+                                      None)
         entry = {"id": hid, "state": "running", "created": time.time(), "finished": None,
-                 "target": {"image": image} if image else {"kernel_id": kernel_id}, "report": None, "error": None}
+                 "target": target, "report": None, "error": None}
         self.state.health[hid] = entry
         while len(self.state.health) > 100:
             self.state.health.pop(next(iter(self.state.health)))
@@ -213,7 +219,10 @@ class HealthCollectionHandler(PtcudaHandler):
                 entry["report"] = await check_image(service, image, gpus=gpus, perf=perf, parent=self.state.app,
                                                     timeout=timeout, check_id=entry["id"])
             else:
-                entry["report"] = await check_kernel(service, str(kernel_id), perf=perf, timeout=timeout)
+                prov = self.serverapp.kernel_manager.get_kernel(str(kernel_id)).provisioner
+                entry["report"] = await check_kernel(service, str(kernel_id), perf=perf, timeout=timeout,
+                                                     requested=getattr(prov, "gpus", None),
+                                                     fell_back=bool(getattr(prov, "fell_back", None)))
             entry["state"] = "done"
         except PtcudaError as exc:
             entry.update(state="error", error={"message": truncate(exc.message), "reason": type(exc).__name__})

@@ -118,6 +118,9 @@ class ExportsHandler(JobsBase):
             rel = relative_to_root(self.root_dir, str(target)) or str(target)
             target = await asyncio.to_thread(resolve_under_root, self.root_dir, rel, must_exist=False)
             await asyncio.to_thread(write_atomic, target, result.script.encode())
+            rule = getattr(self.state.app, "ownership", None)
+            if rule is not None:  # a root server: the kernel's user may edit and run it
+                await asyncio.to_thread(rule.settle, str(target))
             data["saved_path"] = rel
         self.write_json(data)
 

@@ -13,7 +13,7 @@ import { GpuModel } from './model';
 import { exportNotebook } from './notebookexport';
 import { ApiError, errorMessage } from './request';
 import { IExportResult, IJob } from './tokens';
-import { showExportDialog } from './widgets/exportdialog';
+import { IExportReply, showExportDialog } from './widgets/exportdialog';
 import { askJobRequest } from './widgets/jobform';
 import { JobsView } from './widgets/jobsview';
 
@@ -98,7 +98,12 @@ export async function runAsJob(
     parameters: exported.parameters ?? {},
     kernel: ctx.model.kernel(kernelId),
     defaultImage: ctx.defaultImage(),
-    gpuCount: ctx.model.snapshot?.gpus.length ?? 0
+    gpuCount: ctx.model.snapshot?.gpus.length ?? 0,
+    orderWarning: (
+      (exported as IExportReply).execution_order?.out_of_order ?? []
+    ).length
+      ? (exported.warnings?.[0] ?? null)
+      : null
   });
   if (!request) {
     return null;

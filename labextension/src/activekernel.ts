@@ -46,6 +46,31 @@ export class ActiveKernel {
     return provisioner === PROVISIONER_NAME;
   }
 
+  /** The image of the active kernel's spec (`kernel_provisioner.config.image`), else of the first
+   * jupyter-ptcuda kernelspec installed, else ''. The health panel proposes it for an image check. */
+  get image(): string {
+    const specs = this._specs?.specs?.kernelspecs ?? {};
+    const imageOf = (spec: any): string => {
+      const p = spec?.metadata?.kernel_provisioner;
+      return p?.provisioner_name === PROVISIONER_NAME &&
+        typeof p?.config?.image === 'string'
+        ? p.config.image
+        : '';
+    };
+    const name = this.notebook?.sessionContext.session?.kernel?.name;
+    const own = name ? imageOf(specs[name]) : '';
+    if (own) {
+      return own;
+    }
+    for (const spec of Object.values(specs)) {
+      const image = imageOf(spec);
+      if (image) {
+        return image;
+      }
+    }
+    return '';
+  }
+
   get changed(): ISignal<this, void> {
     return this._changed;
   }

@@ -62,3 +62,39 @@ export function formatDuration(seconds: number | null | undefined): string {
   const s = Math.round(seconds - m * 60);
   return `${m}m ${s.toString().padStart(2, '0')}s`;
 }
+
+/** Signals a job's exit code can stand for (128 + signal number). */
+const SIGNALS: { [code: number]: string } = {
+  130: 'SIGINT',
+  137: 'SIGKILL',
+  143: 'SIGTERM'
+};
+
+/**
+ * A job's exit code with what ended it: "143 (SIGTERM, by you)" for a job cancelled from the Jobs view,
+ * "137 (SIGKILL, time limit)" for one past its timeout, "137 (SIGKILL: out of memory)" for OOMKilled.
+ */
+export function formatExit(job: {
+  state: string;
+  exit_code?: number | null;
+  reason?: string | null;
+}): string {
+  const code = job.exit_code;
+  if (code === null || code === undefined) {
+    return '';
+  }
+  const signal = SIGNALS[code];
+  if (!signal) {
+    return String(code);
+  }
+  if (job.state === 'cancelled') {
+    return `${code} (${signal}, by you)`;
+  }
+  if (job.state === 'timed_out') {
+    return `${code} (${signal}, time limit)`;
+  }
+  if (job.reason === 'OOMKilled') {
+    return `${code} (${signal}: out of memory)`;
+  }
+  return `${code} (${signal})`;
+}

@@ -53,6 +53,8 @@ export function errorTitle(reason: string | null | undefined): string {
   }
 }
 
+const CLEARED_KEY = 'jupyter-ptcuda:health-cleared-before';
+
 export class HealthModel {
   constructor(options: HealthModel.IOptions = {}) {
     this._settings = options.serverSettings ?? ServerConnection.makeSettings();
@@ -67,6 +69,11 @@ export class HealthModel {
   /** The last failure to start a check (400/404/503...), or null. */
   get startError(): ApiError | null {
     return this._startError;
+  }
+
+  /** Whether the server's recent checks have been loaded (after a page reload). */
+  get loaded(): boolean {
+    return this._loaded;
   }
 
   get running(): boolean {
@@ -109,9 +116,15 @@ export class HealthModel {
         (await requestAPI<IHealth[]>('health', {}, this._settings)) ?? [];
     } catch {
       return;
+    } finally {
+      this._loaded = true;
+      this._changed.emit();
     }
     const known = new Set(this._checks.map(c => c.id));
-    const fresh = entries.filter(e => !known.has(e.id));
+    const cleared = this._clearedBefore();
+    const fresh = entries.filter(
+      e => !known.has(e.id) && (e.state === 'running' || e.created > cleared)
+    );
     if (!fresh.length) {
       return;
     }
@@ -153,11 +166,26 @@ export class HealthModel {
     return entry;
   }
 
-  /** Forget the finished checks. */
+  /** Forget the finished checks (also after a reload: the time is kept in this browser). */
   clear(): void {
+    const newest = Math.max(0, ...this._checks.map(c => c.created));
+    try {
+      window.localStorage.setItem(CLEARED_KEY, String(newest));
+    } catch {
+      /* no storage: cleared until the next reload */
+    }
     this._checks = this._checks.filter(c => c.state === 'running');
     this._startError = null;
     this._changed.emit();
+  }
+
+  /** `created` of the newest check cleared in this browser (0: none). */
+  private _clearedBefore(): number {
+    try {
+      return Number(window.localStorage.getItem(CLEARED_KEY) ?? 0) || 0;
+    } catch {
+      return 0;
+    }
   }
 
   private _upsert(entry: IHealth): void {
@@ -172,6 +200,7 @@ export class HealthModel {
   private _pollInterval: number;
   private _checks: IHealth[] = [];
   private _startError: ApiError | null = null;
+  private _loaded = false;
   private _changed = new Signal<this, void>(this);
 }
 

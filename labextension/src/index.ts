@@ -5,10 +5,12 @@ import {
 } from '@jupyterlab/application';
 import {
   ICommandPalette,
+  IFrame,
   MainAreaWidget,
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -23,6 +25,7 @@ import { KernelTerminalButton } from './terminalbutton';
 import { GpuModel } from './model';
 import { NoticesPoller } from './notices';
 import { IGpuMonitor } from './tokens';
+import { scriptName } from './widgets/exportdialog';
 import { JobsView } from './widgets/jobsview';
 import { GpuPanel } from './widgets/panel';
 import { GpuStatusItem } from './widgets/statusitem';
@@ -34,6 +37,7 @@ export namespace CommandIDs {
   export const runJob = 'jupyter-ptcuda:run-job';
   export const openJobs = 'jupyter-ptcuda:open-jobs';
   export const openKernelTerminal = 'jupyter-ptcuda:open-kernel-terminal';
+  export const openDocs = 'jupyter-ptcuda:open-docs';
 }
 
 const PLUGIN_ID = 'jupyter-ptcuda:plugin';
@@ -84,10 +88,12 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       model,
       health,
       active,
-      defaultImage: () => defaultImage,
+      // the setting, else the active kernel's image, else a jupyter-ptcuda kernelspec's
+      defaultImage: () => defaultImage || active.image,
       openNotebook: path =>
         void app.commands.execute('docmanager:open', { path }),
-      openJobs: () => void app.commands.execute(CommandIDs.openJobs)
+      openJobs: () => void app.commands.execute(CommandIDs.openJobs),
+      openDocs: () => void app.commands.execute(CommandIDs.openDocs)
     });
     panel.id = 'jupyter-ptcuda-panel';
     panel.title.icon = gpuIcon;
@@ -118,7 +124,13 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
         void jobsTracker.add(widget);
       }
       if (!widget.isAttached) {
-        app.shell.add(widget, 'main', { mode: 'split-right' });
+        // Beside the notebook the first time; once the main area is split, as a tab (reopening it
+        // must not halve the right-hand area again).
+        const layout = (app.shell as any).saveLayout?.();
+        const split = layout?.mainArea?.dock?.main?.type === 'split-area';
+        app.shell.add(widget, 'main', {
+          mode: split ? 'tab-after' : 'split-right'
+        });
       }
       app.shell.activateById(widget.id);
       if (jobId) {
@@ -145,6 +157,39 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
     };
     const hasNotebook = () => !!tracker?.currentWidget;
 
+    let docsWidget: MainAreaWidget<IFrame> | null = null;
+    app.commands.addCommand(CommandIDs.openDocs, {
+      label: 'jupyter-ptcuda Help',
+      caption:
+        'The documentation of the jupyter-ptcuda installed on this server (kernels, GPUs, health, jobs)',
+      execute: () => {
+        // A tab with the server's page (same origin: its login cookie is sent; no scripts run in it;
+        // its links open in a browser tab).
+        if (docsWidget && !docsWidget.isDisposed) {
+          app.shell.activateById(docsWidget.id);
+          return;
+        }
+        const frame = new IFrame({
+          sandbox: [
+            'allow-same-origin',
+            'allow-popups',
+            'allow-popups-to-escape-sandbox' as unknown as IFrame.SandboxExceptions
+          ]
+        });
+        frame.url = URLExt.join(
+          serverSettings.baseUrl,
+          'jupyter-ptcuda',
+          'docs'
+        );
+        docsWidget = new MainAreaWidget({ content: frame });
+        docsWidget.id = 'jupyter-ptcuda-docs';
+        docsWidget.title.label = 'jupyter-ptcuda Help';
+        docsWidget.title.icon = gpuIcon;
+        docsWidget.title.closable = true;
+        app.shell.add(docsWidget, 'main');
+        app.shell.activateById(docsWidget.id);
+      }
+    });
     app.commands.addCommand(CommandIDs.openPanel, {
       label: 'Show GPU Panel',
       caption: 'GPUs: utilisation, memory, holders, health checks',
@@ -166,9 +211,12 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       }
     });
     app.commands.addCommand(CommandIDs.exportScript, {
-      label: 'Export to train.py',
+      label: () => {
+        const path = tracker?.currentWidget?.context.path;
+        return `Export to ${path ? scriptName(path) : '<notebook>.train.py'}`;
+      },
       caption:
-        'Export this notebook to a plain train.py next to it, with a report of what was rewritten',
+        'Export this notebook to a plain script next to it (<notebook>.train.py), with a report of what was rewritten',
       isEnabled: hasNotebook,
       execute: () => exportActive(ctx)
     });

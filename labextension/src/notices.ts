@@ -2,7 +2,8 @@
  * Notices: what happened to this server's kernels that the user should hear of — under the
  * JupyterHub broker, a kernel that held GPUs unused past the operator's idle timeout is shut down;
  * on Kubernetes, a kernel's pod waits for a node (the scheduler's reason), then starts or is given
- * up. Polls `GET jupyter-ptcuda/notices?since=` and shows each notice once as a JupyterLab
+ * up; a kernel's missing image is pulled (then it starts, or fails with how to build it); a kernel
+ * that asked for GPUs started on the CPU (why, and what to install). Polls `GET jupyter-ptcuda/notices?since=` and shows each notice once as a JupyterLab
  * notification — also not again after a page reload (shown keys are remembered in localStorage,
  * per server). When a notice shown on this page changes (waiting → started), its notification is
  * updated in place rather than a second one shown.
@@ -14,7 +15,12 @@ import { ApiError, requestAPI } from './request';
 
 /** One notice of the REST API (openapi.yaml, /notices). */
 export interface INotice {
-  kind: 'idle_gpu_kernel' | 'kernel_pending' | string;
+  kind:
+    | 'idle_gpu_kernel'
+    | 'kernel_pending'
+    | 'kernel_image'
+    | 'gpu_fallback'
+    | string;
   state: 'requested' | 'done' | 'enforced' | 'waiting' | 'started' | 'failed';
   message: string;
   kernel_id?: string;
@@ -42,7 +48,10 @@ export function noticeLook(notice: INotice): {
   type: 'warning' | 'error' | 'success';
   autoClose: number | false;
 } {
-  if (notice.kind === 'kernel_pending' && notice.state === 'started') {
+  if (
+    (notice.kind === 'kernel_pending' || notice.kind === 'kernel_image') &&
+    notice.state === 'started'
+  ) {
     return { type: 'success', autoClose: 8000 };
   }
   if (notice.state === 'failed') {

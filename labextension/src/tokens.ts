@@ -116,6 +116,8 @@ export interface IReport {
     available?: boolean;
     reason_code?: string | null;
     reason?: string | null;
+    /** The user chose no GPU (gpus: none): not a failure of the check. */
+    chosen?: boolean;
   };
   versions?: { [key: string]: string | null };
   notes?: string[];
@@ -135,7 +137,13 @@ export interface IHealth {
   state: 'running' | 'done' | 'error';
   created: number;
   finished?: number | null;
-  target: { image?: string; kernel_id?: string; [key: string]: unknown };
+  target: {
+    image?: string;
+    kernel_id?: string;
+    /** The notebook of the kernel checked (its session's path when the check started). */
+    notebook?: string | null;
+    [key: string]: unknown;
+  };
   report?: IReport | null;
   error?: IApiErrorBody | null;
 }

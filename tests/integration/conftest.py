@@ -102,3 +102,13 @@ def no_leftovers(request, engine):
 
 
 __all__ = ["Path", "hook_engine", "started"]
+
+
+@pytest.fixture
+def notices_board(monkeypatch):
+    """This process's notices (what GET jupyter-ptcuda/notices serves), as a server extension sets them."""
+    from jupyter_ptcuda import notices as N
+
+    board = N.Notices()
+    monkeypatch.setattr(N, "_active", board)
+    return board

@@ -167,23 +167,33 @@ async def test_no_nvidia_runtime_is_a_clear_error(kernelspec, notebook_dir, engi
 
 
 @pytest.mark.no_nvidia_runtime
-async def test_no_nvidia_runtime_cpu_fallback(kernelspec, notebook_dir, engine, caplog):
+async def test_no_nvidia_runtime_cpu_fallback(kernelspec, notebook_dir, engine, caplog, notices_board):
     caplog.set_level(logging.WARNING)
     km, kc = await started(kernelspec(gpus="all", gpu_fallback="cpu"), notebook_dir)
     try:
         status, out = await run(kc, "import os, torch; print(os.environ.get('NVIDIA_VISIBLE_DEVICES'), torch.cuda.is_available())")
         assert out.split() == ["None", "False"]
         assert "WITHOUT GPUs" in caplog.text
+        # JupyterLab tells the user once, with why and what to install
+        told = [n for n in notices_board.since(0) if n["kind"] == "gpu_fallback"]
+        assert len(told) == 1 and told[0]["kernel_id"] == km.kernel_id
+        assert "runs on the CPU" in told[0]["message"] and "NVIDIA Container Toolkit" in told[0]["message"]
+        assert km.provisioner.fell_back
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
 
 
-async def test_unknown_image(kernelspec, notebook_dir, engine):
+async def test_unknown_image(kernelspec, notebook_dir, engine, notices_board):
     km = AsyncKernelManager(kernel_name=kernelspec(image="jupyter-ptcuda/does-not-exist:1", pull_policy="missing"))
     with pytest.raises(ImageNotFound) as err:
         await km.start_kernel(cwd=str(notebook_dir))
     assert "jupyter ptcuda image build" in str(err.value)
+    # the kernel-start notice said it was being pulled, then (the same notice) why it did not start
+    told = [n for n in notices_board.since(0) if n["kind"] == "kernel_image"]
+    assert [n["state"] for n in told] == ["failed"], told
+    assert "could not be pulled" in told[0]["message"] and "jupyter ptcuda image build" in told[0]["message"]
+    assert told[0]["kernel_id"] == km.kernel_id
 
 
 async def test_image_without_ipykernel(kernelspec, notebook_dir, engine, test_image):

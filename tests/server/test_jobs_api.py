@@ -180,3 +180,14 @@ async def test_authorizer_decides(api, jp_root_dir):
     status, body, _ = await api("POST", "exports", {"path": rel})
     assert status == 403
     assert not (jp_root_dir / "nb" / "outputs").exists()
+
+
+async def test_a_refused_submission_is_not_a_job(api, jp_root_dir):
+    """No GPU free (both fake GPUs asked for twice over): 409 with why, and no `failed` row left behind."""
+    (jp_root_dir / "nb" / "gpu.py").write_text("print('ran')\n")
+    status, body, _ = await api("POST", "jobs", {"path": "nb/gpu.py", "gpus": 3})
+    assert status in (403, 409), body
+    assert body["message"] and len(body["message"]) < 400
+    _, jobs, _ = await api("GET", "jobs")
+    assert jobs == []
+    assert not list((jp_root_dir / "nb" / "outputs").glob("*"))  # no job folder either

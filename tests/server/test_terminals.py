@@ -91,6 +91,13 @@ async def test_terminal_in_the_kernel_container(jp_fetch, jp_ws_fetch, api, jp_s
         out = await read_until(ws, "END-2")
         assert f"uid={KERNEL_UID} host={cid[:12]} dev={devices} dir={jp_root_dir} evil=none" in out, out
         assert "PWNED" not in out.replace("echo PWNED", "") and "PTCUDA-PID" not in out
+        # the container's uid has no passwd entry in the image: the shell still names its user, and
+        # nvidia-smi, where the container has none, says why instead of "command not found"
+        ws.write_message(json.dumps(["stdin", "nvidia-smi; echo who=$USER; echo END-$((2+1))\r"]))
+        more = await read_until(ws, "END-3")
+        assert "I have no name!" not in out + more and "ptcuda@" in out + more, out + more
+        assert "who=ptcuda" in more and "nvidia-smi: command not found" not in more, more
+        assert "nvidia-smi: not in this container" in more or "NVIDIA-SMI" in more, more
 
         # closing the terminal ends the shell in the container and the attach process here
         ws.write_message(json.dumps(["stdin", "sleep 4321\r"]))

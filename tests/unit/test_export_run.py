@@ -205,3 +205,17 @@ def test_lenient_export_of_unsupported_magic_runs(tmp_path: Path) -> None:
     proc = run_script(result.script, tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "x is 1"
     assert len(result.warnings) == 2
+
+
+def test_a_notebook_without_parameters_gets_no_parameter_helpers(tmp_path: Path) -> None:
+    """Only what is used is emitted: no flags, so no ~80 lines of argparse helpers; --help still answers
+    and a stray flag is refused (exit 2)."""
+    result = export("import math\nprint('area', round(math.pi * 2 ** 2, 2))")
+    assert "_parse_params" not in result.script and "_param_value" not in result.script
+    assert len(result.script.splitlines()) < 25, result.script
+    proc = run_script(result.script, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "area 12.57", proc.stderr
+    helped = run_script(result.script, tmp_path, "--help")
+    assert helped.returncode == 0 and "exported by jupyter-ptcuda" in helped.stdout and "usage:" in helped.stdout
+    stray = run_script(result.script, tmp_path, "--lr", "1")
+    assert stray.returncode == 2 and "unrecognized arguments: --lr 1" in stray.stderr

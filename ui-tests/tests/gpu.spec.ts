@@ -180,6 +180,7 @@ test.describe('export and jobs', () => {
     const row = view.locator(`.jp-ptcuda-JobRow[data-job-id="${jobId}"]`);
     await expect(row).toHaveAttribute('data-state', 'running', { timeout: 30000 });
     await row.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('.jp-Dialog').getByRole('button', { name: 'Cancel job' }).click(); // it asks first
     await expect(row).toHaveAttribute('data-state', 'cancelled', { timeout: 90000 });
     await expect(row.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
     await expect(view.locator('.jp-ptcuda-JobLog-text')).not.toContainText('woke up');

@@ -5,7 +5,11 @@
 import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 
-import { ExportReport, IExportReply } from '../widgets/exportdialog';
+import {
+  ExportReport,
+  IExportReply,
+  scriptName
+} from '../widgets/exportdialog';
 
 const orderWarning =
   'cells ran out of order: cell 32 (In [710]) is below cell 31 (In [798]) but ran before it. ' +
@@ -97,5 +101,12 @@ describe('ExportReport', () => {
       'Parameters (flags of the script): --lr float = 0.1'
     );
     expect(node.querySelector('.jp-ptcuda-Export-warnings')).toBeNull();
+  });
+});
+
+describe('scriptName', () => {
+  it('is <notebook>.train.py, the one name used everywhere', () => {
+    expect(scriptName('runs/mnist.ipynb')).toBe('mnist.train.py');
+    expect(scriptName('Train.IPYNB')).toBe('Train.train.py');
   });
 });

@@ -169,6 +169,32 @@ describe('HealthModel.load', () => {
     expect(model.running).toBe(false);
   });
 
+  it('clears finished checks, and they stay cleared after a reload', async () => {
+    window.localStorage.clear();
+    const done = (id: string, created: number) => ({
+      id,
+      state: 'done',
+      created,
+      target: { kernel_id: 'k', notebook: 'a.ipynb' },
+      report: null
+    });
+    server.on('GET', 'health', { body: [done('one', 1), done('two', 2)] });
+    const model = new HealthModel({ serverSettings: server.settings });
+    expect(model.loaded).toBe(false);
+    await model.load();
+    expect(model.loaded).toBe(true);
+    expect(model.checks).toHaveLength(2);
+    model.clear();
+    expect(model.checks).toHaveLength(0);
+    // a reload: a new model, the server still has both and one newer check
+    server.on('GET', 'health', {
+      body: [done('one', 1), done('two', 2), done('three', 3)]
+    });
+    const reloaded = new HealthModel({ serverSettings: server.settings });
+    await reloaded.load();
+    expect(reloaded.checks.map(c => c.id)).toEqual(['three']);
+  });
+
   it('ignores a server without the extension', async () => {
     const model = new HealthModel({ serverSettings: server.settings });
     await model.load();

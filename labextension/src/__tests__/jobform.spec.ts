@@ -71,3 +71,54 @@ describe('JobFormBody', () => {
     expect(node.querySelectorAll('input[data-param]')).toHaveLength(0);
   });
 });
+
+describe('JobFormBody, before submitting', () => {
+  const kernel = {
+    kernel_id: 'k1',
+    gpus: ['0', '1'],
+    in_container: true,
+    image: 'team/torch:2'
+  } as any;
+
+  it('warns that cells ran out of order, and says where the job writes', () => {
+    const body = new JobFormBody({
+      path: 'work/linear.ipynb',
+      parameters: tagged,
+      kernel: null,
+      defaultImage: 'img',
+      gpuCount: 2,
+      orderWarning:
+        'cells ran out of order: cell 4 (In [9]) is below cell 5 (In [3]) but ran before it.'
+    });
+    const warn = body.node.querySelector('.jp-ptcuda-JobForm-order')!;
+    expect(warn.textContent).toContain('cell 4 (In [9]) is below cell 5');
+    const note = body.node.querySelector('.jp-ptcuda-JobForm-folder')!;
+    expect(note.textContent).toContain('runs in the notebook’s folder (work/)');
+    expect(note.textContent).toContain('JUPYTER_PTCUDA_OUTPUT_DIR');
+  });
+
+  it('"same container as the kernel" shows the kernel’s GPUs, read-only', () => {
+    const body = new JobFormBody({
+      path: 'linear.ipynb',
+      parameters: {},
+      kernel,
+      defaultImage: 'img',
+      gpuCount: 2
+    });
+    const node = body.node;
+    expect(node.querySelector('.jp-ptcuda-JobForm-order')).toBeNull();
+    const gpus = node.querySelector<HTMLInputElement>('input[name="gpus"]')!;
+    const copy = node.querySelector<HTMLInputElement>(
+      'input[name="copyKernel"]'
+    )!;
+    expect(copy.checked).toBe(true);
+    expect(gpus.readOnly).toBe(true);
+    expect(gpus.value).toBe('2');
+    expect(gpus.parentElement!.textContent).toContain('the kernel’s GPUs');
+    copy.checked = false;
+    copy.dispatchEvent(new Event('change'));
+    expect(gpus.readOnly).toBe(false);
+    expect(gpus.parentElement!.textContent).toContain('0 = no GPU');
+    expect(body.getValue().kernelId).toBeNull();
+  });
+});

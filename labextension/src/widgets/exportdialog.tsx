@@ -5,6 +5,13 @@ import * as React from 'react';
 import { IParameterInfo, parametersInferred } from '../params';
 import { IExportResult } from '../tokens';
 
+/** The file an export of `notebookPath` is saved as, next to it: `<notebook>.train.py`, the one name
+ * the toolbar, the menus, this dialog and the file browser use. */
+export function scriptName(notebookPath: string): string {
+  const base = notebookPath.split('/').pop() ?? notebookPath;
+  return `${base.replace(/\.ipynb$/i, '')}.train.py`;
+}
+
 /** What `POST exports` adds to {@link IExportResult}: where each parameter comes from, and whether
  * the cells ran in order (the first warning says so when they did not). */
 export interface IExportReply extends IExportResult {
@@ -24,7 +31,11 @@ export interface IExportReply extends IExportResult {
  * The export report: warnings first (cells run out of order is the first of them), then where
  * the parameters come from, requirements, what was rewritten in which cell, the script.
  */
-export function ExportReport(props: { result: IExportReply }): JSX.Element {
+export function ExportReport(props: {
+  result: IExportReply;
+  /** The script's file name (default: from the saved path, else "train.py"). */
+  name?: string;
+}): JSX.Element {
   const r = props.result;
   const params = Object.entries(r.parameters ?? {});
   const inferred = parametersInferred(r.parameters ?? {});
@@ -99,7 +110,10 @@ export function ExportReport(props: { result: IExportReply }): JSX.Element {
           </tbody>
         </table>
       )}
-      <h3>train.py</h3>
+      <h3>
+        {props.name ??
+          (r.saved_path ? r.saved_path.split('/').pop() : 'train.py')}
+      </h3>
       <pre className="jp-ptcuda-Export-script">{r.script}</pre>
     </div>
   );
@@ -112,24 +126,24 @@ export async function showExportDialog(
   result: IExportReply,
   notebookPath: string
 ): Promise<ExportChoice> {
-  const body = ReactWidget.create(<ExportReport result={result} />);
+  const name = scriptName(notebookPath);
+  const open = `Open ${name}`;
+  const body = ReactWidget.create(<ExportReport result={result} name={name} />);
   body.addClass('jp-ptcuda-ExportDialog-body');
   const buttons = [Dialog.cancelButton({ label: 'Close' })];
   if (result.saved_path) {
-    buttons.push(
-      Dialog.okButton({ label: 'Open train.py', displayType: 'default' })
-    );
+    buttons.push(Dialog.okButton({ label: open, displayType: 'default' }));
   }
   buttons.push(
     Dialog.okButton({ label: 'Run as training job…', accept: true })
   );
   const reply = await showDialog({
-    title: `Export of ${notebookPath} to train.py`,
+    title: `Export of ${notebookPath} to ${name}`,
     body,
     buttons
   });
   if (!reply.button.accept) {
     return 'close';
   }
-  return reply.button.label === 'Open train.py' ? 'open' : 'run';
+  return reply.button.label === open ? 'open' : 'run';
 }

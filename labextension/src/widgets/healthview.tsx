@@ -3,6 +3,7 @@ import * as React from 'react';
 import { countChecks, errorTitle, HealthModel, sortChecks } from '../health';
 import { formatCheckValue } from '../format';
 import { ICheck, IHealth } from '../tokens';
+import { Linkified } from './linkified';
 
 const STATUS_ICON: { [status: string]: string } = {
   fail: '✖',
@@ -38,7 +39,7 @@ function CheckRow(props: { check: ICheck }): JSX.Element {
         {c.remediation && (c.status === 'fail' || c.status === 'warn') && (
           <div className="jp-ptcuda-Check-remediation">
             <strong>Fix: </strong>
-            {c.remediation}
+            <Linkified text={c.remediation} />
           </div>
         )}
         {c.detail && <div className="jp-ptcuda-Check-detail">{c.detail}</div>}
@@ -55,7 +56,7 @@ function targetLabel(
     return `image ${entry.target.image}`;
   }
   const kid = entry.target.kernel_id ?? '';
-  const nb = notebookOf(kid);
+  const nb = notebookOf(kid) ?? entry.target.notebook;
   return nb ? `kernel of ${nb}` : `kernel ${kid.slice(0, 8)}`;
 }
 
@@ -93,7 +94,9 @@ export function HealthResult(props: {
       {entry.state === 'error' && entry.error && (
         <div className="jp-ptcuda-error" role="alert">
           <strong>{errorTitle(entry.error.reason)}</strong>
-          <div>{entry.error.message}</div>
+          <div>
+            <Linkified text={entry.error.message} />
+          </div>
         </div>
       )}
       {report && (
@@ -108,8 +111,12 @@ export function HealthResult(props: {
           {report.cuda &&
             report.cuda.available === false &&
             report.cuda.reason && (
-              <div className="jp-ptcuda-HealthResult-cuda">
-                CUDA unavailable: {report.cuda.reason}
+              <div
+                className="jp-ptcuda-HealthResult-cuda"
+                data-reason={report.cuda.reason_code ?? ''}
+              >
+                {report.cuda.chosen ? 'No GPU' : 'CUDA unavailable'}:{' '}
+                {report.cuda.reason}
               </div>
             )}
           <ul className="jp-ptcuda-Checks">
@@ -151,10 +158,11 @@ export interface IHealthViewProps {
 /** "Run health check" for the active kernel or an image, and the recent results. */
 export function HealthView(props: IHealthViewProps): JSX.Element {
   const [image, setImage] = React.useState(props.defaultImage);
+  const [edited, setEdited] = React.useState(false);
   const [gpus, setGpus] = React.useState('all');
   React.useEffect(() => {
-    // the settings may arrive after the first render
-    if (!image && props.defaultImage) {
+    // the settings, the kernelspecs or the active kernel may arrive after the first render
+    if (!edited && props.defaultImage) {
       setImage(props.defaultImage);
     }
   }, [props.defaultImage]);
@@ -166,7 +174,7 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
   };
   const start = model.startError;
   return (
-    <div className="jp-ptcuda-Health">
+    <div className="jp-ptcuda-Health" data-loaded={String(model.loaded)}>
       <div className="jp-ptcuda-Health-form">
         <button
           className="jp-Button jp-mod-styled jp-mod-accept jp-ptcuda-Health-kernel"
@@ -203,7 +211,10 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
           aria-label="Image to check"
           placeholder="image, e.g. jupyter-ptcuda/pytorch-kernel:latest"
           value={image}
-          onChange={e => setImage(e.target.value)}
+          onChange={e => {
+            setEdited(true);
+            setImage(e.target.value);
+          }}
         />
         <select
           className="jp-mod-styled jp-ptcuda-Health-gpus"
@@ -226,8 +237,19 @@ export function HealthView(props: IHealthViewProps): JSX.Element {
       {start && (
         <div className="jp-ptcuda-error" role="alert">
           <strong>{errorTitle(start.reason)}</strong>
-          <div>{start.message}</div>
+          <div>
+            <Linkified text={start.message} />
+          </div>
         </div>
+      )}
+      {model.checks.some(c => c.state !== 'running') && (
+        <button
+          className="jp-Button jp-mod-styled jp-ptcuda-Health-clear"
+          title="Remove the finished results from this list"
+          onClick={() => model.clear()}
+        >
+          Clear results
+        </button>
       )}
       {model.checks.map(entry => (
         <HealthResult

@@ -24,6 +24,20 @@ export interface IJobFormOptions {
   gpuCount: number;
   /** Values to show again after a validation error. */
   previous?: IJobForm;
+  /** The export's warning that cells ran out of order (shown before submitting), if any. */
+  orderWarning?: string | null;
+}
+
+/** Where a job's files go: it runs in the notebook's folder, like the kernel. */
+export function folderNote(path: string): string {
+  const parts = path.split('/');
+  parts.pop();
+  const folder = parts.length ? parts.join('/') + '/' : 'the server root';
+  return (
+    `The job runs in the notebook’s folder (${folder}): files it saves under relative names ` +
+    '(model.pt, plots) replace files of the same name there. Its log and manifest go to ' +
+    'outputs/<job id>/; to keep what it saves apart, write to os.environ["JUPYTER_PTCUDA_OUTPUT_DIR"].'
+  );
 }
 
 let counter = 0;
@@ -65,6 +79,13 @@ export class JobFormBody
     const prev = _options.previous;
     const node = this.node;
 
+    if (_options.orderWarning) {
+      const warn = document.createElement('div');
+      warn.className = 'jp-ptcuda-warning jp-ptcuda-JobForm-order';
+      warn.setAttribute('role', 'alert');
+      warn.textContent = `Cells ran out of order. ${_options.orderWarning}`;
+      node.append(warn);
+    }
     const params = Object.entries(_options.parameters);
     const paramBox = document.createElement('fieldset');
     const legend = document.createElement('legend');
@@ -126,7 +147,9 @@ export class JobFormBody
     }
     gpus.className = 'jp-mod-styled';
     gpus.value = String(prev?.gpus ?? kernel?.gpus.length ?? 0);
+    const kernelGpus = String(kernel?.gpus.length ?? 0);
     field(runBox, 'GPUs', gpus, '0 = no GPU');
+    const gpuHint = gpus.nextElementSibling as HTMLElement | null;
     this._gpus = gpus;
     const timeout = document.createElement('input');
     timeout.type = 'number';
@@ -138,9 +161,24 @@ export class JobFormBody
     field(runBox, 'Time limit (min)', timeout);
     this._timeout = timeout;
     node.append(runBox);
+    const note = document.createElement('p');
+    note.className = 'jp-ptcuda-muted jp-ptcuda-JobForm-folder';
+    note.textContent = folderNote(_options.path);
+    node.append(note);
 
     const syncImage = () => {
-      image.disabled = !!this._copy?.checked;
+      const copy = !!this._copy?.checked;
+      image.disabled = copy;
+      // the kernel's container decides its GPUs: shown, not asked
+      gpus.readOnly = copy;
+      if (copy) {
+        gpus.value = kernelGpus;
+      }
+      if (gpuHint) {
+        gpuHint.textContent = copy
+          ? 'the kernel’s GPUs (same container)'
+          : '0 = no GPU';
+      }
     };
     this._copy?.addEventListener('change', syncImage);
     syncImage();

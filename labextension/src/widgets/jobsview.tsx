@@ -3,7 +3,9 @@ import { ReactWidget } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import { formatDuration } from '../format';
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+
+import { formatDuration, formatExit } from '../format';
 import { errorTitle } from '../health';
 import {
   IJobFigure,
@@ -14,6 +16,7 @@ import {
 } from '../jobs';
 import { errorMessage } from '../request';
 import { IJob } from '../tokens';
+import { Linkified } from './linkified';
 
 /** The selected job's live log. */
 function JobLog(props: {
@@ -43,7 +46,7 @@ function JobLog(props: {
         </span>
         {job && job.exit_code !== null && job.exit_code !== undefined && (
           <span className="jp-ptcuda-JobLog-exit">
-            exit code {job.exit_code}
+            exit code {formatExit(job)}
           </span>
         )}
         {job && job.reason && job.reason !== job.state && (
@@ -175,43 +178,47 @@ function JobRow(props: {
           {job.cancel_requested && active ? ' (cancelling)' : ''}
         </span>
       </td>
-      <td className="jp-ptcuda-JobRow-exit">{job.exit_code ?? ''}</td>
-      <td>{job.gpus ?? ''}</td>
+      <td className="jp-ptcuda-JobRow-exit" data-label="exit">
+        {formatExit(job)}
+      </td>
+      <td data-label="GPUs">{job.gpus ?? ''}</td>
       <td title={job.created ?? ''}>{formatCreated(job.created)}</td>
       <td>{formatDuration(job.duration_s)}</td>
-      <td>
-        <button
-          className="jp-Button jp-mod-styled jp-ptcuda-JobRow-log"
-          onClick={e => {
-            e.stopPropagation();
-            props.onSelect();
-          }}
-        >
-          Log
-        </button>
-        {job.state === 'running' && props.onTerminal && (
+      <td className="jp-ptcuda-JobRow-actionsCell">
+        <div className="jp-ptcuda-JobRow-actions">
           <button
-            className="jp-Button jp-mod-styled jp-ptcuda-JobRow-terminal"
-            title="Open a terminal in this job's container (as its user, in its folder)"
+            className="jp-Button jp-mod-styled jp-ptcuda-JobRow-log"
             onClick={e => {
               e.stopPropagation();
-              props.onTerminal?.();
+              props.onSelect();
             }}
           >
-            Terminal
+            Log
           </button>
-        )}
-        {active && (
-          <button
-            className="jp-Button jp-mod-styled jp-mod-warn jp-ptcuda-JobRow-cancel"
-            onClick={e => {
-              e.stopPropagation();
-              props.onCancel();
-            }}
-          >
-            Cancel
-          </button>
-        )}
+          {job.state === 'running' && props.onTerminal && (
+            <button
+              className="jp-Button jp-mod-styled jp-ptcuda-JobRow-terminal"
+              title="Open a terminal in this job's container (as its user, in its folder)"
+              onClick={e => {
+                e.stopPropagation();
+                props.onTerminal?.();
+              }}
+            >
+              Terminal
+            </button>
+          )}
+          {active && (
+            <button
+              className="jp-Button jp-mod-styled jp-mod-warn jp-ptcuda-JobRow-cancel"
+              onClick={e => {
+                e.stopPropagation();
+                props.onCancel();
+              }}
+            >
+              Cancel
+            </button>
+          )}
+        </div>
       </td>
     </tr>
   );
@@ -231,6 +238,8 @@ export class JobsView extends ReactWidget {
       openTerminal?: (jobId: string) => void;
       /** Start polling the selected job's figures at once (default true; tests set false). */
       autoStart?: boolean;
+      /** Ask before cancelling a job (default true; unit tests set false). */
+      confirm?: boolean;
     }
   ) {
     super();
@@ -288,7 +297,9 @@ export class JobsView extends ReactWidget {
         {this._notice && (
           <div className="jp-ptcuda-error" role="alert">
             <strong>{this._notice.title}</strong>
-            <div>{this._notice.message}</div>
+            <div>
+              <Linkified text={this._notice.message} />
+            </div>
           </div>
         )}
         {error && (
@@ -388,6 +399,22 @@ export class JobsView extends ReactWidget {
   }
 
   private async _cancel(jobId: string): Promise<void> {
+    const job = this._model.job(jobId);
+    if (this._options.confirm !== false) {
+      const answer = await showDialog({
+        title: `Cancel job ${job?.name || jobId}?`,
+        body:
+          'Its process gets SIGTERM, then SIGKILL if it has not ended after the grace period. ' +
+          'The log and whatever it saved so far are kept.',
+        buttons: [
+          Dialog.cancelButton({ label: 'Keep running' }),
+          Dialog.warnButton({ label: 'Cancel job' })
+        ]
+      });
+      if (!answer.button.accept) {
+        return;
+      }
+    }
     try {
       await this._model.cancel(jobId);
       this.setNotice(null);

@@ -16,6 +16,8 @@ export interface IGpuPanelOptions {
   defaultImage: () => string;
   openNotebook: (path: string) => void;
   openJobs: () => void;
+  /** Open jupyter-ptcuda's documentation (the Help menu's command). */
+  openDocs?: () => void;
 }
 
 /** What the panel says when there are no GPU cards to show: never a blank panel. */
@@ -120,6 +122,22 @@ function PanelView(props: IGpuPanelOptions): JSX.Element {
             Show jobs
           </button>
         </section>
+      )}
+      {props.openDocs && (
+        <p className="jp-ptcuda-Panel-help">
+          <a
+            href="#"
+            onClick={e => {
+              e.preventDefault();
+              props.openDocs?.();
+            }}
+          >
+            jupyter-ptcuda help
+          </a>{' '}
+          <span className="jp-ptcuda-muted">
+            (GPUs, kernels, health checks, jobs)
+          </span>
+        </p>
       )}
     </div>
   );
