@@ -40,6 +40,7 @@ from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError
 from .images import DEFAULT_TAG, check_kernel_image
 from .notices import post as post_notice
+from .placement import HostPlacement, placement_for
 
 #: The container's copy of the connection file (placed in the container before start, never mounted).
 CONTAINER_CONN_FILE = "/run/ptcuda/kernel.json"
@@ -125,10 +126,9 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         return get_service()
 
     @property
-    def _kube(self) -> bool:
-        """Whether the backend places kernels in pods of their own (its declared ``kernel_placement``: the
-        kernel listens on the pod's IP, see :mod:`.containers.kube.kernels`) rather than on this host."""
-        return self.service.kernel_placement == "pod"
+    def placement(self) -> HostPlacement:
+        """How this kernel is reached, from the backend's declared ``kernel_placement`` (:mod:`.placement`)."""
+        return placement_for(self.service)
 
     @property
     def has_process(self) -> bool:
@@ -150,16 +150,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         workdir = os.path.abspath(cwd) if cwd else None
         user = self.container_user(workdir)
         kid = str(self.kernel_id)
+        placement = self.placement
         ipc_dir = await self.service.private_dir(kid, user) if self._ipc else None
-        if ipc_dir is not None:  # socket files <ipc_dir>/kernel-<n>; jupyter_client picks free suffixes
-            km.transport, km.ip = "ipc", str(ipc_dir / "kernel")
-        elif self._kube:  # the pod's own ports on its IP, CurveZMQ (its IP is known once it runs)
-            from .containers.kube.kernels import prepare_connection
-
-            prepare_connection(km)
-        else:
-            km.transport, km.ip = "tcp", "127.0.0.1"
-        if ipc_dir is None and not self.ports_cached and not self._kube:
+        placement.connect(km, ipc_dir)
+        if ipc_dir is None and not self.ports_cached and placement.local_ports:
             lpc = LocalPortCache.instance()
             for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
                 setattr(km, name, lpc.find_available_port(km.ip))
@@ -180,8 +174,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         env.update({k: os.path.expandvars(v) for k, v in (self.kernel_spec.env or {}).items()})
         env["JUPYTER_PTCUDA_KERNEL_ID"] = kid
         env.pop("PYTHONEXECUTABLE", None)
-        ports = {} if self._kube else {int(self.connection_info[p]): int(self.connection_info[p])  # type: ignore[call-overload]
-                                       for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")}
+        ports = placement.ports(self.connection_info)
         files: tuple[SpecFile, ...] = (SpecFile(CONTAINER_CONN_FILE, self._container_connection()),)
         self._control = ipc_dir
         if ipc_dir is not None:  # restarts happen in the container: see jupyter_ptcuda/supervise.py
@@ -198,14 +191,14 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
 
     @property
     def _ipc(self) -> bool:
-        return (self.transport == "ipc" or self.network_mode == "shared") and not self._kube
+        return (self.transport == "ipc" or self.network_mode == "shared") and self.placement.ipc
 
     def _container_connection(self) -> bytes:
         """The container's copy of the connection file: with tcp it binds all interfaces *inside* the
         container (bridge). Placed in the container, mode 0400, owned by the container user; never logged."""
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in dict(self.connection_info).items()}
         if info.get("transport") == "tcp":
-            info["ip"] = "0.0.0.0" if self.network_mode == "bridge" or self._kube else "127.0.0.1"
+            info["ip"] = self.placement.bind_ip(self.network_mode)
         return json.dumps(info).encode()
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -219,21 +212,9 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
             self._restart_asked, self._exit_code, self._shutting_down = False, None, False
             await self._wait_ready()
             return self.connection_info
-        if self._kube:
-            from .containers.kube.kernels import launch_pod
-
-            self.container_id, spec, self._kernel_ip = await launch_pod(self.service, self._spec, str(self.kernel_id),
-                                                                        self.gpu_resource)
-            self.connection_info["ip"] = self._kernel_ip
-            if self.parent is not None:  # the pod may have the last one's IP: jupyter_client compares with it
-                self.parent.ip = self._kernel_ip
-        else:
-            await self._ensure_image(self._spec.image)
-            await asyncio.to_thread(self._clear_markers)
-            self.container_id, spec, self.fell_back = await self.service.launch(
-                self._spec, claim=str(self.kernel_id), gpu_fallback=self.gpu_fallback)
-            if self.fell_back:
-                self._tell("gpu_fallback", "done", self.fell_back_message())
+        self.container_id, spec, self.fell_back = await self.placement.launch(self)
+        if self.fell_back:
+            self._tell("gpu_fallback", "done", self.fell_back_message())
         self._exit_code = None
         self._generation, self._restart_asked, self._shutting_down = 0, False, False
         self.log.info("jupyter-ptcuda: kernel %s in container %s (image %s, gpus %s, user %s)",
@@ -445,10 +426,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         if signum == 0:
             await self.poll()
             return
-        if self._kube and signum == signal_module.SIGINT:  # no pods/exec: the kernel's control channel
-            from .containers.kube.kernels import interrupt
-
-            interrupt(self.parent)
+        if signum == signal_module.SIGINT and self.placement.interrupt(self.parent):  # a pod: its control channel
             return
         await self.service.signal(self.container_id, signal_module.Signals(signum).name)
 
