@@ -37,7 +37,7 @@ from .containers.identity import server_id
 from .containers.options import ContainerOptions
 from .containers.spec import SpecFile, filter_env
 from .containers.types import ImageInfo
-from .errors import ImageNotFound, LaunchError, PtcudaError
+from .errors import ImageNotFound, LaunchError, PtcudaError, RegistryError
 from .images import DEFAULT_TAG, check_kernel_image
 from .notices import post as post_notice
 from .placement import HostPlacement, placement_for
@@ -265,7 +265,7 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                                f"ptcuda image build --tag {image}` (add --base debian without a registry).")
                 if present:
                     self.log.warning("jupyter-ptcuda: pull of %s failed, using the local copy: %s", image, exc)
-                elif isinstance(exc, LaunchError):
+                elif isinstance(exc, LaunchError | RegistryError):  # already one sentence with the fix
                     raise
                 else:
                     raise ImageNotFound(
