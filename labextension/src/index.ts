@@ -250,11 +250,32 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
             : active.kernelId
               ? { kernel_id: active.kernelId }
               : null;
-        return target
-          ? openContainerTerminal(app.commands, target, serverSettings)
-          : undefined;
+        if (!target) {
+          return undefined;
+        }
+        const what =
+          'job_id' in target
+            ? `job ${jobs.job(String(target.job_id))?.name || target.job_id}`
+            : active.path
+              ? `kernel of ${active.path.split('/').pop()}`
+              : undefined;
+        return openContainerTerminal(
+          app.commands,
+          target,
+          serverSettings,
+          what
+        );
       }
     });
+    const notebookOfKernel = (kernelId: string): string | undefined => {
+      let found: string | undefined;
+      tracker?.forEach(panel => {
+        if (panel.sessionContext.session?.kernel?.id === kernelId) {
+          found = `kernel of ${panel.context.path.split('/').pop()}`;
+        }
+      });
+      return found;
+    };
     app.docRegistry.addWidgetExtension(
       'Notebook',
       new KernelTerminalButton(
@@ -262,7 +283,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
           openContainerTerminal(
             app.commands,
             { kernel_id: kernelId },
-            serverSettings
+            serverSettings,
+            notebookOfKernel(kernelId)
           ),
         app.serviceManager.kernelspecs
       )

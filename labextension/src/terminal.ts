@@ -4,10 +4,12 @@
  * (`POST jupyter-ptcuda/terminals`, only a kernel or job id is sent); JupyterLab's own terminal
  * (`terminal:open` with the terminal's name) shows it over the server's terminal websocket.
  */
-import { showErrorMessage } from '@jupyterlab/apputils';
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { CommandRegistry } from '@lumino/commands';
+import { MessageLoop } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
 
 import { errorMessage, postJSON } from './request';
 
@@ -34,7 +36,8 @@ export interface IContainerTerminal {
 export async function openContainerTerminal(
   commands: CommandRegistry,
   target: ContainerTarget,
-  settings?: ServerConnection.ISettings
+  settings?: ServerConnection.ISettings,
+  what?: string
 ): Promise<IContainerTerminal | null> {
   if (!commands.hasCommand(TERMINAL_OPEN)) {
     await showErrorMessage(
@@ -66,8 +69,55 @@ export async function openContainerTerminal(
     );
     return null;
   }
-  await commands.execute(TERMINAL_OPEN, { name: terminal.name });
+  const widget = await commands.execute(TERMINAL_OPEN, { name: terminal.name });
+  if (widget instanceof Widget) {
+    label(widget, terminal, what);
+  }
   return terminal;
+}
+
+/**
+ * Name the tab after where the shell runs ("Terminal: kernel of train.ipynb"), keep that name (the shell
+ * may set a window title), and say so when the terminal closes because its kernel or job ended — not
+ * when the user closed it.
+ */
+export function label(
+  widget: Widget,
+  terminal: IContainerTerminal,
+  what?: string,
+  notify: (message: string) => void = message =>
+    void Notification.info(message, { autoClose: 10000 })
+): void {
+  const where = what ?? terminalLabel(terminal);
+  const text = `Terminal: ${where}`;
+  const titles = [widget.title];
+  const content = (widget as any).content;
+  if (content instanceof Widget) {
+    titles.push(content.title);
+  }
+  for (const title of titles) {
+    title.label = text;
+    title.caption = `A shell in the container ${terminal.container_id} of ${terminal.kind} ${terminal.id}`;
+    title.changed.connect(() => {
+      if (title.label !== text) {
+        title.label = text;
+      }
+    });
+  }
+  let closedByUser = false;
+  MessageLoop.installMessageHook(widget, (_, msg) => {
+    if (msg.type === 'close-request') {
+      closedByUser = true;
+    }
+    return true;
+  });
+  widget.disposed.connect(() => {
+    if (!closedByUser) {
+      notify(
+        `The terminal in ${where} closed: its ${terminal.kind} ended (shut down, restarted in a new container, or finished).`
+      );
+    }
+  });
 }
 
 /** Whether the server lists a terminal of this name (`GET api/terminals`). */

@@ -59,7 +59,11 @@ async function shellSeesTheKernel(page: any, name: string, file: string, kernelS
   await terminal.click();
   await page.keyboard.type(`echo "uid=$(id -u) host=$(hostname) dev=$NVIDIA_VISIBLE_DEVICES dir=$PWD" > ${file}\n`);
   await page.screenshot({ path: screenshotPath(shot) });
-  await page.notebook.activate(name);
+  // the notebook's own tab (the terminal's, "Terminal: kernel of <name>", has its name too)
+  await page
+    .locator('.lm-DockPanel-tabBar .lm-TabBar-tabLabel')
+    .filter({ hasText: new RegExp(`^${name.replace('.', '\\.')}$`) })
+    .click();
   await expect
     .poll(
       async () => {
@@ -78,7 +82,14 @@ test('opens a terminal in the kernel container', async ({ page, tmpPath }) => {
   await execute(page, 'jupyter-ptcuda:open-kernel-terminal');
   await shellSeesTheKernel(page, 'terminal.ipynb', '/tmp/ptcuda-terminal.txt', kernelSays, 'terminal-in-kernel-container');
   expect(created).toHaveLength(1);
-  expect((await page.request.delete(`/api/terminals/${created[0]}`)).status()).toBe(204);
+  // the tab says where the shell runs
+  await expect(page.locator('.lm-TabBar-tab', { hasText: 'Terminal: kernel of terminal.ipynb' })).toHaveCount(1);
+  // the kernel shut down ends its terminal, and the user is told why the tab went away
+  await page.menu.clickMenuItem('Kernel>Shut Down Kernel');
+  await expect(page.locator('.Toastify__toast').filter({ hasText: 'closed: its kernel ended' })).toBeVisible({
+    timeout: 60000
+  });
+  await expect(page.locator('.lm-TabBar-tab', { hasText: 'Terminal: kernel of terminal.ipynb' })).toHaveCount(0);
 });
 
 test('the notebook toolbar button opens it, for container kernels only', async ({ page, tmpPath }) => {

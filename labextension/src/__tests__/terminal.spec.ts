@@ -1,7 +1,11 @@
 import { showErrorMessage as shown } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
 
+import { MessageLoop } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
 import {
+  label,
   openContainerTerminal,
   TERMINAL_OPEN,
   terminalLabel
@@ -87,5 +91,30 @@ describe('openContainerTerminal', () => {
     ).toBeNull();
     expect(server.requests).toEqual([]);
     expect(showErrorMessage.mock.calls[0][1]).toContain('jupyter ptcuda shell');
+  });
+});
+
+describe('the terminal tab', () => {
+  it('is named after where the shell runs, keeps that name, and says when its kernel ended it', () => {
+    const said: string[] = [];
+    const ended = new Widget();
+    label(ended, reply as any, 'kernel of train.ipynb', (m: string) =>
+      said.push(m)
+    );
+    expect(ended.title.label).toBe('Terminal: kernel of train.ipynb');
+    ended.title.label = 'ptcuda@abc: /home/me/nb'; // the shell sets a window title
+    expect(ended.title.label).toBe('Terminal: kernel of train.ipynb');
+    ended.dispose(); // the server closed it: the kernel was shut down
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain(
+      'The terminal in kernel of train.ipynb closed: its kernel ended'
+    );
+
+    const closed = new Widget();
+    label(closed, reply as any, undefined, (m: string) => said.push(m));
+    expect(closed.title.label).toBe('Terminal: kernel k-123456 (abc123def456)');
+    MessageLoop.sendMessage(closed, Widget.Msg.CloseRequest); // the user closed the tab
+    closed.dispose();
+    expect(said).toHaveLength(1);
   });
 });
