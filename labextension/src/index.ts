@@ -111,6 +111,8 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
           serverSettings,
           openPath: path =>
             void app.commands.execute('filebrowser:go-to-path', { path }),
+          openFile: path =>
+            void app.commands.execute('docmanager:open', { path }),
           openTerminal: jobId =>
             void app.commands.execute('jupyter-ptcuda:open-kernel-terminal', {
               jobId

@@ -134,14 +134,22 @@ describe('Jobs view', () => {
       autoStart: false
     });
     await model.fetch();
+    const openFile = jest.fn();
     const view = new JobsView(model, {
       serverSettings: server.settings,
       openPath: () => undefined,
+      openFile,
       autoStart: false
     });
     view.select('j1');
     await view.figures!.fetch();
-    const node = dom((view as any).render());
+    const tree = (view as any).render();
+    // a figure's "open" link opens the file itself (not only the file browser at its folder)
+    const figures = React.Children.toArray(tree.props.children).find(
+      (child: any) => child?.type === JobFigures
+    ) as any;
+    expect(figures.props.onOpen).toBe(openFile);
+    const node = dom(tree);
     const shown = node.querySelectorAll('.jp-ptcuda-JobFigure');
     expect(shown).toHaveLength(2);
     expect(node.querySelector('.jp-ptcuda-JobFigures h3')!.textContent).toBe(

@@ -234,6 +234,8 @@ export class JobsView extends ReactWidget {
     private _options: {
       serverSettings?: ServerConnection.ISettings;
       openPath: (path: string) => void;
+      /** Open a file (a figure's "open" link) in JupyterLab; default: show it in the file browser. */
+      openFile?: (path: string) => void;
       /** Open a terminal in a running job's container (the "Terminal" button; none without it). */
       openTerminal?: (jobId: string) => void;
       /** Start polling the selected job's figures at once (default true; tests set false). */
@@ -361,7 +363,7 @@ export class JobsView extends ReactWidget {
             figures={this._figures.figures}
             src={name => this._figures?.src(name) ?? null}
             error={this._figures.error}
-            onOpen={this._options.openPath}
+            onOpen={this._options.openFile ?? this._options.openPath}
           />
         )}
       </div>
