@@ -222,10 +222,13 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         await self._wait_ready()
         return self.connection_info
 
-    def _what(self) -> str:
+    def _what(self, short: bool = False) -> str:
+        """Which kernel, for a notice ("The kernel for train.ipynb"; ``short``: "train.ipynb's kernel")."""
         notebook = self._spec.labels.get(L.NOTEBOOK, "") if getattr(self, "_spec", None) else ""
-        return f"The kernel for {os.path.basename(notebook)}" if notebook.endswith(".ipynb") else \
-            f"Kernel {str(self.kernel_id)[:8]}"
+        if not notebook.endswith(".ipynb"):
+            return f"Kernel {str(self.kernel_id)[:8]}"
+        name = os.path.basename(notebook)
+        return f"{name}'s kernel" if short else f"The kernel for {name}"
 
     def fell_back_message(self) -> str:
         """What the user hears once when this kernel started on the CPU instead of the GPUs it asked for."""
@@ -260,9 +263,10 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                                f"{time.monotonic() - started:.0f} s; the kernel is starting.")
             except PtcudaError as exc:
                 if not present:
-                    self._tell("kernel_image", "failed", f"{self._what()} did not start: image {image} is not on this "
-                               f"host and could not be pulled ({exc.message.splitlines()[0]}). Build it: `jupyter "
-                               f"ptcuda image build --tag {image}` (add --base debian without a registry).")
+                    # what to do first: JupyterLab's pop-up shows a message's first ~140 characters
+                    self._tell("kernel_image", "failed", f"{self._what(short=True)} did not start: `jupyter ptcuda image "
+                               f"build --tag {image}` builds its image (add --base debian without a registry). It is "
+                               f"not on this host and could not be pulled: {exc.message.splitlines()[0]}")
                 if present:
                     self.log.warning("jupyter-ptcuda: pull of %s failed, using the local copy: %s", image, exc)
                 elif isinstance(exc, LaunchError | RegistryError):  # already one sentence with the fix
@@ -273,8 +277,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                         f"Build it: `jupyter ptcuda image build --tag {image}` (add --base debian without a registry)."
                     ) from exc
         elif not present:
-            self._tell("kernel_image", "failed", f"{self._what()} did not start: image {image} is not on this host "
-                       f"(pull_policy='never'). Build it: `jupyter ptcuda image build --tag {image}`.")
+            self._tell("kernel_image", "failed", f"{self._what(short=True)} did not start: `jupyter ptcuda image build "
+                       f"--tag {image}` builds its image. It is not on this host (pull_policy='never').")
             raise ImageNotFound(f"image {image!r} is not present (pull_policy='never'): build it with "
                                 f"`jupyter ptcuda image build --tag {image}`.")
         await check_kernel_image(self.service, image, info)

@@ -192,7 +192,9 @@ async def test_unknown_image(kernelspec, notebook_dir, engine, notices_board):
     # the kernel-start notice said it was being pulled, then (the same notice) why it did not start
     told = [n for n in notices_board.since(0) if n["kind"] == "kernel_image"]
     assert [n["state"] for n in told] == ["failed"], told
-    assert "could not be pulled" in told[0]["message"] and "jupyter ptcuda image build" in told[0]["message"]
+    assert told[0]["message"].startswith(f"Kernel {km.kernel_id[:8]} did not start: `jupyter ptcuda image build --tag "
+                                         "jupyter-ptcuda/does-not-exist:1` builds its image")
+    assert "could not be pulled" in told[0]["message"]
     assert told[0]["kernel_id"] == km.kernel_id
 
 

@@ -125,3 +125,24 @@ test.describe('help', () => {
     await expect(page.locator('#jupyter-ptcuda-docs')).toHaveCount(1);
   });
 });
+
+test.describe('kernel-start notices', () => {
+  test('a kernel whose image is missing: the notice says it could not be pulled, and how to build it', async ({
+    page,
+    tmpPath
+  }) => {
+    const kernel = process.env.PTCUDA_UI_KERNEL_MISSING || 'ptcuda-test-missing-image';
+    const nbPath = `${tmpPath}/missing.ipynb`;
+    await page.contents.uploadContent(
+      notebook([{ source: '1 + 1' }], { name: kernel, display_name: 'PyTorch (missing image, test)' }),
+      'text',
+      nbPath
+    );
+    await page.notebook.openByPath(nbPath);
+    // the pop-up shows the first ~140 characters: what to do comes first
+    const toast = page.locator('.Toastify__toast').filter({ hasText: "missing.ipynb's kernel did not start" });
+    await expect(toast).toBeVisible({ timeout: 60000 });
+    await expect(toast).toContainText('`jupyter ptcuda image build --tag 127.0.0.1:9/jupyter-ptcuda/not-built:ui-test` builds');
+    await page.screenshot({ path: screenshotPath('notice-missing-image') });
+  });
+});
