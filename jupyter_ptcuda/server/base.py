@@ -36,7 +36,7 @@ def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
     body = text.rstrip()
     cut = body.rfind(". ", 0, len(body) - 1)
     tail = body[cut + 2 :] if cut != -1 else ""
-    if not tail or len(tail) > limit // 2:
+    if not tail or len(tail) > limit // 4:  # a short closing fix, not a long aside
         tail = ""
     head = limit - len(tail) - (3 if tail else 1)
     return body[:head].rstrip() + (f" … {tail}" if tail else "…")
