@@ -262,11 +262,9 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                     self._tell("kernel_image", "started", f"{self._what()}: image {image} pulled in "
                                f"{time.monotonic() - started:.0f} s; the kernel is starting.")
             except PtcudaError as exc:
-                if not present and isinstance(exc, RegistryError):  # the registry's own sentence has the fix
-                    self._tell("kernel_image", "failed", f"{self._what(short=True)} did not start: "
-                               f"{exc.message.splitlines()[0]}")
-                elif not present:
-                    # what to do first: JupyterLab's pop-up shows a message's first ~140 characters
+                if not present:
+                    # what to do first (building it here needs no registry; the registry's own sentence follows):
+                    # JupyterLab's pop-up shows a message's first ~140 characters
                     self._tell("kernel_image", "failed", f"{self._what(short=True)} did not start: `jupyter ptcuda image "
                                f"build --tag {image}` builds its image (add --base debian without a registry). It is "
                                f"not on this host and could not be pulled: {exc.message.splitlines()[0]}")
