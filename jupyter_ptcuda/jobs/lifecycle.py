@@ -24,6 +24,7 @@ from ..containers.types import DEADLINE_STATUS, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
+from .tracking import JobTracker
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class JobLifecycle(LoggingConfigurable):
     #: cancel grace. Tests set both to a fake clock on the instance and move it.
     clock: Callable[[], float] = staticmethod(time.time)
     monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    tracker: JobTracker  # MLflow (jobs.tracking): live() beside the watcher, finish() when a job ends
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise NotImplementedError
@@ -164,6 +166,7 @@ class JobLifecycle(LoggingConfigurable):
                 pass
 
         tee_task: asyncio.Task | None = None  # started once its pod left Pending (Kubernetes): from its first byte
+        live = asyncio.get_running_loop().create_task(self.tracker.live(lambda: self.get(job_id)))
         try:
             while True:
                 info = await self.service.inspect(cid)
@@ -202,6 +205,7 @@ class JobLifecycle(LoggingConfigurable):
                 if job.terminal:
                     return job
         finally:
+            live.cancel()
             if tee_task is not None:
                 tee_task.cancel()
                 await asyncio.gather(tee_task, return_exceptions=True)
@@ -247,6 +251,7 @@ class JobLifecycle(LoggingConfigurable):
             if won:
                 await asyncio.to_thread(O.write_manifest, job)
                 self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
+                await self.tracker.finish(job)
             if cid:
                 await self.service.remove(cid)
             self.service.release(job_id)
