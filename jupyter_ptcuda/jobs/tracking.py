@@ -38,6 +38,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..containers.gpus import devices, from_label
+from ..errors import ConfigError, NotFound
 from ..nofollow import UnsafePath, read_bytes
 from . import outputs as O
 from . import runstore
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "tracking.json"  # in the job's (server-owned) folder
 TAG = "jupyter_ptcuda."
 MAX_LAST = 50  # metric keys whose last value the Jobs API shows
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,99}$")
+ARTIFACT_PATH = re.compile(r"^[\w.\-][\w.\-/]{0,500}$")
 _STATUS = {COMPLETED: "FINISHED", CANCELLED: "KILLED", TIMED_OUT: "KILLED"}
 
 
@@ -353,6 +357,32 @@ class JobTracker:
 
     async def register_async(self, job: Job, run_id: str, name: str, artifact: str | None) -> dict[str, Any]:
         return await self._call(self.register, job, run_id, name, artifact)
+
+    async def register_job(self, job: Job, name: str, artifact: str | None = None) -> dict[str, Any]:
+        """``jobs register`` / ``POST jobs/<id>/register``: a model version from a finished job's run.
+
+        ConfigError (400) without MLflow, for a bad name or a job that is not finished; NotFound (404) for
+        a job with no run, or a run with no such model or artifact. Returns ``{"name", "version", "uri", ...}``.
+        """
+        if not self.enabled:
+            raise ConfigError('MLflow is not installed (or c.JobManager.mlflow_tracking is False): '
+                              'pip install "jupyter-ptcuda[mlflow]", then run the job again.')
+        if not isinstance(name, str) or not MODEL_NAME.match(name):
+            raise ConfigError(f"model name {str(name)[:80]!r}: use 1-100 letters, digits, '.', '_' or '-'.")
+        if artifact is not None and (not isinstance(artifact, str) or not ARTIFACT_PATH.match(artifact)
+                                     or ".." in artifact.split("/")):
+            raise ConfigError(f"--artifact {str(artifact)[:80]!r}: give a path inside the run's artifacts, "
+                              "e.g. model or checkpoints/last.pt.")
+        if not job.terminal:
+            raise ConfigError(f"job {job.id} is still {job.state}: register its model once it has finished.")
+        run_id = (job.meta.get("mlflow") or {}).get("run_id")
+        if not run_id:
+            raise NotFound(f"job {job.id} has no MLflow run (it ran without MLflow tracking): run it again with "
+                           'jupyter-ptcuda[mlflow] installed.')
+        try:
+            return await self.register_async(job, run_id, name, artifact)
+        except LookupError as exc:
+            raise NotFound(str(exc.args[0])) from None
 
     @staticmethod
     def _find_model(client: Any, run_id: str) -> str | None:

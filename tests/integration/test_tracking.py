@@ -8,6 +8,7 @@ artifacts folder; the server copies it into the job's run in the user's store.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -21,7 +22,7 @@ from jupyter_ptcuda.jobs.runstore import Limits
 from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import GpuSampler
 from tests.integration.conftest import hook_engine
-from tests.integration.test_jobs import image_id, jobs_db, jobs_manager, script  # noqa: F401
+from tests.integration.test_jobs import cli, image_id, jobs_db, jobs_manager, script  # noqa: F401
 
 pytestmark = pytest.mark.integration
 MLFLOW_IMAGE = os.environ.get("JUPYTER_PTCUDA_MLFLOW_TEST_IMAGE", "jupyter-ptcuda-test:mlflow")
@@ -125,8 +126,13 @@ async def test_script_metrics_land_live_in_the_jobs_run_and_the_model_registers(
     assert (await mgr.get(job.id)).meta["mlflow"]["metrics"]["loss"] == 0.2
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
 
-    version = await mgr.tracker.register_async(job, run_id, "linear", None)
-    assert version["uri"] == "models:/linear/1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # what the CLI reads, like the server's config
+    monkeypatch.setenv("JUPYTER_PTCUDA_MLFLOW", "1")
+    bad = cli("jobs", "register", job.id, "--name", "linear", "--artifact", "nothing-here")
+    assert bad.returncode != 0 and "no artifact 'nothing-here'" in bad.stderr, bad.stderr
+    done = cli("jobs", "register", job.id, "--name", "linear", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["uri"] == "models:/linear/1"
     mv = client.get_model_version("linear", "1")
     assert mv.tags["jupyter_ptcuda.image_digest"] == job.image_digest and mv.run_id == run_id
 
