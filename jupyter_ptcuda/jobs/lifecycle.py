@@ -23,6 +23,7 @@ from ..containers.base import ContainerService
 from ..containers.types import DEADLINE_STATUS, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
+from .executed import write_executed
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
 from .tracking import JobTracker
 
@@ -249,6 +250,7 @@ class JobLifecycle(LoggingConfigurable):
             won = await self._db(self.store.transition, job_id, state, reason=reason, exit_code=code, finished=finished)
             job = await self.get(job_id)
             if won:
+                await asyncio.to_thread(write_executed, job)  # a notebook job: outputs/<job>/<name>.ipynb
                 await asyncio.to_thread(O.write_manifest, job)
                 self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
                 await self.tracker.finish(job)

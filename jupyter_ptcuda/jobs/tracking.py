@@ -53,6 +53,7 @@ from ..errors import ConfigError, NotFound
 from ..nofollow import UnsafePath, read_bytes
 from . import outputs as O
 from . import runstore
+from .executed import CELLS, executed_name
 from .store import CANCELLED, COMPLETED, TIMED_OUT, Job
 
 T = TypeVar("T")
@@ -306,7 +307,7 @@ class JobTracker:
         budget = runstore.Budget(limits.artifact_files, limits.artifact_bytes)
         with tempfile.TemporaryDirectory(prefix="ptcuda-run-") as tmp:
             dest = Path(tmp)
-            runstore.copy_tree(job.output_dir, (O.ARTIFACTS,), dest, budget)
+            runstore.copy_tree(job.output_dir, (O.ARTIFACTS,), dest, budget, skip_top=(CELLS,))
             for parts in runstore.run_artifact_folders(job.output_dir, limits):
                 runstore.copy_tree(job.output_dir, parts, dest, budget)
             for name, parts in runstore.model_folders(job.output_dir, limits):
@@ -323,7 +324,8 @@ class JobTracker:
 
     @staticmethod
     def _notebook_names(job: Job) -> list[str]:
-        return [Path(job.notebook).name] if job.notebook else []
+        name = executed_name(job)  # the executed notebook (jobs.executed)
+        return [name] if name else []
 
     # -- the registry ---------------------------------------------------------------------------
     def register(self, job: Job, run_id: str, name: str, artifact: str | None) -> dict[str, Any]:
