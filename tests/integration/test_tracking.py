@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,36 @@ def mlflow_image(engine, test_image):
 @pytest.fixture
 def store(tmp_path):
     return "sqlite:///" + str(tmp_path / "mlflow" / "mlflow.db")
+
+
+@pytest.fixture
+def team_server(tmp_path):
+    """`mlflow server` on loopback (a team's tracking server): its own SQLite store and artifact root."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "team").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{tmp_path}/team/mlflow.db",
+                             "--artifacts-destination", str(tmp_path / "team" / "artifacts"), "--workers", "1"],
+                            cwd=tmp_path / "team", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "mlflow server exited"
+        assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 async def until(what, check, within: float = 90):
@@ -77,11 +110,14 @@ print("args", sys.argv[1:])
 """
 
 
+@pytest.mark.parametrize("where", ["embedded", "team-server"])
 async def test_script_metrics_land_live_in_the_jobs_run_and_the_model_registers(engine, mlflow_image, notebook_dir,
-                                                                                 store, monkeypatch, tmp_path):
-    """A job with -p lr=0.1 whose train.py logs metrics and a model: one run in the user's store with the
-    parameter, the image digest/GPU/job tags, the metric history while it runs and complete at the end,
-    the artifacts and the model; `register` makes a model version tagged with the image digest."""
+                                                                                 request, monkeypatch, tmp_path, where):
+    """A job with -p lr=0.1 whose train.py logs metrics and a model: one run in the user's store (embedded
+    SQLite, or `mlflow server` on loopback) with the parameter, the image digest/GPU/job tags, the metric
+    history while it runs and complete at the end, the artifacts and the model; `register` makes a model
+    version tagged with the image digest."""
+    store = request.getfixturevalue("store" if where == "embedded" else "team_server")
     path = script(notebook_dir, "train.py", TRAIN)
     monkeypatch.chdir(tmp_path)  # nothing lands in the working folder
     gpus = "device=1" if hook_engine() else "none"
@@ -99,7 +135,7 @@ async def test_script_metrics_land_live_in_the_jobs_run_and_the_model_registers(
         assert "MLFLOW_TRACKING_URI" not in os.environ or os.environ["MLFLOW_TRACKING_URI"] != store
         env = (await engine.inspect(job.container_id))["Config"]["Env"]
         assert f"MLFLOW_TRACKING_URI=file://{job.output_dir}/mlflow/mlruns" in env
-        assert not [e for e in env if store[len("sqlite:///"):] in e]  # the user's store never enters the container
+        assert not [e for e in env if store.split("://")[1] in e]  # the user's store never enters the container
         sampler.sample_once()
         (notebook_dir / "go").write_text("")
         job = await mgr.watch(job.id)
@@ -107,7 +143,10 @@ async def test_script_metrics_land_live_in_the_jobs_run_and_the_model_registers(
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.end_time >= run.info.start_time
     assert client.get_experiment(run.info.experiment_id).name == "train.py"
-    assert run.info.artifact_uri.startswith(Path(store[len("sqlite:///"):]).parent.as_uri() + "/mlartifacts/")
+    if where == "embedded":  # beside the store; a team server says where its artifacts go
+        assert run.info.artifact_uri.startswith(Path(store[len("sqlite:///"):]).parent.as_uri() + "/mlartifacts/")
+    else:
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == \
         [(s, 1.0 / (s + 1)) for s in range(5)]
     assert run.data.params["lr"] == "0.1" and run.data.params["epochs"] == "5"
