@@ -1,6 +1,6 @@
 """Every job an MLflow run (real MLflow, embedded SQLite store; jobs in the real engine).
 
-The jobs' image is the CPU test image plus mlflow-skinny (``mlflow_image``: built once from it, reused by
+The jobs' image is the CPU test image plus the `serve` preset (``mlflow_image``: built once from it, reused by
 tag; scripts/test builds it). A script's ``mlflow.log_metric`` writes the file store in the job's own
 artifacts folder; the server copies it into the job's run in the user's store.
 """
@@ -33,13 +33,12 @@ MLFLOW_IMAGE = os.environ.get("JUPYTER_PTCUDA_MLFLOW_TEST_IMAGE", "jupyter-ptcud
 
 @pytest.fixture(scope="session")
 def mlflow_image(engine, test_image):
-    """The CPU test image with mlflow-skinny and pandas (mlflow.pytorch imports it): what a user's
-    `jupyter ptcuda image build --extra mlflow-skinny --extra pandas` gives."""
+    """The CPU test image with the `serve` preset (mlflow-skinny, pandas): what a user's
+    `jupyter ptcuda image build --base IMG --preset serve` gives."""
     if subprocess.run(["docker", "image", "inspect", MLFLOW_IMAGE], capture_output=True).returncode != 0:
         from jupyter_ptcuda.images import build_image
 
-        build_image(engine, base=test_image, tag=MLFLOW_IMAGE, extra=["mlflow-skinny", "pandas"], pull=False,
-                    progress=lambda s: None)
+        build_image(engine, base=test_image, tag=MLFLOW_IMAGE, preset="serve", pull=False, progress=lambda s: None)
     return MLFLOW_IMAGE
 
 
