@@ -253,10 +253,11 @@ class JobLifecycle(LoggingConfigurable):
                 await asyncio.to_thread(write_executed, job)  # a notebook job: outputs/<job>/<name>.ipynb
                 await asyncio.to_thread(O.write_manifest, job)
                 self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
-                await self.tracker.finish(job)
             if cid:
                 await self.service.remove(cid)
             self.service.release(job_id)
+            if won:  # the run's last values, artifacts and status, once the container and its GPUs are freed
+                await self.tracker.finish(job)
         self._locks.pop(job_id, None)
         return job
 

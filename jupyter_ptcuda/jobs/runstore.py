@@ -94,11 +94,16 @@ def _opened(fd: int, name: str) -> Iterator[int | None]:
             os.close(sub)
 
 
+MAX_ENTRIES = 10_000  # looked at in one folder (a job could make millions)
+
+
 def _entries(fd: int) -> list[tuple[str, os.stat_result]]:
-    """(name, lstat) of the folder's entries, sorted by name; no link followed."""
+    """(name, lstat) of the folder's first MAX_ENTRIES entries, sorted by name; no link followed."""
     out = []
     with os.scandir(fd) as it:
-        for entry in it:
+        for n, entry in enumerate(it):
+            if n >= MAX_ENTRIES:
+                break
             with contextlib.suppress(OSError):
                 out.append((entry.name, entry.stat(follow_symlinks=False)))
     return sorted(out)
@@ -306,9 +311,12 @@ def run_artifact_folders(out_dir: str | os.PathLike[str], limits: Limits | None 
 
 @dataclasses.dataclass
 class Budget:
+    """What a copy may still take: files, bytes, and folders (a job could make millions of empty ones)."""
+
     files: int
     bytes: int
     cut: bool = False
+    folders: int = 10_000
 
 
 def copy_tree(out_dir: str | os.PathLike[str], parts: tuple[str, ...], dest: Path, budget: Budget, *,
@@ -335,6 +343,10 @@ def _copy(fd: int, dest: Path, budget: Budget, skip: tuple[str, ...], depth: int
         if name in skip or name in (".", ".."):
             continue
         if stat.S_ISDIR(st.st_mode) and depth > 0:
+            if budget.folders <= 0:
+                budget.cut = True
+                continue
+            budget.folders -= 1
             with _opened(fd, name) as sub:
                 if sub is not None:
                     _copy(sub, dest / name, budget, (), depth - 1)

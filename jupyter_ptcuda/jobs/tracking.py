@@ -278,6 +278,7 @@ class JobTracker:
             state["finished"] = True
         self._save(job, state)
         return {"run_id": run_id, "experiment_id": state.get("experiment_id"),
+                "status": _STATUS.get(job.state, "FAILED") if final else "RUNNING",
                 "metrics": {k: v[2] for k, v in last.items()},
                 "tracking_uri": self.uri if "@" not in self.uri else None}
 
@@ -339,9 +340,10 @@ class JobTracker:
         run = client.get_run(run_id)
         path = artifact or self._find_model(client, run_id)
         if path is None:
+            have = ", ".join(sorted(f.path for f in client.list_artifacts(run_id))[:20]) or "none"
             raise LookupError(f"job {job.id}'s run has no MLflow model (no folder with an MLmodel file among its "
-                              "artifacts): log one with mlflow.pytorch.log_model(model, name='model'), or give "
-                              "--artifact PATH (a file or folder of the run's artifacts).")
+                              f"artifacts: {have}): log one with mlflow.pytorch.log_model(model, name='model'), or "
+                              "give --artifact PATH (a file or folder of the run's artifacts).")
         listed = {f.path for f in client.list_artifacts(run_id, os.path.dirname(path) or None)}
         if path.strip("/") not in listed:
             raise LookupError(f"job {job.id}'s run has no artifact {path!r}; it has: "
