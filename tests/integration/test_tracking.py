@@ -8,8 +8,10 @@ artifacts folder; the server copies it into the job's run in the user's store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,7 +59,8 @@ def team_server(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{tmp_path}/team/mlflow.db",
                              "--artifacts-destination", str(tmp_path / "team" / "artifacts"), "--workers", "1"],
-                            cwd=tmp_path / "team", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=tmp_path / "team", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -72,9 +75,13 @@ def team_server(tmp_path):
         time.sleep(0.5)
     try:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    finally:  # the server and the uvicorn workers it started
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def until(what, check, within: float = 90):
