@@ -34,8 +34,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def job_walls(image: str, n: int, tracking: bool, folder: Path) -> list[float]:
-    from jupyter_ptcuda.containers.engine import get_engine
     from jupyter_ptcuda.containers.service import ContainerService
+
+    from jupyter_ptcuda.containers.engine import get_engine
     from jupyter_ptcuda.jobs.manager import JobManager
     from jupyter_ptcuda.jobs.request import JobRequest
 

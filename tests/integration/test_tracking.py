@@ -24,8 +24,8 @@ from mlflow import MlflowClient  # the [mlflow] extra, in the test extras: never
 
 from jupyter_ptcuda.jobs.request import JobRequest
 from jupyter_ptcuda.jobs.runstore import Limits
-from jupyter_ptcuda.nvml.fake import make_fake_nvml
 from jupyter_ptcuda.nvml.sampler import GpuSampler
+from jupyter_ptcuda_testing.nvml import make_fake_nvml
 from tests.integration.conftest import hook_engine
 from tests.integration.test_jobs import cli, image_id, jobs_db, jobs_manager, script  # noqa: F401
 
