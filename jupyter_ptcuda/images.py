@@ -381,7 +381,8 @@ def build_image(engine: Engine, *, base: str = DEFAULT_BASE, tag: str = DEFAULT_
             Path(sbom_file).write_bytes(files["sbom.cdx.json"])
             progress(f"[sbom] and in {sbom_file}")
     engine.run_sync(lambda api: api.remove_image(f"{tag}-stage", noprune=True))
-    vision_note = f", torchvision {labels[L_TORCHVISION] or 'left out (see [torchvision] above)'}" if preset else ""
+    vision_note = (f", torchvision {labels[L_TORCHVISION] or 'left out (see [torchvision] above)'}"
+                   if preset and PRESETS[preset].torchvision else "")
     progress(f"built {tag}: torch {labels[L_TORCH]} (CUDA {labels[L_CUDA] or 'none: CPU build'}), "
              f"python {labels[L_PYTHON]}, ipykernel {labels[L_IPYKERNEL]}"
              + (f", preset {preset}" if preset else "") + vision_note)

@@ -43,6 +43,11 @@ PRESETS: dict[str, Preset] = {
     "datasci": Preset(("matplotlib", "pandas", "scikit-learn", "tqdm", "ipywidgets"), torchvision=True,
                       help="matplotlib, pandas, scikit-learn, tqdm, ipywidgets, and torchvision when one "
                            "matches the image's torch"),
+    # MLflow's scoring server (`mlflow models serve --env-manager local`: uvicorn + FastAPI, in mlflow-skinny)
+    # and pandas, which mlflow.pyfunc and mlflow.pytorch import; also what a job needs to log to MLflow.
+    "serve": Preset(("mlflow-skinny", "pandas"),
+                    help="mlflow-skinny and pandas: MLflow's scoring server (/invocations, /ping) for a model "
+                         "trained in the image, and mlflow.log_*/mlflow.pytorch.log_model in jobs"),
 }
 #: PyTorch's own wheel index, per build label (``+cpu`` wheels are published there, not on PyPI).
 PYTORCH_INDEX = "https://download.pytorch.org/whl/{label}"

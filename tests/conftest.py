@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from jupyter_ptcuda.jobs.manager import JobManager
     from jupyter_ptcuda.jobs.store import Job
 
+# Jobs are MLflow runs only where a test asks (tests/integration/test_tracking.py: mlflow_tracking=True);
+# elsewhere a job would import MLflow and write the default store in the user's data dir.
+os.environ.setdefault("JUPYTER_PTCUDA_MLFLOW", "0")
+
 # pytest-jupyter runs every coroutine test on its io_loop (jp_fetch needs that loop).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

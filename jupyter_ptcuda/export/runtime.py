@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import timeit
 import types
@@ -265,6 +266,116 @@ def _new_cell(n):
     else:
         _save_figures()
     state["cell"] = n
+    _cell_streams(n)
+
+
+def _cell_pump(src, real, folder, name):
+    """A thread of ``_cell_streams``: copy the pipe ``src`` to the real stream ``real`` (first, unchanged, so the
+    job's log is as before) and each cell's part to ``<folder>/<N>.<name>``, switching at the markers that
+    ``_cell_streams`` writes (they never reach the log). At most 8 MiB per cell and stream are kept."""
+    start, end, limit = b"\x00\x1eptcuda-cell ", b"\x1e\x00", 8 << 20
+    out, kept, pending = None, 0, b""
+
+    def emit(chunk):
+        nonlocal kept
+        view = memoryview(chunk)
+        while view:
+            try:
+                view = view[os.write(real, view):]
+            except OSError:
+                break
+        if out is not None and kept < limit and chunk:
+            try:
+                out.write(chunk[: limit - kept])
+                out.flush()
+            except OSError:
+                pass
+            kept += len(chunk)
+
+    while True:
+        try:
+            data = os.read(src, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            emit(pending)
+            break
+        pending += data
+        while True:
+            i = pending.find(start)
+            j = pending.find(end, i + len(start)) if i >= 0 else -1
+            if i < 0 or j < 0:
+                held = i if i >= 0 and len(pending) - i < 64 else len(pending)
+                for k in range(len(start) - 1, 0, -1):  # the beginning of a marker: wait for the rest
+                    if i < 0 and pending.endswith(start[:k]):
+                        held = len(pending) - k
+                        break
+                emit(pending[:held])
+                pending = pending[held:]
+                break
+            emit(pending[:i])
+            number = pending[i + len(start):j].decode("ascii", "replace")
+            pending = pending[j + len(end):]
+            if out is not None:
+                out.close()
+            out, kept = None, 0
+            if number.isdigit():
+                try:
+                    out = open(os.path.join(folder, f"{number}.{name}"), "ab")
+                except OSError:
+                    out = None
+    if out is not None:
+        out.close()
+
+
+def _cell_streams_end():
+    """At exit: give the real stdout/stderr back (the pumps see the end of their pipes) and let them finish."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    for fd, real, thread in _cell_streams.__dict__.get("fds", []):
+        try:
+            os.dup2(real, fd)
+        except OSError:
+            pass
+        thread.join(5)
+
+
+def _cell_streams(n):
+    """A job's train.py from a notebook: from cell N on, what the script and its commands write to stdout and
+    stderr also goes to ``$JUPYTER_PTCUDA_OUTPUT_DIR/.cells/<N>.stdout|.stderr`` (the server builds the
+    executed notebook from them). File descriptors 1 and 2 become pipes that ``_cell_pump`` threads copy
+    to the real ones; a marker written at each new cell says where one cell ends. Rank 0 only."""
+    state = _cell_streams.__dict__
+    if "fds" not in state:
+        state["fds"] = []
+        out_dir = os.environ.get("JUPYTER_PTCUDA_OUTPUT_DIR")
+        if not out_dir or os.environ.get("RANK", "0") != "0":
+            return
+        folder = os.path.join(out_dir, ".cells")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                (sys.stdout if fd == 1 else sys.stderr).flush()
+                real = os.dup(fd)
+                src, sink = os.pipe()
+                os.dup2(sink, fd)
+                os.close(sink)
+                thread = threading.Thread(target=_cell_pump, args=(src, real, folder, name), daemon=True)
+                thread.start()
+                state["fds"].append((fd, real, thread))
+        except (OSError, ValueError):
+            pass
+        if state["fds"]:
+            atexit.register(_cell_streams_end)
+    for fd, _, _ in state["fds"]:
+        try:
+            (sys.stdout if fd == 1 else sys.stderr).flush()
+            os.write(fd, b"\x00\x1eptcuda-cell %d\x1e\x00" % n)
+        except (OSError, ValueError):
+            pass
 
 
 def _save_figures():
@@ -364,7 +475,10 @@ HELPERS: dict[str, Helper] = {
     "_save_figures": Helper(_save_figures, ("os", "sys")),
     "_patch_show": Helper(_patch_show, ("atexit",), ("_save_figures",)),
     "_PyplotShow": Helper(_PyplotShow, ("importlib.util", "sys"), ("_patch_show",)),
-    "_new_cell": Helper(_new_cell, ("os", "sys"), ("_save_figures", "_patch_show", "_PyplotShow")),
+    "_cell_pump": Helper(_cell_pump, ("os",)),
+    "_cell_streams_end": Helper(_cell_streams_end, ("os", "sys")),
+    "_cell_streams": Helper(_cell_streams, ("atexit", "os", "sys", "threading"), ("_cell_pump", "_cell_streams_end")),
+    "_new_cell": Helper(_new_cell, ("os", "sys"), ("_save_figures", "_patch_show", "_PyplotShow", "_cell_streams")),
 }
 
 

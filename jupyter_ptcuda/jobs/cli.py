@@ -1,4 +1,4 @@
-"""``jupyter ptcuda run`` and ``jupyter ptcuda jobs [list|show|logs|cancel]``: jobs without a server.
+"""``jupyter ptcuda run`` and ``jupyter ptcuda jobs [list|show|logs|cancel|register]``: jobs without a server.
 
 The top-level CLI (``jupyter_ptcuda.cli``) calls :func:`register` to add the two sub-commands; each
 handler returns the exit status and raises PtcudaError subclasses for errors (printed by the top level).
@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = js.add_parser("cancel", help="stop a job: SIGTERM, then SIGKILL after the grace period")
     c.add_argument("job_id")
     c.set_defaults(func=cmd_cancel)
+    rg = js.add_parser("register", help="make a model version in the MLflow registry from a finished job's model")
+    rg.add_argument("job_id")
+    rg.add_argument("--name", required=True, help="the registered model's name (made if new)")
+    rg.add_argument("--artifact", metavar="PATH", help="a path in the job run's artifacts (default: the model the "
+                    "job logged, e.g. with mlflow.pytorch.log_model)")
+    rg.add_argument("--json", action="store_true")
+    rg.set_defaults(func=cmd_register)
 
 
 def split_run_argv(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -264,3 +271,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 0
 
     return in_one_loop(cancel())
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    async def register() -> int:
+        mgr = manager()
+        version = await mgr.tracker.register_job(await mgr.get(args.job_id), args.name, args.artifact)
+        if args.json:
+            print(json.dumps(version, indent=2))
+        else:
+            print(f"registered {version['uri']} from job {args.job_id} (run {version['run_id']}, image "
+                  f"{version['image_digest'][:19]})")
+        return 0
+
+    return in_one_loop(register())

@@ -23,7 +23,9 @@ from ..containers.base import ContainerService
 from ..containers.types import DEADLINE_STATUS, ContainerState
 from ..errors import Conflict, LaunchError, NotFound, PtcudaError
 from . import outputs as O
+from .executed import write_executed
 from .store import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, TIMED_OUT, Job, JobStore
+from .tracking import JobTracker
 
 T = TypeVar("T")
 
@@ -69,6 +71,7 @@ class JobLifecycle(LoggingConfigurable):
     #: cancel grace. Tests set both to a fake clock on the instance and move it.
     clock: Callable[[], float] = staticmethod(time.time)
     monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    tracker: JobTracker  # MLflow (jobs.tracking): live() beside the watcher, finish() when a job ends
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise NotImplementedError
@@ -164,6 +167,7 @@ class JobLifecycle(LoggingConfigurable):
                 pass
 
         tee_task: asyncio.Task | None = None  # started once its pod left Pending (Kubernetes): from its first byte
+        live = asyncio.get_running_loop().create_task(self.tracker.live(lambda: self.get(job_id)))
         try:
             while True:
                 info = await self.service.inspect(cid)
@@ -202,6 +206,7 @@ class JobLifecycle(LoggingConfigurable):
                 if job.terminal:
                     return job
         finally:
+            live.cancel()
             if tee_task is not None:
                 tee_task.cancel()
                 await asyncio.gather(tee_task, return_exceptions=True)
@@ -245,11 +250,14 @@ class JobLifecycle(LoggingConfigurable):
             won = await self._db(self.store.transition, job_id, state, reason=reason, exit_code=code, finished=finished)
             job = await self.get(job_id)
             if won:
+                await asyncio.to_thread(write_executed, job)  # a notebook job: outputs/<job>/<name>.ipynb
                 await asyncio.to_thread(O.write_manifest, job)
                 self.log.info("jupyter-ptcuda: job %s %s (%s, exit code %s)", job.id, job.state, job.reason, job.exit_code)
             if cid:
                 await self.service.remove(cid)
             self.service.release(job_id)
+            if won:  # the run's last values, artifacts and status, once the container and its GPUs are freed
+                await self.tracker.finish(job)
         self._locks.pop(job_id, None)
         return job
 

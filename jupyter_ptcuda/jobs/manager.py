@@ -51,6 +51,7 @@ from .imports import check_imports
 from .lifecycle import JobLifecycle
 from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
+from .tracking import JobTracker, default_uri
 
 T = TypeVar("T")
 
@@ -94,6 +95,23 @@ class JobManager(JobLifecycle):
         $JUPYTER_PTCUDA_IMPORT_CHECK (0/false: off); a request's "import_check" wins.
         Example: c.JobManager.import_check = False""")
 
+    mlflow_tracking = Bool(config=True, help="""Make every job an MLflow run (parameters, tags, the
+        script's own metrics, GPU telemetry, artifacts; :mod:`jupyter_ptcuda.jobs.tracking`) when MLflow is
+        installed (`pip install "jupyter-ptcuda[mlflow]"`). Default True, or $JUPYTER_PTCUDA_MLFLOW (0/false: off).
+        Example: c.JobManager.mlflow_tracking = False""")
+
+    @default("mlflow_tracking")
+    def _default_mlflow_tracking(self) -> bool:
+        return os.environ.get("JUPYTER_PTCUDA_MLFLOW", "1").strip().lower() not in ("0", "false", "no", "off")
+    mlflow_tracking_uri = Unicode(config=True, help="""The MLflow store jobs are tracked in. Default:
+        $MLFLOW_TRACKING_URI when set, else an embedded SQLite file of the user's,
+        sqlite:///<jupyter_data_dir()>/jupyter_ptcuda/mlflow.db (artifacts in mlartifacts/ beside it). It never
+        enters a job's container. Example: c.JobManager.mlflow_tracking_uri = "http://mlflow.internal:5000" """)
+
+    @default("mlflow_tracking_uri")
+    def _default_mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or default_uri(jupyter_data_dir())
+
     @default("import_check")
     def _default_import_check(self) -> bool:
         return os.environ.get("JUPYTER_PTCUDA_IMPORT_CHECK", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -115,6 +133,11 @@ class JobManager(JobLifecycle):
         self._finalising: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop_task: asyncio.Task | None = None
+        self.tracker = JobTracker(self.mlflow_tracking_uri, enabled=self.mlflow_tracking, save_meta=self._save_run)
+
+    async def _save_run(self, job_id: str, info: dict[str, Any]) -> None:
+        """The job's MLflow run (id, last metric values) into its ``meta["mlflow"]`` (the Jobs API shows it)."""
+        await self._db(self.store.merge_meta, job_id, "mlflow", info)
 
     @property
     def kernel_manager(self) -> Any:
@@ -205,7 +228,8 @@ class JobManager(JobLifecycle):
             from ..export.runtime import add_figure_hooks
 
             await asyncio.to_thread(O.write_atomic, script, add_figure_hooks(export.script).encode(), server_folder=True)
-        env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(O.artifacts_dir(out_dir)), "PYTHONUNBUFFERED": "1"}
+        env = {"JUPYTER_PTCUDA_JOB_ID": job_id, "JUPYTER_PTCUDA_OUTPUT_DIR": str(O.artifacts_dir(out_dir)), "PYTHONUNBUFFERED": "1",
+               **await asyncio.to_thread(self.tracker.container_env, out_dir, user)}
         if script.parent != path.parent:  # exported script: the notebook's folder stays importable
             inherited = (kernel.env if kernel else {}).get("PYTHONPATH") or image_info.env.get("PYTHONPATH")
             env["PYTHONPATH"] = workdir + (f":{inherited}" if inherited else "")

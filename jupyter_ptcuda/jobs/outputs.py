@@ -161,7 +161,8 @@ def make_output_dir(workdir: str, job_id: str, user: str) -> Path:
 
 def remove_job_folder(job: Job) -> None:
     """Remove a job's folder made for a start that was refused (nothing ran in it): the server's own folder
-    (checked, as in :func:`make_output_dir`) with the exported ``train.py`` and the empty ``artifacts/``.
+    (checked, as in :func:`make_output_dir`) with the exported ``train.py`` and the empty ``artifacts/`` (and
+    ``mlflow/``, :func:`make_container_dir`).
     Reached through no link; ``outputs/`` itself stays. A folder that is not the server's is left alone."""
     if not job.output_dir:
         return
@@ -170,12 +171,28 @@ def remove_job_folder(job: Job) -> None:
         with folder(parent) as pfd, folder(job.output_dir, owned=True) as jfd:
             for entry in os.listdir(jfd):
                 if stat.S_ISDIR(os.stat(entry, dir_fd=jfd, follow_symlinks=False).st_mode):
-                    os.rmdir(entry, dir_fd=jfd)  # artifacts/: empty, nothing ran
+                    os.rmdir(entry, dir_fd=jfd)  # artifacts/, mlflow/: empty, nothing ran
                 else:
                     os.unlink(entry, dir_fd=jfd)
             os.rmdir(name, dir_fd=pfd)
     except (OSError, PtcudaError) as exc:
         log.warning("jupyter-ptcuda: could not remove %s after a refused start: %s", job.output_dir, exc)
+
+
+def make_container_dir(out_dir: str | os.PathLike[str], name: str, user: str) -> Path:
+    """Another folder of the container user's in the job folder, like ``artifacts/`` (the job's MLflow
+    store, :mod:`.tracking`): made through the job folder's descriptor, chowned to ``user`` when root."""
+    ids = _ids(user) if os.geteuid() == 0 else None
+    try:
+        with folder(out_dir, owned=True) as jfd:
+            os.mkdir(name, 0o755, dir_fd=jfd)
+            if ids:
+                os.chown(name, *ids, dir_fd=jfd, follow_symlinks=False)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise Forbidden(f"cannot create {out_dir}/{name} ({exc.strerror or exc}).") from None
+    return Path(out_dir) / name
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, server_folder: bool = False) -> None:

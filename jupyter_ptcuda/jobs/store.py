@@ -206,6 +206,23 @@ class JobStore:
         self._set(job_id, fields, None)
         return self.get(job_id)
 
+    def merge_meta(self, job_id: str, key: str, value: Any) -> Job:
+        """Set ``meta[key]`` (read, merge, write in one transaction)."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT meta FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no job {job_id}")
+                meta = json.loads(row["meta"]) if row["meta"] else {}
+                meta[key] = value
+                conn.execute("UPDATE jobs SET meta = ? WHERE id = ?", (json.dumps(meta), job_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return self.get(job_id)
+
     def transition(self, job_id: str, to: str, **fields: Any) -> bool:
         """Move a job to state ``to`` if its current state allows it; False if someone else did first.
 

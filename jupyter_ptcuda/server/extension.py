@@ -115,6 +115,7 @@ class PtcudaExtension(ExtensionApp):
         service = install_ledger(ledger)  # GPU allocation around the backend, unless it assigns GPUs itself
         self.log.info("jupyter-ptcuda: container backend %s %s", type(service).__name__, service.capabilities())
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
+        jobs.tracker.sampler = sampler  # the GPU telemetry of a job's GPUs goes into its MLflow run
         self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
         set_active_notices(self.state.notices)
         self.ownership = OwnershipRule(self.serverapp.root_dir, ContainerOptions(parent=self), self.log)  # type: ignore[union-attr]

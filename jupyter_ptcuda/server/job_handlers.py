@@ -269,11 +269,28 @@ class JobFigureHandler(JobsBase):
         self.finish(data, set_content_type="image/png")
 
 
+class JobRegisterHandler(JobsBase):
+    @web.authenticated
+    @authorized("write")
+    async def post(self, job_id: str) -> None:
+        """A model version from the job's MLflow run: ``{"name", "artifact"?}``; 201 + the version."""
+        body = self.json_body()
+        unknown = sorted(set(body) - {"name", "artifact"})
+        if unknown:
+            raise ConfigError(f"unknown field(s) {', '.join(unknown)}; known: name, artifact.")
+        if not isinstance(body.get("name"), str) or not isinstance(body.get("artifact", ""), (str, type(None))):
+            raise ConfigError("'name' (a string: the registered model's name) is required; 'artifact' is a string.")
+        job = await self.jobs.get(job_id)
+        version = await self.jobs.tracker.register_job(job, body.get("name"), body.get("artifact"))
+        self.write_json(version, status=201)
+
+
 handlers = [
     (rf"/{NAMESPACE}/exports", ExportsHandler),
     (rf"/{NAMESPACE}/jobs", JobsHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}", JobHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/log", JobLogHandler),
+    (rf"/{NAMESPACE}/jobs/{_JOB_ID}/register", JobRegisterHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures", JobFiguresHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures/(?P<name>[^/]+)", JobFigureHandler),
 ]

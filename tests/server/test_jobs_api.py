@@ -154,6 +154,11 @@ async def test_bad_requests_are_400_and_unknown_ids_404(api, jp_fetch, jp_root_d
     assert status == 404
     status, reply, _ = await api("DELETE", "jobs/0123456789ab")
     assert status == 404
+    status, reply, _ = await api("POST", "jobs/0123456789ab/register", {"name": "m"})
+    assert status == 404 and "no job" in reply["message"]
+    for body, words in [({}, "'name'"), ({"name": "m", "colour": 1}, "unknown field"), ({"name": 3}, "'name'")]:
+        status, reply, _ = await api("POST", "jobs/0123456789ab/register", body)
+        assert status == 400 and words in reply["message"], (body, reply)
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("jupyter-ptcuda", "jobs", "0123456789ab", "log", params={"offset": "-1"})
     assert err.value.code == 400
@@ -162,7 +167,8 @@ async def test_bad_requests_are_400_and_unknown_ids_404(api, jp_fetch, jp_root_d
 async def test_unauthenticated_requests_are_refused(jp_fetch, jp_root_dir):
     rel = write_notebook(jp_root_dir)
     for method, parts, body in [("GET", ("jobs",), None), ("POST", ("jobs",), json.dumps({"path": rel})),
-                                ("POST", ("exports",), json.dumps({"path": rel}))]:
+                                ("POST", ("exports",), json.dumps({"path": rel})),
+                                ("POST", ("jobs", "0123456789ab", "register"), json.dumps({"name": "m"}))]:
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch("jupyter-ptcuda", *parts, method=method, body=body,
                            headers={"Authorization": "token not-the-token"})
@@ -178,6 +184,8 @@ async def test_authorizer_decides(api, jp_root_dir):
     status, body, _ = await api("POST", "jobs", {"path": rel, "gpus": "none"})
     assert status == 403 and "not authorized" in body["message"]
     status, body, _ = await api("POST", "exports", {"path": rel})
+    assert status == 403
+    status, body, _ = await api("POST", "jobs/0123456789ab/register", {"name": "m"})
     assert status == 403
     assert not (jp_root_dir / "nb" / "outputs").exists()
 

@@ -204,3 +204,8 @@ def test_torchvision_from_a_given_wheelhouse(tmp_path):
     assert run(tmp_path, "2.13.0", None)[0] is None
     wheel(tmp_path, "torchvision", "0.28.0", ["torch (==2.13.0)"])
     assert run(tmp_path, "2.13.0", None)[0] == "torchvision==0.28.0"
+
+
+def test_serve_preset_is_what_mlflow_logging_and_its_scoring_server_need():
+    assert install_list(debian=False, preset="serve") == ["ipykernel", "mlflow-skinny", "pandas"]
+    assert not PRESETS["serve"].torchvision
