@@ -336,7 +336,9 @@ class FakeKube:
         obj = self.objects.get(("jobs", job))
         if obj is None or (obj.get("status") or {}).get("conditions"):
             return
-        for (p, n), o in list(self.objects.items()):  # the Job controller deletes its active pods
+        # as the Job controller (1.31+) does: FailureTarget first, then its active pods deleted, then Failed
+        await self._finish_job(job, "FailureTarget", "DeadlineExceeded")
+        for (p, n), o in list(self.objects.items()):
             if p == "pods" and o["metadata"]["labels"].get("batch.kubernetes.io/job-name") == job:
                 await self.delete_pod(n)
         await self._finish_job(job, "Failed", "DeadlineExceeded")

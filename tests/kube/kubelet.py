@@ -42,6 +42,7 @@ from .fakeapi import FakeKube, now
 
 LABEL = "io.jupyter-ptcuda.kind"  # so the leftover checks (docker ps --filter label=...kind) see them
 VALUE = "test-kubelet"
+NODE_LABEL = "io.jupyter-ptcuda.test-node"  # which Node made it: leftovers are this node's only
 
 
 def _quantity(text: str) -> float:
@@ -73,6 +74,7 @@ class Node:
         self._stopping = False
         self._logs: dict[str, int] = {}
         self.root = tempfile.mkdtemp(prefix="ptcuda-kubelet-")  # emptyDirs
+        self.id = os.path.basename(self.root)  # unique on this host
 
     # -- the loop -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,7 +108,8 @@ class Node:
             self.fake.changed.notify_all()
 
     def leftovers(self) -> list[dict]:
-        return self.api.containers(all=True, filters={"label": f"{LABEL}={VALUE}"})
+        """This node's containers still on the engine (not another test's node, on a shared engine)."""
+        return self.api.containers(all=True, filters={"label": [f"{LABEL}={VALUE}", f"{NODE_LABEL}={self.id}"]})
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -136,11 +139,17 @@ class Node:
                 if uid not in self._ending:
                     self._ending[uid] = asyncio.ensure_future(self._end(pod, cid))
                 continue
-            await self._observe(pod, cid)
+            try:  # one pod's trouble does not stop the node from looking after the others
+                await self._observe(pod, cid)
+            except Exception as exc:  # noqa: BLE001 - said; the pod is looked at again at the next sync
+                print(f"kubelet: pod {pod['metadata']['name']}: {exc!r}")
+                if "404" in str(exc) and ("pods", pod["metadata"]["name"]) in self.fake.objects:
+                    del self.containers[uid]  # its container vanished: the pod has failed, as a kubelet reports it
+                    await self._status(pod["metadata"]["name"], {"phase": "Failed", "reason": "ContainerStatusUnknown"})
         for uid, pod in pods.items():  # deleted before its container was made: nothing to stop
             if pod["metadata"].get("deletionTimestamp") and uid not in self.containers and uid not in self._busy \
-                    and uid not in self._ending:
-                self._ending[uid] = asyncio.ensure_future(self.fake.drop("pods", pod["metadata"]["name"]))
+                    and uid not in self._ending and ("pods", pod["metadata"]["name"]) in self.fake.objects:
+                await self.fake.drop("pods", pod["metadata"]["name"])
         for uid, pod in pods.items():
             if (not self._stopping and uid not in self.containers and uid not in self._busy and uid not in self._stuck
                     and (pod.get("status") or {}).get("phase")
@@ -313,7 +322,7 @@ class Node:
             c["image"], command=c.get("args") or None, working_dir=c.get("workingDir"), host_config=host_config,
             environment={e["name"]: e["value"] for e in c.get("env") or []},
             user=f"{uid}:{gid}" if uid is not None else None,
-            labels={LABEL: VALUE, "io.jupyter-ptcuda.test-pod": pod["metadata"]["name"], "io.jupyter-ptcuda.test-role": role},
+            labels={LABEL: VALUE, NODE_LABEL: self.id, "io.jupyter-ptcuda.test-pod": pod["metadata"]["name"], "io.jupyter-ptcuda.test-role": role},
             **kw)
         cid = created["Id"]
         if files:

@@ -52,6 +52,15 @@ async def jobs_on_kube(tmp_path, test_image, *, capacity=None, **opts):
         await gone(fake, "pods")  # nothing left behind: a deleted Job's pods go after it, once their node ended them
 
 
+async def manifest_says(job, key: str, value, within: float = 10) -> None:
+    """Until the job's manifest.json has ``key`` = ``value`` (its finaliser rewrites it just after recording the
+    end, so a reader that saw the job end may be a moment early)."""
+    deadline = time.monotonic() + within
+    while (got := json.loads(Path(job.manifest_path).read_text()).get(key)) != value:
+        assert time.monotonic() < deadline, f"manifest {key} = {got!r}, not {value!r}"
+        await asyncio.sleep(0.05)
+
+
 async def gone(fake: FakeKube, plural: str, within: float = 30) -> None:
     """Until no object of ``plural`` is left (AssertionError naming them after ``within`` seconds)."""
     deadline = asyncio.get_running_loop().time() + within
@@ -108,7 +117,7 @@ async def test_a_job_runs_as_a_kubernetes_job_with_its_log_exit_code_and_digest(
         assert "epoch 1" in log and f"uid 1000 out {job.output_dir}/artifacts" in log
         assert (Path(job.output_dir) / "artifacts" / "model.txt").read_text() == "w"
         assert job.image == test_image and job.image_digest.startswith("sha256:")  # from the pod's imageID
-        assert json.loads(Path(job.manifest_path).read_text())["image_digest"] == job.image_digest
+        await manifest_says(job, "image_digest", job.image_digest)  # rewritten just after the job's row
         data, _ = await mgr.read_log(job.id)
         assert b"epoch 1" in data
 

@@ -128,7 +128,7 @@ def state_from_job(job: Mapping[str, Any]) -> ContainerState:
     status = job.get("status") or {}
     labels = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(L.PREFIX)}
     conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    failed = conds.get("Failed")
+    failed = conds.get("Failed") or conds.get("FailureTarget")  # FailureTarget: failed, its pods still ending
     done = failed is not None or "Complete" in conds
     deadline = failed is not None and failed.get("reason") == "DeadlineExceeded"
     code = None if not done else (0 if failed is None else DEADLINE_EXIT if deadline else 1)
