@@ -233,6 +233,19 @@ class Node:
             info = await asyncio.to_thread(self._run, cid)
             ip = info["NetworkSettings"]["IPAddress"]
             await self._say(pod, "Started", f"Started container {c['name']}", type="Normal")
+            if not info["State"].get("Running"):  # ended already (before it had an IP): report its end, not Running
+                state = await asyncio.to_thread(self.api.inspect_container, cid)
+                self.fake.logs[name] = await asyncio.to_thread(lambda: self.api.logs(cid, stdout=True, stderr=True))
+                code = int(state["State"].get("ExitCode") or 0)
+                why = "OOMKilled" if state["State"].get("OOMKilled") else "Completed" if code == 0 else "Error"
+                await self._status(name, {
+                    "phase": "Succeeded" if code == 0 else "Failed", "hostIP": "192.0.2.2", "startTime": now(),
+                    "containerStatuses": [{"name": c["name"], "ready": False, "started": False, "restartCount": 0,
+                                           "image": c["image"], "imageID": "docker-pullable://" + info["Image"],
+                                           "containerID": "docker://" + cid, "state": {"terminated": {
+                                               "exitCode": code, "reason": why, "startedAt": now(),
+                                               "finishedAt": now(), "containerID": "docker://" + cid}}}]})
+                return
             await self._status(name, {
                 "phase": "Running", "hostIP": "192.0.2.2", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now(),
                 "containerStatuses": [{"name": c["name"], "ready": True, "started": True, "restartCount": 0,
