@@ -100,7 +100,7 @@ def test_files_go_only_where_the_broker_puts_them_never_through_a_mount(hub):
 
 
 def test_gpus_are_the_broker_s_to_assign_whatever_the_client_sends(hub, engine):
-    r = launch(hub, ALICE, kind="job", id="gpu-a", image=hub.test_image, command=["sleep", "120"], gpus="count:1")
+    r = launch(hub, ALICE, kind="job", id="gpu-a", image=hub.test_image, command=["sleep", "600"], gpus="count:1")
     assert r.status_code == 200, r.text
     held = r.json()["result"]["spec"]["gpus"]["ids"]
     assert len(held) == 1
@@ -109,22 +109,22 @@ def test_gpus_are_the_broker_s_to_assign_whatever_the_client_sends(hub, engine):
                      "bogus", {"mode": "ids", "ids": ["all"]}]
         for gpus in spellings:
             spec_gpus = gpus if isinstance(gpus, dict) else {"mode": "ids", "ids": gpus if isinstance(gpus, list) else [gpus]}
-            r = launch(hub, BOB, kind="job", id="gpu-b", image=hub.test_image, command=["sleep", "60"], gpus=gpus,
-                       spec={"image": hub.test_image, "command": ["sleep", "60"], "gpus": spec_gpus,
+            r = launch(hub, BOB, kind="job", id="gpu-b", image=hub.test_image, command=["sleep", "600"], gpus=gpus,
+                       spec={"image": hub.test_image, "command": ["sleep", "600"], "gpus": spec_gpus,
                              "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "gpu-b"}})
             assert r.status_code in (400, 403, 409), (gpus, r.status_code, r.text)
         # a made-up GPU mode, no claim, an image that says NVIDIA_VISIBLE_DEVICES=all (as pytorch/pytorch does)
         for spec_gpus in ({"mode": "bogus"}, {"mode": "count", "count": -1}):
-            r = launch(hub, BOB, kind="job", id="gpu-c", image=hub.nvidia_all_image, command=["sleep", "60"], gpus="none",
-                       spec={"image": hub.nvidia_all_image, "command": ["sleep", "60"], "gpus": spec_gpus,
+            r = launch(hub, BOB, kind="job", id="gpu-c", image=hub.nvidia_all_image, command=["sleep", "600"], gpus="none",
+                       spec={"image": hub.nvidia_all_image, "command": ["sleep", "600"], "gpus": spec_gpus,
                              "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "gpu-c"}})
             assert r.status_code == 200, r.text
             info = inspect(engine, r.json()["result"]["id"])
             call(hub, BOB, "remove", cid=info["Id"])
             assert env_of(info)["NVIDIA_VISIBLE_DEVICES"] == "void" and not info["HostConfig"]["DeviceRequests"]
         # 'all' is every GPU nobody holds: never alice's
-        r = launch(hub, BOB, kind="job", id="gpu-d", image=hub.test_image, command=["sleep", "60"], gpus="all",
-                   spec={"image": hub.test_image, "command": ["sleep", "60"], "gpus": {"mode": "all"},
+        r = launch(hub, BOB, kind="job", id="gpu-d", image=hub.test_image, command=["sleep", "600"], gpus="all",
+                   spec={"image": hub.test_image, "command": ["sleep", "600"], "gpus": {"mode": "all"},
                          "labels": {"io.jupyter-ptcuda.kind": "job", "io.jupyter-ptcuda.job-id": "gpu-d"}})
         assert r.status_code == 200, r.text
         info = inspect(engine, r.json()["result"]["id"])
@@ -135,17 +135,17 @@ def test_gpus_are_the_broker_s_to_assign_whatever_the_client_sends(hub, engine):
         remove_all(hub, ALICE)
         remove_all(hub, BOB)
     # a claim lives as long as its container: bob's GPUs are free again once his container is removed
-    r = launch(hub, BOB, kind="job", id="gpu-e", image=hub.test_image, command=["sleep", "60"], gpus="count:2")
+    r = launch(hub, BOB, kind="job", id="gpu-e", image=hub.test_image, command=["sleep", "600"], gpus="count:2")
     assert r.status_code == 200, r.text
     call(hub, BOB, "remove", cid=r.json()["result"]["id"])
-    r = launch(hub, ALICE, kind="job", id="gpu-f", image=hub.test_image, command=["sleep", "60"], gpus="count:2")
+    r = launch(hub, ALICE, kind="job", id="gpu-f", image=hub.test_image, command=["sleep", "600"], gpus="count:2")
     assert r.status_code == 200, r.text
     call(hub, ALICE, "remove", cid=r.json()["result"]["id"])
 
 
 def test_every_limit_has_a_ceiling_and_unlimited_is_refused(hub, engine):
-    base = {"kind": "job", "id": "lim", "image": hub.test_image, "command": ["sleep", "30"]}
-    spec = {"image": hub.test_image, "command": ["sleep", "30"], "labels": {"io.jupyter-ptcuda.kind": "job",
+    base = {"kind": "job", "id": "lim", "image": hub.test_image, "command": ["sleep", "600"]}
+    spec = {"image": hub.test_image, "command": ["sleep", "600"], "labels": {"io.jupyter-ptcuda.kind": "job",
                                                                             "io.jupyter-ptcuda.job-id": "lim"}}
     try:
         for field, value in [("mem_limit", 0), ("mem_limit", -1), ("mem_limit", 1), ("pids_limit", 0), ("pids_limit", -1),
@@ -162,8 +162,8 @@ def test_every_limit_has_a_ceiling_and_unlimited_is_refused(hub, engine):
 
 
 def test_one_user_s_long_calls_and_terminals_do_not_delay_another_user(hub):
-    a = launch(hub, ALICE, kind="job", id="victim", image=hub.test_image, command=["sleep", "300"])
-    b = launch(hub, BOB, kind="job", id="hog", image=hub.test_image, command=["sleep", "300"])
+    a = launch(hub, ALICE, kind="job", id="victim", image=hub.test_image, command=["sleep", "900"])
+    b = launch(hub, BOB, kind="job", id="hog", image=hub.test_image, command=["sleep", "900"])
     assert a.status_code == b.status_code == 200, (a.text, b.text)
     mine, hog = a.json()["result"]["id"], b.json()["result"]["id"]
     statuses: list[int] = []
@@ -242,7 +242,7 @@ def test_a_local_process_without_a_token_cannot_make_the_broker_buffer_a_large_b
 
 
 def test_malformed_values_are_a_short_4xx_on_every_operation(hub):
-    r = launch(hub, BOB, kind="job", id="mal", image=hub.test_image, command=["sleep", "60"])
+    r = launch(hub, BOB, kind="job", id="mal", image=hub.test_image, command=["sleep", "600"])
     assert r.status_code == 200, r.text
     cid = r.json()["result"]["id"]
     cases = [
