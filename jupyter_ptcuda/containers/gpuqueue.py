@@ -33,13 +33,14 @@ from collections.abc import Iterable, Mapping, Sequence
 @dataclasses.dataclass(frozen=True)
 class Waiting:
     """One request in line. ``count`` GPUs, or the devices ``ids`` (canonical indexes); ``submitted``:
-    epoch seconds it joined (kept across a restart: its place is by this time)."""
+    epoch seconds it joined (kept across a restart: its place is by this time), then ``seq``."""
 
     claim: str
     owner: str
     count: int = 0
     ids: tuple[str, ...] = ()
     submitted: float = 0.0
+    seq: int = 0  # the order of arrival among requests of the same time
 
     @property
     def size(self) -> int:
@@ -163,16 +164,16 @@ def order(waiting: Iterable[Waiting], usage: Mapping[str, float], held: Mapping[
             starving.append(w)
         else:
             by_user.setdefault(w.owner, []).append(w)
-    starving.sort(key=lambda w: (w.submitted, w.claim))
+    starving.sort(key=lambda w: (w.submitted, w.seq, w.claim))
     out = list(starving)
-    heap: list[tuple[float, int, float, str, str]] = []
+    heap: list[tuple[float, int, float, int, str, str]] = []
     for user, items in by_user.items():
-        items.sort(key=lambda w: (w.submitted, w.claim))
-        heapq.heappush(heap, (usage.get(user, 0.0), held.get(user, 0), items[0].submitted, items[0].claim, user))
+        items.sort(key=lambda w: (w.submitted, w.seq, w.claim))
+        heapq.heappush(heap, (usage.get(user, 0.0), held.get(user, 0), items[0].submitted, items[0].seq, items[0].claim, user))
     nxt = {user: 0 for user in by_user}
     holding = dict(held)
     while heap:
-        used, _, _, _, user = heapq.heappop(heap)
+        used, _, _, _, _, user = heapq.heappop(heap)
         items = by_user[user]
         w = items[nxt[user]]
         out.append(w)
@@ -180,7 +181,7 @@ def order(waiting: Iterable[Waiting], usage: Mapping[str, float], held: Mapping[
         holding[user] = holding.get(user, 0) + w.size
         if nxt[user] < len(items):
             head = items[nxt[user]]
-            heapq.heappush(heap, (used, holding[user], head.submitted, head.claim, user))
+            heapq.heappush(heap, (used, holding[user], head.submitted, head.seq, head.claim, user))
     return out
 
 
