@@ -128,7 +128,11 @@ class GpuQueue(LoggingConfigurable):
     def check(self, owner: str, request: GpuRequest) -> None:
         """ConfigError (400) now for a request that can never be met (a job's submit, before it is recorded).
         Nothing is said while the GPUs are not known yet (the sampler's first look): :meth:`acquire` says it."""
-        if not self.enabled or request.mode not in ("count", "ids") or not self.ledger.gpu_count():
+        if not self.enabled or request.mode not in ("count", "ids"):
+            return
+        if not self.ledger.gpu_count():
+            if self.ledger.sampler is not None:
+                self.ledger.sampler.ensure_started()  # returns at once; acquire waits for its first look
             return
         request = self.ledger.canonical(request)
         why = refusal(Waiting(claim="", owner=owner, count=request.count if request.mode == "count" else 0,

@@ -415,7 +415,7 @@ class JobManager(JobQueueing, JobLifecycle):
             if job.terminal:  # cancelled while starting
                 await self.service.remove(cid)
                 return job
-        elif not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
+        elif not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started, reason=None,
                                 gpus=spec.gpus.label(), **self._digest(job, state)):  # cancelled while starting
             await self.service.remove(cid)
             self.service.release(job.id)

@@ -138,6 +138,8 @@ class PtcudaExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
+        if self.state.queue is not None and self.state.queue.enabled:
+            self.state.sampler.ensure_started()  # the GPU queue refuses what this host can never give at submit
         if self.state.service.posts_notices:
             self.state.spawn(self._notice_loop(self.state.service))
         if self.freeze_gc:

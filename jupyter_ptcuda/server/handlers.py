@@ -1,4 +1,5 @@
-"""REST handlers: GPUs, kernels, health checks, Prometheus metrics (``{base_url}/jupyter-ptcuda/...``).
+"""REST handlers: GPUs, kernels, health checks, Prometheus metrics (``{base_url}/jupyter-ptcuda/...``; the
+GPU queue's length and wait-time histogram among them).
 
 Every verb is ``@web.authenticated`` + ``@authorized`` (resource ``jupyter_ptcuda``). Reads of GPU state
 never call NVML (the sampler's cached snapshot); Docker calls go through the engine's worker threads.
@@ -307,6 +308,17 @@ class MetricsHandler(PtcudaHandler):
         lines += ["# HELP ptcuda_jobs Batch jobs by state.", "# TYPE ptcuda_jobs gauge"]
         for st, n in sorted((await self.state.jobs.count_by_state()).items()):
             lines.append(f'ptcuda_jobs{{state="{_esc(st)}"}} {n}')
+        queue = self.state.queue
+        if queue is not None:
+            lines += ["# HELP ptcuda_gpu_queue_length Requests (jobs, kernels) waiting in the GPU queue.",
+                      "# TYPE ptcuda_gpu_queue_length gauge", f"ptcuda_gpu_queue_length {len(queue)}",
+                      "# HELP ptcuda_gpu_queue_wait_seconds Seconds a GPU request waited before its GPUs were granted.",
+                      "# TYPE ptcuda_gpu_queue_wait_seconds histogram"]
+            hist = queue.waited
+            for bound, count in zip(hist.buckets, hist.counts, strict=True):
+                lines.append(f'ptcuda_gpu_queue_wait_seconds_bucket{{le="{bound:g}"}} {count}')
+            lines += [f'ptcuda_gpu_queue_wait_seconds_bucket{{le="+Inf"}} {hist.count}',
+                      f"ptcuda_gpu_queue_wait_seconds_sum {hist.sum:g}", f"ptcuda_gpu_queue_wait_seconds_count {hist.count}"]
         self.finish("\n".join(lines) + "\n", set_content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
