@@ -111,6 +111,16 @@ def test_queued_jobs_survive_sigkill_and_each_runs_once_in_order(tmp_path):
             assert [jobs[n]["place"] for n in ("q0", "q1", "q2")] == [1, 2, 3]
             until("both holders running", lambda: (nb / "runs.txt").exists() and
                   (nb / "runs.txt").read_text().split() == ["hold0", "hold1"])
+
+            def listed() -> str:
+                done = subprocess.run([sys.executable, "-m", "jupyter_ptcuda.cli", "jobs", "list"], env=env,
+                                      capture_output=True, text=True, timeout=120)
+                assert done.returncode == 0, done.stderr
+                row = next(line for line in done.stdout.splitlines() if line.startswith(jobs["q2"]["id"]))
+                return row if "2 requests ahead" in row else ""
+
+            row = until("`jobs list` shows the place", listed)
+            assert "queued (waiting for 1 GPU: 2 requests ahead of you; GPUs held by your job hold" in row
         # killed with SIGKILL (the context's end): no stop hook ran. A new server:
         with server(root, env, log) as url:
             until("the line rebuilt", lambda: [state(url, jobs[n]["id"])["place"] for n in ("q0", "q1", "q2")] == [1, 2, 3])
