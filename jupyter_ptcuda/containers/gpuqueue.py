@@ -216,13 +216,19 @@ def decide(waiting: Sequence[Waiting], gpus: Sequence[str], holders: Mapping[str
             reserved = tuple(i for i in w.ids if i in pool) if w.ids else tuple(pool[: w.count])
             pool = [g for g in pool if g not in reserved]
         waits.append((w, len(waits), reserved, "quota" if over else ""))
-    described = tuple(Wait(w.claim, ahead, reserved, _reason(w, ahead, reserved, why, holders, held, rules))
-                      for w, ahead, reserved, why in waits)
-    return Decision(tuple(starts), described)
+    by_index = sorted(holders, key=lambda g: (len(g), g))
+    said: dict[tuple[str, tuple[str, ...]], str] = {}  # who holds what, as one user reads it (the same for many)
+    described = []
+    for w, ahead, reserved, why in waits:
+        key = (w.owner, w.ids)
+        if key not in said:
+            said[key] = _holders(w, list(w.ids) if w.ids else by_index, holders, rules)
+        described.append(Wait(w.claim, ahead, reserved, _reason(w, ahead, reserved, why, said[key], held, rules)))
+    return Decision(tuple(starts), tuple(described))
 
 
-def _reason(w: Waiting, ahead: int, reserved: tuple[str, ...], why: str, holders: Mapping[str, Sequence[Holder]],
-            held: Mapping[str, int], rules: Rules) -> str:
+def _reason(w: Waiting, ahead: int, reserved: tuple[str, ...], why: str, holding: str, held: Mapping[str, int],
+            rules: Rules) -> str:
     """"waiting for 1 GPU: 2 requests ahead of you; GPUs held by your job train-lr0.1 and another user"."""
     what = f"GPU {', '.join(w.ids)}" if w.ids else _plural(w.count, "GPU")
     parts = [f"{_plural(ahead, 'request')} ahead of you" if ahead else "next in line"]
@@ -230,7 +236,13 @@ def _reason(w: Waiting, ahead: int, reserved: tuple[str, ...], why: str, holders
         parts.append(f"you hold {held.get(w.owner, 0)} of the {rules.max_gpus} GPUs one user may hold (max_gpus)")
     if reserved:
         parts.append(f"{', '.join(reserved)} reserved for you (waiting over {rules.reserve_after:.0f} s)")
-    relevant = list(w.ids) if w.ids else sorted(holders, key=lambda g: (len(g), g))
+    if holding:
+        parts.append(holding)
+    return f"waiting for {what}: " + "; ".join(parts)
+
+
+def _holders(w: Waiting, relevant: list[str], holders: Mapping[str, Sequence[Holder]], rules: Rules) -> str:
+    """"GPUs held by your job train-lr0.1 and another user" ("" when none of ``relevant`` is held)."""
     names: list[str] = []
     for gpu in relevant:
         for h in holders.get(gpu, ()):
@@ -242,8 +254,8 @@ def _reason(w: Waiting, ahead: int, reserved: tuple[str, ...], why: str, holders
                 name = f"{h.what} of {h.owner}" if h.owner else h.what
             if name not in names:
                 names.append(name)
-    if names:
-        shown = names[:3] + ([f"{len(names) - 3} more"] if len(names) > 3 else [])
-        joined = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
-        parts.append(f"GPU{'s' if len(relevant) > 1 else ''} held by {joined}")
-    return f"waiting for {what}: " + "; ".join(parts)
+    if not names:
+        return ""
+    shown = names[:3] + ([f"{len(names) - 3} more"] if len(names) > 3 else [])
+    joined = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"GPU{'s' if len(relevant) > 1 else ''} held by {joined}"
