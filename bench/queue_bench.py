@@ -104,8 +104,8 @@ async def dispatch_fake(handoffs: int, folder: Path) -> list[float]:
 
 async def dispatch_engine(handoffs: int, folder: Path, image: str) -> list[float]:
     from jupyter_ptcuda.containers.docker.service import DockerContainerService
-    from jupyter_ptcuda.nvml.fake import make_fake_nvml
     from jupyter_ptcuda.nvml.sampler import GpuSampler
+    from jupyter_ptcuda_testing.nvml import make_fake_nvml
 
     sampler = GpuSampler(make_fake_nvml("2"), interval=0.5)
     sampler.ensure_started()

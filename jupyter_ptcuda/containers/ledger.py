@@ -29,7 +29,6 @@ from . import labels as L
 from .gpus import GpuRequest, devices
 
 if TYPE_CHECKING:
-    from .dispatch import GpuQueue
     from .types import ContainerState
 
 
@@ -38,6 +37,19 @@ class Listing(Protocol):
 
     async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
                    server_id: str | None = None, running: bool = False) -> list[ContainerState]: ...
+
+class WaitingLine(Protocol):
+    """What the allocation layer asks of the GPU queue (:class:`~.dispatch.GpuQueue`, which uses the ledger)."""
+
+    enabled: bool
+
+    def check(self, owner: str, request: GpuRequest) -> None: ...
+
+    async def acquire(self, claim: str, owner: str, request: GpuRequest, *, on_wait: Callable[[str], None] | None,
+                      submitted: float | None = None) -> GpuRequest: ...
+
+    def kick(self) -> None: ...
+
 
 class GpuLedger:
     def __init__(self, service: Listing, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
@@ -52,7 +64,7 @@ class GpuLedger:
         self.hide_others = False
         #: The GPU queue (:class:`~.dispatch.GpuQueue`) that requests willing to wait join; set by whoever owns
         #: the ledger (the server extension), read by the allocation layer. None: a held GPU is refused (409).
-        self.queue: GpuQueue | None = None
+        self.queue: WaitingLine | None = None
         self._lock = asyncio.Lock()
 
     async def holders(self) -> dict[str, list[dict[str, str]]]:

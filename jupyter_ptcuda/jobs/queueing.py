@@ -23,7 +23,7 @@ from typing import Any
 from traitlets.config import LoggingConfigurable
 
 from ..containers import labels as L
-from ..containers.service import ContainerService
+from ..containers.base import ContainerService
 from ..containers.spec import ContainerSpec
 from ..containers.wire import spec_from_json, spec_to_json
 from ..errors import PtcudaError
