@@ -43,7 +43,8 @@ def server(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
     args = [sys.executable, "-m", "jupyter_server", f"--ServerApp.root_dir={root}", f"--ServerApp.port={port}",
             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
-            "--JobManager.poll_interval=0.5", "--PtcudaExtension.freeze_gc=False", "--GpuQueue.poll_interval=0.5"]
+            "--JobManager.poll_interval=0.5", "--PtcudaExtension.freeze_gc=False", "--GpuQueue.poll_interval=0.5",
+            "--PtcudaExtension.nvml=fake:2"]
     if os.geteuid() == 0:
         args.append("--allow-root")
     with open(log, "ab") as out:
@@ -93,7 +94,7 @@ def test_queued_jobs_survive_sigkill_and_each_runs_once_in_order(tmp_path):
     (nb / "hold.py").write_text(HOLD)
     if os.geteuid() == 0:
         os.chown(nb, 1000, 100)
-    env = {**os.environ, "JUPYTER_PTCUDA_FAKE_NVML": "2", "JUPYTER_PTCUDA_JOBS_DB": str(tmp_path / "jobs.sqlite"),
+    env = {**os.environ, "JUPYTER_PTCUDA_JOBS_DB": str(tmp_path / "jobs.sqlite"),
            "JUPYTER_PTCUDA_IMAGE": TEST_IMAGE, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     log = tmp_path / "server.log"
