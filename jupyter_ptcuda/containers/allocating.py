@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ class AllocatingService(ContainerService):
             owner = spec.labels.get(L.OWNER, "")
             if queue is not None and queue.enabled and on_pending is not None and spec.gpus.mode in ("count", "ids"):
                 queued_at = spec.labels.get(L.QUEUED_AT)
+                tag = L.Tag.read(spec.labels)
+                what = f"{tag.kind} {tag.name or os.path.basename(tag.notebook) or tag.id[:8]}".strip()
                 got = await queue.acquire(claim, owner, spec.gpus, on_wait=on_pending,
-                                          submitted=float(queued_at) if queued_at else None)
+                                          submitted=float(queued_at) if queued_at else None, what=what)
             else:
                 got = await self.ledger.assign(claim, spec.gpus, free_all=spec.labels.get(L.KIND) == L.HEALTH, viewer=owner)
             spec = spec.with_gpus(got)

@@ -46,6 +46,7 @@ class _Entry:
     waiting: Waiting
     future: asyncio.Future[tuple[str, ...]]
     on_wait: Callable[[str], None] | None
+    what: str = ""
     reason: str = ""
     ahead: int = 0
 
@@ -118,9 +119,10 @@ class GpuQueue(LoggingConfigurable):
         return len(self._entries)
 
     def view(self) -> dict[str, dict[str, Any]]:
-        """claim → {owner, place (1 = next), reason, waited_s, gpus} of every waiting request (``GET jobs``)."""
+        """claim → {owner, what, place (1 = next), reason, waited_s, gpus} of every waiting request (``GET jobs``,
+        ``GET queue``)."""
         now = self.clock()
-        return {claim: {"owner": e.waiting.owner, "place": e.ahead + 1, "reason": e.reason,
+        return {claim: {"owner": e.waiting.owner, "what": e.what, "place": e.ahead + 1, "reason": e.reason,
                         "waited_s": round(max(0.0, now - e.waiting.submitted), 1),
                         "gpus": ",".join(e.waiting.ids) if e.waiting.ids else f"count:{e.waiting.count}"}
                 for claim, e in self._entries.items() if not e.future.done()}
@@ -141,11 +143,12 @@ class GpuQueue(LoggingConfigurable):
             raise ConfigError(f"gpus: {why}")
 
     async def acquire(self, claim: str, owner: str, request: GpuRequest, *, on_wait: Callable[[str], None] | None,
-                      submitted: float | None = None) -> GpuRequest:
+                      submitted: float | None = None, what: str = "") -> GpuRequest:
         """The devices for ``claim`` (held for it until its container exists), once the queue grants them.
 
         Refused at once (ConfigError) when the request can never be met. While it waits, ``on_wait(reason)``
-        hears each new reason. Cancelling the caller leaves the line (and gives back a grant not yet used)."""
+        hears each new reason; ``what`` names it for its user ("job train-lr0.1"). Cancelling the caller leaves
+        the line (and gives back a grant not yet used)."""
         await self.ledger.ready()
         if request.mode not in ("count", "ids") or self.ledger.sharing == "shared" or not self.ledger.gpu_count():
             return await self.ledger.assign(claim, request, viewer=owner)
@@ -159,7 +162,7 @@ class GpuQueue(LoggingConfigurable):
             raise ConfigError(f"gpus: {why}")
         if claim in self._entries:
             raise ConfigError(f"{claim} is already waiting for GPUs.")
-        entry = _Entry(waiting, asyncio.get_running_loop().create_future(), on_wait)
+        entry = _Entry(waiting, asyncio.get_running_loop().create_future(), on_wait, what)
         self._entries[claim] = entry
         try:
             await self._pass()

@@ -271,6 +271,24 @@ class NoticesHandler(PtcudaHandler):
         self.write_json({"notices": self.state.notices.since(since)})
 
 
+class QueueHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The GPU queue, in order: each waiting request's place, what it is, why it waits, since when. Another
+        user's request (under a shared ledger) is "another user", never its name."""
+        queue = self.state.queue
+        user = getattr(self.current_user, "username", "") or ""
+        view = queue.view() if queue is not None else {}
+        waiting = []
+        for claim, w in sorted(view.items(), key=lambda kv: kv[1]["place"]):
+            mine = queue is None or not queue.ledger.hide_others or w["owner"] in ("", user)
+            waiting.append({"id": claim if mine else None, "what": w["what"] if mine else "another user",
+                            "place": w["place"], "reason": w["reason"] if mine else None,
+                            "waited_s": w["waited_s"], "gpus": w["gpus"]})
+        self.write_json({"enabled": bool(queue is not None and queue.enabled), "waiting": waiting})
+
+
 class MetricsHandler(PtcudaHandler):
     GAUGES = [("utilization_gpu", "gpu_utilization_percent", "GPU utilisation (%)"),
               ("utilization_memory", "gpu_memory_utilization_percent", "Memory controller utilisation (%)"),
@@ -328,5 +346,6 @@ handlers = [
     (rf"/{NAMESPACE}/health", HealthCollectionHandler),
     (rf"/{NAMESPACE}/health/{_ID}", HealthHandler),
     (rf"/{NAMESPACE}/metrics", MetricsHandler),
+    (rf"/{NAMESPACE}/queue", QueueHandler),
     (rf"/{NAMESPACE}/notices", NoticesHandler),
 ]

@@ -68,6 +68,11 @@ async def test_a_third_gpu_job_waits_with_its_reason_and_starts_when_the_first_e
         assert listed[first["id"]]["place"] is None and listed[first["id"]]["state"] == "running"
         status, text, _ = await api("GET", "metrics")
         assert "ptcuda_gpu_queue_length 2" in text and "ptcuda_gpu_queue_wait_seconds_count 2" in text
+        status, queue, _ = await api("GET", "queue")  # the GPU panel's "waiting" list
+        assert status == 200 and queue["enabled"] is True
+        assert [(w["id"], w["what"], w["place"], w["gpus"]) for w in queue["waiting"]] == [
+            (third["id"], "job train-lr0.3", 1, "count:1"), (fourth["id"], "job train-lr0.4", 2, "count:1")]
+        assert queue["waiting"][0]["reason"] == third["reason"]
 
         status, body, _ = await api("DELETE", f"jobs/{fourth['id']}")  # cancel while queued
         assert status == 202
@@ -80,6 +85,7 @@ async def test_a_third_gpu_job_waits_with_its_reason_and_starts_when_the_first_e
         assert running["gpus"] == first["gpus"] and running["place"] is None and running["reason"] is None
         log = await wait_for(api, f"jobs/{third['id']}/log", lambda s, text: "started" in str(text))
         assert f"started train-lr0.3 {first['gpus']}" in log  # on the GPU the first one held
+        assert (await api("GET", "queue"))[1]["waiting"] == []
         status, text, _ = await api("GET", "metrics")
         assert "ptcuda_gpu_queue_length 0" in text and "ptcuda_gpu_queue_wait_seconds_count 3" in text
     finally:
