@@ -318,6 +318,8 @@ class JobLifecycle(LoggingConfigurable):
         containers = {c.tag.id: c for c in await self.service.list(L.JOB)}
         jobs = await self._db(self.store.list_jobs, ACTIVE)
         active = {j.id for j in jobs}
+        for job_id in [j for j in self._dispatching if j not in active]:  # cancelled elsewhere (the CLI) while queued
+            await self._leave_queue(job_id)
         for job_id, c in containers.items():
             if job_id and job_id not in active and not self._finalising:
                 try:

@@ -127,6 +127,23 @@ async def test_cancel_while_queued_leaves_the_line(tmp_path, script):
         assert await mgr._db(mgr.store.launch_of, waiting.id) is None
 
 
+async def test_a_job_cancelled_by_another_process_leaves_this_servers_line(tmp_path, script):
+    """`jupyter ptcuda jobs cancel` (its own JobManager on the same store) cancels a queued job: the server's
+    next reconcile takes it out of its line, so it never gets a container."""
+    clock = FakeClock(time.time())
+    fake = FakeBackend(clock)
+    async with manager(tmp_path, fake, clock) as (mgr, queue):
+        holder = await submit(mgr, script, "holder", gpus=2)
+        waiting = await submit(mgr, script, "waits")
+        cli = JobManager(service=fake, db_path=str(tmp_path / "jobs.sqlite"), reconcile_interval=0, import_check=False)
+        assert (await cli.cancel(waiting.id)).state == "cancelled"
+        await mgr.reconcile(adopt=True)
+        assert len(queue) == 0
+        fake.exit(holder.container_id, 0)
+        await in_state(mgr, holder.id, "completed")
+        assert not await fake.list(L.JOB, id=waiting.id) and (await mgr.get(waiting.id)).state == "cancelled"
+
+
 @pytest.mark.parametrize("gpus,words", [(3, r"3 GPU\(s\) asked for, but this host has 2: ask for at most 2"),
                                         (["5"], "no GPU 5 on this host")])
 async def test_a_request_that_can_never_be_met_is_refused_at_once(tmp_path, script, gpus, words):
