@@ -5,17 +5,19 @@ them runs exactly once, in the order they were submitted, as the GPUs free up.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import TEST_IMAGE
 from tests.integration.conftest import hook_engine
@@ -54,7 +56,7 @@ def server(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-            with contextlib.suppress(requests.RequestException):
+            with contextlib.suppress(OSError, ValueError):
                 if call("GET", url + "/gpus").json()["snapshot"]["state"] == "ok":
                     break
             assert time.monotonic() < deadline, log.read_text()[-3000:]
@@ -66,8 +68,22 @@ def server(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def call(method: str, url: str, body: dict | None = None) -> requests.Response:
-    return requests.request(method, url, json=body, headers={"Authorization": f"token {TOKEN}"}, timeout=30)
+class Reply:
+    def __init__(self, status_code: int, text: str) -> None:
+        self.status_code, self.text = status_code, text
+
+    def json(self) -> dict:
+        return json.loads(self.text)
+
+
+def call(method: str, url: str, body: dict | None = None) -> Reply:
+    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return Reply(r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.read().decode())
 
 
 def until(what: str, check, within: float = 60):
