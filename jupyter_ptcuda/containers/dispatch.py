@@ -109,6 +109,7 @@ class GpuQueue(LoggingConfigurable):
         self._kicked: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
         self._closed = False
+        self._again = False
 
     @property
     def rules(self) -> Rules:
@@ -190,7 +191,15 @@ class GpuQueue(LoggingConfigurable):
         except RuntimeError:
             return
         if self._kicked is None or self._kicked.done():
-            self._kicked = loop.create_task(self._pass_quietly())
+            self._kicked = loop.create_task(self._kicked_passes())
+        else:
+            self._again = True  # a look is under way and may have read the holders already: one more after it
+
+    async def _kicked_passes(self) -> None:
+        self._again = True
+        while self._again and self._entries:
+            self._again = False
+            await self._pass_quietly()
 
     async def _pass_quietly(self) -> None:
         try:
