@@ -216,3 +216,57 @@ async def test_the_line_survives_a_restart_in_order_and_each_job_runs_once(tmp_p
 
 async def _reason_starts(mgr: JobManager, job_id: str, text: str) -> bool:
     return ((await mgr.get(job_id)).reason or "").startswith(text)
+
+
+def gpu_spec(claim: str, owner: str, gpus: GpuRequest) -> ContainerSpec:
+    return ContainerSpec(image="img", command=("sleep",), user="1000:100", workdir="/tmp", gpus=gpus,
+                         labels={L.KIND: L.JOB, L.JOB_ID: claim, L.NAME: claim, L.OWNER: owner})
+
+
+async def test_when_a_gpu_frees_the_user_with_less_recent_gpu_time_goes_next():
+    """alice holds both GPUs and queues five more 1-GPU jobs; bob queues one after all of hers. When one of
+    alice's jobs ends, bob's starts next (fair share), then alice's in her own order."""
+    clock = FakeClock(time.time())
+    fake = FakeBackend(clock)
+    service, queue = layer(fake, clock)
+    one = GpuRequest("count", count=1)
+    running = [await service.launch(gpu_spec(f"alice-run{i}", "alice", one), claim=f"alice-run{i}", on_pending=lambda r: None)
+               for i in range(2)]
+    clock.advance(600)  # alice has used 2 GPUs for 10 minutes
+    waiters = {}
+    for i in range(5):
+        clock.advance(1)
+        waiters[f"alice-q{i}"] = asyncio.ensure_future(
+            service.launch(gpu_spec(f"alice-q{i}", "alice", one), claim=f"alice-q{i}", on_pending=lambda r: None))
+        await until("queued", lambda n=i + 1: asyncio.sleep(0, len(queue) == n))
+    clock.advance(1)
+    waiters["bob-q0"] = asyncio.ensure_future(
+        service.launch(gpu_spec("bob-q0", "bob", one), claim="bob-q0", on_pending=lambda r: None))
+    await until("bob queued", lambda: asyncio.sleep(0, len(queue) == 6))
+    assert queue.view()["bob-q0"]["place"] == 1  # ahead of alice's five
+    order = []
+    for launched in running:
+        await service.remove(launched.id)  # one of the GPUs frees up
+        done, _ = await asyncio.wait(list(waiters.values()), return_when=asyncio.FIRST_COMPLETED, timeout=5)
+        assert len(done) == 1
+        claim = next(c for c, t in waiters.items() if t in done)
+        order.append(claim)
+        running.append(waiters.pop(claim).result())
+        if len(order) == 3:
+            break
+    assert order == ["bob-q0", "alice-q0", "alice-q1"]
+    for t in waiters.values():
+        t.cancel()
+    await asyncio.gather(*waiters.values(), return_exceptions=True)
+    await queue.close()
+
+
+async def test_gpus_all_shares_and_never_waits():
+    clock = FakeClock(time.time())
+    fake = FakeBackend(clock)
+    service, queue = layer(fake, clock)
+    await service.launch(gpu_spec("holder", "u", GpuRequest("count", count=2)), claim="holder", on_pending=lambda r: None)
+    told: list[str] = []
+    launched = await service.launch(gpu_spec("shares", "u", GpuRequest("all")), claim="shares", on_pending=told.append)
+    assert launched.spec.gpus.mode == "all" and told == [] and len(queue) == 0
+    await queue.close()
