@@ -49,7 +49,14 @@ def release(root, name):
     return path
 
 
+async def gpus_known(api):
+    """The sampler (started with the server) has looked: GPUs are assigned from then on (before it, on a busy
+    host, a count goes to the engine as it is, as the ledger has always done without an NVML view)."""
+    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")
+
+
 async def test_a_third_gpu_job_waits_with_its_reason_and_starts_when_the_first_ends(api, jp_root_dir):
+    await gpus_known(api)
     first = await submit(api, "train-lr0.1")
     second = await submit(api, "train-lr0.2")
     try:
@@ -98,8 +105,7 @@ async def test_a_third_gpu_job_waits_with_its_reason_and_starts_when_the_first_e
 
 @pytest.mark.parametrize("gpus,words", [(3, "this host has 2"), (["7"], "no GPU 7")])
 async def test_a_request_that_can_never_be_met_is_refused_at_once(api, gpus, words):
-    # the GPUs are known once the sampler (started with the server) has looked: from then on nothing is recorded
-    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")
+    await gpus_known(api)
     status, body, _ = await api("POST", "jobs", {"path": "nb/hold.py", "gpus": gpus, "import_check": False})
     assert status == 400 and words in body["message"]
     assert (await api("GET", "jobs"))[1] == []  # not recorded, not queued

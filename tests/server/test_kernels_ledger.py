@@ -100,6 +100,7 @@ async def test_a_kernel_that_waits_past_its_launch_timeout_fails_saying_so(jp_fe
     (d / "kernel.json").write_text(json.dumps(make_kernel_json("PyTorch (2 GPUs)", {"image": test_image, "gpus": 2,
                                                                                    "launch_timeout": 3})))
     km = jp_serverapp.kernel_manager
+    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")  # GPUs are assigned
     code, model = await start_kernel(jp_fetch, gpu_kernelspec)
     assert code == 201, model
     try:
