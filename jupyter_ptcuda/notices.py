@@ -97,3 +97,18 @@ class PendingKernel:
     def failed(self, message: str) -> None:
         if self.at is not None:
             self._post("failed", f"{self._what()} did not start: {message}")
+
+
+class QueuedKernel(PendingKernel):
+    """The same ``kernel_pending`` notice for a kernel that waits in the GPU queue (Docker: the allocation
+    layer's queue; one mechanism with the Kubernetes pod's): its place and the holders while it waits, then
+    "started after waiting 41 s" or why it gave up. Posted by the provisioner."""
+
+    def waiting(self, reason: str) -> None:
+        self.at = self.at or self.clock()
+        self._post("waiting", f"{self._what()} is {reason.strip().rstrip('.')}. It is given up after "
+                              f"{self.limit:.0f} s (shut it down to leave the line).")
+
+    def started(self) -> None:
+        if self.at is not None:
+            self._post("started", f"{self._what()} started after waiting {self.clock() - self.at:.0f} s for a GPU.")

@@ -18,8 +18,11 @@ import asyncio
 from pathlib import Path
 from typing import Any, Protocol
 
+from .containers import labels as L
 from .containers.base import ContainerService
 from .containers.spec import ContainerSpec
+from .errors import LaunchError
+from .notices import QueuedKernel
 
 
 class Starting(Protocol):
@@ -31,6 +34,7 @@ class Starting(Protocol):
     kernel_id: Any
     gpu_fallback: str
     gpu_resource: str
+    launch_timeout: float
     connection_info: Any
     parent: Any
     _spec: ContainerSpec
@@ -68,11 +72,27 @@ class HostPlacement:
         return "0.0.0.0" if network_mode == "bridge" else "127.0.0.1"
 
     async def launch(self, prov: Starting) -> tuple[str, ContainerSpec, str | None]:
-        """Check (and pull) the image, then start the container: ``(id, spec, the CPU fallback's reason)``."""
+        """Check (and pull) the image, then start the container: ``(id, spec, the CPU fallback's reason)``.
+        Where its GPUs are held it waits in the GPU queue (the allocation layer) up to ``launch_timeout``, and
+        JupyterLab hears its place (a ``kernel_pending`` notice, :class:`~.notices.QueuedKernel`)."""
         await prov._ensure_image(prov._spec.image)
         await asyncio.to_thread(prov._clear_markers)
-        cid, spec, fell_back = await prov.service.launch(prov._spec, claim=str(prov.kernel_id),
-                                                         gpu_fallback=prov.gpu_fallback)
+        told = QueuedKernel(str(prov.kernel_id), prov._spec.labels.get(L.NOTEBOOK) or None, prov.launch_timeout)
+        try:
+            cid, spec, fell_back = await asyncio.wait_for(
+                prov.service.launch(prov._spec, claim=str(prov.kernel_id), gpu_fallback=prov.gpu_fallback,
+                                    on_pending=told.waiting), prov.launch_timeout)
+        except TimeoutError:
+            for left in await prov.service.list(L.KERNEL, id=str(prov.kernel_id)):  # given up while it was created
+                await prov.service.remove(left.id)
+            message = (f"no GPU freed up within launch_timeout={prov.launch_timeout:.0f} s ({prov._spec.gpus.label()} "
+                       "asked for): start it again later, ask for fewer GPUs, or stop a kernel or job that holds one.")
+            told.failed(message)
+            raise LaunchError(message) from None
+        except BaseException as exc:
+            told.failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise
+        told.started()
         return cid, spec, fell_back
 
     def interrupt(self, km: Any) -> bool:

@@ -6,12 +6,18 @@ from inside a backend.
 
 A claim is kept only while its container starts: from then on the container's ``gpus`` label is the
 claim, so it lives exactly as long as the container runs (no release can be forgotten).
+
+A launch that may wait (it passes ``on_pending``: jobs, kernels) and asks for GPUs by count or device joins
+the ledger's GPU queue (:class:`~.dispatch.GpuQueue`, when one is set) instead of being refused while they
+are held: ``on_pending(reason)`` hears its place, and the launch goes on once the queue grants the devices.
+Every removal and dropped claim here tells the queue to look again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +45,17 @@ class AllocatingService(ContainerService):
         """Assign the GPUs ``spec`` asks for under ``claim`` (a health check's 'all': every GPU nobody holds),
         then launch; the claim is dropped once the container exists (its label holds the GPUs from then on)."""
         if claim and assign_gpus and spec.gpus.wanted:
-            spec = spec.with_gpus(await self.ledger.assign(claim, spec.gpus, free_all=spec.labels.get(L.KIND) == L.HEALTH,
-                                                           viewer=spec.labels.get(L.OWNER, "")))
+            queue = self.ledger.queue
+            owner = spec.labels.get(L.OWNER, "")
+            if queue is not None and queue.enabled and on_pending is not None and spec.gpus.mode in ("count", "ids"):
+                queued_at = spec.labels.get(L.QUEUED_AT)
+                tag = L.Tag.read(spec.labels)
+                what = f"{tag.kind} {tag.name or os.path.basename(tag.notebook) or tag.id[:8]}".strip()
+                got = await queue.acquire(claim, owner, spec.gpus, on_wait=on_pending,
+                                          submitted=float(queued_at) if queued_at else None, what=what)
+            else:
+                got = await self.ledger.assign(claim, spec.gpus, free_all=spec.labels.get(L.KIND) == L.HEALTH, viewer=owner)
+            spec = spec.with_gpus(got)
         try:
             return await self.inner.launch(spec, claim=claim, gpu_fallback=gpu_fallback, assign_gpus=False,
                                            timeout=timeout, gpu_resource=gpu_resource, wait=wait, on_pending=on_pending)
@@ -50,6 +65,12 @@ class AllocatingService(ContainerService):
 
     def release(self, claim: str) -> None:
         self.ledger.release(claim)
+        self._freed()
+
+    def _freed(self) -> None:
+        """GPUs may be free now: the queue looks again."""
+        if self.ledger.queue is not None:
+            self.ledger.queue.kick()
 
     # -- everything else is the inner backend's ------------------------------------------------------------
     async def ping(self) -> dict[str, str]:
@@ -65,7 +86,10 @@ class AllocatingService(ContainerService):
         return await self.inner.private_dir(kernel_id, user)
 
     def validate(self, spec: ContainerSpec, *, timeout: float | None = None, gpu_resource: str | None = None) -> None:
+        """The inner backend's checks, and a GPU request that can never be met (the queue's refusal)."""
         self.inner.validate(spec, timeout=timeout, gpu_resource=gpu_resource)
+        if self.ledger.queue is not None and spec.gpus.mode in ("count", "ids"):
+            self.ledger.queue.check(spec.labels.get(L.OWNER, ""), spec.gpus)
 
     async def inspect(self, cid: str, *, signals: bool = False) -> ContainerState | None:
         return await self.inner.inspect(cid, signals=signals)
@@ -112,10 +136,15 @@ class AllocatingService(ContainerService):
         await self.inner.signal(cid, signal)
 
     async def remove(self, cid: str) -> None:
-        await self.inner.remove(cid)
+        try:
+            await self.inner.remove(cid)
+        finally:
+            self._freed()
 
     def remove_soon(self, cid: str) -> asyncio.Future[None]:
-        return self.inner.remove_soon(cid)
+        done = self.inner.remove_soon(cid)
+        done.add_done_callback(lambda _: self._freed())
+        return done
 
     async def reap(self, *, own_server_id: str | None = None, dry_run: bool = False) -> builtins.list[dict[str, Any]]:
         return await self.inner.reap(own_server_id=own_server_id, dry_run=dry_run)

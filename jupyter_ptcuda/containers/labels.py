@@ -21,6 +21,8 @@ OWNER_UID = PREFIX + "owner-uid"  # the uid of whoever asked (the server's, or t
 OWNER = PREFIX + "owner"  # their name
 GPUS = PREFIX + "gpus"
 NOTEBOOK = PREFIX + "notebook"
+NAME = PREFIX + "name"  # a job's name (the GPU queue names who holds a GPU by it)
+QUEUED_AT = PREFIX + "queued-at"  # epoch seconds a GPU request joined the queue (its place, across a restart)
 KERNEL_DIR = PREFIX + "kernel-dir"  # a kernel's private ipc folder: never mounted into a job
 #: JSON [[host path, target], ...]: the folders a broker-built container mounts, as their user asked for them
 #: (Docker binds the broker's staging paths: see jupyter_ptcuda.broker.mounts).
@@ -74,6 +76,7 @@ class Tag:
     gpus: str = "none"
     notebook: str = ""
     kernel_dir: str = ""
+    name: str = ""
 
     @classmethod
     def read(cls, labels: Mapping[str, str] | None) -> Tag:
@@ -82,7 +85,8 @@ class Tag:
         return cls(kind=kind, id=labels.get(_ID_LABEL.get(kind, ""), ""), server_id=labels.get(SERVER_ID, ""),
                    server_pid=_int(labels.get(SERVER_PID)), owner_uid=_int(labels.get(OWNER_UID)),
                    owner=labels.get(OWNER, ""), gpus=labels.get(GPUS, "none") or "none",
-                   notebook=labels.get(NOTEBOOK, ""), kernel_dir=labels.get(KERNEL_DIR, ""))
+                   notebook=labels.get(NOTEBOOK, ""), kernel_dir=labels.get(KERNEL_DIR, ""),
+                   name=labels.get(NAME, ""))
 
     @property
     def host(self) -> str:

@@ -21,7 +21,7 @@ server extension) for every kind that asks for GPUs, and the broker's operations
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, GpuUnavailable
@@ -38,6 +38,19 @@ class Listing(Protocol):
     async def list(self, kind: str | None = None, *, id: str | None = None, owner_uid: int | None = None,
                    server_id: str | None = None, running: bool = False) -> list[ContainerState]: ...
 
+class WaitingLine(Protocol):
+    """What the allocation layer asks of the GPU queue (:class:`~.dispatch.GpuQueue`, which uses the ledger)."""
+
+    enabled: bool
+
+    def check(self, owner: str, request: GpuRequest) -> None: ...
+
+    async def acquire(self, claim: str, owner: str, request: GpuRequest, *, on_wait: Callable[[str], None] | None,
+                      submitted: float | None = None, what: str = "") -> GpuRequest: ...
+
+    def kick(self) -> None: ...
+
+
 class GpuLedger:
     def __init__(self, service: Listing, snapshot: Any, sharing: str = "exclusive", sampler: Any = None) -> None:
         """``snapshot``: a callable returning the sampler's snapshot (GPUs, load); ``sampler``: the
@@ -49,6 +62,9 @@ class GpuLedger:
         self._pending: dict[str, tuple[str, ...]] = {}
         #: Under the broker (many users): a refusal names the holder only when it is the asker's own.
         self.hide_others = False
+        #: The GPU queue (:class:`~.dispatch.GpuQueue`) that requests willing to wait join; set by whoever owns
+        #: the ledger (the server extension), read by the allocation layer. None: a held GPU is refused (409).
+        self.queue: WaitingLine | None = None
         self._lock = asyncio.Lock()
 
     async def holders(self) -> dict[str, list[dict[str, str]]]:
@@ -61,7 +77,7 @@ class GpuLedger:
             seen.add(f"{c.tag.owner}/{c.tag.id}" if self.hide_others else c.tag.id)
             for gpu in self._indexes(c.tag.gpus):
                 out.setdefault(gpu, []).append({"kind": c.tag.kind, "id": c.tag.id, "container": c.id[:12],
-                                                "notebook": c.tag.notebook, "owner": c.tag.owner})
+                                                "notebook": c.tag.notebook, "owner": c.tag.owner, "name": c.tag.name})
         for owner, gpus in list(self._pending.items()):
             if owner in seen:
                 continue
@@ -79,6 +95,10 @@ class GpuLedger:
     def gpu_count(self) -> int:
         """How many GPUs the sampler sees working (0 without an NVML view)."""
         return len(self._gpus())
+
+    def indexes(self) -> list[str]:
+        """The working GPUs' device indexes, in index order."""
+        return sorted((str(g["index"]) for g in self._gpus()), key=lambda i: (len(i), i))
 
     def held_by(self, states: Iterable[ContainerState]) -> set[str]:
         """The device indexes these containers hold by their labels ('all': every GPU seen)."""
@@ -163,6 +183,18 @@ class GpuLedger:
             chosen = tuple(str(g["index"]) for g in free[: request.count])
             self._pending[owner] = chosen
             return GpuRequest("ids", ids=chosen)
+
+    async def dispatch(self, choose: Callable[[list[str], dict[str, list[dict[str, str]]]], dict[str, tuple[str, ...]]]
+                       ) -> None:
+        """The GPU queue's turn, under the assignment lock (so no assignment races it): ``choose(gpus, holders)``
+        gets the working GPUs' indexes, least loaded first, and who holds which (:meth:`holders`); what it
+        returns (claim → device indexes) is held for those claims until their containers exist."""
+        await self.ready()
+        async with self._lock:
+            gpus = sorted(self._gpus(), key=lambda g: (g.get("utilization_gpu") or 0, g.get("memory_used") or 0, g["index"]))
+            granted = choose([str(g["index"]) for g in gpus], await self.holders())
+            for claim, ids in granted.items():
+                self._pending[claim] = ids
 
     async def ready(self) -> None:
         """Start the sampler (and wait for its first look, up to 5 s) before GPUs are counted or assigned."""

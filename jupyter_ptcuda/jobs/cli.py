@@ -224,11 +224,13 @@ async def _list(as_json: bool, limit: int | None) -> int:
     if not jobs:
         print("no jobs yet: `jupyter ptcuda run train.py --wait` starts one")
         return 0
-    rows = [("ID", "NAME", "STATE", "EXIT", "GPUS", "CREATED", "DURATION")]
-    for j in jobs:
+    rows = [("ID", "NAME", "STATE", "EXIT", "GPUS", "CREATED", "WAITED", "DURATION")]
+    for j in jobs:  # a job waiting for GPUs: "queued (waiting for 1 GPU: 2 requests ahead of you; ...)"
         state = j.state + (f" ({j.reason})" if j.reason and j.reason not in (j.state, "completed", "failed") else "")
+        waited = j.waited()
         rows.append((j.id, j.name[:24], state, "" if j.exit_code is None else str(j.exit_code), j.gpus,
-                     _age(j.created), "" if j.duration() is None else f"{j.duration():.1f}s"))
+                     _age(j.created), "" if waited is None or waited < 1 else f"{waited:.0f}s",
+                     "" if j.duration() is None else f"{j.duration():.1f}s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

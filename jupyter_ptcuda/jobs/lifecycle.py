@@ -65,6 +65,7 @@ class JobLifecycle(LoggingConfigurable):
     poll_interval: float
     queued_grace: float = 600.0  # a queued job without container older than this was abandoned
     _watchers: dict[str, asyncio.Task]
+    _dispatching: dict[str, asyncio.Task]
     _finalising: set[asyncio.Task]
     _locks: dict[str, asyncio.Lock]
     #: The clocks: ``clock`` (epoch seconds) for timeouts and what the store records, ``monotonic`` for the
@@ -78,6 +79,12 @@ class JobLifecycle(LoggingConfigurable):
 
     async def get(self, job_id: str) -> Job:
         return await self._db(self.store.get, job_id)
+
+    async def _leave_queue(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    async def _requeue(self, job: Job, record: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _lock(self, job_id: str) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
@@ -274,6 +281,7 @@ class JobLifecycle(LoggingConfigurable):
         if job.state == QUEUED and not job.container_id:
             reason_text = "timed out" if reason == TIMED_OUT else "cancelled"
             if await self._db(self.store.transition, job_id, reason, reason=reason_text, finished=self.clock()):
+                await self._leave_queue(job_id)  # waiting for GPUs: out of the line
                 job = await self.get(job_id)
                 await asyncio.to_thread(O.write_manifest, job)
                 return job
@@ -310,6 +318,8 @@ class JobLifecycle(LoggingConfigurable):
         containers = {c.tag.id: c for c in await self.service.list(L.JOB)}
         jobs = await self._db(self.store.list_jobs, ACTIVE)
         active = {j.id for j in jobs}
+        for job_id in [j for j in self._dispatching if j not in active]:  # cancelled elsewhere (the CLI) while queued
+            await self._leave_queue(job_id)
         for job_id, c in containers.items():
             if job_id and job_id not in active and not self._finalising:
                 try:
@@ -319,12 +329,18 @@ class JobLifecycle(LoggingConfigurable):
                 if done:
                     await self.service.remove(c.id)
         for job in jobs:
-            task = self._watchers.get(job.id)
+            task = self._watchers.get(job.id) or self._dispatching.get(job.id)
             if task is not None and not task.done():
                 continue
             found = containers.get(job.id)
             cid: str | None = found.id if found else job.container_id
             info = await self.service.inspect(cid) if cid else None
+            if info is None and job.state == QUEUED:
+                record = await self._db(self.store.launch_of, job.id)
+                if record is not None:  # waiting in the GPU queue: the server's to (re-)queue, nobody else's
+                    if adopt:
+                        await self._requeue(job, record)
+                    continue
             if info is None:
                 if job.state == QUEUED and self.clock() - job.created < self.queued_grace:
                     continue  # being started by another process right now

@@ -49,6 +49,7 @@ from ..nofollow import read_bytes
 from . import outputs as O
 from .imports import check_imports
 from .lifecycle import JobLifecycle
+from .queueing import JobQueueing
 from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
 from .tracking import JobTracker, default_uri
@@ -77,7 +78,7 @@ class JobOptions(ContainerOptions):
         return os.environ.get("JUPYTER_PTCUDA_IMAGE", DEFAULT_TAG)
 
 
-class JobManager(JobLifecycle):
+class JobManager(JobQueueing, JobLifecycle):
     """Batch jobs for one process (the server, or one CLI command). See the module docstring."""
 
     db_path = Unicode(config=True, help="""The job store (SQLite). Default: $JUPYTER_PTCUDA_JOBS_DB when set,
@@ -132,6 +133,8 @@ class JobManager(JobLifecycle):
         self._watchers: dict[str, asyncio.Task] = {}
         self._finalising: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._dispatching: dict[str, asyncio.Task] = {}  # jobs on their way to a container (in the GPU queue)
+        self._reasons: dict[str, str] = {}
         self._loop_task: asyncio.Task | None = None
         self.tracker = JobTracker(self.mlflow_tracking_uri, enabled=self.mlflow_tracking, save_meta=self._save_run)
 
@@ -157,7 +160,8 @@ class JobManager(JobLifecycle):
 
     async def stop(self) -> None:
         """Server stop: stop watching. Jobs keep running; the next :meth:`start` picks them up."""
-        tasks = [t for t in [self._loop_task, *self._watchers.values()] if t is not None]
+        # jobs waiting for GPUs stop waiting here; their launch records bring them back at the next start
+        tasks = [t for t in [self._loop_task, *self._watchers.values(), *self._dispatching.values()] if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -165,6 +169,7 @@ class JobManager(JobLifecycle):
             await asyncio.wait(set(self._finalising), timeout=30)
         self._loop_task = None
         self._watchers.clear()
+        self._dispatching.clear()
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -243,16 +248,18 @@ class JobManager(JobLifecycle):
                                    env={**filter_env(os.environ, opts.env_allowlist), **env})
         request = dataclasses.replace(request, image_labels=image_info.labels, name=f"ptcuda-job-{job_id}")
         pinned = image_info.digest  # on Kubernetes the name as given: the pod's imageID says once it runs
-        spec = dataclasses.replace(build(request, policy, this_server()), image=pinned)  # the exact image
+        spec = build(request, policy, this_server())
+        created, name = self.clock(), req.name or path.stem  # the GPU queue: who holds a GPU, and the place in line
+        spec = dataclasses.replace(spec, image=pinned, labels={**spec.labels, L.NAME: name, L.QUEUED_AT: repr(created)})
         # what the backend would refuse at launch (Kubernetes: gpus 'all', a GPU resource not allowed): now
         self.service.validate(spec, timeout=req.timeout, gpu_resource=gpu_resource)
         image_labels = image_info.labels
         job = Job(
-            id=job_id, owner=req.owner or username(), name=req.name or path.stem,
+            id=job_id, owner=req.owner or username(), name=name,
             notebook=str(path) if is_notebook else None, notebook_sha256=export.notebook_sha256 if export else None,
             script=str(script), script_sha256=await asyncio.to_thread(O.sha256_file, script), workdir=workdir,
             output_dir=str(out_dir), parameters=dict(req.params), args=args, image=image_tag, image_digest=pinned,
-            gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=self.clock(), timeout=req.timeout,
+            gpus=spec.gpus.label(), kernel_id=req.kernel_id, created=created, timeout=req.timeout,
             requirements=list(export.requirements) if export else [],
             meta={"command": command, "torch": image_labels.get(L_TORCH), "cuda": image_labels.get(L_CUDA),
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
@@ -377,23 +384,29 @@ class JobManager(JobLifecycle):
         except (KeyError, AttributeError):
             return None
 
-    async def _start(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
-                     watch: bool, gpu_resource: str | None = None) -> Job:
+    async def _launch(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
+                      watch: bool, gpu_resource: str | None = None, on_wait: Callable[[str], None] | None = None) -> Job:
+        """Start ``job``'s container (after its turn in the GPU queue, where its GPUs are held: ``on_wait`` hears
+        why it waits) and record it running. Called by :meth:`_start` (and :meth:`_requeue`), in a task."""
         try:  # where a scheduler places it: created, not waited for (its watcher says why it is Pending, if it is)
             cid, spec, _ = await self.service.launch(spec, claim=job.id, gpu_fallback=gpu_fallback,
                                                      assign_gpus=not inherited_gpus, timeout=job.timeout,
-                                                     gpu_resource=gpu_resource, wait=False)
+                                                     gpu_resource=gpu_resource, wait=False, on_pending=on_wait)
         except PtcudaError as exc:
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)
-            await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
-                           reason=f"start failed: {exc.message.splitlines()[0]}")
-            if refusal(exc):  # not a job that failed: nothing ran; the client hears why (4xx) and keeps no row
+            was_queued = await self._db(self.store.launch_of, job.id) is not None  # its user was told it waits
+            await self._db(self.store.drop_launch, job.id)
+            failed = await self._db(self.store.transition, job.id, FAILED, finished=self.clock(),
+                                    reason=f"start failed: {exc.message.splitlines()[0]}")
+            if refusal(exc) and not was_queued:  # not a job that failed: nothing ran; the client hears why (4xx)
                 await self._db(self.store.delete, job.id)
                 await asyncio.to_thread(O.remove_job_folder, job)
                 raise
-            await asyncio.to_thread(O.write_manifest, await self.get(job.id))
+            if failed:
+                await asyncio.to_thread(O.write_manifest, await self.get(job.id))
             raise
+        await self._db(self.store.drop_launch, job.id)
         state = await self.service.inspect(cid)
         started = (state.started_at if state else None) or self.clock()
         if self._pending(state):  # queued until its pod runs; its watcher (or a reconcile) moves it on
@@ -402,7 +415,7 @@ class JobManager(JobLifecycle):
             if job.terminal:  # cancelled while starting
                 await self.service.remove(cid)
                 return job
-        elif not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started,
+        elif not await self._db(self.store.transition, job.id, RUNNING, container_id=cid, started=started, reason=None,
                                 gpus=spec.gpus.label(), **self._digest(job, state)):  # cancelled while starting
             await self.service.remove(cid)
             self.service.release(job.id)

@@ -89,12 +89,21 @@ class Job:
             return None
         return round((self.finished or time.time()) - self.started, 3)
 
+    def waited(self) -> float | None:
+        """Seconds from submit to start (so far, while queued; to the end, for one that never started)."""
+        if not self.created:
+            return None
+        until = self.started or self.finished or (None if self.terminal else time.time())
+        return None if until is None else round(max(0.0, until - self.created), 1)
+
     def to_json(self) -> dict[str, Any]:
         """The job as the REST API and ``jobs list --json`` show it."""
         out = dataclasses.asdict(self)
         for key in ("created", "started", "finished"):
             out[key] = iso(out[key])
         out["duration_s"] = self.duration()
+        out["waited_s"] = self.waited()
+        out["place"] = None  # a queued job's place in the GPU queue (1: next), where a server knows it
         out["log_path"] = self.log_path
         out["manifest_path"] = self.manifest_path
         return out
@@ -115,6 +124,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     requirements TEXT, meta TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS launches (job_id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -249,6 +259,28 @@ class JobStore:
         if count == 0 and sources is None:
             self.get(job_id)  # raises NotFound
         return count
+
+    def note(self, job_id: str, state: str, **fields: Any) -> bool:
+        """Set fields (not the state) only while the job is in ``state`` (a queued job's reason: never written
+        over a job that has moved on). False when it is not."""
+        if "state" in fields:
+            raise ValueError("change the state with transition()")
+        return self._set(job_id, fields, [state]) > 0
+
+    # -- the GPU queue's durable part: what a waiting job needs to start after a restart -------------
+    def save_launch(self, job_id: str, record: Mapping[str, Any]) -> None:
+        """Keep how a queued job is launched (its container spec and launch options) until it starts."""
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO launches (job_id, record) VALUES (?, ?)", (job_id, json.dumps(record)))
+
+    def launch_of(self, job_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM launches WHERE job_id = ?", (job_id,)).fetchone()
+        return json.loads(row["record"]) if row else None
+
+    def drop_launch(self, job_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM launches WHERE job_id = ?", (job_id,))
 
     def delete(self, job_id: str) -> None:
         """Forget a finished job (its outputs folder stays)."""

@@ -20,6 +20,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 
 from ..containers.base import ContainerService
+from ..containers.dispatch import GpuQueue
 from ..containers.factory import get_service, install_ledger, uninstall_ledger
 from ..containers.identity import server_id
 from ..containers.ledger import GpuLedger
@@ -62,6 +63,7 @@ class PtcudaState:
     sampler: GpuSampler
     ledger: GpuLedger
     jobs: JobManager
+    queue: GpuQueue | None = None  # the GPU queue of the allocation layer (None: the backend allocates itself)
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived response caches (handlers)
@@ -112,11 +114,14 @@ class PtcudaExtension(ExtensionApp):
         ledger: GpuLedger
         sampler, ledger = get_service().gpu_view(nvml=self._make_nvml(), interval=self.sample_interval,
                                                  history_seconds=self.history_seconds, sharing=self.gpu_sharing)
+        queue = GpuQueue(ledger, parent=self)  # c.GpuQueue.*: requests that may wait join it (allocation layer)
+        ledger.queue = queue
         service = install_ledger(ledger)  # GPU allocation around the backend, unless it assigns GPUs itself
         self.log.info("jupyter-ptcuda: container backend %s %s", type(service).__name__, service.capabilities())
         jobs = JobManager(service=service, parent=self, root_dir=self.serverapp.root_dir)  # type: ignore[union-attr]
         jobs.tracker.sampler = sampler  # the GPU telemetry of a job's GPUs goes into its MLflow run
-        self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs)
+        self.state = PtcudaState(app=self, service=service, sampler=sampler, ledger=ledger, jobs=jobs,
+                                 queue=None if service.allocates_gpus else queue)
         set_active_notices(self.state.notices)
         self.ownership = OwnershipRule(self.serverapp.root_dir, ContainerOptions(parent=self), self.log)  # type: ignore[union-attr]
         self.ownership.install(self.serverapp.contents_manager, getattr(self.serverapp, "event_logger", None))  # type: ignore[union-attr]
@@ -133,6 +138,8 @@ class PtcudaExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.state.spawn(self._reap_loop())
+        if self.state.queue is not None and self.state.queue.enabled:
+            self.state.sampler.ensure_started()  # the GPU queue refuses what this host can never give at submit
         if self.state.service.posts_notices:
             self.state.spawn(self._notice_loop(self.state.service))
         if self.freeze_gc:
@@ -201,6 +208,8 @@ class PtcudaExtension(ExtensionApp):
         for task in list(self.state.tasks):
             task.cancel()
         await self.state.jobs.stop()
+        if self.state.queue is not None:
+            await self.state.queue.close()
         await drain_removals()  # the containers of kernels shut down just now
         await asyncio.get_running_loop().run_in_executor(None, self.state.sampler.stop)
         await self.state.service.shutdown()

@@ -1,4 +1,5 @@
-"""REST handlers: GPUs, kernels, health checks, Prometheus metrics (``{base_url}/jupyter-ptcuda/...``).
+"""REST handlers: GPUs, kernels, health checks, Prometheus metrics (``{base_url}/jupyter-ptcuda/...``; the
+GPU queue's length and wait-time histogram among them).
 
 Every verb is ``@web.authenticated`` + ``@authorized`` (resource ``jupyter_ptcuda``). Reads of GPU state
 never call NVML (the sampler's cached snapshot); Docker calls go through the engine's worker threads.
@@ -270,6 +271,24 @@ class NoticesHandler(PtcudaHandler):
         self.write_json({"notices": self.state.notices.since(since)})
 
 
+class QueueHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The GPU queue, in order: each waiting request's place, what it is, why it waits, since when. Another
+        user's request (under a shared ledger) is "another user", never its name."""
+        queue = self.state.queue
+        user = getattr(self.current_user, "username", "") or ""
+        view = queue.view() if queue is not None else {}
+        waiting = []
+        for claim, w in sorted(view.items(), key=lambda kv: kv[1]["place"]):
+            mine = queue is None or not queue.ledger.hide_others or w["owner"] in ("", user)
+            waiting.append({"id": claim if mine else None, "what": w["what"] if mine else "another user",
+                            "place": w["place"], "reason": w["reason"] if mine else None,
+                            "waited_s": w["waited_s"], "gpus": w["gpus"]})
+        self.write_json({"enabled": bool(queue is not None and queue.enabled), "waiting": waiting})
+
+
 class MetricsHandler(PtcudaHandler):
     GAUGES = [("utilization_gpu", "gpu_utilization_percent", "GPU utilisation (%)"),
               ("utilization_memory", "gpu_memory_utilization_percent", "Memory controller utilisation (%)"),
@@ -307,6 +326,17 @@ class MetricsHandler(PtcudaHandler):
         lines += ["# HELP ptcuda_jobs Batch jobs by state.", "# TYPE ptcuda_jobs gauge"]
         for st, n in sorted((await self.state.jobs.count_by_state()).items()):
             lines.append(f'ptcuda_jobs{{state="{_esc(st)}"}} {n}')
+        queue = self.state.queue
+        if queue is not None:
+            lines += ["# HELP ptcuda_gpu_queue_length Requests (jobs, kernels) waiting in the GPU queue.",
+                      "# TYPE ptcuda_gpu_queue_length gauge", f"ptcuda_gpu_queue_length {len(queue)}",
+                      "# HELP ptcuda_gpu_queue_wait_seconds Seconds a GPU request waited before its GPUs were granted.",
+                      "# TYPE ptcuda_gpu_queue_wait_seconds histogram"]
+            hist = queue.waited
+            for bound, count in zip(hist.buckets, hist.counts, strict=True):
+                lines.append(f'ptcuda_gpu_queue_wait_seconds_bucket{{le="{bound:g}"}} {count}')
+            lines += [f'ptcuda_gpu_queue_wait_seconds_bucket{{le="+Inf"}} {hist.count}',
+                      f"ptcuda_gpu_queue_wait_seconds_sum {hist.sum:g}", f"ptcuda_gpu_queue_wait_seconds_count {hist.count}"]
         self.finish("\n".join(lines) + "\n", set_content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -316,5 +346,6 @@ handlers = [
     (rf"/{NAMESPACE}/health", HealthCollectionHandler),
     (rf"/{NAMESPACE}/health/{_ID}", HealthHandler),
     (rf"/{NAMESPACE}/metrics", MetricsHandler),
+    (rf"/{NAMESPACE}/queue", QueueHandler),
     (rf"/{NAMESPACE}/notices", NoticesHandler),
 ]

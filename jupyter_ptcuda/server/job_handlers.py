@@ -7,7 +7,9 @@
   name?, lenient?, import_check?, gpu_resource?} → 201 + ``Location`` + the job. ``path`` is a notebook (exported on the fly)
   or a script. 400 before anything starts when the image lacks a package the script imports (the message
   names the ``jupyter ptcuda image build`` command); ``import_check: false`` skips that check.
-- ``GET jobs`` → the jobs, newest first. ``GET jobs/<id>`` → the job (404 unknown).
+- ``GET jobs`` → the jobs, newest first. ``GET jobs/<id>`` → the job (404 unknown). A job whose GPUs are
+  held is ``queued`` (not refused): ``reason`` says why and ``place`` where it stands in the GPU queue (1:
+  next); ``waited_s`` is the time from submit to start (so far).
 - ``GET jobs/<id>/log`` → text from byte ``offset`` (default 0); headers ``X-Ptcuda-Job-State`` and
   ``X-Ptcuda-Log-Offset`` (the offset to ask for next). ``follow=1`` streams (chunked) until the job ends.
 - ``GET jobs/<id>/figures`` → the matplotlib figures a notebook job saved (``artifacts/figures/cell-N-k.png``),
@@ -89,13 +91,23 @@ class JobsBase(PtcudaHandler):
     def root_dir(self) -> str:
         return str(getattr(self.contents_manager, "root_dir", None) or self.serverapp.root_dir)
 
-    def job_json(self, job: Job) -> dict[str, Any]:
-        """The job, plus its paths relative to the server root (what the frontend opens)."""
+    def job_json(self, job: Job, waiting: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The job, plus its paths relative to the server root (what the frontend opens), and while it waits
+        for GPUs its place in the queue (``waiting``: the queue's view, :meth:`queue_view`)."""
         data = job.to_json()
+        if job.state == "queued":
+            live = (self.queue_view() if waiting is None else waiting).get(job.id)
+            if live is not None:
+                data["place"], data["reason"] = live["place"], live["reason"] or data["reason"]
         data["notebook_path"] = relative_to_root(self.root_dir, job.notebook)
         data["script_path"] = relative_to_root(self.root_dir, job.script)
         data["output_path"] = relative_to_root(self.root_dir, job.output_dir)
         return data
+
+
+    def queue_view(self) -> dict[str, dict[str, Any]]:
+        queue = self.state.queue
+        return queue.view() if queue is not None else {}
 
 
 class ExportsHandler(JobsBase):
@@ -130,7 +142,8 @@ class JobsHandler(JobsBase):
     @authorized
     async def get(self) -> None:
         """All jobs, newest first."""
-        self.write_json([self.job_json(j) for j in await self.jobs.list_jobs()])
+        waiting = self.queue_view()
+        self.write_json([self.job_json(j, waiting) for j in await self.jobs.list_jobs()])
 
     @web.authenticated
     @authorized("execute")

@@ -191,10 +191,11 @@ async def test_authorizer_decides(api, jp_root_dir):
 
 
 async def test_a_refused_submission_is_not_a_job(api, jp_root_dir):
-    """No GPU free (both fake GPUs asked for twice over): 409 with why, and no `failed` row left behind."""
+    """More GPUs than the host has (3 of the 2 fake ones): never satisfiable, so not queued but refused at once
+    (400, saying how many there are), and no `failed` row left behind."""
     (jp_root_dir / "nb" / "gpu.py").write_text("print('ran')\n")
     status, body, _ = await api("POST", "jobs", {"path": "nb/gpu.py", "gpus": 3})
-    assert status in (403, 409), body
+    assert status == 400 and "this host has 2" in body["message"], body
     assert body["message"] and len(body["message"]) < 400
     _, jobs, _ = await api("GET", "jobs")
     assert jobs == []

@@ -55,11 +55,13 @@ async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp,
         assert sorted(g for gs in gpus for g in gs) == ["0", "1"], gpus  # one each, never the same
         assert all(by_id[i]["in_container"] and by_id[i]["container_id"] for i in ids)
 
-        # a third kernel cannot get a GPU: a clear 409 that names who holds what
-        code, err = await start_kernel(jp_fetch, gpu_kernelspec)
-        assert code == 409, err
-        assert "1 GPU(s) requested but only 0 of 2 are free" in err["message"]
-        assert ids[0][:8] in err["message"] and ids[1][:8] in err["message"]
+        # a third kernel waits in the GPU queue: JupyterLab's notice names its place and who holds the GPUs
+        third = asyncio.ensure_future(start_kernel(jp_fetch, gpu_kernelspec))
+        body = await wait_for(api, "notices", lambda s, b: any(n["state"] == "waiting" for n in b["notices"]))
+        notice = next(n for n in body["notices"] if n["state"] == "waiting")
+        assert notice["kind"] == "kernel_pending" and not third.done()
+        assert "is waiting for 1 GPU: next in line; GPUs held by your kernel" in notice["message"]
+        assert ids[0][:8] in notice["message"] and ids[1][:8] in notice["message"]
 
         # GET gpus shows the holders; NVML pids map to the kernel's container
         kernel = km.get_kernel(ids[0])
@@ -74,11 +76,42 @@ async def test_ledger_gives_each_kernel_its_own_gpu(jp_fetch, api, jp_serverapp,
         assert [h["id"] for h in gpu["holders"]] == [ids[0]]
         proc = gpu["processes"][0]
         assert proc["container"] == info["Id"][:12] and proc["owner"] == ids[0] and proc["kind"] == "kernel"
+
+        # the first kernel shut down: the third starts by itself, on the GPU it gave back
+        await km.shutdown_kernel(ids.pop(0), now=True)
+        code, model = await asyncio.wait_for(third, 60)
+        assert code == 201, model
+        ids.append(model["id"])
+        _, kernels, _ = await api("GET", "kernels")
+        assert {k["kernel_id"]: k for k in kernels}[model["id"]]["gpus"] == [str(index)]
+        body = await wait_for(api, "notices", lambda s, b: any(n["state"] == "started" for n in b["notices"]))
+        assert "started after waiting" in next(n for n in body["notices"] if n["state"] == "started")["message"]
     finally:
         for kid in ids:
             await km.shutdown_kernel(kid, now=True)
     # holders are refreshed in the background at most every second: the panel sees them go within ~1 s
     await wait_for(api, "gpus", lambda s, b: all(g["holders"] == [] for g in b["snapshot"]["gpus"]), timeout=5)
+
+
+async def test_a_kernel_that_waits_past_its_launch_timeout_fails_saying_so(jp_fetch, api, jp_serverapp, gpu_kernelspec,
+                                                                            jp_data_dir, test_image):
+    d = jp_data_dir / "kernels" / "ptcuda-two-gpus-impatient"
+    d.mkdir(parents=True)
+    (d / "kernel.json").write_text(json.dumps(make_kernel_json("PyTorch (2 GPUs)", {"image": test_image, "gpus": 2,
+                                                                                   "launch_timeout": 3})))
+    km = jp_serverapp.kernel_manager
+    await wait_for(api, "gpus", lambda s, b: s == 200 and b["snapshot"]["state"] == "ok")  # GPUs are assigned
+    code, model = await start_kernel(jp_fetch, gpu_kernelspec)
+    assert code == 201, model
+    try:
+        code, err = await start_kernel(jp_fetch, "ptcuda-two-gpus-impatient")
+        assert code == 500 and "no GPU freed up within launch_timeout=3 s (count:2 asked for)" in err["message"], err
+        _, body, _ = await api("GET", "notices")
+        assert [n["state"] for n in body["notices"]] == ["failed"]  # told it waited, then that it gave up
+        status, text, _ = await api("GET", "metrics")
+        assert "ptcuda_gpu_queue_length 0" in text  # it left the line
+    finally:
+        await km.shutdown_kernel(model["id"], now=True)
 
 
 async def test_server_reaps_orphans_of_dead_servers(jp_serverapp, engine, test_image):

@@ -1,4 +1,5 @@
-"""Opening a notebook whose kernel jupyter-ptcuda refuses (no GPU free): the client gets the refusal's own
+"""Opening a notebook whose kernel jupyter-ptcuda refuses (more GPUs than the host has: never satisfiable, so
+refused at once rather than queued): the client gets the refusal's own
 status and message, and the access log has a warning, not a server error with the request headers (real
 server, real engine, the fake two-GPU NVML)."""
 
@@ -22,10 +23,10 @@ async def test_a_refused_kernel_start_is_a_4xx_not_a_server_error(jp_fetch, jp_d
     r = await jp_fetch("api", "sessions", method="POST", raise_error=False, request_timeout=120, body=json.dumps(
         {"path": "big.ipynb", "type": "notebook", "name": "big.ipynb", "kernel": {"name": "ptcuda-three"}}))
     body = json.loads(r.body)
-    assert r.code == 409, (r.code, body)  # was 500 "HTTP 409: Conflict (...)"
-    assert body["message"].startswith("3 GPU(s) requested but only") and "ask for fewer GPUs" in body["message"]
+    assert r.code == 400, (r.code, body)  # was 500 "HTTP 409: Conflict (...)"
+    assert "3 GPU(s) asked for, but this host has 2" in body["message"] and "ask for at most 2" in body["message"]
     # the access log: one warning line; no "500 POST /api/sessions" error with the request's headers dumped
     # (jupyter_client still logs the exception of the start itself, a line each in its manager)
     lines = [(rec.levelno, rec.getMessage()) for rec in caplog.records]
-    assert not [m for _, m in lines if "500 POST" in m or '"User-Agent"' in m or "HTTP 409: Conflict" in m], lines
-    assert any(level == logging.WARNING and m.startswith("409 POST") and "/api/sessions" in m for level, m in lines), lines
+    assert not [m for _, m in lines if "500 POST" in m or '"User-Agent"' in m or "HTTP 400: Bad Request" in m], lines
+    assert any(level == logging.WARNING and m.startswith("400 POST") and "/api/sessions" in m for level, m in lines), lines

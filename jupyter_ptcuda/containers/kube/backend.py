@@ -432,6 +432,8 @@ class KubeContainerService(ContainerService):
         reason = await self._pending_reason(pod["metadata"]["name"]) if pod is not None else ""
         if not reason and job is not None:  # no pod yet, or nothing said of it: the Job controller's word
             reason = await self._pending_reason(job["metadata"]["name"], kind="Job")
+        if job is not None and (job.get("spec") or {}).get("suspend"):  # waiting for Kueue's admission: its queue
+            return reason or f"waiting for admission by Kueue (queue {self.options.queue_name or '?'})"
         created = state_from_job(job).created if job is not None else state.created
         limit = self.options.launch_timeout
         if created and time.time() - created >= limit:

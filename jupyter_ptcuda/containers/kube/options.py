@@ -37,6 +37,7 @@ class KubeOptions:
     home_size: str = "1Gi"
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
+    queue_name: str = ""
 
 
 class KubeBackend(Configurable):
@@ -96,6 +97,21 @@ class KubeBackend(Configurable):
         --docker-server=REGISTRY --docker-username=USER --docker-password=...`.
         Example: c.KubeBackend.image_pull_secrets = ["regcred"]""").tag(config=True)
 
+    queue_name = Unicode("", help="""Kueue opt-in: the LocalQueue (in the pods' namespace) that admits jobs and
+        kernels, so the cluster's fair-share queue is the real one. Jobs are created suspended with the label
+        kueue.x-k8s.io/queue-name (Kueue unsuspends a Job it admits); kernel pods carry the same label (Kueue's
+        pod integration gates them until admitted). While a Job waits for admission its reason is Kueue's
+        event, and it is not deleted at launch_timeout. Default "": no Kueue.
+        Example: c.KubeBackend.queue_name = "team-a" """).tag(config=True)
+
+    @validate("queue_name")
+    def _check_queue_name(self, proposal: Any) -> str:
+        name = str(proposal["value"]).strip()
+        if name and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?", name):
+            raise TraitError(f"c.KubeBackend.queue_name: {name!r} is not a LocalQueue name (at most 63 lower-case "
+                             "letters, digits, '-' and '.'), e.g. \"team-a\".")
+        return name
+
     @validate("image_pull_secrets")
     def _check_pull_secrets(self, proposal: Any) -> list[str]:
         names = [str(n).strip() for n in proposal["value"]]
@@ -116,5 +132,5 @@ class KubeBackend(Configurable):
             tolerations=tuple(dict(t) for t in self.tolerations), gpu_resource=self.gpu_resource,
             gpu_resources=allowed, launch_timeout=self.launch_timeout, pod_service_account=self.service_account,
             job_ttl=self.job_ttl, home_size=self.home_size, image_pull_policy=self.image_pull_policy,
-            image_pull_secrets=tuple(self.image_pull_secrets),
+            image_pull_secrets=tuple(self.image_pull_secrets), queue_name=self.queue_name,
         )

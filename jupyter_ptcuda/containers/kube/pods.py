@@ -296,12 +296,18 @@ def spec_from_record(annotations: Mapping[str, str]) -> tuple[ContainerSpec, str
                           "(its new pod gets a fresh one).") from None
 
 
+#: The label Kueue reads: which LocalQueue admits a Job or pod (``c.KubeBackend.queue_name``).
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+
+
 def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  gpu_resource: str | None = None) -> dict[str, Any]:
-    """The Pod of a kernel (with its :func:`spec_record`), check or probe."""
+    """The Pod of a kernel (with its :func:`spec_record`; with Kueue, its queue's label), check or probe."""
     labels, annotations = split_labels(spec.labels)
     if spec.labels.get(L.KIND) == L.KERNEL:
         annotations[SPEC] = spec_record(spec, gpu_resource)
+        if opts.queue_name:
+            labels[KUEUE_QUEUE] = opts.queue_name
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
             "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)}
@@ -310,15 +316,20 @@ def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, 
 def job_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  timeout: float | None = None, gpu_resource: str | None = None) -> dict[str, Any]:
     """The Job of a job: one try (``backoffLimit`` 0), ``activeDeadlineSeconds`` = ``timeout``, kept
-    ``job_ttl`` seconds after it finished."""
+    ``job_ttl`` seconds after it finished. With Kueue (``queue_name``): created suspended, labelled with its
+    queue, as Kueue expects (it unsuspends the Job when it admits it)."""
     labels, annotations = split_labels(spec.labels)
-    job_spec: dict[str, Any] = {
+    job_spec: dict[str, Any] = {  # the queue label on the Job alone: its pods are the Job's, not Kueue pods
         "backoffLimit": 0, "ttlSecondsAfterFinished": opts.job_ttl,
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
                      "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)},
     }
+    if opts.queue_name:
+        labels[KUEUE_QUEUE] = opts.queue_name
     if timeout:
         job_spec["activeDeadlineSeconds"] = max(1, int(timeout))
+    if opts.queue_name:
+        job_spec["suspend"] = True
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
             "spec": job_spec}
