@@ -37,13 +37,15 @@ IMAGE_MODULES = PREFIX + "image.modules"  # top-level modules the image can impo
 IMAGE_PRESET = PREFIX + "image.preset"
 IMAGE_TORCHVISION = PREFIX + "image.torchvision"
 
-#: The kinds of container we run. Jobs outlive their server on purpose; every other kind belongs to
-#: the server that started it (the reaper removes it when that server is gone).
-KERNEL, JOB, HEALTH, PROBE, NETNS = "kernel", "job", "health", "probe", "netns"
-KINDS = (KERNEL, JOB, HEALTH, PROBE, NETNS)
+SERVE_ID = PREFIX + "serve-id"  # a model server (``jupyter ptcuda serve``); its NOTEBOOK label is the model URI
+
+#: The kinds of container we run. Jobs and model servers outlive their server on purpose; every other kind
+#: belongs to the server that started it (the reaper removes it when that server is gone).
+KERNEL, JOB, HEALTH, PROBE, NETNS, SERVE = "kernel", "job", "health", "probe", "netns", "serve"
+KINDS = (KERNEL, JOB, HEALTH, PROBE, NETNS, SERVE)
 #: Kinds that hold GPUs in the ledger's eyes.
-GPU_KINDS = (KERNEL, JOB, HEALTH)
-_ID_LABEL = {KERNEL: KERNEL_ID, JOB: JOB_ID, HEALTH: CHECK_ID, PROBE: CHECK_ID}
+GPU_KINDS = (KERNEL, JOB, HEALTH, SERVE)
+_ID_LABEL = {KERNEL: KERNEL_ID, JOB: JOB_ID, HEALTH: CHECK_ID, PROBE: CHECK_ID, SERVE: SERVE_ID}
 
 
 def make(kind: str, *, owner_uid: int, server_id: str, server_pid: int, owner: str = "", id: str = "",

@@ -2,8 +2,9 @@
 
 A kernel, health-check, image-probe or netns-holder container is an orphan when the server that
 launched it is gone (same host, its pid no longer alive); a kernel container also — asked by that server
-itself, with the kernel ids it still manages — when its kernel id is unknown to it. Batch jobs (which
-outlive servers on purpose) and anything not ours are never touched.
+itself, with the kernel ids it still manages — when its kernel id is unknown to it. A model server
+(``serve``, which outlives the command that started it, like a job) is an orphan once its scoring server has
+exited. Batch jobs (which outlive servers on purpose) and anything not ours are never touched.
 
 :func:`reap_kernel_files` does the same for what a kernel leaves on the host (connection file, ipc
 folder: :mod:`~jupyter_ptcuda.kernel_files`), so no key outlives its kernel, however it went.
@@ -43,6 +44,10 @@ def orphan_reason(container: ContainerState, *, own_server_id: str | None = None
                   known_kernels: Collection[str] | None = None, grace: float = 60.0) -> str | None:
     """Why this container is an orphan, or None. Pure apart from a pid liveness check."""
     tag = container.tag
+    if tag.kind == L.SERVE:
+        if not container.running and container.status != "created" and time.time() - container.created > grace:
+            return f"its model server has exited ({container.status})"
+        return None
     if tag.kind not in SERVER_KINDS:
         return None
     if tag.kind != L.KERNEL and tag.server_id == own_server_id:

@@ -89,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     rg.add_argument("--json", action="store_true")
     rg.set_defaults(func=cmd_register)
 
+    sv = sub.add_parser("serve", help="serve a registered model in the image it was trained in (MLflow's scoring "
+                        "server, reached through the Jupyter server)",
+                        usage="jupyter ptcuda serve models:/NAME/VERSION [--gpus N] | serve list | serve stop ID")
+    sv.add_argument("what", nargs="+", metavar="models:/NAME/VERSION | list | stop ID")
+    sv.add_argument("--gpus", help="GPUs for the model server: 'none' (default), a count, 'all' or device ids")
+    sv.add_argument("--json", action="store_true")
+    sv.set_defaults(func=cmd_serve)
+
 
 def split_run_argv(args: argparse.Namespace) -> tuple[str, list[str]]:
     """(script, script args) from ``args.argv``; our options between the script and ``--`` are parsed
@@ -287,3 +295,40 @@ def cmd_register(args: argparse.Namespace) -> int:
         return 0
 
     return in_one_loop(register())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serving
+
+    what = list(args.what)
+
+    async def serve() -> int:
+        mgr = manager()
+        if what == ["list"]:
+            found = await serving.servers(mgr)
+            if args.json:
+                print(json.dumps(found, indent=2))
+            elif not found:
+                print("no model servers: `jupyter ptcuda serve models:/NAME/VERSION` starts one")
+            for s in [] if args.json else found:
+                print(f"{s['id']}  {s['state']:<8} {s['model']}  gpus {s['gpus']}  {_age(s['created'])}")
+            return 0
+        if what[0] == "stop":
+            if len(what) != 2:
+                raise ConfigError("serve stop: give the model server's id, e.g. `jupyter ptcuda serve stop 3f2a`.")
+            gone = await serving.stop(mgr, what[1])
+            print(json.dumps(gone, indent=2) if args.json else f"stopped model server {gone['id']} ({gone['model']})")
+            return 0
+        if len(what) != 1:
+            raise ConfigError("serve: give one model, e.g. `jupyter ptcuda serve models:/linear/1`, or `serve list`, "
+                              "`serve stop ID`.")
+        started = await serving.start(mgr, what[0], gpus=_gpus(args.gpus))
+        if args.json:
+            print(json.dumps(started, indent=2))
+        else:
+            print(f"serving {started['model']} as {started['id']} (image {started['image'][:19]}, gpus "
+                  f"{started['gpus']}): POST {{base_url}}jupyter-ptcuda/serve/{started['id']}/invocations "
+                  "through the Jupyter server")
+        return 0
+
+    return in_one_loop(serve())

@@ -128,10 +128,11 @@ class PtcudaExtension(ExtensionApp):
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:
-        from . import docs, handlers, job_handlers, sessions, terminals
+        from . import docs, handlers, job_handlers, serve_handlers, sessions, terminals
 
         self.handlers.extend(handlers.handlers)
         self.handlers.extend(job_handlers.handlers)
+        self.handlers.extend(serve_handlers.handlers)
         self.handlers.extend(terminals.handlers)
         self.handlers.extend(docs.handlers)
         self.handlers.extend(sessions.handlers)  # a kernel start we refused stays a 4xx

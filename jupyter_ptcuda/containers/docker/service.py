@@ -89,7 +89,15 @@ class DockerContainerService(ContainerService):
             self._open_pidfd(cid, state.pid)
         return state
 
-
+    async def address(self, cid: str) -> str:
+        """The container's IP on its network (a model server's scoring port is reached there, never published
+        on the host); LaunchError when it has none (gone, not running, network 'none')."""
+        info = await self.engine.inspect(cid)
+        networks = ((info or {}).get("NetworkSettings") or {}).get("Networks") or {}
+        for net in networks.values():
+            if (net or {}).get("IPAddress"):
+                return str(net["IPAddress"])
+        raise LaunchError(f"container {cid[:12]} has no IP address (gone, stopped or without a network).")
 
     def _open_pidfd(self, cid: str, pid: int) -> int | None:
         if cid not in self._pidfds and hasattr(os, "pidfd_open"):

@@ -1,0 +1,214 @@
+"""Serving a registered model in the image it was trained in: ``jupyter ptcuda serve models:/NAME/VERSION``.
+
+:func:`start` reads the model version (its tags, set by ``jobs register``: the job and the exact image digest
+it ran), copies the model's files into a fresh folder of that job's outputs (``served-model-*``, made by the
+server, never through a link the job left) and starts a container of kind ``serve`` from the job's image
+digest, built like every container (:func:`~jupyter_ptcuda.containers.build.build`: the user's uid, no
+capabilities, no Docker socket), the model mounted read-only at :data:`MODEL_DIR`, running MLflow's scoring
+server (``mlflow models serve --env-manager local``) on port :data:`PORT` of the container's own network.
+Nothing publishes a port: the Jupyter server reaches it at the container's address
+(``jupyter-ptcuda/serve/<id>/invocations``, authenticated), loopback ports would be open to every local user.
+
+:func:`servers` lists them (labels are the truth), :func:`stop` removes one and its copy of the model. A serve
+container outlives the command that started it (like a job); the reaper removes one whose scoring server
+has exited (:mod:`~jupyter_ptcuda.containers.reaper`).
+
+Callers: the CLI (``jupyter ptcuda serve``), the server's ``serve`` routes (:mod:`~jupyter_ptcuda.server.handlers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.request
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..containers import labels as L
+from ..containers.build import build
+from ..containers.identity import this_server
+from ..containers.spec import Mount
+from ..containers.types import ContainerState
+from ..errors import ConfigError, LaunchError, NotFound
+from .request import JobRequest
+from .tracking import TAG
+
+if TYPE_CHECKING:
+    from .manager import JobManager
+
+#: Where the model is mounted in the serving container (read-only).
+MODEL_DIR = "/opt/ptcuda-model"
+#: The scoring server's port inside the container (never published on the host).
+PORT = 5000
+COPY_PREFIX = "served-model-"
+MODEL_URI = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,99})/([0-9]{1,9})$")
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    m = MODEL_URI.match(uri or "")
+    if not m:
+        raise ConfigError(f"model {str(uri)[:120]!r}: give a registered model version, models:/NAME/VERSION "
+                          "(e.g. models:/linear/1; `jupyter ptcuda jobs register JOB --name NAME` makes one).")
+    return m.group(1), m.group(2)
+
+
+def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], str]:
+    """(tags, source) of a model version (blocking: the tracker's worker thread)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = mgr.tracker.client().get_model_version(name, version)
+    except MlflowException as exc:
+        raise LookupError(f"models:/{name}/{version} is not in the model registry ({mgr.tracker.uri}): "
+                          f"{str(exc).splitlines()[0][:200]}. List them with `mlflow models` or register one "
+                          "with `jupyter ptcuda jobs register JOB --name NAME`.") from None
+    return dict(mv.tags or {}), str(mv.source)
+
+
+def _download(mgr: JobManager, name: str, version: str, parent: str) -> str:
+    """The model's files in a new folder under ``parent`` (mkdtemp: never an existing path, never a link)."""
+    import mlflow.artifacts
+
+    dest = tempfile.mkdtemp(prefix=COPY_PREFIX, dir=parent)
+    try:
+        uri = mgr.tracker.client().get_model_version_download_uri(name, version)
+        got = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest, tracking_uri=mgr.tracker.uri)
+        os.chmod(dest, 0o755)  # the container's user reads it (read-only mount)
+        for root, dirs, files in os.walk(dest):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        if not os.path.isfile(os.path.join(got, "MLmodel")):
+            raise LookupError(f"models:/{name}/{version} has no MLmodel file: it is not an MLflow model (register "
+                              "the folder that mlflow.pytorch.log_model wrote).")
+        return got
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+async def start(mgr: JobManager, uri: str, *, gpus: Any = None, wait: float = 180.0) -> dict[str, Any]:
+    """Start serving ``uri`` (models:/NAME/VERSION); returns :func:`describe` of it once ``/ping`` answers.
+
+    ConfigError without MLflow or for a bad URI or a version not made by ``jobs register``; NotFound for a
+    version or job not found; LaunchError when the scoring server does not answer within ``wait`` s (its
+    container is removed, its last log lines said)."""
+    name, version = parse_uri(uri)
+    if not mgr.tracker.enabled:
+        raise ConfigError('MLflow is not installed (or c.JobManager.mlflow_tracking is False): '
+                          'pip install "jupyter-ptcuda[mlflow]".')
+    try:
+        tags, _ = await mgr.tracker._call(_version, mgr, name, version)
+    except LookupError as exc:
+        raise NotFound(str(exc.args[0])) from None
+    digest, job_id = tags.get(f"{TAG}image_digest", ""), tags.get(f"{TAG}job_id", "")
+    if not digest or not job_id:
+        raise ConfigError(f"{uri} was not registered from a job (no {TAG}image_digest/job_id tags): register it "
+                          "with `jupyter ptcuda jobs register JOB --name NAME` so it is served in its own image.")
+    job = await mgr.get(job_id)  # one of this user's jobs (NotFound otherwise)
+    if job.image_digest != digest:
+        raise ConfigError(f"{uri} says it was trained in {digest[:80]}, but job {job_id} ran {job.image_digest[:80]}: "
+                          "register the job's model again.")
+    opts = mgr._options(JobRequest(path="", gpus=gpus if gpus is not None else "none"))
+    image_info = await mgr.service.image(digest)
+    serve_id = uuid.uuid4().hex[:12]
+    try:
+        model = await mgr.tracker._call(_download, mgr, name, version, job.output_dir)
+    except LookupError as exc:
+        raise NotFound(str(exc.args[0])) from None
+    try:
+        user = str(job.meta.get("user") or opts.container_user(job.workdir))
+        command = [mgr.python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local",
+                   "-h", "0.0.0.0", "-p", str(PORT)]
+        request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=command, workdir=None,
+                               env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, user=user,
+                               image_labels=image_info.labels)
+        request = dataclasses.replace(request, image=digest, mounts=(Mount(model, MODEL_DIR, True),),
+                                      name=f"ptcuda-serve-{serve_id}")
+        if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
+            request = dataclasses.replace(request, network_mode="bridge")  # reached at its own address
+        spec = build(request, opts.policy(configured=[job.image, digest]), this_server())
+        mgr.service.validate(spec)
+        launched = await mgr.service.launch(spec, claim=f"serve-{serve_id}")
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, model, True)
+        raise
+    try:
+        await _until_ready(mgr, launched.id, wait)
+    except BaseException:
+        await stop(mgr, serve_id)
+        raise
+    return await describe(mgr, (await mgr.service.list(L.SERVE, id=serve_id))[0])
+
+
+async def address(mgr: JobManager, serve_id: str) -> str:
+    """``http://IP:PORT`` of running serve ``serve_id`` of this user; NotFound saying how to list them."""
+    found = await mgr.service.list(L.SERVE, id=serve_id, owner_uid=os.geteuid(), running=True) \
+        if re.fullmatch(r"[0-9a-f]{12}", serve_id or "") else []
+    if not found:
+        raise NotFound(f"no model server {str(serve_id)[:40]!r} is running: list them with `jupyter ptcuda serve list`.")
+    return f"http://{await mgr.service.address(found[0].id)}:{PORT}"
+
+
+async def _until_ready(mgr: JobManager, cid: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        state = await mgr.service.inspect(cid)
+        if state is None or not state.running:
+            raise mgr.service.describe_exit(state, await mgr.service.logs(cid), "the model server")
+        try:
+            url = f"http://{await mgr.service.address(cid)}:{PORT}/ping"
+            if await asyncio.to_thread(_get_status, url) == 200:
+                return
+        except (OSError, LaunchError):
+            pass
+        if time.monotonic() > deadline:
+            tail = "\n".join((await mgr.service.logs(cid, tail=20)).splitlines()[-20:])
+            raise LaunchError(f"the model server did not answer /ping in {within:.0f} s; it was removed. Last log "
+                              f"lines:\n{tail}")
+        await asyncio.sleep(0.5)
+
+
+def _get_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - http to the container's own address
+        return int(reply.status)
+
+
+async def describe(mgr: JobManager, c: ContainerState) -> dict[str, Any]:
+    return {"id": c.tag.id, "model": c.tag.notebook, "image": c.image, "gpus": c.tag.gpus, "state": c.status,
+            "container_id": c.id, "created": c.created, "owner": c.tag.owner}
+
+
+async def servers(mgr: JobManager) -> list[dict[str, Any]]:
+    """This user's model servers, newest first."""
+    return [await describe(mgr, c) for c in await mgr.service.list(L.SERVE, owner_uid=os.geteuid())]
+
+
+async def stop(mgr: JobManager, serve_id: str) -> dict[str, Any]:
+    """Remove model server ``serve_id`` (a unique prefix will do) and its copy of the model."""
+    mine = await mgr.service.list(L.SERVE, owner_uid=os.geteuid())
+    found = [c for c in mine if serve_id and c.tag.id.startswith(serve_id)]
+    if len(found) != 1:
+        why = "is not a model server of yours" if not found else "matches more than one; give more of the id"
+        raise NotFound(f"serve {str(serve_id)[:40]!r} {why}: list them with `jupyter ptcuda serve list`.")
+    c = found[0]
+    copies: list[str] = []
+    try:
+        spec, _ = await mgr.service.spec_of(c.id)
+        copies = [m.source for m in spec.mounts if m.target == MODEL_DIR and m.read_only]
+    except NotFound:
+        pass
+    await mgr.service.remove(c.id)
+    for path in copies:  # only a folder this module made (served-model-*), never through a link
+        parent = os.path.dirname(path)
+        if os.path.basename(parent).startswith(COPY_PREFIX) or os.path.basename(path).startswith(COPY_PREFIX):
+            target = parent if os.path.basename(parent).startswith(COPY_PREFIX) else path
+            if not os.path.islink(target):
+                await asyncio.to_thread(shutil.rmtree, target, True)
+    return await describe(mgr, c)

@@ -1,0 +1,81 @@
+"""Model servers through the Jupyter server (``{base_url}jupyter-ptcuda/serve...``): list, start, stop, and
+the scoring server's ``ping``/``invocations`` forwarded to the container's own address.
+
+Every verb is ``@web.authenticated`` + ``@authorized``; only this server's user's model servers are found
+(labels: owner uid). The scoring server publishes no port: this route is the only way in.
+"""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from ..errors import ConfigError
+from ..jobs import serving
+from .base import NAMESPACE, PtcudaHandler
+
+_SERVE_ID = r"(?P<serve_id>[0-9a-f]{1,12})"
+#: The largest request body forwarded to a scoring server, and the longest a prediction may take.
+MAX_INVOCATION = 64 * 1024**2
+INVOCATION_TIMEOUT = 300.0
+
+
+class ServeCollectionHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json(await serving.servers(self.state.jobs))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Start serving ``{"model": "models:/NAME/VERSION", "gpus"?: ...}``; 201 once it answers /ping."""
+        body = self.json_body()
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise ConfigError("give 'model': a registered model version such as 'models:/linear/1'")
+        self.write_json(await serving.start(self.state.jobs, model, gpus=body.get("gpus")), status=201)
+
+
+class ServeHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def delete(self, serve_id: str) -> None:
+        self.write_json(await serving.stop(self.state.jobs, serve_id))
+
+
+class ServeForwardHandler(PtcudaHandler):
+    """``ping`` and ``invocations`` of MLflow's scoring server, forwarded as they are (status, body, type)."""
+
+    async def _forward(self, serve_id: str, route: str) -> None:
+        base = await serving.address(self.state.jobs, serve_id)
+        body = self.request.body if self.request.method == "POST" else None
+        if body is not None and len(body) > MAX_INVOCATION:
+            raise web.HTTPError(413, f"the request body is {len(body)} bytes; at most {MAX_INVOCATION} are forwarded")
+        headers = {"Content-Type": self.request.headers.get("Content-Type", "application/json")} if body is not None else {}
+        reply = await AsyncHTTPClient().fetch(HTTPRequest(
+            f"{base}/{route}", method=self.request.method, body=body, headers=headers, follow_redirects=False,
+            request_timeout=INVOCATION_TIMEOUT), raise_error=False)
+        if reply.code == 599:
+            raise web.HTTPError(502, f"model server {serve_id} did not answer: {reply.error}")
+        self.set_status(reply.code)
+        self.set_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
+        self.finish(reply.body or b"")
+
+    @web.authenticated
+    @authorized
+    async def get(self, serve_id: str, route: str) -> None:
+        await self._forward(serve_id, route)
+
+    @web.authenticated
+    @authorized
+    async def post(self, serve_id: str, route: str) -> None:
+        await self._forward(serve_id, route)
+
+
+handlers = [
+    (rf"/{NAMESPACE}/serve", ServeCollectionHandler),
+    (rf"/{NAMESPACE}/serve/{_SERVE_ID}", ServeHandler),
+    (rf"/{NAMESPACE}/serve/{_SERVE_ID}/(?P<route>ping|invocations)", ServeForwardHandler),
+]
