@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -29,6 +30,7 @@ import urllib.request
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from .. import nofollow
 from ..containers import labels as L
 from ..containers.build import build
 from ..containers.identity import this_server
@@ -70,27 +72,56 @@ def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], 
     return dict(mv.tags or {}), str(mv.source)
 
 
-def _download(mgr: JobManager, name: str, version: str, parent: str) -> str:
-    """The model's files in a new folder under ``parent`` (mkdtemp: never an existing path, never a link)."""
+def _download(mgr: JobManager, name: str, version: str, out_dir: str) -> str:
+    """The model's files copied into a new ``served-model-*`` folder of the job's folder ``out_dir``; its path.
+
+    MLflow downloads into a private staging folder of the server; the copy is made relative to the job
+    folder's descriptor (reached through no link, owned by the server: :mod:`~jupyter_ptcuda.nofollow`), so a
+    link planted anywhere on the way is refused, and links among the model's files are left out."""
     import mlflow.artifacts
 
-    dest = tempfile.mkdtemp(prefix=COPY_PREFIX, dir=parent)
+    staging = tempfile.mkdtemp(prefix="ptcuda-model-")
     try:
         uri = mgr.tracker.client().get_model_version_download_uri(name, version)
-        got = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest, tracking_uri=mgr.tracker.uri)
-        os.chmod(dest, 0o755)  # the container's user reads it (read-only mount)
-        for root, dirs, files in os.walk(dest):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)
+        got = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=staging, tracking_uri=mgr.tracker.uri)
         if not os.path.isfile(os.path.join(got, "MLmodel")):
             raise LookupError(f"models:/{name}/{version} has no MLmodel file: it is not an MLflow model (register "
                               "the folder that mlflow.pytorch.log_model wrote).")
-        return got
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
+        copy = COPY_PREFIX + secrets.token_hex(6)
+        with nofollow.folder(out_dir, owned=True) as top:
+            os.mkdir(copy, 0o755, dir_fd=top)
+            _copy_tree(got, top, copy)
+        return os.path.join(out_dir, copy)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_tree(src: str, parent_fd: int, name: str) -> None:
+    fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        os.fchmod(fd, 0o755)  # the container's user reads it (a read-only mount)
+        for entry in os.scandir(src):
+            if entry.is_dir(follow_symlinks=False):
+                os.mkdir(entry.name, 0o755, dir_fd=fd)
+                _copy_tree(entry.path, fd, entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                out = nofollow.create_at(fd, entry.name, 0o644)
+                with open(entry.path, "rb") as reader, open(out, "wb") as writer:
+                    shutil.copyfileobj(reader, writer)
+    finally:
+        os.close(fd)
+
+
+def _remove_copy(path: str) -> None:
+    """Remove a ``served-model-*`` folder, reached through no link."""
+    parent, name = os.path.split(path.rstrip("/"))
+    if not name.startswith(COPY_PREFIX):
+        return
+    try:
+        with nofollow.folder(parent) as fd:
+            shutil.rmtree(name, dir_fd=fd)
+    except (OSError, nofollow.UnsafePath):
+        pass
 
 
 async def start(mgr: JobManager, uri: str, *, gpus: Any = None, wait: float = 180.0) -> dict[str, Any]:
@@ -137,7 +168,7 @@ async def start(mgr: JobManager, uri: str, *, gpus: Any = None, wait: float = 18
         mgr.service.validate(spec)
         launched = await mgr.service.launch(spec, claim=f"serve-{serve_id}")
     except BaseException:
-        await asyncio.to_thread(shutil.rmtree, model, True)
+        await asyncio.to_thread(_remove_copy, model)
         raise
     try:
         await _until_ready(mgr, launched.id, wait)
@@ -206,9 +237,5 @@ async def stop(mgr: JobManager, serve_id: str) -> dict[str, Any]:
         pass
     await mgr.service.remove(c.id)
     for path in copies:  # only a folder this module made (served-model-*), never through a link
-        parent = os.path.dirname(path)
-        if os.path.basename(parent).startswith(COPY_PREFIX) or os.path.basename(path).startswith(COPY_PREFIX):
-            target = parent if os.path.basename(parent).startswith(COPY_PREFIX) else path
-            if not os.path.islink(target):
-                await asyncio.to_thread(shutil.rmtree, target, True)
+        await asyncio.to_thread(_remove_copy, path)
     return await describe(mgr, c)
