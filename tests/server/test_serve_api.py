@@ -39,8 +39,11 @@ def jp_server_config(jp_server_config, store):
 
 @pytest.fixture(autouse=True)
 def job_env(tmp_path, monkeypatch, jp_root_dir, mlflow_image):  # noqa: F811
+    before = set(_serve_containers())
     with job_environment(tmp_path, monkeypatch, jp_root_dir, mlflow_image):
         yield
+    for cid in set(_serve_containers()) - before:  # a test that failed half-way: its model servers go too
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
 
 
 def _inspect(cid: str) -> dict:
@@ -79,7 +82,8 @@ async def test_a_registered_model_answers_through_the_server_in_its_own_image(ap
         assert not any("docker.sock" in m["Source"] for m in mounts)
         assert [(m["Destination"], m["RW"]) for m in mounts] == [("/opt/ptcuda-model", False)]
 
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # what the CLI reads, like the server's config
+        monkeypatch.setenv("JUPYTER_PTCUDA_MLFLOW", "1")
         listed = cli("serve", "list", "--json")
         assert listed.returncode == 0 and [s["model"] for s in json.loads(listed.stdout)
                                            if s["id"] == served["id"]] == ["models:/linear/1"], listed.stderr
@@ -97,3 +101,14 @@ async def test_a_registered_model_answers_through_the_server_in_its_own_image(ap
     assert not [p for p in os.listdir(jp_root_dir / done["output_path"]) if p.startswith("served-model-")]
     status, body, _ = await api("GET", f"serve/{served['id']}/ping")
     assert status == 404 and "serve list" in body["message"]
+
+    started = cli("serve", "models:/linear/1", "--json", timeout=300)  # the CLI, beside the server
+    assert started.returncode == 0, started.stderr
+    again = json.loads(started.stdout)
+    status, _, _ = await api("GET", f"serve/{again['id']}/ping")
+    assert status == 200 and again["image"] == done["image_digest"]
+    stopped = cli("serve", "stop", again["id"])
+    assert stopped.returncode == 0 and again["id"] in stopped.stdout, stopped.stderr
+    assert set(_serve_containers()) <= before
+    missing = cli("serve", "stop", again["id"])
+    assert missing.returncode != 0 and "serve list" in missing.stderr
