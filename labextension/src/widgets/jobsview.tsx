@@ -3,7 +3,7 @@ import { ReactWidget } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, showDialog } from '@jupyterlab/apputils';
 
 import { formatDuration, formatExit } from '../format';
 import { errorTitle } from '../health';
@@ -15,8 +15,21 @@ import {
   JobsModel
 } from '../jobs';
 import { errorMessage } from '../request';
+import {
+  canRegister,
+  formatMetric,
+  formatParameters,
+  jobRun,
+  metricColumns,
+  metricKeys,
+  metricValue,
+  registerModel,
+  runUrl,
+  sortByMetric
+} from '../runs';
 import { IJob } from '../tokens';
 import { Linkified } from './linkified';
+import { RunChart } from './runchart';
 
 /** The selected job's live log. */
 function JobLog(props: {
@@ -155,12 +168,19 @@ function formatCreated(iso: string | null | undefined): string {
 function JobRow(props: {
   job: IJob;
   selected: boolean;
+  metrics: string[];
+  runHref: string | null;
+  compared: boolean;
+  onCompare: (on: boolean) => void;
   onSelect: () => void;
   onCancel: () => void;
+  onRegister: () => void;
   onTerminal?: () => void;
 }): JSX.Element {
   const { job } = props;
   const active = !isTerminal(job.state);
+  const run = jobRun(job);
+  const params = formatParameters(job);
   return (
     <tr
       className={`jp-ptcuda-JobRow${props.selected ? ' jp-mod-selected' : ''}`}
@@ -168,7 +188,20 @@ function JobRow(props: {
       data-state={job.state}
       onClick={props.onSelect}
     >
-      <td>{job.name || job.notebook_path || job.id}</td>
+      <td>
+        {run && (
+          <input
+            type="checkbox"
+            className="jp-ptcuda-JobRow-compare"
+            title="Compare this job in the chart"
+            aria-label={`Compare job ${job.id}`}
+            checked={props.compared}
+            onClick={e => e.stopPropagation()}
+            onChange={e => props.onCompare(e.currentTarget.checked)}
+          />
+        )}
+        {job.name || job.notebook_path || job.id}
+      </td>
       <td>
         <code>{job.id}</code>
       </td>
@@ -184,6 +217,23 @@ function JobRow(props: {
       <td data-label="GPUs">{job.gpus ?? ''}</td>
       <td title={job.created ?? ''}>{formatCreated(job.created)}</td>
       <td>{formatDuration(job.duration_s)}</td>
+      <td
+        className="jp-ptcuda-JobRow-params"
+        data-label="params"
+        title={params.join('\n')}
+      >
+        {params.join(', ')}
+      </td>
+      {props.metrics.map(key => (
+        <td
+          key={key}
+          className="jp-ptcuda-JobRow-metric"
+          data-metric={key}
+          data-label={key}
+        >
+          {formatMetric(metricValue(job, key))}
+        </td>
+      ))}
       <td className="jp-ptcuda-JobRow-actionsCell">
         <div className="jp-ptcuda-JobRow-actions">
           <button
@@ -205,6 +255,30 @@ function JobRow(props: {
               }}
             >
               Terminal
+            </button>
+          )}
+          {props.runHref && run && (
+            <a
+              className="jp-ptcuda-JobRow-run"
+              href={props.runHref}
+              target="_blank"
+              rel="noopener noreferrer"
+              title={`MLflow run ${run.run_id} (${run.status ?? ''})`}
+              onClick={e => e.stopPropagation()}
+            >
+              Run
+            </a>
+          )}
+          {canRegister(job) && (
+            <button
+              className="jp-Button jp-mod-styled jp-ptcuda-JobRow-register"
+              title="Make a model version in the MLflow registry from the model this job logged"
+              onClick={e => {
+                e.stopPropagation();
+                props.onRegister();
+              }}
+            >
+              Register model
             </button>
           )}
           {active && (
@@ -242,6 +316,8 @@ export class JobsView extends ReactWidget {
       autoStart?: boolean;
       /** Ask before cancelling a job (default true; unit tests set false). */
       confirm?: boolean;
+      /** Ask the name of the model to register (default: a dialog); null: the user cancelled. */
+      askModelName?: (job: IJob) => Promise<string | null>;
     }
   ) {
     super();
@@ -273,6 +349,61 @@ export class JobsView extends ReactWidget {
     this.update();
   }
 
+  /** Order the list by the last value of a metric (null: newest first). */
+  sortBy(metric: string | null, descending = false): void {
+    this._sortKey = metric;
+    this._descending = descending;
+    this.update();
+  }
+
+  /** The metric the chart shows (null: no chart). */
+  chart(metric: string | null): void {
+    this._chartKey = metric;
+    this.update();
+  }
+
+  /** Add a job to (or take it out of) the chart; with none chosen, the chart shows every job. */
+  compare(jobId: string, on: boolean): void {
+    if (on) {
+      this._compared.add(jobId);
+    } else {
+      this._compared.delete(jobId);
+    }
+    this.update();
+  }
+
+  /** The last register outcome, shown above the list. */
+  get message(): string {
+    return this._message;
+  }
+
+  /** Register the job's model under a name the user types; shows the new version or the server's message. */
+  async register(jobId: string): Promise<void> {
+    const job = this._model.job(jobId);
+    if (!job) {
+      return;
+    }
+    const name = await (this._options.askModelName ?? askModelName)(job);
+    if (!name) {
+      return;
+    }
+    try {
+      const version = await registerModel(
+        jobId,
+        name,
+        this._options.serverSettings
+      );
+      this._message = `Registered ${version.uri} (version ${version.version} of ${version.name}) from job ${jobId}.`;
+      this.setNotice(null);
+    } catch (error) {
+      this._message = '';
+      this.setNotice({
+        title: `Cannot register a model from job ${jobId}`,
+        message: errorMessage(error)
+      });
+    }
+  }
+
   get log(): JobLogModel | null {
     return this._log;
   }
@@ -285,6 +416,22 @@ export class JobsView extends ReactWidget {
     const model = this._model;
     const selected = this._log?.jobId ?? null;
     const error = model.error;
+    const keys = metricKeys(model.jobs);
+    const columns = metricColumns(model.jobs);
+    const sortKey =
+      this._sortKey && keys.includes(this._sortKey) ? this._sortKey : null;
+    const chartKey =
+      this._chartKey && keys.includes(this._chartKey) ? this._chartKey : null;
+    const jobs = sortByMetric(model.jobs, sortKey, this._descending);
+    const baseUrl = (
+      this._options.serverSettings ?? ServerConnection.makeSettings()
+    ).baseUrl;
+    const charted = jobs.filter(
+      j =>
+        chartKey !== null &&
+        metricValue(j, chartKey) !== undefined &&
+        (this._compared.size === 0 || this._compared.has(j.id))
+    );
     return (
       <div className="jp-ptcuda-JobsView-body">
         <header className="jp-ptcuda-JobsView-header">
@@ -314,6 +461,65 @@ export class JobsView extends ReactWidget {
             <div>{error.message}</div>
           </div>
         )}
+        {this._message && (
+          <div className="jp-ptcuda-JobsView-message" role="status">
+            {this._message}
+          </div>
+        )}
+        {keys.length > 0 && (
+          <div className="jp-ptcuda-JobsView-runs">
+            <label>
+              Sort by{' '}
+              <select
+                className="jp-ptcuda-JobsView-sort"
+                value={sortKey ?? ''}
+                onChange={e =>
+                  this.sortBy(e.currentTarget.value || null, this._descending)
+                }
+              >
+                <option value="">newest first</option>
+                {keys.map(k => (
+                  <option key={k} value={k}>
+                    {k}
+                  </option>
+                ))}
+              </select>
+            </label>
+            {sortKey && (
+              <button
+                className="jp-Button jp-mod-styled jp-ptcuda-JobsView-order"
+                onClick={() => this.sortBy(sortKey, !this._descending)}
+              >
+                {this._descending ? 'highest first' : 'lowest first'}
+              </button>
+            )}
+            <label>
+              Chart{' '}
+              <select
+                className="jp-ptcuda-JobsView-chart"
+                value={chartKey ?? ''}
+                onChange={e => this.chart(e.currentTarget.value || null)}
+              >
+                <option value="">none</option>
+                {keys.map(k => (
+                  <option key={k} value={k}>
+                    {k}
+                  </option>
+                ))}
+              </select>
+            </label>
+          </div>
+        )}
+        {chartKey && (
+          <RunChart
+            metric={chartKey}
+            bars={charted.map(j => ({
+              id: j.id,
+              label: j.name || j.id,
+              value: metricValue(j, chartKey)!
+            }))}
+          />
+        )}
         {model.jobs.length === 0 && !error ? (
           <p className="jp-ptcuda-muted">
             No jobs yet. Open a notebook and use “Run as training job” (notebook
@@ -330,17 +536,40 @@ export class JobsView extends ReactWidget {
                 <th>GPUs</th>
                 <th>Created</th>
                 <th>Duration</th>
+                <th>Parameters</th>
+                {columns.map(k => (
+                  <th key={k} className="jp-ptcuda-JobsTable-metric">
+                    <button
+                      className="jp-ptcuda-JobsTable-sortButton"
+                      title={`Sort by the last value of ${k}`}
+                      onClick={() =>
+                        this.sortBy(
+                          k,
+                          sortKey === k ? !this._descending : false
+                        )
+                      }
+                    >
+                      {k}
+                      {sortKey === k ? (this._descending ? ' ▼' : ' ▲') : ''}
+                    </button>
+                  </th>
+                ))}
                 <th />
               </tr>
             </thead>
             <tbody>
-              {model.jobs.map(job => (
+              {jobs.map(job => (
                 <JobRow
                   key={job.id}
                   job={job}
                   selected={job.id === selected}
+                  metrics={columns}
+                  runHref={runUrl(job, baseUrl)}
+                  compared={this._compared.has(job.id)}
+                  onCompare={on => this.compare(job.id, on)}
                   onSelect={() => this.select(job.id)}
                   onCancel={() => void this._cancel(job.id)}
+                  onRegister={() => void this.register(job.id)}
                   onTerminal={
                     this._options.openTerminal
                       ? () => this._options.openTerminal?.(job.id)
@@ -446,4 +675,22 @@ export class JobsView extends ReactWidget {
   private _figures: JobFiguresModel | null = null;
   private _notice: { title: string; message: string } | null = null;
   private _refreshedFor = new Set<string>();
+  private _sortKey: string | null = null;
+  private _descending = false;
+  private _chartKey: string | null = null;
+  private _compared = new Set<string>();
+  private _message = '';
+}
+
+/** The registered model's name, from a dialog (suggested: the job's name). */
+async function askModelName(job: IJob): Promise<string | null> {
+  const suggested = (job.name || job.id).replace(/[^A-Za-z0-9._-]+/g, '-');
+  const answer = await InputDialog.getText({
+    title: `Register the model of job ${job.name || job.id}`,
+    label:
+      'Registered model name (letters, digits, ".", "_", "-"; a new version if it exists):',
+    text: suggested,
+    okLabel: 'Register'
+  });
+  return answer.button.accept ? (answer.value ?? '').trim() || null : null;
 }
