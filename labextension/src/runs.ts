@@ -146,11 +146,16 @@ export function runUrl(job: IJob, baseUrl: string): string | null {
   return `${root}${fragment}`;
 }
 
-/** Whether the job can have a model registered: it has ended and has a run. */
+/**
+ * Whether the job can have a model registered: it has ended and its run has its artifacts (the run's
+ * status is RUNNING until the server has copied them, after the job's container is gone).
+ */
 export function canRegister(job: IJob): boolean {
+  const run = jobRun(job);
   return (
     ['completed', 'failed', 'cancelled', 'timed_out'].includes(job.state) &&
-    jobRun(job) !== null
+    run !== null &&
+    run.status !== 'RUNNING'
   );
 }
 

@@ -47,8 +47,10 @@ const JOBS = [
   job('a', { loss: 0.5, acc: 0.8, 'system/gpu_0_utilization_percentage': 40 }),
   job('b', { loss: 0.125, acc: 0.9, 'job.duration_s': 12.5 }),
   job('c', null), // ran without MLflow
-  job('d', { loss: 2 }, { state: 'running', exit_code: null })
+  job('d', { loss: 2 }, { state: 'running', exit_code: null }),
+  job('e', {}, { state: 'failed', exit_code: 1 }) // its run has no artifacts yet
 ];
+(JOBS[4].meta as any).mlflow.status = 'RUNNING';
 
 function dom(view: JobsView): HTMLElement {
   const div = document.createElement('div');
@@ -69,10 +71,22 @@ describe('runs', () => {
 
   it('sorts by a metric either way; jobs without it stay last, in order', () => {
     const ids = (jobs: IJob[]) => jobs.map(j => j.id);
-    expect(ids(sortByMetric(JOBS, 'loss'))).toEqual(['b', 'a', 'd', 'c']);
-    expect(ids(sortByMetric(JOBS, 'loss', true))).toEqual(['d', 'a', 'b', 'c']);
-    expect(ids(sortByMetric(JOBS, 'acc', true))).toEqual(['b', 'a', 'c', 'd']);
-    expect(ids(sortByMetric(JOBS, null))).toEqual(['a', 'b', 'c', 'd']);
+    expect(ids(sortByMetric(JOBS, 'loss'))).toEqual(['b', 'a', 'd', 'c', 'e']);
+    expect(ids(sortByMetric(JOBS, 'loss', true))).toEqual([
+      'd',
+      'a',
+      'b',
+      'c',
+      'e'
+    ]);
+    expect(ids(sortByMetric(JOBS, 'acc', true))).toEqual([
+      'b',
+      'a',
+      'c',
+      'd',
+      'e'
+    ]);
+    expect(ids(sortByMetric(JOBS, null))).toEqual(['a', 'b', 'c', 'd', 'e']);
   });
 
   it('formats values in a few digits', () => {
@@ -154,11 +168,11 @@ describe('Jobs view with MLflow runs', () => {
       [...dom(view).querySelectorAll('tbody .jp-ptcuda-JobRow')].map(r =>
         r.getAttribute('data-job-id')
       );
-    expect(order()).toEqual(['a', 'b', 'c', 'd']);
+    expect(order()).toEqual(['a', 'b', 'c', 'd', 'e']);
     view.sortBy('loss');
-    expect(order()).toEqual(['b', 'a', 'd', 'c']);
+    expect(order()).toEqual(['b', 'a', 'd', 'c', 'e']);
     view.sortBy('loss', true);
-    expect(order()).toEqual(['d', 'a', 'b', 'c']);
+    expect(order()).toEqual(['d', 'a', 'b', 'c', 'e']);
     const select = dom(view).querySelector(
       'select.jp-ptcuda-JobsView-sort'
     ) as HTMLSelectElement;
@@ -191,13 +205,14 @@ describe('Jobs view with MLflow runs', () => {
     ]);
   });
 
-  it('offers Register model only on a finished job with a run', () => {
+  it('offers Register model only on a finished job whose run has its artifacts', () => {
     const node = dom(view);
     const has = (id: string) =>
       !!row(node, id).querySelector('.jp-ptcuda-JobRow-register');
-    expect([has('a'), has('b'), has('c'), has('d')]).toEqual([
+    expect([has('a'), has('b'), has('c'), has('d'), has('e')]).toEqual([
       true,
       true,
+      false,
       false,
       false
     ]);
