@@ -28,6 +28,9 @@ os.environ["JUPYTER_PTCUDA_JOBS_DB"] = str(base / "jobs.sqlite")
 
 configure_jupyter_server(c)  # noqa: F821 - `c` is the config object of jupyter's config loader
 
+# Every job an MLflow run (when MLflow is installed) in a store of this server's own, made fresh.
+c.JobManager.mlflow_tracking_uri = f"sqlite:///{base / 'mlflow.db'}"  # noqa: F821
+
 c.ServerApp.allow_root = True  # noqa: F821
 c.FileContentsManager.delete_to_trash = False  # noqa: F821
 # Do not shut the kernels' containers down slowly at the end of the run.
