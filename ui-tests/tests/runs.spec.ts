@@ -58,6 +58,7 @@ test('a job that logged a metric shows its last value, and Register makes a mode
   // Register appears once the run has its artifacts (the model); the version comes from MLflow's registry.
   const register = row.getByRole('button', { name: 'Register model' });
   await expect(register).toBeVisible({ timeout: 120000 });
+  await expect(register, 'on screen in the narrow Jobs view (a card per job)').toBeInViewport({ ratio: 1 });
   await view.locator('select.jp-ptcuda-JobsView-chart').selectOption('val_loss');
   await expect(view.locator(`.jp-ptcuda-RunChart g[data-job-id="${jobId}"]`)).toContainText('0.05');
   await register.click();

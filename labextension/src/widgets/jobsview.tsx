@@ -259,14 +259,14 @@ function JobRow(props: {
           )}
           {props.runHref && run && (
             <a
-              className="jp-ptcuda-JobRow-run"
+              className="jp-Button jp-mod-styled jp-ptcuda-JobRow-run"
               href={props.runHref}
               target="_blank"
               rel="noopener noreferrer"
               title={`MLflow run ${run.run_id} (${run.status ?? ''})`}
               onClick={e => e.stopPropagation()}
             >
-              Run
+              MLflow run
             </a>
           )}
           {canRegister(job) && (
