@@ -61,18 +61,19 @@ test('a job that logged a metric shows its last value, and Register makes a mode
   await expect(register, 'on screen in the narrow Jobs view (a card per job)').toBeInViewport({ ratio: 1 });
   await view.locator('select.jp-ptcuda-JobsView-chart').selectOption('val_loss');
   await expect(view.locator(`.jp-ptcuda-RunChart g[data-job-id="${jobId}"]`)).toContainText('0.05');
+  const name = `ui-sweep-${jobId}`; // a new registered model (the server's store lives as long as the server)
   await register.click();
   const dialog = page.locator('.jp-Dialog');
-  await dialog.locator('input').fill('ui-sweep');
+  await dialog.locator('input').fill(name);
   await dialog.getByRole('button', { name: 'Register' }).click();
-  await expect(view.locator('.jp-ptcuda-JobsView-message')).toContainText('models:/ui-sweep/1');
+  await expect(view.locator('.jp-ptcuda-JobsView-message')).toContainText(`models:/${name}/1`);
   await page.screenshot({ path: screenshotPath('jobs-mlflow-register') });
 
   // a second registration under the same name is version 2; a bad name gets the server's message
   await register.click();
-  await page.locator('.jp-Dialog input').fill('ui-sweep');
+  await page.locator('.jp-Dialog input').fill(name);
   await page.locator('.jp-Dialog').getByRole('button', { name: 'Register' }).click();
-  await expect(view.locator('.jp-ptcuda-JobsView-message')).toContainText('models:/ui-sweep/2');
+  await expect(view.locator('.jp-ptcuda-JobsView-message')).toContainText(`models:/${name}/2`);
   await register.click();
   await page.locator('.jp-Dialog input').fill('bad name!');
   await page.locator('.jp-Dialog').getByRole('button', { name: 'Register' }).click();
