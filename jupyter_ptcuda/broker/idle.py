@@ -35,7 +35,11 @@ KEEP = 50
 
 class Reclaimer:
     def __init__(self, remove: Callable[[ContainerState], Awaitable[None]], watch: IdleWatch, timeout: float,
-                 grace: float) -> None:
+                 grace: float, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        """``clock``: seconds for the grace (monotonic); ``wall``: epoch seconds the notices carry (tests give
+        a fake clock's)."""
+        self.clock, self.wall = clock, wall
         self.remove = remove  # how a container is removed (the broker's op remove: with its kernel folder)
         self.watch = watch
         self.timeout = timeout
@@ -54,7 +58,7 @@ class Reclaimer:
     async def step(self) -> None:
         """One check: ask for the idle ones, enforce past the grace, mark the gone ones done."""
         kernels = await self.watch.check()
-        now = time.monotonic()
+        now = self.clock()
         present = {k.state.id for k in kernels}
         for k in kernels:
             asked = self._asked.get(k.state.id)
@@ -66,7 +70,7 @@ class Reclaimer:
             notice = self._asked.pop(cid)[1]
             if notice["state"] == "requested":
                 notice["state"] = "done"
-            notice["updated"] = time.time()
+            notice["updated"] = self.wall()
 
     def _post(self, k: IdleKernel) -> dict[str, Any]:
         tag = k.state.tag
@@ -74,7 +78,7 @@ class Reclaimer:
         idle = f"{minutes:.0f} min" if minutes >= 1 else f"{k.idle_s:.0f} s"
         where = f" ({tag.notebook})" if tag.notebook else ""
         notice = {
-            "at": time.time(), "updated": time.time(), "kind": "idle_gpu_kernel", "state": "requested",
+            "at": self.wall(), "updated": self.wall(), "kind": "idle_gpu_kernel", "state": "requested",
             "kernel_id": tag.id, "notebook": tag.notebook, "gpus": list(k.gpus), "idle_s": round(k.idle_s),
             "message": (f"Kernel {tag.id[:8]}{where} held GPU {', '.join(k.gpus)} without using it for {idle}, so it "
                         f"was shut down for others to use (the Hub operator's c.PtcudaBroker.idle_gpu_timeout = "
@@ -90,7 +94,7 @@ class Reclaimer:
             return
         log.warning("broker: kernel %s of %s still running %.0f s after the idle notice: removing its container",
                     k.state.tag.id[:8], k.state.tag.owner, self.grace)
-        notice["state"], notice["updated"] = "enforced", time.time()
+        notice["state"], notice["updated"] = "enforced", self.wall()
         await self.remove(k.state)
 
     def since(self, user: str, since: float) -> list[dict[str, Any]]:

@@ -5,12 +5,10 @@ microseconds: the test moves the clock, the containers' CPU time and the GPUs' u
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import pytest
 
-from jupyter_ptcuda.broker import idle as broker_idle
 from jupyter_ptcuda.broker.idle import Reclaimer
 from jupyter_ptcuda.containers import labels as L
 from jupyter_ptcuda.containers.idle import IdleWatch
@@ -72,17 +70,15 @@ async def test_a_kernel_that_stops_is_forgotten_and_starts_from_zero_if_it_runs_
 
 
 @pytest.fixture
-def reclaim(monkeypatch):
-    """(reclaimer, fake backend): timeout 600 s, grace 60 s, all on one fake clock (the reclaimer's own
-    ``time`` is the clock's: broker/idle.py takes no clock argument)."""
+def reclaim():
+    """(reclaimer, fake backend): timeout 600 s, grace 60 s, all on one fake clock."""
     fake = FakeBackend(FakeClock())
-    monkeypatch.setattr(broker_idle, "time", types.SimpleNamespace(monotonic=fake.clock.monotonic, time=fake.clock.time))
     watch = IdleWatch(fake, Gpus().snapshot, clock=fake.clock.monotonic)
 
     async def remove(state: Any) -> None:  # the one broker operation the reclaimer uses (as op remove)
         await fake.remove(state.id)
 
-    return Reclaimer(remove, watch, timeout=600, grace=60), fake
+    return Reclaimer(remove, watch, timeout=600, grace=60, clock=fake.clock.monotonic, wall=fake.clock.time), fake
 
 
 async def test_the_reclaimer_asks_the_owner_then_removes_the_kernel_past_the_grace(reclaim):
