@@ -30,6 +30,7 @@ from traitlets import Any as AnyTrait
 from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Application
 
+from ..containers.dispatch import GpuQueue
 from ..containers.docker.service import DockerContainerService
 from ..containers.idle import IdleWatch
 from ..containers.ledger import GpuLedger
@@ -140,6 +141,8 @@ class PtcudaBroker(Application):
             auth.access_scopes = {f"access:services!service={self.service_name}"}
         broker = Broker(BrokerPolicy.of(self), service, self.ledger)
         broker.telemetry = Telemetry(self.sampler, self.ledger)
+        broker.queue = GpuQueue(self.ledger, max_gpus=self.max_gpus, parent=self)  # c.GpuQueue.* from this config
+        self.ledger.queue = broker.queue
         if self.idle_gpu_timeout > 0:
             watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
                               util_threshold=self.idle_util_threshold)

@@ -5,6 +5,7 @@ read (:class:`AuthenticatedHandler`), then one operation runs for that Hub user 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -77,9 +78,24 @@ class OpHandler(AuthenticatedHandler):
     async def post(self, op: str) -> None:
         body = parse_body(b"".join(self._chunks))
         self._chunks = []
-        result = await self.settings["broker"].call(self.hub_user, op, body)
+        self._task = asyncio.ensure_future(self.settings["broker"].call(self.hub_user, op, body))
+        try:
+            result = await self._task
+        except asyncio.CancelledError:
+            if self._gone:
+                return  # the caller hung up (a kernel start that gave up waiting for a GPU): nothing to answer
+            raise
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"result": result}))
+
+    _task: asyncio.Future[Any] | None = None
+    _gone = False
+
+    def on_connection_close(self) -> None:
+        """The caller hung up while the operation ran: stop it (a request waiting in the GPU queue leaves it)."""
+        self._gone = True
+        if self._task is not None:
+            self._task.cancel()
 
 
 class TooLarge(PtcudaError):

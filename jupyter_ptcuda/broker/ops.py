@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..containers import labels as L
 from ..containers import wire
 from ..containers.build import FORBIDDEN_SOURCES, Policy, build
+from ..containers.dispatch import GpuQueue
 from ..containers.docker.service import DockerContainerService
 from ..containers.gpus import NONE, GpuRequest
 from ..containers.identity import Identity
@@ -57,6 +58,8 @@ class Broker:
         self.staging = M.Staging(os.path.join(policy.private_root, "staging", str(os.getpid())))
         self.reclaimer: Reclaimer | None = None  # set by the app when c.PtcudaBroker.idle_gpu_timeout is set
         self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
+        #: The GPU queue across users (c.GpuQueue.*; set by the app): requests that wait for held GPUs.
+        self.queue: GpuQueue | None = None
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, name: str) -> U.HubUser:
@@ -161,13 +164,16 @@ class Broker:
                             f"{max_pids}; ask for at most that.")
         spec = build(request, policy, identity)  # refusals first: nothing is opened or claimed for a bad request
         claim = f"{user.name}/{request.kind}/{request.id or secrets.token_hex(6)}"
+        wait = I.flag(body, "wait_for_gpus")
         staging = self.staging
         staged: list[str] = []
         fds: list[int] = []
         try:
+            # GPUs first, outside the user's launch lock: a request waiting in the queue holds up nothing else
+            gpus, why = await self._assign(user, claim, spec.gpus, fallback, wait=wait,
+                                           what=f"{request.kind} {request.id}".strip())
             async with self._launching.setdefault(user.uid, asyncio.Lock()):  # quotas: one launch per user at a time
                 await self._check_kernels(user, spec)
-                gpus, why = await self._assign(user, claim, spec.gpus, fallback)
                 spec = spec.with_gpus(gpus)
                 env = dict(spec.env)
                 env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpus.ids) if gpus.wanted else "void"
@@ -198,9 +204,12 @@ class Broker:
         """The spec as its user reads it: the folders they asked for, not the broker's staging paths."""
         return spec_with_logical_mounts(spec)
 
-    async def _assign(self, user: U.HubUser, claim: str, gpus: GpuRequest, fallback: str) -> tuple[GpuRequest, str | None]:
+    async def _assign(self, user: U.HubUser, claim: str, gpus: GpuRequest, fallback: str, *, wait: bool = False,
+                      what: str = "") -> tuple[GpuRequest, str | None]:
         """The canonical device indexes this container gets (or NONE), from the broker's ledger; refused when
-        they do not exist, are held, or pass the user's quota."""
+        they do not exist or pass the user's quota for good. Held ones: with ``wait`` (a job or kernel whose
+        server waits for it) the request joins the broker's GPU queue (fair across users, :mod:`...containers.
+        dispatch`) and this returns when the queue grants it; otherwise refused (409)."""
         if not gpus.wanted:
             return gpus, None
         await self.ledger.ready()
@@ -210,6 +219,9 @@ class Broker:
             raise GpuUnavailable("GPUs were requested but the broker sees no GPU on this host (NVML): ask for gpus 'none', "
                                  "or ask the operator to check the NVIDIA driver.")
         wanted = self.ledger.canonical(gpus)
+        queue = self.queue
+        if wait and queue is not None and queue.enabled and wanted.mode in ("count", "ids"):
+            return await queue.acquire(claim, user.name, wanted, on_wait=None, what=what), None
         c = self.config
         mine = [s for s in await self.service.list(owner_uid=user.uid, running=True) if s.tag.owner == user.name]
         held = self.ledger.held_by(mine)
@@ -307,8 +319,11 @@ class Broker:
         return None
 
     async def remove_container(self, state: ContainerState) -> None:
-        """Remove a container, and a kernel's private folder (op remove, idle reclamation)."""
+        """Remove a container, and a kernel's private folder (op remove, idle reclamation); the GPU queue looks
+        again (its GPUs are free)."""
         await self.service.remove(state.id)
+        if self.queue is not None:
+            self.queue.kick()
         if state.tag.kind == L.KERNEL and state.tag.kernel_dir:
             await asyncio.to_thread(U.remove_private_dir, self.config.private_root, state.tag.kernel_dir)
 
@@ -323,6 +338,20 @@ class Broker:
         since = body.get("since")
         return await self.telemetry.view(user.name, I.number(body, "since") if since is not None else None,
                                          I.integer(body, "max_points", minimum=1, maximum=100_000))
+
+    async def op_queue(self, user: U.HubUser, body: dict[str, Any]) -> Any:
+        """The broker's GPU queue in order, as ``user`` may see it: their own requests with what and why, every
+        other user's as "another user" (no id, no notebook, no reason)."""
+        if self.queue is None:
+            return []
+        rows = sorted(self.queue.view().items(), key=lambda kv: kv[1]["place"])
+        out = []
+        for claim, row in rows:
+            mine = row["owner"] == user.name
+            out.append({"mine": mine, "what": row["what"] if mine else "another user",
+                        "claim": claim.split("/", 1)[1] if mine else "", "place": row["place"],
+                        "reason": row["reason"] if mine else "", "waited_s": row["waited_s"], "gpus": row["gpus"]})
+        return out
 
     async def op_release(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         """Nothing to release: a GPU claim lives exactly as long as its container (kept for older servers)."""

@@ -119,9 +119,39 @@ class RemoteContainerService(ContainerService):
                      assign_gpus: bool = True, timeout: float | None = None, gpu_resource: str | None = None,
                      wait: bool = True, on_pending: Callable[[str], None] | None = None) -> Launched:
         """Ask the broker for the container ``spec`` describes: only its request travels (:func:`request_of`);
-        the broker assigns GPUs (``claim``/``assign_gpus`` are its business) and builds the container."""
-        r = await self._call("launch", timeout=600, request=request_of(spec), gpu_fallback=gpu_fallback)
+        the broker assigns GPUs (``claim``/``assign_gpus`` are its business) and builds the container.
+
+        ``on_pending`` (a job or kernel that may wait): GPUs held by others put the request in the broker's GPU
+        queue (fair across users) instead of a 409, and ``on_pending(reason)`` hears its place while it waits
+        (read from the broker's op ``queue``, where other users' requests are only "another user")."""
+        request = request_of(spec)
+        if on_pending is None or not spec.gpus.wanted:
+            r = await self._call("launch", timeout=600, request=request, gpu_fallback=gpu_fallback)
+            return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+        mine = f"{request['kind']}/{request['id']}"
+        watcher = asyncio.ensure_future(self._relay_place(mine, on_pending))
+        try:
+            r = await self._call("launch", timeout=0, request=request, gpu_fallback=gpu_fallback, wait_for_gpus=True)
+        finally:
+            watcher.cancel()
         return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+
+    async def queue(self) -> list[dict[str, Any]]:
+        """The broker's GPU queue as this user may see it (``mine``, ``what``, ``place``, ``reason``, ...)."""
+        return list(await self._call("queue", timeout=10))
+
+    async def _relay_place(self, mine: str, on_pending: Callable[[str], None], interval: float = 2.0) -> None:
+        said = ""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                rows = await self.queue()
+            except EngineUnavailable:
+                continue
+            for row in rows:
+                if row.get("mine") and row.get("claim") == mine and row.get("reason") and row["reason"] != said:
+                    said = row["reason"]
+                    on_pending(said)
 
     def release(self, claim: str) -> None:
         """Nothing to do: under the broker a GPU claim lives exactly as long as its container."""
