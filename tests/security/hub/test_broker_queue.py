@@ -90,13 +90,16 @@ def test_when_a_gpu_frees_the_user_with_less_gpu_time_goes_first_and_sees_no_one
         # alice's three are still in line (both GPUs held: hold1 and b1)
         assert len([r for r in call(hub, ALICE, "queue").json()["result"] if r["mine"]]) == 3
     finally:
-        for user in (ALICE, BOB):
-            for c in call(hub, user, "list").json().get("result") or []:
-                call(hub, user, "remove", cid=c["id"])
-        # removing frees GPUs: the waiting launches start and are removed in turn until none is left
-        deadline = time.monotonic() + 120
-        while any(t.is_alive() for t in waiters) and time.monotonic() < deadline:
+        def remove_all() -> None:
             for user in (ALICE, BOB):
                 for c in call(hub, user, "list").json().get("result") or []:
                     call(hub, user, "remove", cid=c["id"])
+
+        # each removal frees a GPU: the launches still waiting start, and are removed in turn
+        deadline = time.monotonic() + 120
+        while True:
+            remove_all()
+            if not any(t.is_alive() for t in waiters) or time.monotonic() > deadline:
+                break
             time.sleep(0.5)
+        remove_all()  # what the last launches started
