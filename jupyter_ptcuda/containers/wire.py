@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -97,6 +98,16 @@ def image_from_json(data: Mapping[str, Any]) -> ImageInfo:
 def error_to_json(exc: E.PtcudaError) -> dict[str, Any]:
     details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | type(None))}
     return {"error": type(exc).__name__, "message": exc.message, "details": details}
+
+
+def error_from_http(status: int, body: bytes | None) -> E.PtcudaError:
+    """The error an HTTP answer of the broker's carries (its JSON body, when it is JSON): the client's and
+    the terminal's one reading of a refusal."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        data = {}
+    return error_from_json(status, data if isinstance(data, Mapping) else {})
 
 
 def error_from_json(status: int, data: Mapping[str, Any] | None) -> E.PtcudaError:

@@ -300,20 +300,11 @@ class RemoteLeg(Leg):
 @pytest.fixture(scope="session")
 def broker_hub(hub_factory, test_image):  # noqa: F811 - the fixture imported above
     """A Hub with the broker as its managed service, once per session (the contract's broker leg)."""
-    from pathlib import Path
-
     from tests.hub import harness as H
 
     port = H.free_port()
-    example = (Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py").read_text()
-    extra = example.replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}") + f"""
-c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
-c.PtcudaBroker.nvml = "fake:1"
-"""
-    hub = hub_factory(extra_config=extra)
-    hub.broker_url = f"http://127.0.0.1:{port}"
-    hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
-    return hub
+    hub = hub_factory(extra_config=H.broker_config(port, test_image, 'c.PtcudaBroker.nvml = "fake:1"\n'))
+    return H.attach_broker(hub, port, test_image)
 
 
 #: The backends under contract, by fixture parameter.

@@ -34,6 +34,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "jupyterhub_config.py"
 VENV = ROOT / ".ci-cache" / "hubvenv"
 CHP = ROOT / ".ci-cache" / "chp" / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("ptcuda-alice", "ptcuda-bob")
@@ -477,3 +478,18 @@ def cleanup(hub: Hub, keep: bool = False) -> list[str]:
     if not keep:
         shutil.rmtree(hub.state, ignore_errors=True)
     return left
+
+
+def broker_config(port: int, image: str, extra: str = "") -> str:
+    """Hub config for tests with the broker: examples/jupyterhub_config.py with its broker on ``port`` and
+    ``image``'s repository allowed, then ``extra`` (more ``c.PtcudaBroker.*``)."""
+    example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
+    return example + f"\nc.PtcudaBroker.images = [{image.split(':')[0] + ':*'!r}]\n" + extra
+
+
+def attach_broker(hub: Hub, port: int, image: str) -> Hub:
+    """``hub`` with ``broker_url`` and ``test_image`` set, once its broker answers."""
+    hub.broker_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    hub.test_image = image  # type: ignore[attr-defined]
+    hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)  # type: ignore[attr-defined]
+    return hub

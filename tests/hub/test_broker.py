@@ -16,7 +16,6 @@ from tests.hub import harness as H
 
 pytestmark = [pytest.mark.integration, pytest.mark.hub]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py"
 ALICE, BOB = H.USERS
 KERNEL = "ptcuda-hubtest"
 GPU_KERNEL = "ptcuda-hubtest-gpu"
@@ -34,20 +33,15 @@ def hub(engine, test_image):
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name",
                     GPU_KERNEL, "--image", test_image, "--gpus", "1", "--no-check"], check=True, capture_output=True)
     port = H.free_port()
-    example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
-    extra = example + f"""
-c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
+    hub = H.start_hub(extra_config=H.broker_config(port, test_image, f"""
 c.PtcudaBroker.nvml = "fake:2:idle=0+1"
 c.PtcudaBroker.idle_gpu_timeout = {IDLE_TIMEOUT}
 c.PtcudaBroker.idle_check_interval = 1
 c.PtcudaBroker.max_gpus = 1
 c.PtcudaBroker.max_kernels = 2
-"""
-    hub = H.start_hub(extra_config=extra)
-    hub.broker_url = f"http://127.0.0.1:{port}"
-    hub.test_image = test_image
+"""))
     try:
-        hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+        H.attach_broker(hub, port, test_image)
         for user in H.USERS:
             hub.start_server(user)
         yield hub

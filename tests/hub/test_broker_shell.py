@@ -11,7 +11,6 @@ import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,7 +19,6 @@ from tests.hub import harness as H
 
 pytestmark = [pytest.mark.integration, pytest.mark.hub]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jupyterhub_config.py"
 ALICE, BOB = H.USERS
 KERNEL = "ptcuda-hubshell"
 SCOPE = "access:services!service=ptcuda-broker"
@@ -31,13 +29,8 @@ def hub(hub_factory, engine, test_image):
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name", KERNEL,
                     "--image", test_image, "--gpus", "none", "--no-check"], check=True, capture_output=True)
     port = H.free_port()
-    extra = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}") + f"""
-c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
-c.PtcudaBroker.nvml = "fake:1"
-"""
-    hub = hub_factory(extra_config=extra)
-    hub.broker_url = f"http://127.0.0.1:{port}"
-    hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+    hub = H.attach_broker(hub_factory(extra_config=H.broker_config(port, test_image, 'c.PtcudaBroker.nvml = "fake:1"\n')),
+                          port, test_image)
     for user in H.USERS:
         hub.start_server(user)
     return hub

@@ -87,11 +87,7 @@ class RemoteContainerService(ContainerService):
         except HTTPClientError as exc:
             if exc.response is None or exc.code == 599:
                 raise self._unreachable(exc) from None
-            try:
-                data = json.loads(exc.response.body or b"{}")
-            except ValueError:
-                data = {}
-            raise wire.error_from_json(exc.code, data) from None
+            raise wire.error_from_http(exc.code, exc.response.body) from None
         except OSError as exc:
             raise self._unreachable(exc) from None
         return json.loads(response.body)["result"]

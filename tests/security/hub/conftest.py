@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.hub import harness as H
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "jupyterhub_config.py"
 ALICE, BOB = H.USERS
 KERNEL = "ptcuda-sectest"
 LIMITS = {"max_mem": "1g", "max_pids": 4096, "max_long_calls": 4, "max_terminals": 3, "max_private_dirs": 6,
@@ -30,22 +28,14 @@ def hub(engine, test_image):
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name", KERNEL,
                     "--image", test_image, "--gpus", "none", "--no-check"], check=True, capture_output=True)
     port = H.free_port()
-    example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
     limits = "\n".join(f"c.PtcudaBroker.{k} = {v!r}" for k, v in LIMITS.items())
-    extra = example + f"""
-c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
-c.PtcudaBroker.nvml = "fake:2"
-{limits}
-"""
-    hub = H.start_hub(extra_config=extra)
-    hub.broker_url = f"http://127.0.0.1:{port}"
-    hub.test_image = test_image
+    hub = H.start_hub(extra_config=H.broker_config(port, test_image, f'c.PtcudaBroker.nvml = "fake:2"\n{limits}\n'))
     # an allowed image that says NVIDIA_VISIBLE_DEVICES=all, as the official PyTorch images do
     hub.nvidia_all_image = test_image.split(":")[0] + ":nvidia-all"
     subprocess.run(["docker", "build", "-q", "-t", hub.nvidia_all_image, "-"], check=True, capture_output=True,
                    input=f"FROM {test_image}\nENV NVIDIA_VISIBLE_DEVICES=all\n".encode())
     try:
-        hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+        H.attach_broker(hub, port, test_image)
         yield hub
     finally:
         H.cleanup(hub)

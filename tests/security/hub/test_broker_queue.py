@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,7 +16,6 @@ from tests.security.hub.conftest import ALICE, BOB, call
 
 pytestmark = [pytest.mark.integration, pytest.mark.hub]
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "jupyterhub_config.py"
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +25,13 @@ def hub(engine, test_image):
             pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
         pytest.skip("needs root and scripts/hub-env")
     port = H.free_port()
-    example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
-    extra = example + f"""
-c.PtcudaBroker.images = [{test_image.split(':')[0] + ':*'!r}]
+    hub = H.start_hub(extra_config=H.broker_config(port, test_image, """
 c.PtcudaBroker.nvml = "fake:2"
 c.PtcudaBroker.max_gpus = None
 c.GpuQueue.poll_interval = 0.5
-"""
-    hub = H.start_hub(extra_config=extra)
-    hub.broker_url = f"http://127.0.0.1:{port}"
-    hub.test_image = test_image
+"""))
     try:
-        hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)
+        H.attach_broker(hub, port, test_image)
         yield hub
     finally:
         H.cleanup(hub)
