@@ -32,6 +32,7 @@ from ..notices import Notices, set_active_notices
 from ..nvml import nvml_from_config
 from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
+from .contents import adopt
 from .ownership import OwnershipRule
 
 
@@ -125,6 +126,7 @@ class PtcudaExtension(ExtensionApp):
         set_active_notices(self.state.notices)
         self.ownership = OwnershipRule(self.serverapp.root_dir, ContainerOptions(parent=self), self.log)  # type: ignore[union-attr]
         self.ownership.install(self.serverapp.contents_manager, getattr(self.serverapp, "event_logger", None))  # type: ignore[union-attr]
+        adopt(self.serverapp.contents_manager, self.ownership, self.log)  # type: ignore[union-attr]  # writes through no link
         self.settings.update({"jupyter_ptcuda_state": self.state})
 
     def initialize_handlers(self) -> None:

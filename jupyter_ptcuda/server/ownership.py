@@ -73,7 +73,7 @@ class OwnershipRule:
         return st.st_uid, st.st_gid
 
     # -- walking ------------------------------------------------------------------------------------------
-    def _parts(self, path: str) -> list[str]:
+    def parts(self, path: str) -> list[str]:
         """The components of ``path`` (an API path, or an absolute path under the root)."""
         if os.path.isabs(path):
             rel = os.path.relpath(os.path.abspath(path), self.root_dir)
@@ -85,7 +85,7 @@ class OwnershipRule:
             raise ValueError(f"{path!r} has a '..' component")
         return parts
 
-    def _open_parent(self, parts: list[str]) -> int:
+    def open_parent(self, parts: list[str]) -> int:
         """A descriptor of the folder holding ``parts[-1]``, reached from the root through no link.
 
         Raises LinkInTheWay for a link in a folder that is not root's (a kernel could have planted it);
@@ -114,13 +114,13 @@ class OwnershipRule:
         user could have planted. Called before every save (a pre-save hook)."""
         if not self.active:
             return
-        parts = self._parts(path)
+        parts = self.parts(path)
         if not parts:
             return
         try:
-            fd = self._open_parent(parts)
+            fd = self.open_parent(parts)
         except LinkInTheWay as exc:
-            raise web.HTTPError(400, self._link_message(exc.where)) from None
+            raise web.HTTPError(400, self.link_message(exc.where)) from None
         except OSError:
             return  # a missing folder: jupyter_server says so itself
         try:
@@ -129,12 +129,12 @@ class OwnershipRule:
             except OSError:
                 return
             if stat.S_ISLNK(st.st_mode) and os.fstat(fd).st_uid != 0:
-                raise web.HTTPError(400, self._link_message("/".join(parts)))
+                raise web.HTTPError(400, self.link_message("/".join(parts)))
         finally:
             os.close(fd)
 
     @staticmethod
-    def _link_message(where: str) -> str:
+    def link_message(where: str) -> str:
         return (f"{where} is a symbolic link in a folder a kernel can change; this server runs as root and "
                 "does not write through it. Delete the link or save under another name.")
 
@@ -146,13 +146,13 @@ class OwnershipRule:
         if not self.active:
             return 0
         try:
-            parts = self._parts(path)
+            parts = self.parts(path)
         except ValueError:
             return 0
         if not parts:
             return 0
         try:
-            fd = self._open_parent(parts)
+            fd = self.open_parent(parts)
         except (LinkInTheWay, OSError) as exc:
             self._say("not handing %s over to the kernel's user: %s", path, exc)
             return 0

@@ -125,3 +125,65 @@ async def test_a_planted_link_is_neither_written_through_nor_handed_over(jp_fetc
     # a hard link to root's file is not handed over either
     os.link(victim, folder / "hard.csv")
     assert rule.settle("hard.csv") == 0 and owner(victim) == (0, 0)
+
+
+async def test_no_write_of_a_save_an_upload_a_checkpoint_or_a_copy_goes_through_a_planted_link(
+        jp_fetch, jp_serverapp, folder, tmp_path):
+    """Every name jupyter_server writes besides the file itself: the save's backup ``.~NAME``, the checkpoint
+    folder, an upload's later chunks, a copy's source, a folder copy's inside, a rename's target folder."""
+    victim = tmp_path / "victim"  # root's file outside the root (/etc/profile.d/x.sh)
+    victim.write_text("secret\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def plant(name: str, target) -> None:  # what the kernel (uid 65533) can do in its folder
+        os.symlink(target, folder / name)
+        os.lchown(folder / name, UID, GID)
+
+    code, _ = await put(jp_fetch, "data.csv", {"type": "file", "format": "text", "content": "a,b\n"})
+    assert code == 201
+    plant(".~data.csv", victim)  # was: the backup copy of data.csv written over the victim
+    code, _ = await put(jp_fetch, "data.csv", {"type": "file", "format": "text", "content": "a,b\n1,2\n"})
+    assert code == 200
+    assert (folder / "data.csv").read_text() == "a,b\n1,2\n" and owner(folder / "data.csv") == (UID, GID)
+    assert victim.read_text() == "secret\n"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".~")) == [".~data.csv"]  # no backup left
+
+    plant(".ipynb_checkpoints", outside)  # was: data-checkpoint.csv written into the victim's folder
+    r = await jp_fetch("api", "contents", "data.csv", "checkpoints", method="POST", body=b"", raise_error=False)
+    assert r.code == 400 and ".ipynb_checkpoints is a symbolic link" in json.loads(r.body)["message"]
+    assert list(outside.iterdir()) == []
+    os.unlink(folder / ".ipynb_checkpoints")
+    r = await jp_fetch("api", "contents", "data.csv", "checkpoints", method="POST", body=b"")
+    assert r.code == 201 and (folder / ".ipynb_checkpoints" / "data-checkpoint.csv").read_text() == "a,b\n1,2\n"
+
+    # an upload in chunks: the link swapped in after the first chunk gets no second one
+    code, _ = await put(jp_fetch, "big.bin", {"type": "file", "format": "base64", "chunk": 1,
+                                              "content": base64.b64encode(b"one").decode()})
+    assert code == 201
+    os.unlink(folder / "big.bin")
+    plant("big.bin", victim)
+    code, err = await put(jp_fetch, "big.bin", {"type": "file", "format": "base64", "chunk": -1,
+                                                "content": base64.b64encode(b"two").decode()})
+    assert code == 400 and "big.bin is a symbolic link" in err["message"]
+    assert victim.read_text() == "secret\n"
+
+    # a copy of a planted link would hand the victim's content to the kernel
+    plant("innocent.csv", victim)
+    r = await jp_fetch("api", "contents", method="POST", body=json.dumps({"copy_from": "innocent.csv"}),
+                       raise_error=False)
+    assert r.code == 400 and "innocent.csv is a symbolic link" in json.loads(r.body)["message"]
+    (folder / "d").mkdir()
+    os.chown(folder / "d", UID, GID)
+    os.symlink(victim, folder / "d" / "inside.csv")
+    r = await jp_fetch("api", "contents", method="POST", body=json.dumps({"copy_from": "d"}))
+    copied = folder / json.loads(r.body)["path"]
+    assert (copied / "inside.csv").is_symlink()  # copied as a link, not as the victim's content
+
+    # a rename into a folder that is a link moves nothing out of the root
+    plant("into", outside)
+    r = await jp_fetch("api", "contents", "data.csv", method="PATCH", body=json.dumps({"path": "into/x.sh"}),
+                       raise_error=False)
+    assert r.code == 400 and "into is a symbolic link" in json.loads(r.body)["message"]
+    assert list(outside.iterdir()) == [] and (folder / "data.csv").exists()
+    assert victim.read_text() == "secret\n" and owner(victim) == (0, 0)
