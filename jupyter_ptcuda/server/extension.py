@@ -34,6 +34,7 @@ from ..nvml.sampler import GpuSampler
 from ..provisioner import drain_removals
 from .contents import adopt
 from .ownership import OwnershipRule
+from .sessions import RefusalLogFilter
 
 
 def share_server_log(server_log: logging.Logger) -> Callable[[], None]:
@@ -111,6 +112,8 @@ class PtcudaExtension(ExtensionApp):
 
     def initialize_settings(self) -> None:
         self._unshare_log = share_server_log(self.serverapp.log)  # type: ignore[union-attr]
+        self._refusal_filter = RefusalLogFilter()  # a refused kernel start: [W], not [E]
+        self.serverapp.log.addFilter(self._refusal_filter)  # type: ignore[union-attr]
         sampler: GpuSampler
         ledger: GpuLedger
         sampler, ledger = get_service().gpu_view(nvml=self._make_nvml(), interval=self.sample_interval,
@@ -221,3 +224,5 @@ class PtcudaExtension(ExtensionApp):
         unshare = getattr(self, "_unshare_log", None)
         if unshare is not None:
             unshare()
+        if hasattr(self, "_refusal_filter"):
+            self.serverapp.log.removeFilter(self._refusal_filter)  # type: ignore[union-attr]

@@ -7,9 +7,15 @@ policy: 403, a bad kernelspec option: 400), this handler answers with that statu
 the server logs one ``[W]`` line (a 4xx is the client's, not a server error). Everything else is
 jupyter_server's handler unchanged. Registered by the server extension on the same route: an extension's
 routes are matched before the server's own.
+
+jupyter_client's kernel manager logs the failed start itself too, at ``[E]`` with a traceback;
+:class:`RefusalLogFilter` (on the server's logger) turns that record, for a refusal of ours, into one
+``[W]`` line with the reason.
 """
 
 from __future__ import annotations
+
+import logging
 
 from jupyter_server.services.sessions.handlers import SessionRootHandler
 from tornado import web
@@ -24,6 +30,28 @@ def refused(exc: BaseException) -> PtcudaError | None:
             and http_status(cause) < 500:
         return cause
     return None
+
+
+class RefusalLogFilter(logging.Filter):
+    """An error record whose exception is our 4xx refusal becomes a one-line warning (no traceback); the
+    same refusal logged again (jupyter_client's kernel manager, then its multi-kernel manager) is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and isinstance(record.msg, BaseException):
+            exc = record.msg
+        if record.levelno >= logging.ERROR and isinstance(exc, PtcudaError) and http_status(exc) < 500:
+            if exc is self._last:
+                return False
+            self._last = exc
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.msg, record.args = "jupyter-ptcuda: kernel start refused (%d): %s", (http_status(exc), exc)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class RefusalAwareSessionRootHandler(SessionRootHandler):

@@ -26,7 +26,10 @@ async def test_a_refused_kernel_start_is_a_4xx_not_a_server_error(jp_fetch, jp_d
     assert r.code == 400, (r.code, body)  # was 500 "HTTP 409: Conflict (...)"
     assert "3 GPU(s) asked for, but this host has 2" in body["message"] and "ask for at most 2" in body["message"]
     # the access log: one warning line; no "500 POST /api/sessions" error with the request's headers dumped
-    # (jupyter_client still logs the exception of the start itself, a line each in its manager)
+    # and jupyter_client's own record of the failed start is one [W] line with the reason, no traceback
     lines = [(rec.levelno, rec.getMessage()) for rec in caplog.records]
     assert not [m for _, m in lines if "500 POST" in m or '"User-Agent"' in m or "HTTP 400: Bad Request" in m], lines
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info], lines
+    said = [m for level, m in lines if level == logging.WARNING and m.startswith("jupyter-ptcuda: kernel start refused")]
+    assert len(said) == 1 and "(400): gpus: 3 GPU(s) asked for" in said[0], lines
     assert any(level == logging.WARNING and m.startswith("400 POST") and "/api/sessions" in m for level, m in lines), lines
