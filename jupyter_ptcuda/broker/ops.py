@@ -91,7 +91,13 @@ class Broker:
         return await self.service.ping()
 
     async def op_image(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        return wire.image_to_json(await self.service.image(I.text(body, "ref", limit=512)))
+        """An image's labels and environment: only for an image the user's policy allows (403 otherwise, as
+        for a launch), so no user reads what other images on the engine carry."""
+        from ..containers.build import check_image
+
+        ref = I.text(body, "ref", limit=512)
+        check_image(ref, await self._image_policy(user, ref), None)
+        return wire.image_to_json(await self.service.image(ref))
 
     async def op_pull(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         from ..containers.build import check_image

@@ -274,6 +274,19 @@ def test_malformed_values_are_a_short_4xx_on_every_operation(hub):
         call(hub, BOB, "remove", cid=cid)
 
 
+def test_a_user_reads_only_the_images_the_policy_allows(hub, engine):
+    outside = "ptcuda-outside-policy:probe"  # an image on the engine that no pattern of c.PtcudaBroker.images allows
+    engine.run_sync(lambda api: api.tag(hub.test_image, *outside.split(":")))
+    try:
+        r = call(hub, BOB, "image", ref=outside)
+        assert r.status_code == 403 and "is not allowed" in r.json()["message"], r.text
+        assert "result" not in r.json()
+        r = call(hub, BOB, "image", ref=hub.test_image)
+        assert r.status_code == 200 and r.json()["result"]["labels"], r.text
+    finally:
+        engine.run_sync(lambda api: api.remove_image(outside))
+
+
 def test_kernel_folders_are_capped_and_reused(hub):
     cap = LIMITS["max_private_dirs"]
     base = Path("/run/jupyter-ptcuda-broker") / str(hub.account(BOB).pw_uid)
