@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -47,10 +48,35 @@ def ensure_tools() -> None:
         _need("no docker-registry/htpasswd: `apt-get install docker-registry apache2-utils` (scripts/test does)")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def bridge_gateway(engine) -> str:
+    """The address of the engine's default bridge on this host (e.g. 172.17.0.1): not loopback, so the
+    engine does not treat a registry there as insecure and checks its TLS certificate."""
+    net = engine.run_sync(lambda api: api.inspect_network("bridge"))
+    return str(net["IPAM"]["Config"][0]["Gateway"])
+
+
+def make_tls(root: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A CA of the test's own, and a server certificate it signed for ``ip``: (ca.crt, server.crt, server.key)."""
+    ca_key, ca, key, csr, crt = (root / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = root / "san.cnf"
+    ext.write_text(f"subjectAltName = IP:{ip}\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\n"
+                   "extendedKeyUsage = serverAuth\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], capture_output=True, check=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=jupyter-ptcuda test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={ip}")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(crt),
+        "-days", "2", "-extfile", str(ext))
+    return ca, crt, key
 
 
 @dataclass
@@ -91,27 +117,35 @@ class Registry:
         return folder
 
 
-def start_registry(root: Path) -> tuple[Registry, subprocess.Popen]:
-    """docker-registry serve on a free loopback port, htpasswd auth; waits until /v2/ answers 401."""
+def start_registry(root: Path, *, tls_ip: str | None = None) -> tuple[Registry, subprocess.Popen]:
+    """docker-registry serve on a free loopback port, htpasswd auth; waits until /v2/ answers 401.
+    ``tls_ip``: on that address instead, over TLS with a certificate of a CA the test makes
+    (``root/ca.crt``)."""
     ensure_tools()
     root.mkdir(parents=True, exist_ok=True)
     user, password = "ci", secrets.token_urlsafe(12)
     htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True)
     (root / "htpasswd").write_text(htpasswd.stdout)
-    port = free_port()
+    ip = tls_ip or "127.0.0.1"
+    port = free_port(ip)
+    tls, scheme, context = "", "http", None
+    if tls_ip:
+        ca, crt, key = make_tls(root, tls_ip)
+        tls, scheme = f", tls: {{certificate: {crt}, key: {key}}}", "https"
+        context = ssl.create_default_context(cafile=str(ca))
     (root / "config.yml").write_text(
         "version: 0.1\n"
         "log: {level: warn}\n"
         f"storage:\n  filesystem: {{rootdirectory: {root / 'store'}}}\n  delete: {{enabled: true}}\n"
-        f"http: {{addr: 127.0.0.1:{port}, secret: {secrets.token_hex(16)}}}\n"
+        f"http: {{addr: '{ip}:{port}', secret: {secrets.token_hex(16)}{tls}}}\n"
         f"auth:\n  htpasswd: {{realm: test-registry, path: {root / 'htpasswd'}}}\n")
     log = open(root / "registry.log", "wb")  # noqa: SIM115 (the process writes to it until it ends)
     proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    reg = Registry(f"127.0.0.1:{port}", user, password, root)
+    reg = Registry(f"{ip}:{port}", user, password, root)
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=2):
+            with urllib.request.urlopen(f"{scheme}://{reg.host}/v2/", timeout=2, context=context):
                 pass
         except urllib.error.HTTPError as e:
             if e.code == 401:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from jupyter_client.manager import AsyncKernelManager
@@ -19,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_ptcuda.containers.docker.service import DockerContainerService
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
-from tests.registry import Registry, free_port, fresh_image, start_registry, tiny_kernel_image
+from tests.registry import Registry, bridge_gateway, free_port, fresh_image, start_registry, tiny_kernel_image
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +155,33 @@ def test_an_unknown_name_and_an_unreachable_registry_say_what_to_check(registry,
     assert done.returncode == 1
     assert "is unreachable" in done.stderr and "check the registry address" in done.stderr
     assert not (prefix / "share/jupyter/kernels").exists()
+
+
+def test_a_registry_whose_ca_the_engine_does_not_know_is_one_sentence_until_its_ca_is_installed(
+        engine, tiny_image, tmp_path):
+    """A real TLS registry (a CA the test makes) on the engine's bridge address, which the engine does not
+    treat as insecure as it does loopback: the push fails with the sentence naming where the CA goes; with
+    the CA there (the engine reads /etc/docker/certs.d at each push) the same command pushes."""
+    if os.geteuid() != 0:
+        pytest.skip("installs a CA in /etc/docker/certs.d: run as root (CI does)")
+    reg, proc = start_registry(tmp_path / "tls", tls_ip=bridge_gateway(engine))
+    certs = Path("/etc/docker/certs.d") / reg.host
+    ref = f"{reg.host}/ptcuda/tls-{uuid.uuid4().hex[:8]}:v1"
+    image_id = fresh_image(engine, tiny_image, ref)
+    try:
+        login = reg.docker_config(tmp_path / "docker", password=reg.password)  # `docker login` would fail on TLS too
+        done = cli("image", "push", ref, docker_config=login, CI="true")
+        assert done.returncode == 1, done.stdout
+        assert f"a TLS connection to the registry {reg.host} failed while pushing {ref}" in done.stderr, done.stderr
+        assert f"/etc/docker/certs.d/{reg.host}/ca.crt" in done.stderr and "Traceback" not in done.stderr
+        assert reg.password not in done.stderr
+        certs.mkdir(parents=True)
+        shutil.copy(reg.root / "ca.crt", certs / "ca.crt")
+        done = cli("image", "push", ref, docker_config=login, CI="true")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1].startswith(ref.rsplit(":", 1)[0] + "@sha256:")
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+        proc.terminate()
+        proc.wait(10)
