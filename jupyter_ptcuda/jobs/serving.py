@@ -42,6 +42,7 @@ from .tracking import TAG
 
 if TYPE_CHECKING:
     from .manager import JobManager
+    from .tracking import JobTracker
 
 #: Where the model is mounted in the serving container (read-only).
 MODEL_DIR = "/opt/ptcuda-model"
@@ -59,16 +60,41 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], str]:
-    """(tags, source) of a model version (blocking: the tracker's worker thread)."""
+def shown_uri(uri: str) -> str:
+    """A tracking URI as errors may show it: one with a user or password in it is not shown."""
+    return uri if "@" not in uri else "the tracking server (c.JobManager.mlflow_tracking_uri)"
+
+
+def model_version(tracker: JobTracker, name: str, version: str) -> Any:
+    """The registry's ModelVersion of ``models:/NAME/VERSION`` (blocking: the tracker's worker thread, or the
+    CLI). LookupError, one sentence with what to do, when the registry has no such version; ConfigError when the
+    registry cannot be read. Callers: :func:`start`, :mod:`.model_image`."""
     from mlflow.exceptions import MlflowException
 
+    client = tracker.client()
     try:
-        mv = mgr.tracker.client().get_model_version(name, version)
+        return client.get_model_version(name, version)
     except MlflowException as exc:
-        raise LookupError(f"models:/{name}/{version} is not in the model registry ({mgr.tracker.uri}): "
-                          f"{str(exc).splitlines()[0][:200]}. List them with `mlflow models` or register one "
-                          "with `jupyter ptcuda jobs register JOB --name NAME`.") from None
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError(f"cannot read the model registry of {shown_uri(tracker.uri)}: "
+                              f"{str(exc).splitlines()[0][:200]}") from None
+    try:
+        have = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    except MlflowException:
+        have = []
+    where = f"the model registry of {shown_uri(tracker.uri)}"
+    if have:
+        raise LookupError(f"models:/{name}/{version} is not in {where}: {name} has version{'s' * (len(have) > 1)} "
+                          f"{', '.join(have[-10:])}; give one of them, or register another with "
+                          f"`jupyter ptcuda jobs register JOB --name {name}`.")
+    raise LookupError(f"models:/{name}/{version} is not in {where}: no model is registered as {name!r}; make "
+                      f"version 1 with `jupyter ptcuda jobs register JOB --name {name}` (JOB: a job that logged a "
+                      "model, e.g. with mlflow.pytorch.log_model).")
+
+
+def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], str]:
+    """(tags, source) of a model version (blocking: the tracker's worker thread)."""
+    mv = model_version(mgr.tracker, name, version)
     return dict(mv.tags or {}), str(mv.source)
 
 
