@@ -38,18 +38,12 @@ from ..containers import labels as L
 from ..containers.engine import Engine
 from ..errors import ConfigError, PtcudaError
 from ..images import L_MODULES, ImageBuildError, docker_build, engine_imports
-from .serving import MODEL_DIR, PORT, model_version, parse_uri, shown_uri
+from .serving import MODEL_DIR, PORT, model_version, parse_uri, scoring_command, shown_uri
 from .tracking import TAG, JobTracker
 
 Progress = Callable[[str], None]
 #: The inference image's user: not root, no host account's uid (a cluster may run it as any other).
 USER = "65532:65532"
-
-
-def scoring_command(python: str = "python") -> list[str]:
-    """MLflow's scoring server over :data:`MODEL_DIR`, as ``jupyter ptcuda serve`` runs it."""
-    return [python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local",
-            "-h", "0.0.0.0", "-p", str(PORT)]
 
 
 def build_model_image(engine: Engine, tracker: JobTracker, uri: str, *, tag: str, base: str | None = None,

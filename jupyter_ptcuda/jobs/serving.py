@@ -181,23 +181,58 @@ async def start(mgr: JobManager, uri: str, *, gpus: Any = None, wait: float = 18
         raise NotFound(str(exc.args[0])) from None
     try:
         user = str(job.meta.get("user") or opts.container_user(job.workdir))
-        command = [mgr.python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local",
-                   "-h", "0.0.0.0", "-p", str(PORT)]
-        request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=command, workdir=None,
-                               env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, user=user,
+        request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=scoring_command(mgr.python),
+                               workdir=None, env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, user=user,
                                image_labels=image_info.labels)
-        request = dataclasses.replace(request, image=digest, mounts=(Mount(model, MODEL_DIR, True),),
-                                      name=f"ptcuda-serve-{serve_id}")
-        if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
-            request = dataclasses.replace(request, network_mode="bridge")  # reached at its own address
-        spec = build(request, opts.policy(configured=[job.image, digest]), this_server())
-        mgr.service.validate(spec)
-        launched = await mgr.service.launch(spec, claim=f"serve-{serve_id}")
+        request = dataclasses.replace(request, image=digest, mounts=(Mount(model, MODEL_DIR, True),))
+        launched = await _launch(mgr, request, opts.policy(configured=[job.image, digest]))
     except BaseException:
         await asyncio.to_thread(_remove_copy, model)
         raise
+    return await _ready(mgr, serve_id, launched.id, wait)
+
+
+async def start_image(mgr: JobManager, image: str, *, gpus: Any = None, wait: float = 180.0) -> dict[str, Any]:
+    """Serve the model an image made by ``jupyter ptcuda image build --model`` holds (its files at
+    :data:`MODEL_DIR`, its labels name the version), like :func:`start`: kind ``serve``, the user's uid, hardened,
+    GPUs from the ledger, nothing mounted; the image must be one the operator's policy allows (as for a kernel).
+    ConfigError for an image that holds no model; ImageNotFound when it is not here."""
+    info = await mgr.service.image(image)
+    uri = info.labels.get(L.MODEL_URI, "")
+    if not uri:
+        raise ConfigError(f"image {image[:120]!r} holds no model (no {L.MODEL_URI} label): make one with `jupyter ptcuda "
+                          "image build --model models:/NAME/VERSION --tag TAG`, or serve a registered version with "
+                          "`jupyter ptcuda serve models:/NAME/VERSION`.")
+    opts = mgr._options(JobRequest(path="", gpus=gpus if gpus is not None else "none"))
+    serve_id = uuid.uuid4().hex[:12]
+    request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=scoring_command(mgr.python), workdir=None,
+                           env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, image_labels=info.labels)
+    request = dataclasses.replace(request, image=image, mounts=())
+    launched = await _launch(mgr, request, opts.policy(configured=[]))
+    return await _ready(mgr, serve_id, launched.id, wait)
+
+
+def scoring_command(python: str = "python") -> list[str]:
+    """MLflow's scoring server over :data:`MODEL_DIR` on :data:`PORT` (``serve``, and the command of an image
+    made by ``image build --model``)."""
+    return [python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local", "-h", "0.0.0.0",
+            "-p", str(PORT)]
+
+
+async def _launch(mgr: JobManager, request: Any, policy: Any) -> Any:
+    """Launch a serve container for ``request`` under ``policy`` (reached at its own address: a bridge network)."""
+    request = dataclasses.replace(request, name=f"ptcuda-serve-{request.id}")
+    if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
+        request = dataclasses.replace(request, network_mode="bridge")
+    spec = build(request, policy, this_server())
+    mgr.service.validate(spec)
+    return await mgr.service.launch(spec, claim=f"serve-{request.id}")
+
+
+async def _ready(mgr: JobManager, serve_id: str, cid: str, wait: float) -> dict[str, Any]:
+    """:func:`describe` of serve ``serve_id`` once /ping answers; removed (with its copy) if it does not."""
     try:
-        await _until_ready(mgr, launched.id, wait)
+        await _until_ready(mgr, cid, wait)
     except BaseException:
         await stop(mgr, serve_id)
         raise

@@ -1,8 +1,9 @@
 """`jupyter ptcuda image build --model` (real engine, real MLflow with its embedded SQLite store): a job logs a
 small PyTorch model, `jobs register` makes a version, and the build bakes it into an image on the job's own
 image digest; that image, run hardened (its own non-root user, no capabilities, no-new-privileges, a read-only
-root), answers POST /invocations with the model's prediction. An unknown version, and a version with no image
-digest (registered some other way) without --base, are refused with what to do."""
+root), answers POST /invocations with the model's prediction, and so does `serve --image` of it (our own serve
+path). An unknown version, and a version with no image digest (registered some other way) without --base, are
+refused with what to do."""
 
 from __future__ import annotations
 
@@ -119,6 +120,23 @@ async def test_a_registered_model_becomes_an_image_that_answers_on_its_own(engin
         assert write.returncode != 0 and "PermissionError" in write.stderr  # the model is read-only to the server
     finally:
         docker("rm", "-f", cid, check=False)
+
+    # the same image through our own serve path: kind serve, the user's uid, hardened, nothing mounted
+    started = cli("serve", "--image", tag, "--json", timeout=300)
+    assert started.returncode == 0, started.stderr
+    served = json.loads(started.stdout)
+    try:
+        info = json.loads(docker("inspect", served["container_id"]).stdout)[0]
+        assert served["model"] == "models:/linear/1" and info["Config"]["Image"] == tag
+        assert not info["Config"]["User"].startswith("0") and info["HostConfig"]["CapDrop"] == ["ALL"]
+        assert not info["Mounts"] and not info["HostConfig"]["PortBindings"]
+        ip = next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        assert json.loads(answer(f"http://{ip}:5000/invocations", ROW)[1])["predictions"] in ([[9.0]], [{"0": 9.0}], [9.0])
+    finally:
+        stopped = cli("serve", "stop", served["id"])
+    assert stopped.returncode == 0, stopped.stderr
+    plain = cli("serve", "--image", mlflow_image)
+    assert plain.returncode != 0 and "holds no model" in plain.stderr and "image build --model" in plain.stderr
 
     unknown = cli("image", "build", "--model", "models:/linear/7", "--tag", tag + "7")
     assert unknown.returncode != 0 and "not in the model registry" in unknown.stderr, unknown.stderr
