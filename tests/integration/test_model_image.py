@@ -8,7 +8,9 @@ refused with what to do."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -19,6 +21,7 @@ from mlflow import MlflowClient
 from jupyter_ptcuda.jobs.request import JobRequest
 from tests.integration.test_jobs import cli, image_id, jobs_db, jobs_manager, script  # noqa: F401
 from tests.integration.test_tracking import mlflow_image  # noqa: F401 - the fixture
+from tests.registry import start_registry
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +49,20 @@ def tags():
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=120)
+@pytest.fixture
+def registry(tmp_path):
+    """Debian's docker-registry on loopback with a password (tests/registry.py), and a Docker login to it."""
+    reg, proc = start_registry(tmp_path / "registry")
+    try:
+        yield reg, reg.docker_config(tmp_path / "docker-config")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def docker(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=300,
+                          env={**os.environ, **env})
 
 
 def inspect_image(ref: str) -> dict:
@@ -78,7 +93,7 @@ def serving(cid: str, within: float = 180) -> str:
 
 
 async def test_a_registered_model_becomes_an_image_that_answers_on_its_own(engine, mlflow_image, notebook_dir,  # noqa: F811
-                                                                           store, monkeypatch, tags):
+                                                                           store, monkeypatch, tags, registry):
     path = script(notebook_dir, "train.py", TRAIN)
     async with jobs_manager(engine, mlflow_tracking=True, mlflow_tracking_uri=store) as mgr:
         job = await mgr.submit(JobRequest(path=str(path), image=mlflow_image, gpus="none"))
@@ -137,6 +152,21 @@ async def test_a_registered_model_becomes_an_image_that_answers_on_its_own(engin
     assert stopped.returncode == 0, stopped.stderr
     plain = cli("serve", "--image", mlflow_image)
     assert plain.returncode != 0 and "holds no model" in plain.stderr and "image build --model" in plain.stderr
+
+    # --push, as for any build: what another team pulls is the same model on the same base
+    reg, login = registry
+    remote = f"{reg.host}/ptcuda/linear-{uuid.uuid4().hex[:8]}:1"
+    tags.append(remote)
+    pushed = subprocess.run([sys.executable, "-m", "jupyter_ptcuda.cli", "image", "build", "--model", "models:/linear/1",
+                             "--tag", remote, "--push"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "DOCKER_CONFIG": str(login), "CI": "true"})
+    assert pushed.returncode == 0, pushed.stdout[-3000:] + pushed.stderr
+    pinned = pushed.stdout.strip().splitlines()[-1]
+    assert pinned.startswith(remote.rsplit(":", 1)[0] + "@sha256:") and remote.split("/", 1)[1].split(":")[0] in reg.catalog()
+    docker("rmi", remote)
+    docker("pull", pinned, DOCKER_CONFIG=str(login))
+    tags.append(pinned)
+    assert inspect_image(pinned)["Config"]["Labels"]["io.jupyter-ptcuda.model.sha256"] == labels["io.jupyter-ptcuda.model.sha256"]
 
     unknown = cli("image", "build", "--model", "models:/linear/7", "--tag", tag + "7")
     assert unknown.returncode != 0 and "not in the model registry" in unknown.stderr, unknown.stderr
