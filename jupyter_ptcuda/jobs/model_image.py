@@ -81,6 +81,7 @@ def build_model_image(engine: Engine, tracker: JobTracker, uri: str, *, tag: str
                   L.MODEL_RUN_ID: str(mv.run_id or ""), L.MODEL_JOB_ID: tags.get(f"{TAG}job_id", ""),
                   L.MODEL_TRAINED_IN: trained_in, L.MODEL_BASE: base_ref,
                   "org.opencontainers.image.base.name": base_ref, "org.opencontainers.image.base.digest": base_id}
+
         def dockerfile(sha256: str) -> str:
             labels[L.MODEL_SHA256] = sha256
             return _dockerfile(temp_tag, labels, python)
