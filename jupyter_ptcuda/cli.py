@@ -32,16 +32,41 @@ def _json_or_text(value: str) -> Any:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from .images import build_image
+    progress: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
+    if args.model:
+        _build_model_image(args, progress)
+    else:
+        from .images import build_image
 
-    build_image(get_engine(), base=args.base, tag=args.tag, torch=args.torch, extra=args.extra,
-                preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
-                progress=lambda line: print(line, flush=True), sbom=not args.no_sbom, sbom_file=args.sbom)
+        build_image(get_engine(), base=args.base or DEFAULT_BASE, tag=args.tag, torch=args.torch, extra=args.extra,
+                    preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
+                    progress=progress, sbom=not args.no_sbom, sbom_file=args.sbom)
     if args.push:
         from .registry import push_image
 
         print(push_image(get_engine(), args.tag), flush=True)
     return 0
+
+
+def _build_model_image(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+    """``image build --model``: the registry and the interpreter as a server's JobManager has them."""
+    from .jobs.cli import manager
+    from .jobs.model_image import build_model_image
+
+    given = [flag for flag, value in (("--preset", args.preset), ("--extra", args.extra), ("--wheelhouse", args.wheelhouse),
+                                      ("--sbom", args.sbom), ("--torch", args.torch != "torch")) if value]
+    if given:
+        raise PtcudaError(f"image build --model adds only the model to the image it was trained in: leave out "
+                          f"{', '.join(given)} (build the training image with them first).")
+    if args.tag == DEFAULT_TAG:
+        raise PtcudaError("image build --model: give the inference image's --tag, e.g. --tag registry.example.org/"
+                          "team/linear:1 (the default tag is the kernel image's).")
+    mgr = manager()
+    try:
+        build_model_image(get_engine(), mgr.tracker, args.model, tag=args.tag, base=args.base, python=mgr.python,
+                          pull=not args.no_pull, progress=progress)
+    finally:
+        mgr.tracker.close()
 
 
 def cmd_image_push(args: argparse.Namespace) -> int:
@@ -193,8 +218,13 @@ def build_parser(extra: dict[str, Callable[[argparse._SubParsersAction], None]] 
 
     image = sub.add_parser("image", help="kernel images").add_subparsers(dest="image_command", required=True)
     b = image.add_parser("build", help="derive a kernel-ready image (adds ipykernel) from a PyTorch base")
-    b.add_argument("--base", default=DEFAULT_BASE, help="base image (default: the official PyTorch CUDA runtime image); "
-                   "'debian' builds one from Debian packages with no registry")
+    b.add_argument("--base", default=None, help="base image (default: the official PyTorch CUDA runtime image); "
+                   "'debian' builds one from Debian packages with no registry; with --model, build on this image "
+                   "instead of the one the model was trained in")
+    b.add_argument("--model", metavar="models:/NAME/VERSION", help="bake this registered model version (MLflow "
+                   "registry: c.JobManager.mlflow_tracking_uri / $MLFLOW_TRACKING_URI) into an inference image on "
+                   "the image it was trained in, running MLflow's scoring server (/invocations, /ping; port 5000) "
+                   "as a non-root user; needs --tag")
     b.add_argument("--tag", default=DEFAULT_TAG, help="tag of the result")
     b.add_argument("--torch", default="torch", help="torch requirement for --base debian (default 'torch')")
     b.add_argument("--extra", action="append", default=[], help="another requirement to install (repeatable)")

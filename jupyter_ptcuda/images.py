@@ -36,7 +36,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .containers import labels as L
 from .containers.base import ContainerService
@@ -130,6 +130,11 @@ async def probe_modules(service: ContainerService, image: str, names: list[str] 
         if line.startswith("PTCUDA-MODULES "):
             return json.loads(line[len("PTCUDA-MODULES ") :])
     raise ImageNotReady(f"image {image!r} could not list its Python modules (exit code {code}): {out.strip()[-300:]}")
+
+
+def engine_imports(engine: Engine, image: str, names: list[str], python: str = "python") -> dict[str, bool]:
+    """:func:`probe_modules` on this Docker engine, blocking (the CLI's ``image build --model``)."""
+    return dict(asyncio.run(probe_modules(DockerContainerService(engine), image, names, python)))
 
 
 async def check_kernel_image(service: ContainerService, image: str, info: ImageInfo | None = None) -> dict[str, Any]:
@@ -265,11 +270,19 @@ def _docker_build(engine: Engine, dockerfile: str, tag: str, step: str, progress
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
+    return docker_build(engine, buf, tag, step, progress)
 
+
+def docker_build(engine: Engine, context: IO[bytes], tag: str, step: str, progress: Progress,
+                 network_mode: str = "host") -> str:
+    """Build the tar ``context`` (its ``Dockerfile`` included; an open file, read as it is sent) as ``tag``,
+    never pulling; the image id. ``network_mode``: the build's ``RUN`` steps' network (``host``: the loopback
+    wheel server; ``none``: a build that needs none). Blocking. Callers: :func:`build_image`,
+    :mod:`.jobs.model_image`."""
     def build(api: Any) -> str:
         image_id = ""
-        for chunk in api.build(fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True,
-                               decode=True, network_mode="host", pull=False):
+        for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
+                               decode=True, network_mode=network_mode, pull=False):
             if "error" in chunk:
                 raise ImageBuildError(step, chunk["error"].strip())
             text = (chunk.get("stream") or chunk.get("status") or "").rstrip()

@@ -36,6 +36,17 @@ IMAGE_IPYKERNEL = PREFIX + "image.ipykernel"
 IMAGE_MODULES = PREFIX + "image.modules"  # top-level modules the image can import (the jobs' import check)
 IMAGE_PRESET = PREFIX + "image.preset"
 IMAGE_TORCHVISION = PREFIX + "image.torchvision"
+#: Image labels written by ``jupyter ptcuda image build --model``: the registered model version it holds
+#: (``models:/NAME/VERSION``, name, version), the run and job it came from, the image digest it was trained in,
+#: the image it was built on (that digest, or ``--base``), and the sha256 of its files (:mod:`..jobs.model_image`).
+MODEL_URI = PREFIX + "model.uri"
+MODEL_NAME = PREFIX + "model.name"
+MODEL_VERSION = PREFIX + "model.version"
+MODEL_RUN_ID = PREFIX + "model.run-id"
+MODEL_JOB_ID = PREFIX + "model.job-id"
+MODEL_TRAINED_IN = PREFIX + "model.trained-in"
+MODEL_BASE = PREFIX + "model.base"
+MODEL_SHA256 = PREFIX + "model.sha256"
 
 SERVE_ID = PREFIX + "serve-id"  # a model server (``jupyter ptcuda serve``); its NOTEBOOK label is the model URI
 

@@ -91,8 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sv = sub.add_parser("serve", help="serve a registered model in the image it was trained in (MLflow's scoring "
                         "server, reached through the Jupyter server)",
-                        usage="jupyter ptcuda serve models:/NAME/VERSION [--gpus N] | serve list | serve stop ID")
-    sv.add_argument("what", nargs="+", metavar="models:/NAME/VERSION | list | stop ID")
+                        usage="jupyter ptcuda serve models:/NAME/VERSION | --image IMAGE [--gpus N] | serve list | "
+                              "serve stop ID")
+    sv.add_argument("what", nargs="*", metavar="models:/NAME/VERSION | list | stop ID")
+    sv.add_argument("--image", help="serve the model an image made by `image build --model` holds (instead of a "
+                    "registered version)")
     sv.add_argument("--gpus", help="GPUs for the model server: 'none' (default), a count, 'all' or device ids")
     sv.add_argument("--json", action="store_true")
     sv.set_defaults(func=cmd_serve)
@@ -304,6 +307,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         mgr = manager()
+        if args.image:
+            if what:
+                raise ConfigError(f"serve --image IMAGE serves the model the image holds: leave out {' '.join(what)}.")
+            return show(await serving.start_image(mgr, args.image, gpus=_gpus(args.gpus)))
+        if not what:
+            raise ConfigError("serve: give a model, e.g. `jupyter ptcuda serve models:/linear/1` (or --image IMAGE), "
+                              "or `serve list`, `serve stop ID`.")
         if what == ["list"]:
             found = await serving.servers(mgr)
             if args.json:
@@ -322,11 +332,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if len(what) != 1:
             raise ConfigError("serve: give one model, e.g. `jupyter ptcuda serve models:/linear/1`, or `serve list`, "
                               "`serve stop ID`.")
-        started = await serving.start(mgr, what[0], gpus=_gpus(args.gpus))
+        return show(await serving.start(mgr, what[0], gpus=_gpus(args.gpus)))
+
+    def show(started: dict[str, Any]) -> int:
         if args.json:
             print(json.dumps(started, indent=2))
         else:
-            print(f"serving {started['model']} as {started['id']} (image {started['image'][:19]}, gpus "
+            print(f"serving {started['model']} as {started['id']} (image {started['image'][:40]}, gpus "
                   f"{started['gpus']}): POST {{base_url}}jupyter-ptcuda/serve/{started['id']}/invocations "
                   "through the Jupyter server")
         return 0

@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -49,6 +49,7 @@ from ..nofollow import read_bytes
 from . import outputs as O
 from .imports import check_imports
 from .lifecycle import JobLifecycle
+from .listing import JobListing
 from .queueing import JobQueueing
 from .request import JobRequest, job_command, params_to_flags
 from .store import FAILED, RUNNING, Job, JobStore
@@ -129,6 +130,7 @@ class JobManager(JobQueueing, JobLifecycle):
         self.root_dir = root_dir
         self._kernel_manager = kernel_manager
         self.store = JobStore(self.db_path)
+        self.listing = JobListing()  # GET jobs' JSON, touched only in the SQLite worker thread
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="ptcuda-jobs-db")
         self._watchers: dict[str, asyncio.Task] = {}
         self._finalising: set[asyncio.Task] = set()
@@ -186,6 +188,12 @@ class JobManager(JobQueueing, JobLifecycle):
     async def list_jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
         """Jobs from the store, newest first (no engine call; reconciling is :meth:`reconcile`'s job)."""
         return await self._db(self.store.list_jobs, states, limit)
+
+    async def list_json(self, root: str | None, waiting: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+        """``GET jobs``: every job, newest first, as the JSON text of :func:`.listing.job_json` of each (paths
+        relative to ``root``; ``waiting``: the GPU queue's view). Made in the SQLite worker thread, each finished
+        job's text kept while its row is unchanged (:class:`.listing.JobListing`)."""
+        return await self._db(lambda: self.listing.render(self.store.list_rows(), root, waiting))
 
     async def count_by_state(self) -> dict[str, int]:
         """{state: number of jobs} (the Prometheus metrics)."""

@@ -42,6 +42,7 @@ from .tracking import TAG
 
 if TYPE_CHECKING:
     from .manager import JobManager
+    from .tracking import JobTracker
 
 #: Where the model is mounted in the serving container (read-only).
 MODEL_DIR = "/opt/ptcuda-model"
@@ -59,16 +60,41 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], str]:
-    """(tags, source) of a model version (blocking: the tracker's worker thread)."""
+def shown_uri(uri: str) -> str:
+    """A tracking URI as errors may show it: one with a user or password in it is not shown."""
+    return uri if "@" not in uri else "the tracking server (c.JobManager.mlflow_tracking_uri)"
+
+
+def model_version(tracker: JobTracker, name: str, version: str) -> Any:
+    """The registry's ModelVersion of ``models:/NAME/VERSION`` (blocking: the tracker's worker thread, or the
+    CLI). LookupError, one sentence with what to do, when the registry has no such version; ConfigError when the
+    registry cannot be read. Callers: :func:`start`, :mod:`.model_image`."""
     from mlflow.exceptions import MlflowException
 
+    client = tracker.client()
     try:
-        mv = mgr.tracker.client().get_model_version(name, version)
+        return client.get_model_version(name, version)
     except MlflowException as exc:
-        raise LookupError(f"models:/{name}/{version} is not in the model registry ({mgr.tracker.uri}): "
-                          f"{str(exc).splitlines()[0][:200]}. List them with `mlflow models` or register one "
-                          "with `jupyter ptcuda jobs register JOB --name NAME`.") from None
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError(f"cannot read the model registry of {shown_uri(tracker.uri)}: "
+                              f"{str(exc).splitlines()[0][:200]}") from None
+    try:
+        have = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    except MlflowException:
+        have = []
+    where = f"the model registry of {shown_uri(tracker.uri)}"
+    if have:
+        raise LookupError(f"models:/{name}/{version} is not in {where}: {name} has version{'s' * (len(have) > 1)} "
+                          f"{', '.join(have[-10:])}; give one of them, or register another with "
+                          f"`jupyter ptcuda jobs register JOB --name {name}`.")
+    raise LookupError(f"models:/{name}/{version} is not in {where}: no model is registered as {name!r}; make "
+                      f"version 1 with `jupyter ptcuda jobs register JOB --name {name}` (JOB: a job that logged a "
+                      "model, e.g. with mlflow.pytorch.log_model).")
+
+
+def _version(mgr: JobManager, name: str, version: str) -> tuple[dict[str, str], str]:
+    """(tags, source) of a model version (blocking: the tracker's worker thread)."""
+    mv = model_version(mgr.tracker, name, version)
     return dict(mv.tags or {}), str(mv.source)
 
 
@@ -155,23 +181,58 @@ async def start(mgr: JobManager, uri: str, *, gpus: Any = None, wait: float = 18
         raise NotFound(str(exc.args[0])) from None
     try:
         user = str(job.meta.get("user") or opts.container_user(job.workdir))
-        command = [mgr.python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local",
-                   "-h", "0.0.0.0", "-p", str(PORT)]
-        request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=command, workdir=None,
-                               env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, user=user,
+        request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=scoring_command(mgr.python),
+                               workdir=None, env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, user=user,
                                image_labels=image_info.labels)
-        request = dataclasses.replace(request, image=digest, mounts=(Mount(model, MODEL_DIR, True),),
-                                      name=f"ptcuda-serve-{serve_id}")
-        if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
-            request = dataclasses.replace(request, network_mode="bridge")  # reached at its own address
-        spec = build(request, opts.policy(configured=[job.image, digest]), this_server())
-        mgr.service.validate(spec)
-        launched = await mgr.service.launch(spec, claim=f"serve-{serve_id}")
+        request = dataclasses.replace(request, image=digest, mounts=(Mount(model, MODEL_DIR, True),))
+        launched = await _launch(mgr, request, opts.policy(configured=[job.image, digest]))
     except BaseException:
         await asyncio.to_thread(_remove_copy, model)
         raise
+    return await _ready(mgr, serve_id, launched.id, wait)
+
+
+async def start_image(mgr: JobManager, image: str, *, gpus: Any = None, wait: float = 180.0) -> dict[str, Any]:
+    """Serve the model an image made by ``jupyter ptcuda image build --model`` holds (its files at
+    :data:`MODEL_DIR`, its labels name the version), like :func:`start`: kind ``serve``, the user's uid, hardened,
+    GPUs from the ledger, nothing mounted; the image must be one the operator's policy allows (as for a kernel).
+    ConfigError for an image that holds no model; ImageNotFound when it is not here."""
+    info = await mgr.service.image(image)
+    uri = info.labels.get(L.MODEL_URI, "")
+    if not uri:
+        raise ConfigError(f"image {image[:120]!r} holds no model (no {L.MODEL_URI} label): make one with `jupyter ptcuda "
+                          "image build --model models:/NAME/VERSION --tag TAG`, or serve a registered version with "
+                          "`jupyter ptcuda serve models:/NAME/VERSION`.")
+    opts = mgr._options(JobRequest(path="", gpus=gpus if gpus is not None else "none"))
+    serve_id = uuid.uuid4().hex[:12]
+    request = opts.request(kind=L.SERVE, id=serve_id, notebook=uri, command=scoring_command(mgr.python), workdir=None,
+                           env={"PYTHONUNBUFFERED": "1"}, mount_workdir=False, image_labels=info.labels)
+    request = dataclasses.replace(request, image=image, mounts=())
+    launched = await _launch(mgr, request, opts.policy(configured=[]))
+    return await _ready(mgr, serve_id, launched.id, wait)
+
+
+def scoring_command(python: str = "python") -> list[str]:
+    """MLflow's scoring server over :data:`MODEL_DIR` on :data:`PORT` (``serve``, and the command of an image
+    made by ``image build --model``)."""
+    return [python, "-m", "mlflow", "models", "serve", "-m", MODEL_DIR, "--env-manager", "local", "-h", "0.0.0.0",
+            "-p", str(PORT)]
+
+
+async def _launch(mgr: JobManager, request: Any, policy: Any) -> Any:
+    """Launch a serve container for ``request`` under ``policy`` (reached at its own address: a bridge network)."""
+    request = dataclasses.replace(request, name=f"ptcuda-serve-{request.id}")
+    if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
+        request = dataclasses.replace(request, network_mode="bridge")
+    spec = build(request, policy, this_server())
+    mgr.service.validate(spec)
+    return await mgr.service.launch(spec, claim=f"serve-{request.id}")
+
+
+async def _ready(mgr: JobManager, serve_id: str, cid: str, wait: float) -> dict[str, Any]:
+    """:func:`describe` of serve ``serve_id`` once /ping answers; removed (with its copy) if it does not."""
     try:
-        await _until_ready(mgr, launched.id, wait)
+        await _until_ready(mgr, cid, wait)
     except BaseException:
         await stop(mgr, serve_id)
         raise

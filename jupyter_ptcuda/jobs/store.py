@@ -121,6 +121,8 @@ def iso(ts: float | None) -> str | None:
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(Job)]
+#: Every column, in :data:`_COLUMNS` order (``SELECT *`` follows the table's order, which an old store may not share).
+SELECT_COLUMNS = "SELECT " + ", ".join(_COLUMNS) + " FROM jobs"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT, name TEXT, notebook TEXT, notebook_sha256 TEXT,
@@ -142,11 +144,21 @@ def _to_row(job: Job) -> dict[str, Any]:
     return row
 
 
-def _from_row(row: sqlite3.Row) -> Job:
-    data = {k: row[k] for k in row.keys() if k in _COLUMNS}
+def _from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    """A Job from a row of :data:`SELECT_COLUMNS` (a tuple in :data:`_COLUMNS` order, or a ``sqlite3.Row``)."""
+    data = dict(zip(_COLUMNS, tuple(row), strict=True))
     for key in _JSON_FIELDS:
-        data[key] = json.loads(data[key]) if data.get(key) else ({} if key in ("parameters", "meta") else [])
+        data[key] = json.loads(data[key]) if data[key] else ({} if key in ("parameters", "meta") else [])
     return Job(**data)
+
+
+def job_of_row(row: tuple[Any, ...]) -> Job:
+    """The Job of a row of :meth:`JobStore.list_rows`."""
+    return _from_row(row)
+
+
+#: Where a row of :meth:`JobStore.list_rows` has the job's id and state.
+ROW_ID, ROW_STATE = _COLUMNS.index("id"), _COLUMNS.index("state")
 
 
 class JobStore:
@@ -189,9 +201,9 @@ class JobStore:
     def get(self, job_id: str) -> Job:
         """The job with this id, or with this unique id prefix (the CLI accepts prefixes); NotFound."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(SELECT_COLUMNS + " WHERE id = ?", (job_id,)).fetchone()
             if row is None and job_id and len(job_id) >= 4:
-                rows = db.execute("SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\'",
+                rows = db.execute(SELECT_COLUMNS + " WHERE id LIKE ? ESCAPE '\\'",
                                   (job_id.replace("%", r"\%").replace("_", r"\_") + "%",)).fetchall()
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
@@ -200,7 +212,12 @@ class JobStore:
 
     def list_jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
         """Jobs, newest first, optionally only those in ``states``."""
-        query, params = "SELECT * FROM jobs", []
+        return [_from_row(r) for r in self.list_rows(states, limit)]
+
+    def list_rows(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """The rows of :meth:`list_jobs` as they are stored (one query; :func:`job_of_row` makes a Job of one):
+        ``GET jobs`` keeps each finished job's JSON while its row is unchanged (:mod:`.listing`)."""
+        query, params = SELECT_COLUMNS, []
         if states:
             query += f" WHERE state IN ({', '.join('?' * len(states))})"
             params = list(states)
@@ -208,7 +225,8 @@ class JobStore:
         if limit:
             query += f" LIMIT {int(limit)}"
         with self._connect() as db:
-            return [_from_row(r) for r in db.execute(query, params).fetchall()]
+            db.row_factory = None
+            return db.execute(query, params).fetchall()
 
     def count_by_state(self) -> dict[str, int]:
         """{state: number of jobs}, every state present (zeros included)."""

@@ -37,6 +37,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..errors import ConfigError, PtcudaError
+from ..jobs import listing
 from ..jobs.outputs import (
     MAX_FIGURE_BYTES,
     list_figures,
@@ -94,15 +95,8 @@ class JobsBase(PtcudaHandler):
     def job_json(self, job: Job, waiting: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """The job, plus its paths relative to the server root (what the frontend opens), and while it waits
         for GPUs its place in the queue (``waiting``: the queue's view, :meth:`queue_view`)."""
-        data = job.to_json()
-        if job.state == "queued":
-            live = (self.queue_view() if waiting is None else waiting).get(job.id)
-            if live is not None:
-                data["place"], data["reason"] = live["place"], live["reason"] or data["reason"]
-        data["notebook_path"] = relative_to_root(self.root_dir, job.notebook)
-        data["script_path"] = relative_to_root(self.root_dir, job.script)
-        data["output_path"] = relative_to_root(self.root_dir, job.output_dir)
-        return data
+        live = (self.queue_view() if waiting is None else waiting).get(job.id) if job.state == "queued" else None
+        return listing.job_json(job, listing.real_root(self.root_dir), live)
 
 
     def queue_view(self) -> dict[str, dict[str, Any]]:
@@ -141,9 +135,10 @@ class JobsHandler(JobsBase):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """All jobs, newest first."""
-        waiting = self.queue_view()
-        self.write_json([self.job_json(j, waiting) for j in await self.jobs.list_jobs()])
+        """All jobs, newest first: :meth:`job_json` of each, as text the JobManager keeps per finished job."""
+        text = await self.jobs.list_json(self.root_dir, self.queue_view())
+        self.set_header("Content-Type", "application/json")
+        self.finish(text)
 
     @web.authenticated
     @authorized("execute")

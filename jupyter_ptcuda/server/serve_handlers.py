@@ -30,11 +30,16 @@ class ServeCollectionHandler(PtcudaHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        """Start serving ``{"model": "models:/NAME/VERSION", "gpus"?: ...}``; 201 once it answers /ping."""
+        """Start serving ``{"model": "models:/NAME/VERSION" | "image": IMAGE, "gpus"?: ...}`` (``image``: one made by
+        ``image build --model``); 201 once it answers /ping."""
         body = self.json_body()
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise ConfigError("give 'model': a registered model version such as 'models:/linear/1'")
+        model, image = body.get("model"), body.get("image")
+        if isinstance(image, str) and model is None:
+            self.write_json(await serving.start_image(self.state.jobs, image, gpus=body.get("gpus")), status=201)
+            return
+        if not isinstance(model, str) or image is not None:
+            raise ConfigError("give 'model': a registered model version such as 'models:/linear/1' (or 'image': an "
+                              "image made by `jupyter ptcuda image build --model`)")
         self.write_json(await serving.start(self.state.jobs, model, gpus=body.get("gpus")), status=201)
 
 
