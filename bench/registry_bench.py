@@ -98,6 +98,9 @@ def main() -> None:
             row("pull warm", warm_pull)
             if args.cold_pull:
                 tags = info.get("RepoTags") or []
+                # the derived image pulled back just now holds IMAGE's layers: without removing it first the
+                # "cold" pull finds them all here and moves nothing
+                engine.run_sync(lambda api: api.remove_image(warm_ref))
                 subprocess.run(["docker", "rmi", "-f", info["Id"]], check=True, capture_output=True)
                 cold_pull = pull(engine, base_ref)
                 for t in tags:
