@@ -1,4 +1,4 @@
-"""``jupyter ptcuda run`` and ``jupyter ptcuda jobs [list|show|logs|cancel|register]``: jobs without a server.
+"""``jupyter ptcuda run`` and ``jupyter ptcuda jobs [list|show|logs|cancel|rerun|register]``: jobs without a server.
 
 The top-level CLI (``jupyter_ptcuda.cli``) calls :func:`register` to add the two sub-commands; each
 handler returns the exit status and raises PtcudaError subclasses for errors (printed by the top level).
@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = js.add_parser("cancel", help="stop a job: SIGTERM, then SIGKILL after the grace period")
     c.add_argument("job_id")
     c.set_defaults(func=cmd_cancel)
+    rr = js.add_parser("rerun", help="run an ended job again: same script snapshot, parameters, GPUs, mounts and "
+                       "image digest (pulled if missing)")
+    rr.add_argument("job_id")
+    rr.add_argument("--wait", action="store_true",
+                    help="follow the output and exit with the new job's exit code (Ctrl-C cancels it)")
+    rr.add_argument("--json", action="store_true", help="print the new job as JSON")
+    rr.set_defaults(func=cmd_rerun)
     rg = js.add_parser("register", help="make a model version in the MLflow registry from a finished job's model")
     rg.add_argument("job_id")
     rg.add_argument("--name", required=True, help="the registered model's name (made if new)")
@@ -180,7 +187,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(req: JobRequest, *, wait: bool, as_json: bool, import_check: bool | None = None) -> int:
     mgr = manager()
-    job = await mgr.submit(req, watch=False, import_check=import_check)
+    return await _started(mgr, await mgr.submit(req, watch=False, import_check=import_check), wait=wait,
+                          as_json=as_json)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    async def rerun() -> int:
+        mgr = manager()
+        job = await mgr.rerun(args.job_id, watch=False)
+        print(f"job {job.id} reruns job {job.meta.get('rerun_of')}", file=sys.stderr)
+        return await _started(mgr, job, wait=args.wait, as_json=args.json)
+
+    return in_one_loop(rerun())
+
+
+async def _started(mgr: JobManager, job: Job, *, wait: bool, as_json: bool) -> int:
+    """What ``run`` and ``jobs rerun`` print once the job is submitted; with ``wait``, follow it to its end."""
     for warning in job.meta.get("export_warnings") or ():  # also at the top of the job's log
         print(f"warning: {warning}", file=sys.stderr)
     doing = "running" if job.state == RUNNING else job.reason or job.state  # Kubernetes: "pending: ..."

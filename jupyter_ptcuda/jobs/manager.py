@@ -52,6 +52,7 @@ from .lifecycle import JobLifecycle
 from .listing import JobListing
 from .queueing import JobQueueing
 from .request import JobRequest, job_command, params_to_flags
+from .rerun import JobRerun, rerun_record
 from .store import FAILED, RUNNING, Job, JobStore
 from .tracking import JobTracker, default_uri
 
@@ -79,7 +80,7 @@ class JobOptions(ContainerOptions):
         return os.environ.get("JUPYTER_PTCUDA_IMAGE", DEFAULT_TAG)
 
 
-class JobManager(JobQueueing, JobLifecycle):
+class JobManager(JobRerun, JobQueueing, JobLifecycle):
     """Batch jobs for one process (the server, or one CLI command). See the module docstring."""
 
     db_path = Unicode(config=True, help="""The job store (SQLite). Default: $JUPYTER_PTCUDA_JOBS_DB when set,
@@ -262,6 +263,7 @@ class JobManager(JobQueueing, JobLifecycle):
         # what the backend would refuse at launch (Kubernetes: gpus 'all', a GPU resource not allowed): now
         self.service.validate(spec, timeout=req.timeout, gpu_resource=gpu_resource)
         image_labels = image_info.labels
+        shares_gpus = kernel is not None and (req.gpus is None or kernel.gpus.mode != "all")
         job = Job(
             id=job_id, owner=req.owner or username(), name=name,
             notebook=str(path) if is_notebook else None, notebook_sha256=export.notebook_sha256 if export else None,
@@ -273,11 +275,12 @@ class JobManager(JobQueueing, JobLifecycle):
                   "git_commit": await asyncio.to_thread(O.git_commit, workdir, spec.user), "mem_limit": spec.mem_limit,
                   "nproc_per_node": req.nproc_per_node, "user": spec.user,
                   **({"gpu_resource": gpu_resource} if gpu_resource and self.service.gpu_resources else {}),
-                  "export_warnings": list(export.warnings) if export else []},
+                  "export_warnings": list(export.warnings) if export else [],
+                  "launch": rerun_record(spec, inherited_gpus=shares_gpus)},
         )
         await self._db(self.store.insert, job)
         return await self._start(job, spec, opts.gpu_fallback, watch=watch, gpu_resource=gpu_resource,
-                                 inherited_gpus=kernel is not None and (req.gpus is None or kernel.gpus.mode != "all"))
+                                 inherited_gpus=shares_gpus)
 
     async def _check_imports(self, path: Path, export: Any, kernel: ContainerSpec | None, opts: JobOptions,
                              image_info: ImageInfo, image: str) -> None:

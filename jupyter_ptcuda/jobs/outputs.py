@@ -362,6 +362,7 @@ def manifest(job: Job, figures: list[dict[str, Any]] | None = None) -> dict[str,
         "gpus": job.gpus,
         "gpu_ids": gpu_ids,
         "kernel_id": job.kernel_id,
+        "rerun_of": meta.get("rerun_of"),  # the job this one reran (jobs/<id>/rerun), if any
         "git_commit": meta.get("git_commit"),
         "requirements": job.requirements,
         "limits": {"mem_limit": meta.get("mem_limit"), "timeout_s": job.timeout,

@@ -16,6 +16,9 @@
   by cell: name, cell, index, size, path (relative to the root); header ``X-Ptcuda-Job-State``.
   ``GET jobs/<id>/figures/<name>`` → the PNG (404 unknown name; 403 for anything planted: a link, a file
   with more than one link, not a PNG; files are read through no link, :func:`..jobs.outputs.open_figure`).
+- ``POST jobs/<id>/rerun`` → 201 + ``Location`` + a new job that runs what job ``<id>`` ran: its script
+  snapshot, parameters, GPUs, mounts and recorded image digest (pulled if missing); its ``meta.rerun_of``
+  names the original. 409 while the original runs, or when its script changed since.
 - ``DELETE jobs/<id>`` → 202 + the job: cancelling has begun (SIGTERM, ``cancel_grace``, SIGKILL); poll the
   job until its state is ``cancelled``. 409 when the job has already finished.
 
@@ -185,6 +188,22 @@ class JobHandler(JobsBase):
             self.log.info("jupyter-ptcuda: cancelling job %s: %s", job_id, exc.message)
 
 
+class JobRerunHandler(JobsBase):
+    @web.authenticated
+    @authorized("execute")
+    async def post(self, job_id: str) -> None:
+        """A new job that runs what job ``job_id`` ran (:mod:`..jobs.rerun`); 201 + Location + the new job.
+        409 while the original runs or when its script changed since; no body fields."""
+        body = self.json_body()
+        if body:
+            raise ConfigError(f"unknown field(s) {', '.join(sorted(body))}: a rerun takes no fields (it runs what "
+                              "the original ran; submit a new job to change anything).")
+        user = self.current_user
+        job = await self.jobs.rerun(job_id, owner=getattr(user, "username", "") or "")
+        self.set_header("Location", url_path_join(self.base_url, NAMESPACE, "jobs", job.id))
+        self.write_json(self.job_json(job), status=201)
+
+
 class JobLogHandler(JobsBase):
     _closed: asyncio.Event | None = None
 
@@ -298,6 +317,7 @@ handlers = [
     (rf"/{NAMESPACE}/jobs", JobsHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}", JobHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/log", JobLogHandler),
+    (rf"/{NAMESPACE}/jobs/{_JOB_ID}/rerun", JobRerunHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/register", JobRegisterHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures", JobFiguresHandler),
     (rf"/{NAMESPACE}/jobs/{_JOB_ID}/figures/(?P<name>[^/]+)", JobFigureHandler),

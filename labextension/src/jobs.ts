@@ -129,6 +129,21 @@ export class JobsModel implements IDisposable {
   }
 
   /**
+   * Run an ended job again (`POST jobs/<id>/rerun`): a new job with the same script snapshot,
+   * parameters, GPUs, mounts and image digest. Resolves with the new job (201); rejects with the
+   * API's error (409 while it runs or when its script changed since).
+   */
+  async rerun(id: string): Promise<IJob> {
+    const job = await postJSON<IJob>(
+      `jobs/${encodeURIComponent(id)}/rerun`,
+      {},
+      this._settings
+    );
+    this._replace(job);
+    return job;
+  }
+
+  /**
    * Ask the server to cancel (202: SIGTERM, grace period, SIGKILL). Resolves with the job as the
    * server returned it; its state becomes `cancelled` a little later.
    */

@@ -159,6 +159,45 @@ test.describe('export and jobs', () => {
     await view.screenshot({ path: screenshotPath('job-completed') });
   });
 
+  test('reruns a finished job from the Jobs view: same parameters and image digest', async ({ page, tmpPath }) => {
+    await openNotebook(
+      page,
+      tmpPath,
+      'again.ipynb',
+      notebook([{ source: 'lr = 0.01', tags: ['parameters'] }, { source: "print('trained with lr', lr, flush=True)" }])
+    );
+    await page.menu.clickMenuItem('Run>Run as Training Job…');
+    const form = page.locator('.jp-Dialog .jp-ptcuda-JobForm');
+    await expect(form).toBeVisible();
+    await form.locator('input[data-param="lr"]').fill('0.25');
+    await form.locator('input[name="image"]').fill(IMAGE);
+    await form.locator('input[name="gpus"]').fill('0');
+    await page.locator('.jp-Dialog').getByRole('button', { name: 'Run job' }).click();
+
+    const view = page.locator('#jupyter-ptcuda-jobs');
+    await expect(view.locator('.jp-ptcuda-JobLog')).toBeVisible({ timeout: 60000 });
+    const firstId = await view.locator('.jp-ptcuda-JobLog').getAttribute('data-job-id');
+    const first = view.locator(`.jp-ptcuda-JobRow[data-job-id="${firstId}"]`);
+    await expect(first).toHaveAttribute('data-state', 'completed', { timeout: 120000 });
+    await expect(first.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
+
+    const rerun = first.getByRole('button', { name: 'Rerun' });
+    await expect(rerun, 'on screen in the narrow Jobs view').toBeInViewport({ ratio: 1 });
+    await rerun.click();
+    // the new job is selected (its log shown) and listed as a rerun of the first
+    await expect(view.locator('.jp-ptcuda-JobLog')).not.toHaveAttribute('data-job-id', firstId ?? '', { timeout: 30000 });
+    const againId = await view.locator('.jp-ptcuda-JobLog').getAttribute('data-job-id');
+    const again = view.locator(`.jp-ptcuda-JobRow[data-job-id="${againId}"]`);
+    await expect(again.locator('.jp-ptcuda-JobRow-rerunOf')).toHaveText(`(rerun of ${firstId})`);
+    await expect(again).toHaveAttribute('data-state', 'completed', { timeout: 120000 });
+    await expect(view.locator('.jp-ptcuda-JobLog-text')).toContainText('trained with lr 0.25');
+    await expect(again.locator('.jp-ptcuda-JobRow-params')).toContainText('lr=0.25');
+    const [a, b] = [await jobJSON(page, firstId), await jobJSON(page, againId)];
+    expect(b.image_digest).toBe(a.image_digest);
+    expect(b.meta.rerun_of).toBe(firstId);
+    await view.screenshot({ path: screenshotPath('job-rerun') });
+  });
+
   test('cancels a running job', async ({ page, tmpPath }) => {
     await openNotebook(
       page,

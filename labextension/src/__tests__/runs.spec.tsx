@@ -260,3 +260,82 @@ describe('Jobs view with MLflow runs', () => {
     expect(node.querySelector('.jp-ptcuda-JobsView-message')).toBeNull();
   });
 });
+
+describe('Rerun in the Jobs view', () => {
+  let server: FakeServer;
+  let model: JobsModel;
+  let view: JobsView;
+  beforeEach(async () => {
+    server = new FakeServer();
+    server.on('GET', 'jobs', { body: JOBS });
+    server.on('GET', 'jobs/r/log', { body: '' });
+    model = new JobsModel({
+      serverSettings: server.settings,
+      autoStart: false
+    });
+    await model.fetch();
+    view = new JobsView(model, {
+      serverSettings: server.settings,
+      openPath: () => undefined,
+      autoStart: false
+    });
+  });
+  afterEach(() => {
+    view.dispose();
+    model.dispose();
+    server.restore();
+  });
+
+  const row = (node: HTMLElement, id: string) =>
+    node.querySelector(`.jp-ptcuda-JobRow[data-job-id="${id}"]`)!;
+
+  it('offers Rerun on ended jobs only (completed, failed, cancelled), not on a running one', () => {
+    const node = dom(view);
+    const has = (id: string) =>
+      !!row(node, id).querySelector('.jp-ptcuda-JobRow-rerun');
+    expect(['a', 'b', 'c', 'd', 'e'].map(has)).toEqual([
+      true,
+      true,
+      true,
+      false,
+      true
+    ]);
+  });
+
+  it('posts jobs/<id>/rerun, lists the new job as a rerun of the original and selects it', async () => {
+    server.on('POST', 'jobs/e/rerun', {
+      status: 201,
+      body: {
+        id: 'r',
+        name: 'sweep-e',
+        state: 'running',
+        parameters: { lr: 0.01 },
+        meta: { rerun_of: 'e' }
+      }
+    });
+    await view.rerun('e');
+    const post = server.requests.find(r => r.method === 'POST')!;
+    expect(post.url.pathname).toBe('/jupyter-ptcuda/jobs/e/rerun');
+    const node = dom(view);
+    expect(
+      row(node, 'r').querySelector('.jp-ptcuda-JobRow-rerunOf')!.textContent
+    ).toBe(' (rerun of e)');
+    expect(row(node, 'r').className).toContain('jp-mod-selected');
+    expect(node.querySelector('[role="alert"]')).toBeNull();
+  });
+
+  it("shows the server's reason when a rerun is refused", async () => {
+    server.on('POST', 'jobs/c/rerun', {
+      status: 409,
+      body: {
+        message:
+          'train.py has changed since job c ran, so a rerun would not run the same code: submit it as a new job',
+        reason: 'Conflict'
+      }
+    });
+    await view.rerun('c');
+    expect(dom(view).querySelector('[role="alert"]')!.textContent).toContain(
+      'has changed since job c ran'
+    );
+  });
+});

@@ -174,6 +174,7 @@ function JobRow(props: {
   onCompare: (on: boolean) => void;
   onSelect: () => void;
   onCancel: () => void;
+  onRerun: () => void;
   onRegister: () => void;
   onTerminal?: () => void;
 }): JSX.Element {
@@ -181,6 +182,7 @@ function JobRow(props: {
   const active = !isTerminal(job.state);
   const run = jobRun(job);
   const params = formatParameters(job);
+  const rerunOf = (job.meta as { rerun_of?: string } | undefined)?.rerun_of;
   return (
     <tr
       className={`jp-ptcuda-JobRow${props.selected ? ' jp-mod-selected' : ''}`}
@@ -201,6 +203,15 @@ function JobRow(props: {
           />
         )}
         {job.name || job.notebook_path || job.id}
+        {rerunOf && (
+          <span
+            className="jp-ptcuda-JobRow-rerunOf"
+            title={`A rerun of job ${rerunOf}: its script snapshot, parameters, GPUs, mounts and image digest`}
+          >
+            {' '}
+            (rerun of {rerunOf})
+          </span>
+        )}
       </td>
       <td>
         <code>{job.id}</code>
@@ -279,6 +290,18 @@ function JobRow(props: {
               }}
             >
               Register model
+            </button>
+          )}
+          {!active && (
+            <button
+              className="jp-Button jp-mod-styled jp-ptcuda-JobRow-rerun"
+              title="Run this job again as a new job: the same script snapshot, parameters, GPUs, mounts and image digest"
+              onClick={e => {
+                e.stopPropagation();
+                props.onRerun();
+              }}
+            >
+              Rerun
             </button>
           )}
           {active && (
@@ -569,6 +592,7 @@ export class JobsView extends ReactWidget {
                   onCompare={on => this.compare(job.id, on)}
                   onSelect={() => this.select(job.id)}
                   onCancel={() => void this._cancel(job.id)}
+                  onRerun={() => void this.rerun(job.id)}
                   onRegister={() => void this.register(job.id)}
                   onTerminal={
                     this._options.openTerminal
@@ -627,6 +651,20 @@ export class JobsView extends ReactWidget {
     this._log?.dispose();
     this._figures?.dispose();
     super.dispose();
+  }
+
+  /** Rerun an ended job; the new job is selected (its log shown). A refusal is shown as a notice. */
+  async rerun(jobId: string): Promise<void> {
+    try {
+      const job = await this._model.rerun(jobId);
+      this.setNotice(null);
+      this.select(job.id);
+    } catch (error) {
+      this.setNotice({
+        title: `Cannot rerun job ${jobId}`,
+        message: errorMessage(error)
+      });
+    }
   }
 
   private async _cancel(jobId: string): Promise<void> {
