@@ -25,6 +25,7 @@ from typing import Any
 from . import labels as L
 from .base import ContainerService
 from .ledger import GpuLedger
+from .progress import PullState
 from .spec import ContainerSpec
 from .tty import ExecTarget, TtySession
 from .types import ContainerState, ImageInfo, Launched
@@ -152,8 +153,9 @@ class AllocatingService(ContainerService):
     async def image(self, ref: str) -> ImageInfo:
         return await self.inner.image(ref)
 
-    async def pull(self, ref: str, timeout: float) -> None:
-        await self.inner.pull(ref, timeout)
+    async def pull(self, ref: str, timeout: float, on_progress: Callable[[PullState], None] | None = None,
+                   progress_interval: float = 0.5) -> None:
+        await self.inner.pull(ref, timeout, on_progress, progress_interval)
 
     async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:
         return await self.inner.spec_of(cid)

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError, LaunchError, NotFound
 from . import labels as L
+from .progress import PullState
 from .spec import ContainerSpec
 from .tty import ExecTarget, TtySession
 from .types import ContainerState, ImageInfo, Launched
@@ -265,8 +266,13 @@ class ContainerService(abc.ABC):
         """What the backend knows of an image (``inspected=False`` where it cannot read it); ImageNotFound
         with the fix when absent."""
 
-    async def pull(self, ref: str, timeout: float) -> None:
-        """Bring an image to where containers start (``pull_policy``). Default: nothing (nodes pull)."""
+    async def pull(self, ref: str, timeout: float, on_progress: Callable[[PullState], None] | None = None,
+                   progress_interval: float = 0.5) -> None:
+        """Bring an image to where containers start (``pull_policy``). Default: nothing (nodes pull).
+
+        ``on_progress`` (the provisioner's kernel-start notice) hears the bytes downloaded so far, at most once
+        per ``progress_interval`` seconds, on the caller's event loop, and never after this returns. A backend
+        that cannot see the pull's progress (the broker client) never calls it."""
         return None
 
     @abc.abstractmethod

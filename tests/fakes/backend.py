@@ -333,7 +333,7 @@ class FakeBackend(ContainerService):
         image_id = self._image_id(ref)
         return ImageInfo(id=image_id, digest=image_id, labels=dict((self.images or {}).get(ref, {})), env={})
 
-    async def pull(self, ref: str, timeout: float) -> None:
+    async def pull(self, ref: str, timeout: float, on_progress=None, progress_interval: float = 0.5) -> None:
         self.pulled.append(ref)
 
     async def kernel_record(self, cid: str) -> tuple[ContainerSpec, str]:

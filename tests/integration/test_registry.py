@@ -19,6 +19,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_ptcuda.containers.docker.service import DockerContainerService
+from jupyter_ptcuda.errors import ImageNotFound
 from jupyter_ptcuda.jobs.manager import JobManager
 from jupyter_ptcuda.jobs.request import JobRequest
 from tests.registry import Registry, bridge_gateway, free_port, fresh_image, start_registry, tiny_kernel_image
@@ -185,3 +186,96 @@ def test_a_registry_whose_ca_the_engine_does_not_know_is_one_sentence_until_its_
         subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
         proc.terminate()
         proc.wait(10)
+
+
+class RecordedNotices:
+    """The server's notices, and every version of each as it was posted (the board keeps only the last)."""
+
+    def __init__(self):
+        from jupyter_ptcuda import notices as N
+
+        self.board, self.posted = N.Notices(), []
+
+    def post(self, notice):
+        self.posted.append(dict(notice))
+        return self.board.post(notice)
+
+
+@pytest.fixture
+def big_pushed(engine, tiny_image, registry, tmp_path, monkeypatch):
+    """REGISTRY/ptcuda/progress-XXXX:v1: the tiny image plus one layer of 96 MB of random bytes (nothing
+    compresses it, so a pull downloads ~96 MB), pushed with a Docker login of this process, then removed here."""
+    from jupyter_ptcuda.images import _docker_build
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(registry.docker_config(tmp_path / "docker")))
+    ref = f"{registry.host}/ptcuda/progress-{uuid.uuid4().hex[:8]}:v1"
+    _docker_build(engine, f"FROM {tiny_image}\nRUN head -c 96000000 /dev/urandom > /tmp/blob\n", ref, "t",
+                  lambda line: None)
+    digest = engine.push_sync(ref)
+    remove_everywhere(ref)
+    yield ref, f"{ref.rsplit(':', 1)[0]}@{digest}"
+    remove_everywhere(ref)
+
+
+async def test_a_kernel_start_shows_the_pull_progress_then_pulled(big_pushed, kernelspec, notebook_dir, engine,
+                                                                  monkeypatch):
+    from jupyter_ptcuda import notices as N
+
+    ref, _ = big_pushed
+    recorded = RecordedNotices()
+    monkeypatch.setattr(N, "_active", recorded)
+    km = AsyncKernelManager(kernel_name=kernelspec(image=ref, pull_policy="missing", pull_progress_interval=0.05))
+    await km.start_kernel(cwd=str(notebook_dir))
+    try:
+        assert (await engine.inspect(km.provisioner.container_id))["Config"]["Image"] == ref
+    finally:
+        await km.shutdown_kernel(now=True)
+    told = [n for n in recorded.posted if n["kind"] == "kernel_image"]
+    assert [n["state"] for n in told][0] == "waiting" and told[-1]["state"] == "started", told
+    assert all(n["state"] == "waiting" for n in told[:-1])
+    assert "is being pulled" in told[0]["message"]
+    assert told[-1]["message"].startswith(f"Kernel {km.kernel_id[:8]}: image {ref} pulled in ")
+    shown = [n for n in told if "progress" in n]
+    percents = [n["progress"]["percent"] for n in shown]
+    assert percents == sorted(percents) and len(set(percents)) >= 2, percents  # it moved, never back
+    assert any(0 < p < 100 for p in percents), percents
+    for n in shown:
+        assert n["message"].startswith(f"Kernel {km.kernel_id[:8]} waits for its image: pulling {ref}: "
+                                       f"{n['progress']['percent']}% ("), n["message"]
+    last = shown[-1]["progress"]
+    assert last["total"] > 90 * 10**6 and last["layers"] == 1  # the new layer only; the base layers were here
+    assert len({n["at"] for n in told}) == 1 and all(n["kernel_id"] == km.kernel_id for n in told)  # one notice
+    assert recorded.board.since(0)[-1]["state"] == "started"
+
+
+async def test_a_rerun_pulls_the_digest_its_job_ran(big_pushed, engine, notebook_dir, tmp_path, monkeypatch):
+    """The job ran REPO@sha256 (its tag's digest); that image is gone from the host; the rerun pulls it."""
+    from traitlets.config import Config
+
+    ref, pinned = big_pushed
+    engine.pull_sync(ref)
+    monkeypatch.setenv("JUPYTER_PTCUDA_JOBS_DB", str(tmp_path / "jobs.sqlite"))
+    (notebook_dir / "train.py").write_text("import sys\nprint('trained', sys.argv[1:])\n")
+    config = Config({"JobOptions": {"image": ref, "gpus": "none"}, "JobManager": {"poll_interval": 0.5,
+                                                                                   "import_check": False}})
+    mgr = JobManager(service=DockerContainerService(engine), config=config)
+    try:
+        job = await mgr.submit(JobRequest(path=str(notebook_dir / "train.py"), params={"lr": 0.5}), watch=False)
+        job = await mgr.watch(job.id)
+        assert job.state == "completed" and job.image_digest == pinned, job
+        remove_everywhere(ref)
+
+        again = await mgr.rerun(job.id, watch=False)
+        info = await engine.inspect(again.container_id)
+        assert info["Config"]["Image"] == pinned and pinned in (await engine.image(info["Image"]))["RepoDigests"]
+        again = await mgr.watch(again.id)
+        assert again.state == "completed" and again.meta["rerun_of"] == job.id
+        log, _ = await mgr.read_log(again.id)
+        assert b"trained ['--lr', '0.5']" in log
+
+        remove_everywhere(pinned)
+        mgr.pull_policy = "never"
+        with pytest.raises(ImageNotFound, match="pull_policy='never'"):
+            await mgr.rerun(job.id, watch=False)
+    finally:
+        await mgr.stop()

@@ -24,6 +24,7 @@ from ..base import ContainerService
 from ..engine import Engine, get_engine
 from ..gpus import NONE
 from ..logstream import follow_container
+from ..progress import PullProgress, PullState, Throttle
 from ..spec import ContainerSpec, spec_from_container
 from ..tty import EngineTty, ExecTarget, TtySession
 from ..types import ContainerState, ImageInfo, Launched
@@ -219,13 +220,33 @@ class DockerContainerService(ContainerService):
         """``docker image inspect``; ImageNotFound with the fix when absent."""
         return ImageInfo.from_inspect(await self.engine.image(ref))
 
-    async def pull(self, ref: str, timeout: float) -> None:
+    async def pull(self, ref: str, timeout: float, on_progress: Callable[[PullState], None] | None = None,
+                   progress_interval: float = 0.5) -> None:
         """``docker pull`` with this process's credentials, read again for each pull (a ``docker login`` made
-        after the server started counts); a registry's refusal is one sentence with the fix (RegistryError)."""
+        after the server started counts); a registry's refusal is one sentence with the fix (RegistryError).
+        The engine's events are folded into bytes done/total in the pulling thread (:mod:`..progress`); a
+        changed state reaches ``on_progress`` on this loop at most once per ``progress_interval``."""
+        on_event: Callable[[dict[str, Any]], None] | None = None
+        over = False
+        if on_progress is not None:
+            loop, progress, throttle = asyncio.get_running_loop(), PullProgress(), Throttle(progress_interval)
+            told: list[PullState] = []
+
+            def tell(state: PullState) -> None:
+                if not over:
+                    on_progress(state)
+
+            def on_event(event: dict[str, Any]) -> None:  # in the pulling thread
+                state = progress.feed(event)
+                if state.layers and (not told or state != told[-1]) and throttle.ready():
+                    told[:] = [state]
+                    loop.call_soon_threadsafe(tell, state)
         try:
-            await asyncio.wait_for(self.engine.pull(ref), timeout)
+            await asyncio.wait_for(self.engine.pull(ref, on_event), timeout)
         except TimeoutError:
             raise LaunchError(f"pulling {ref} took longer than pull_timeout={timeout:.0f} s.") from None
+        finally:
+            over = True
 
 
     async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:

@@ -23,6 +23,7 @@ from .. import labels as L
 from .. import wire
 from ..base import ContainerService
 from ..build import Request
+from ..progress import PullState
 from ..spec import ContainerSpec
 from ..types import ContainerState, ImageInfo, Launched
 
@@ -235,7 +236,9 @@ class RemoteContainerService(ContainerService):
     async def image(self, ref: str) -> ImageInfo:
         return wire.image_from_json(await self._call("image", ref=ref))
 
-    async def pull(self, ref: str, timeout: float) -> None:
+    async def pull(self, ref: str, timeout: float, on_progress: Callable[[PullState], None] | None = None,
+                   progress_interval: float = 0.5) -> None:
+        # one request to the broker: its progress is not relayed (the notice says "being pulled")
         await self._call("pull", timeout=timeout + 30, ref=ref, timeout_s=timeout)
 
     async def spec_of(self, cid: str) -> tuple[ContainerSpec, ImageInfo]:

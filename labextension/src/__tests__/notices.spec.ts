@@ -161,3 +161,77 @@ describe('NoticesPoller', () => {
     expect(server.requests).toHaveLength(1);
   });
 });
+
+describe('an image pull in the kernel-start notice', () => {
+  let server: FakeServer;
+  beforeEach(() => {
+    server = new FakeServer();
+  });
+  afterEach(() => server.restore());
+
+  const pulling = (
+    percent: number,
+    done: number,
+    updated: number
+  ): INotice => ({
+    kind: 'kernel_image',
+    state: 'waiting',
+    message: `The kernel for train.ipynb waits for its image reg.example:5000/ml/torch:2: pulling ${percent}% (${done} of 2.8 GB). It is given up after 900 s.`,
+    progress: {
+      done: done * 1e9,
+      total: 2.8e9,
+      percent,
+      layers: 5,
+      waiting: 0,
+      extracted: 0
+    },
+    kernel_id: 'k1',
+    notebook: 'train.ipynb',
+    at: 5000,
+    updated
+  });
+
+  it('updates one notification as the percentage grows, then says pulled; polls fast only meanwhile', async () => {
+    const pulled: INotice = {
+      ...pulling(100, 2.8, 5009),
+      state: 'started',
+      message:
+        'The kernel for train.ipynb: image reg.example:5000/ml/torch:2 pulled in 9 s; the kernel is starting.',
+      progress: undefined
+    };
+    server.on(
+      'GET',
+      'notices',
+      { body: { notices: [pulling(12, 0.3, 5001)] } },
+      { body: { notices: [pulling(43, 1.2, 5004)] } },
+      { body: { notices: [pulled] } }
+    );
+    const shown: string[] = [];
+    const updates: string[] = [];
+    const poller = new NoticesPoller({
+      serverSettings: server.settings,
+      notify: n => {
+        shown.push(n.message);
+        return 'note-1';
+      },
+      update: (_id, n) => void updates.push(n.message),
+      storage: memoryStorage()
+    });
+    expect(poller.delay).toBe(10000);
+    await poller.poll();
+    expect(shown).toHaveLength(1);
+    expect(shown[0]).toContain('pulling 12% (0.3 of 2.8 GB)');
+    expect(noticeLook(pulling(12, 0.3, 5001)).type).toBe('in-progress');
+    expect(poller.delay).toBe(1000); // the pull moves: ask every second
+    await poller.poll();
+    await poller.poll();
+    expect(shown).toHaveLength(1); // one notification, updated in place
+    expect(updates).toEqual([
+      expect.stringContaining('pulling 43% (1.2 of 2.8 GB)'),
+      expect.stringContaining('pulled in 9 s')
+    ]);
+    expect(noticeLook(pulled)).toEqual({ type: 'success', autoClose: 8000 });
+    expect(poller.delay).toBe(10000); // back to the slow pace once it has started
+    poller.dispose();
+  });
+});
