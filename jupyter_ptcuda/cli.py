@@ -32,15 +32,29 @@ def _json_or_text(value: str) -> Any:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    progress: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
-    if args.model:
-        _build_model_image(args, progress)
-    else:
-        from .images import build_image
+    from .builds import MODEL_STEPS, STEPS, BuildStatus
 
-        build_image(get_engine(), base=args.base or DEFAULT_BASE, tag=args.tag, torch=args.torch, extra=args.extra,
-                    preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
-                    progress=progress, sbom=not args.no_sbom, sbom_file=args.sbom)
+    # where a server sees it (GET jupyter-ptcuda/builds): step n of m, its last line
+    status = BuildStatus(args.tag, steps=MODEL_STEPS if args.model else tuple(
+        s for s in STEPS if s != "sbom" or not args.no_sbom))
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+        status.line(line)
+
+    try:
+        if args.model:
+            _build_model_image(args, progress)
+        else:
+            from .images import build_image
+
+            build_image(get_engine(), base=args.base or DEFAULT_BASE, tag=args.tag, torch=args.torch,
+                        extra=args.extra, preset=args.preset, pull=not args.no_pull, wheelhouse=args.wheelhouse,
+                        progress=progress, sbom=not args.no_sbom, sbom_file=args.sbom)
+    except BaseException as exc:
+        status.finish(error=getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        raise
+    status.finish()
     if args.push:
         from .registry import push_image
 

@@ -21,6 +21,7 @@ import json
 import os
 import signal as signal_module
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import CaselessStrEnum, Float, Unicode, default
 
 from . import kernel_files
+from .builds import building
 from .containers import labels as L
 from .containers.base import ContainerService
 from .containers.factory import get_service
 from .containers.gpus import parse_gpus
 from .containers.identity import server_id
 from .containers.options import ContainerOptions
+from .containers.progress import PullState
 from .containers.spec import SpecFile, filter_env
 from .containers.types import ImageInfo
 from .errors import ImageNotFound, LaunchError, PtcudaError, RegistryError
@@ -93,6 +96,9 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
     pull_policy = CaselessStrEnum(["missing", "always", "never"], "missing", config=True, help="""When to
         pull the image: 'missing' (default), 'always', or 'never'.""")
     pull_timeout = Float(900, config=True, help="Seconds allowed for an image pull (default 900).")
+    pull_progress_interval = Float(0.5, config=True, help="""While a kernel's missing image is pulled, its
+        kernel-start notice says how far ("pulling IMAGE: 43% (1.2 of 2.8 GB)"), updated at most once per this
+        many seconds (default 0.5). Example: c.DockerProvisioner.pull_progress_interval = 2""")
     launch_timeout = Float(120, config=True, help="""Seconds from container start until the kernel answers
         its heartbeat (default 120); past it the container is removed and the start fails.""")
     gpu_resource = Unicode("", config=True, help="""Kubernetes backend only: the extended resource the GPUs
@@ -236,12 +242,32 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                 "no NVIDIA runtime, so it started without them (gpu_fallback='cpu'). To use the GPUs, install the "
                 "NVIDIA Container Toolkit on the host and restart Docker, then restart the kernel.")
 
-    def _tell(self, kind: str, state: str, message: str) -> None:
+    def _tell(self, kind: str, state: str, message: str, **extra: Any) -> None:
         """A notice JupyterLab shows once (see :mod:`.notices`), keyed by this kernel and ``kind``."""
         notebook = self._spec.labels.get(L.NOTEBOOK) if getattr(self, "_spec", None) else None
         post_notice({"kind": kind, "state": state, "message": message, "kernel_id": str(self.kernel_id),
                      "notebook": notebook if notebook and notebook.endswith(".ipynb") else None,
-                     "at": self._told.setdefault(kind, time.time())})
+                     "at": self._told.setdefault(kind, time.time()), **extra})
+
+    def _pull_told(self, image: str) -> Callable[[PullState], None]:
+        """What the kernel-start notice hears of a pull under way: "pulling IMAGE: 43% (1.2 of 2.8 GB)"."""
+        def told(state: PullState) -> None:
+            self._tell("kernel_image", "waiting", f"{self._what()} waits for its image: pulling {image}: "
+                       f"{state.describe()}. It is given up after {self.pull_timeout:.0f} s.", progress=state.to_json())
+        return told
+
+    async def _refuse_while_built(self, image: str) -> None:
+        """A missing image that `jupyter ptcuda image build` is still making (:mod:`.builds`): say so, and which
+        step it is at, instead of trying a registry that never had it."""
+        build = await asyncio.to_thread(building, image)
+        if build is None:
+            return
+        step = (f"step {build['step']} of {build['steps']}: {build['step_name']}" if build.get("step")
+                else "starting")
+        self._tell("kernel_image", "failed", f"{self._what(short=True)} did not start: its image {image} is being "
+                   f"built right now ({step}). Start the kernel again when the build has finished.")
+        raise ImageNotFound(f"image {image!r} is being built right now by `jupyter ptcuda image build` ({step}): "
+                            "start the kernel again when the build has finished.", build=build.get("id"))
 
     async def _ensure_image(self, image: str) -> None:
         info: ImageInfo | None = None
@@ -250,6 +276,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
         except ImageNotFound:
             pass
         present = info is not None
+        if not present:
+            await self._refuse_while_built(image)
         if self.pull_policy == "always" or (not present and self.pull_policy == "missing"):
             info = None  # what the pull brings is another image: inspected again below
             started = time.monotonic()
@@ -257,7 +285,8 @@ class DockerProvisioner(ContainerOptions, KernelProvisionerBase):  # type: ignor
                 self._tell("kernel_image", "waiting", f"{self._what()} waits for its image {image}: it is not on this "
                            f"host and is being pulled (this can take minutes; given up after {self.pull_timeout:.0f} s).")
             try:
-                await self.service.pull(image, self.pull_timeout)
+                await self.service.pull(image, self.pull_timeout, None if present else self._pull_told(image),
+                                        self.pull_progress_interval)
                 if not present:
                     self._tell("kernel_image", "started", f"{self._what()}: image {image} pulled in "
                                f"{time.monotonic() - started:.0f} s; the kernel is starting.")

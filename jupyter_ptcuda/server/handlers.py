@@ -271,6 +271,21 @@ class NoticesHandler(PtcudaHandler):
         self.write_json({"notices": self.state.notices.since(since)})
 
 
+class BuildsHandler(PtcudaHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """This user's image builds (``jupyter ptcuda image build``) running now or finished in the last 10
+        minutes, newest first: tag, state, step n of m and its name, the last line (:mod:`jupyter_ptcuda.builds`;
+        a folder read, off the loop)."""
+        from ..builds import read_builds
+
+        builds = await asyncio.to_thread(read_builds)
+        keep = ("id", "tag", "state", "step", "steps", "step_name", "last_line", "message", "started", "updated",
+                "finished", "error")
+        self.write_json({"builds": [{k: b.get(k) for k in keep} for b in builds]})
+
+
 class QueueHandler(PtcudaHandler):
     @web.authenticated
     @authorized
@@ -348,4 +363,5 @@ handlers = [
     (rf"/{NAMESPACE}/metrics", MetricsHandler),
     (rf"/{NAMESPACE}/queue", QueueHandler),
     (rf"/{NAMESPACE}/notices", NoticesHandler),
+    (rf"/{NAMESPACE}/builds", BuildsHandler),
 ]

@@ -23,6 +23,7 @@ import { JobsModel } from './jobs';
 import { openContainerTerminal } from './terminal';
 import { KernelTerminalButton } from './terminalbutton';
 import { GpuModel } from './model';
+import { BuildsModel } from './builds';
 import { NoticesPoller } from './notices';
 import { IGpuMonitor } from './tokens';
 import { scriptName } from './widgets/exportdialog';
@@ -72,6 +73,7 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       app.serviceManager.serverSettings;
     const model = new GpuModel({ serverSettings });
     const health = new HealthModel({ serverSettings });
+    const builds = new BuildsModel({ serverSettings });
     void app.restored.then(() => health.load());
     // What the Hub broker did to this server's kernels (an idle GPU kernel shut down), shown once.
     const notices = new NoticesPoller({
@@ -88,6 +90,7 @@ const plugin: JupyterFrontEndPlugin<IGpuMonitor> = {
       model,
       health,
       active,
+      builds,
       // the setting, else the active kernel's image, else a jupyter-ptcuda kernelspec's
       defaultImage: () => defaultImage || active.image,
       openNotebook: path =>

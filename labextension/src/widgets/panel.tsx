@@ -3,6 +3,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { ActiveKernel } from '../activekernel';
+import { BuildsModel, IBuild } from '../builds';
 import { HealthModel } from '../health';
 import { GpuModel } from '../model';
 import { GpuCard } from './gpucard';
@@ -18,6 +19,50 @@ export interface IGpuPanelOptions {
   openJobs: () => void;
   /** Open jupyter-ptcuda's documentation (the Help menu's command). */
   openDocs?: () => void;
+  /** Image builds in progress (`jupyter ptcuda image build`): shown while one runs. */
+  builds?: BuildsModel;
+}
+
+/** "building IMAGE: step 4/6 installing packages…" and the build's last line, under it. */
+export function BuildsView(props: { builds: IBuild[] }): JSX.Element | null {
+  const running = props.builds.filter(b => b.state === 'running');
+  if (!running.length) {
+    return null;
+  }
+  return (
+    <section className="jp-ptcuda-Section" aria-label="Image builds">
+      <h2 className="jp-ptcuda-Section-title">Image builds</h2>
+      {running.map(b => (
+        <div
+          key={b.id}
+          className="jp-ptcuda-Build"
+          data-build-id={b.id}
+          role="status"
+        >
+          <div className="jp-ptcuda-Build-message">
+            {b.message}
+            {'…'}
+          </div>
+          {b.step > 0 && (
+            <progress
+              className="jp-ptcuda-Build-progress"
+              max={b.steps}
+              value={b.step - 1}
+              aria-label={`step ${b.step} of ${b.steps}`}
+            />
+          )}
+          {b.last_line && (
+            <div
+              className="jp-ptcuda-muted jp-ptcuda-Build-line"
+              title={b.last_line}
+            >
+              {b.last_line}
+            </div>
+          )}
+        </div>
+      ))}
+    </section>
+  );
 }
 
 /** What the panel says when there are no GPU cards to show: never a blank panel. */
@@ -100,6 +145,7 @@ function PanelView(props: IGpuPanelOptions): JSX.Element {
             />
           ))}
       </section>
+      {props.builds && <BuildsView builds={props.builds.builds} />}
       {model.status !== 'missing' && (
         <section className="jp-ptcuda-Section" aria-label="Health">
           <h2 className="jp-ptcuda-Section-title">Health</h2>
@@ -154,6 +200,7 @@ export class GpuPanel extends ReactWidget {
     _options.model.changed.connect(this._update, this);
     _options.health.changed.connect(this._update, this);
     _options.active.changed.connect(this._update, this);
+    _options.builds?.changed.connect(this._update, this);
   }
 
   protected render(): JSX.Element {
@@ -163,21 +210,25 @@ export class GpuPanel extends ReactWidget {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this._options.model.panelVisible = true;
+    this._setBuildsVisible(true);
     this.update();
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this._options.model.panelVisible = false;
+    this._setBuildsVisible(false);
   }
 
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
     this._options.model.panelVisible = this.isVisible;
+    this._setBuildsVisible(this.isVisible);
   }
 
   protected onBeforeDetach(msg: Message): void {
     this._options.model.panelVisible = false;
+    this._setBuildsVisible(false);
     super.onBeforeDetach(msg);
   }
 
@@ -188,7 +239,14 @@ export class GpuPanel extends ReactWidget {
     this._options.model.changed.disconnect(this._update, this);
     this._options.health.changed.disconnect(this._update, this);
     this._options.active.changed.disconnect(this._update, this);
+    this._options.builds?.changed.disconnect(this._update, this);
     super.dispose();
+  }
+
+  private _setBuildsVisible(visible: boolean): void {
+    if (this._options.builds) {
+      this._options.builds.visible = visible;
+    }
   }
 
   private _update(): void {
