@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -131,3 +132,10 @@ async def test_a_notebook_rerun_runs_its_exported_snapshot(api, jp_root_dir):
     assert again["state"] == "completed" and "first version lr=0.5" in log and "edited since" not in log
     assert again["script_path"] == f"{again['output_path']}/train.py"
     assert again["script_sha256"] == first["script_sha256"] and again["notebook_sha256"] == first["notebook_sha256"]
+
+    # the same from the CLI beside the server (one job store): `jobs rerun JOB --wait` follows it to its end
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "jupyter_ptcuda.cli", "jobs", "rerun", first["id"], "--wait"],
+        capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "first version lr=0.5" in done.stdout and f"reruns job {first['id']}" in done.stderr
