@@ -98,3 +98,40 @@ export function formatExit(job: {
   }
   return `${code} (${signal})`;
 }
+
+/** How long something has waited, to the second: "8 s", "1 min 05 s", "2 h 03 min". */
+export function formatWaited(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
+    return '';
+  }
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  if (s < 3600) {
+    return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+  }
+  const m = Math.floor(s / 60);
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
+}
+
+/** What a queued request asks for: `count:2` → "2 GPUs", `1` → "GPU 1", `0,1` → "GPUs 0, 1". */
+export function formatGpuAsk(gpus: string | null | undefined): string {
+  if (!gpus) {
+    return '';
+  }
+  const count = /^count:(\d+)$/.exec(gpus);
+  if (count) {
+    return Number(count[1]) === 1 ? '1 GPU' : `${count[1]} GPUs`;
+  }
+  const ids = gpus.split(',').map(g => g.trim());
+  return ids.length === 1 ? `GPU ${ids[0]}` : `GPUs ${ids.join(', ')}`;
+}
+
+/** A place in the GPU queue (1: next) as its user reads it: "next in line", "2 ahead of you". */
+export function formatPlace(place: number | null | undefined): string {
+  if (place === null || place === undefined || !isFinite(place)) {
+    return '';
+  }
+  return place <= 1 ? 'next in line' : `${place - 1} ahead of you`;
+}

@@ -88,7 +88,10 @@ export class JobsModel implements IDisposable {
   /** `GET jobs`; rejects after an error (the poll backs off). */
   async fetch(): Promise<void> {
     try {
-      this._jobs = (await requestAPI<IJob[]>('jobs', {}, this._settings)) ?? [];
+      const jobs = (await requestAPI<IJob[]>('jobs', {}, this._settings)) ?? [];
+      const now = Date.now();
+      jobs.forEach(job => this._readAt.set(job, now));
+      this._jobs = jobs;
       this._error = null;
       this._changed.emit();
     } catch (error) {
@@ -108,6 +111,14 @@ export class JobsModel implements IDisposable {
 
   job(id: string): IJob | null {
     return this._jobs.find(j => j.id === id) ?? null;
+  }
+
+  /**
+   * When this copy of the job was read from the server (`Date.now()`): a queued job's `waited_s`
+   * plus the time since is how long it has waited, shown ticking without asking again.
+   */
+  readAt(job: IJob): number {
+    return this._readAt.get(job) ?? Date.now();
   }
 
   /** Submit a job; resolves with the new job (201). Rejects with the API's error. */
@@ -169,6 +180,7 @@ export class JobsModel implements IDisposable {
   }
 
   private _replace(job: IJob): void {
+    this._readAt.set(job, Date.now());
     const i = this._jobs.findIndex(j => j.id === job.id);
     if (i >= 0) {
       this._jobs = [...this._jobs.slice(0, i), job, ...this._jobs.slice(i + 1)];
@@ -182,6 +194,7 @@ export class JobsModel implements IDisposable {
   private _interval: number;
   private _visible = false;
   private _jobs: IJob[] = [];
+  private _readAt = new WeakMap<IJob, number>();
   private _error: ApiError | null = null;
   private _changed = new Signal<this, void>(this);
   private _poll: Poll;

@@ -1,6 +1,6 @@
 /**
- * The GPU monitor: one {@link Poll} of `GET gpus` (+ `GET kernels`) shared by the panel and the
- * status bar. It polls fast while the panel is visible, slowly while only the status bar needs it,
+ * The GPU monitor: one {@link Poll} of `GET gpus` (+ `GET kernels`, and `GET queue` while the panel
+ * is shown: its "Waiting" list) shared by the panel and the status bar. It polls fast while the panel is visible, slowly while only the status bar needs it,
  * not at all when nothing shows it or the browser tab is hidden (`standby`), and backs off after
  * errors (as jupyter-resource-usage's model does).
  */
@@ -17,6 +17,8 @@ import {
   IGpuMonitor,
   IGpusReply,
   IKernelInfo,
+  IQueueEntry,
+  IQueueReply,
   ISnapshot,
   MonitorStatus
 } from './tokens';
@@ -51,6 +53,16 @@ export class GpuModel implements IGpuMonitor, IDisposable {
 
   get kernels(): IKernelInfo[] {
     return this._kernels;
+  }
+
+  /** The GPU queue as of the last poll while the panel was shown, in order ([]: nothing waits). */
+  get queue(): IQueueEntry[] {
+    return this._queue;
+  }
+
+  /** When the queue was read (`Date.now()`): its `waited_s` plus the time since is how long each has waited. */
+  get queueReadAt(): number {
+    return this._queueAt;
   }
 
   get error(): string {
@@ -149,7 +161,7 @@ export class GpuModel implements IGpuMonitor, IDisposable {
         ? `gpus?max_points=${this._maxPoints}`
         : `gpus?since=${since}&max_points=${this._maxPoints}`;
     try {
-      const [reply, kernels] = await Promise.all([
+      const [reply, kernels, queue] = await Promise.all([
         requestAPI<IGpusReply>(query, {}, this._settings),
         requestAPI<IKernelInfo[]>('kernels', {}, this._settings).catch(
           (error: unknown) => {
@@ -158,10 +170,12 @@ export class GpuModel implements IGpuMonitor, IDisposable {
             }
             return this._kernels; // keep the last list; the GPU part still works
           }
-        )
+        ),
+        this._panelVisible ? this._fetchQueue() : Promise.resolve(this._queue)
       ]);
       this._snapshot = reply.snapshot;
       this._kernels = kernels ?? [];
+      this._queue = queue;
       this._history = mergeHistory(
         this._history,
         reply.history ?? {},
@@ -182,6 +196,19 @@ export class GpuModel implements IGpuMonitor, IDisposable {
       this._error = errorMessage(error);
       this._changed.emit();
       throw error;
+    }
+  }
+
+  /** `GET queue`'s waiting list; a server without it (404) has none; after another error, the last list. */
+  private async _fetchQueue(): Promise<IQueueEntry[]> {
+    try {
+      const reply = await requestAPI<IQueueReply>('queue', {}, this._settings);
+      this._queueAt = Date.now();
+      return reply?.waiting ?? [];
+    } catch (error) {
+      return error instanceof ApiError && error.status === 404
+        ? []
+        : this._queue;
     }
   }
 
@@ -253,6 +280,8 @@ export class GpuModel implements IGpuMonitor, IDisposable {
   private _snapshot: ISnapshot | null = null;
   private _history: History = {};
   private _kernels: IKernelInfo[] = [];
+  private _queue: IQueueEntry[] = [];
+  private _queueAt = 0;
   private _error = '';
   private _changed = new Signal<this, void>(this);
   private _poll: Poll;

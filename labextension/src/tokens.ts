@@ -177,7 +177,32 @@ export interface IJob {
   script_path?: string | null;
   output_path?: string | null;
   cancel_requested?: boolean;
+  /** While it waits for GPUs: its place in the GPU queue (1: next); else null. */
+  place?: number | null;
+  /** Seconds from submit to start (so far, while it is queued). */
+  waited_s?: number | null;
   [key: string]: unknown;
+}
+
+/**
+ * One request waiting in the GPU queue (`GET queue`): the user's own are named ("job train-lr0.1",
+ * "kernel Untitled.ipynb") with an id and a reason; another user's are "another user", without either.
+ */
+export interface IQueueEntry {
+  id?: string | null;
+  what: string;
+  /** 1: next. */
+  place: number;
+  reason?: string | null;
+  waited_s: number;
+  /** What it asks for: `count:N` or device ids `0,1`. */
+  gpus: string;
+}
+
+/** `GET queue`. */
+export interface IQueueReply {
+  enabled: boolean;
+  waiting: IQueueEntry[];
 }
 
 /** `POST jobs`. */
@@ -235,6 +260,8 @@ export interface IGpuMonitor {
   readonly snapshot: ISnapshot | null;
   readonly history: History;
   readonly kernels: IKernelInfo[];
+  /** The GPU queue (`GET queue`, read while the panel is shown), in order; [] when nothing waits. */
+  readonly queue: IQueueEntry[];
   /** The last error's message (status `error` or `missing`), else ''. */
   readonly error: string;
   /** Emitted after every refresh (and on status changes). */

@@ -30,6 +30,7 @@ import {
 import { IJob } from '../tokens';
 import { Linkified } from './linkified';
 import { RunChart } from './runchart';
+import { JobPlace, JobWaiting } from './waiting';
 
 /** The selected job's live log. */
 function JobLog(props: {
@@ -90,7 +91,12 @@ function JobLog(props: {
           setFollow(el.scrollTop + el.clientHeight >= el.scrollHeight - 8);
         }}
       >
-        {log.text || (log.done ? '(empty log)' : '')}
+        {log.text ||
+          (log.done
+            ? '(empty log)'
+            : state === 'queued'
+              ? 'Nothing has run yet: the job waits for its GPUs (above: why, and its place in the queue). It starts by itself when they free up.'
+              : '')}
       </pre>
     </section>
   );
@@ -221,6 +227,7 @@ function JobRow(props: {
           {job.state}
           {job.cancel_requested && active ? ' (cancelling)' : ''}
         </span>
+        <JobPlace job={job} />
       </td>
       <td className="jp-ptcuda-JobRow-exit" data-label="exit">
         {formatExit(job)}
@@ -582,24 +589,31 @@ export class JobsView extends ReactWidget {
             </thead>
             <tbody>
               {jobs.map(job => (
-                <JobRow
-                  key={job.id}
-                  job={job}
-                  selected={job.id === selected}
-                  metrics={columns}
-                  runHref={runUrl(job, baseUrl)}
-                  compared={this._compared.has(job.id)}
-                  onCompare={on => this.compare(job.id, on)}
-                  onSelect={() => this.select(job.id)}
-                  onCancel={() => void this._cancel(job.id)}
-                  onRerun={() => void this.rerun(job.id)}
-                  onRegister={() => void this.register(job.id)}
-                  onTerminal={
-                    this._options.openTerminal
-                      ? () => this._options.openTerminal?.(job.id)
-                      : undefined
-                  }
-                />
+                <React.Fragment key={job.id}>
+                  <JobRow
+                    job={job}
+                    selected={job.id === selected}
+                    metrics={columns}
+                    runHref={runUrl(job, baseUrl)}
+                    compared={this._compared.has(job.id)}
+                    onCompare={on => this.compare(job.id, on)}
+                    onSelect={() => this.select(job.id)}
+                    onCancel={() => void this._cancel(job.id)}
+                    onRerun={() => void this.rerun(job.id)}
+                    onRegister={() => void this.register(job.id)}
+                    onTerminal={
+                      this._options.openTerminal
+                        ? () => this._options.openTerminal?.(job.id)
+                        : undefined
+                    }
+                  />
+                  <JobWaiting
+                    job={job}
+                    at={model.readAt(job)}
+                    columns={9 + columns.length}
+                    onSelect={() => this.select(job.id)}
+                  />
+                </React.Fragment>
               ))}
             </tbody>
           </table>
@@ -669,14 +683,18 @@ export class JobsView extends ReactWidget {
 
   private async _cancel(jobId: string): Promise<void> {
     const job = this._model.job(jobId);
+    const queued = job?.state === 'queued';
     if (this._options.confirm !== false) {
       const answer = await showDialog({
         title: `Cancel job ${job?.name || jobId}?`,
-        body:
-          'Its process gets SIGTERM, then SIGKILL if it has not ended after the grace period. ' +
-          'The log and whatever it saved so far are kept.',
+        body: queued
+          ? 'It is still waiting for GPUs: it leaves the GPU queue and never starts.'
+          : 'Its process gets SIGTERM, then SIGKILL if it has not ended after the grace period. ' +
+            'The log and whatever it saved so far are kept.',
         buttons: [
-          Dialog.cancelButton({ label: 'Keep running' }),
+          Dialog.cancelButton({
+            label: queued ? 'Keep waiting' : 'Keep running'
+          }),
           Dialog.warnButton({ label: 'Cancel job' })
         ]
       });
@@ -686,6 +704,9 @@ export class JobsView extends ReactWidget {
     }
     try {
       await this._model.cancel(jobId);
+      if (queued) {
+        this._message = `Job ${job?.name || jobId} cancelled while it waited: it left the GPU queue before it started.`;
+      }
       this.setNotice(null);
     } catch (error) {
       this.setNotice({

@@ -8,6 +8,7 @@ import { HealthModel } from '../health';
 import { GpuModel } from '../model';
 import { GpuCard } from './gpucard';
 import { HealthView } from './healthview';
+import { WaitingList } from './waiting';
 
 export interface IGpuPanelOptions {
   model: GpuModel;
@@ -145,6 +146,9 @@ function PanelView(props: IGpuPanelOptions): JSX.Element {
             />
           ))}
       </section>
+      {model.status === 'ok' && (
+        <WaitingList waiting={model.queue} at={model.queueReadAt} />
+      )}
       {props.builds && <BuildsView builds={props.builds.builds} />}
       {model.status !== 'missing' && (
         <section className="jp-ptcuda-Section" aria-label="Health">
