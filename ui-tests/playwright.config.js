@@ -51,7 +51,7 @@ module.exports = {
     viewport: { width: 1400, height: 900 }
   },
   projects: [
-    { name: 'gpu', testMatch: ['gpu.spec.ts', 'terminal.spec.ts', 'firsthour.spec.ts', 'runs.spec.ts'], use: { baseURL: 'http://127.0.0.1:8888' } },
+    { name: 'gpu', testMatch: ['gpu.spec.ts', 'terminal.spec.ts', 'firsthour.spec.ts', 'runs.spec.ts', 'queue.spec.ts'], use: { baseURL: 'http://127.0.0.1:8888' } },
     { name: 'binder', testMatch: 'binder.spec.ts', use: { baseURL: 'http://127.0.0.1:8889' } },
     { name: 'noext', testMatch: 'noext.spec.ts', use: { baseURL: 'http://127.0.0.1:8890' } }
   ],
