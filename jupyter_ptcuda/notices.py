@@ -20,6 +20,7 @@ moves its ``updated`` time on. The server extension owns the one :class:`Notices
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -78,7 +79,8 @@ class PendingKernel:
         self.at: float | None = None
 
     def _what(self) -> str:
-        return f"The kernel for {self.notebook}" if self.notebook else f"Kernel {self.kernel_id[:8]}"
+        # the notebook's name, not its path (an absolute one under Jupyter Server 2): a pop-up shows ~140 characters
+        return f"The kernel for {os.path.basename(self.notebook)}" if self.notebook else f"Kernel {self.kernel_id[:8]}"
 
     def _post(self, state: str, message: str) -> None:
         post({"kind": "kernel_pending", "state": state, "message": message, "kernel_id": self.kernel_id,

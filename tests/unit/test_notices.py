@@ -38,16 +38,16 @@ def test_a_kernel_that_never_waited_posts_nothing_and_one_that_did_is_told_start
     quick.started()
     quick.failed("boom")
     assert board.since() == []
-    slow = N.PendingKernel("abcdef0123", "proj/train.ipynb", 300, clock=clock)
+    slow = N.PendingKernel("abcdef0123", "/home/u/proj/train.ipynb", 300, clock=clock)
     slow.waiting("FailedScheduling: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu")
     told, = board.since()
-    assert told["message"] == ("The kernel for proj/train.ipynb is waiting for a node: FailedScheduling: 0/2 nodes "
+    assert told["message"] == ("The kernel for train.ipynb is waiting for a node: FailedScheduling: 0/2 nodes "
                                "are available: 2 Insufficient nvidia.com/gpu. It is given up after 300 s (ask for "
                                "fewer GPUs or less memory, or wait for a free node).")
     clock.t += 42
     slow.started()
     told, = board.since()
     assert told["state"] == "started" and told["message"] == (
-        "The kernel for proj/train.ipynb started after waiting 42 s for a node.")
+        "The kernel for train.ipynb started after waiting 42 s for a node.")
     monkeypatch.setattr(N, "_active", None)
     N.PendingKernel("k", None, 1).waiting("x")  # no server in this process: nothing to post to, no error
