@@ -176,7 +176,9 @@ test.describe('GPU queue', () => {
     await holdBothGpus(page, path, started);
     const panel = await openPanel(page);
 
-    const nbPath = `${tmpPath}/wait-gpu.ipynb`;
+    // a name of its own: the server's notices of earlier tests (same names) are shown to a new page too
+    const name = `wait-gpu-${Date.now().toString(36)}.ipynb`;
+    const nbPath = `${tmpPath}/${name}`;
     await page.contents.uploadContent(
       notebook([{ source: "import os\nos.environ.get('NVIDIA_VISIBLE_DEVICES')" }], {
         name: KERNEL_1GPU,
@@ -187,16 +189,21 @@ test.describe('GPU queue', () => {
     );
     kernelOf = nbPath;
     await page.notebook.openByPath(nbPath);
-    const toast = page.locator('.Toastify__toast').filter({ hasText: 'wait-gpu.ipynb' });
+    const waitingToast = page.locator('.Toastify__toast--warning').filter({ hasText: name });
     // the pop-up shows ~140 characters: the notebook's name, its place and who holds the GPUs fit
-    await expect(toast).toContainText(
-      /The kernel for wait-gpu\.ipynb is waiting for 1 GPU: next in line; GPUs held by your job hold-[ab] and your job hold-[ab]/,
+    await expect(waitingToast).toContainText(
+      new RegExp(
+        `The kernel for ${name.replace('.', '\\.')} is waiting for 1 GPU: next in line; ` +
+          'GPUs held by your job hold-[ab] and your job hold-[ab]'
+      ),
       { timeout: 60000 }
     );
+    // the same pop-up is updated when it starts
+    const toast = page.locator(`.Toastify__toast[id="${await waitingToast.getAttribute('id')}"]`);
     // the panel lists the kernel as waiting
     const item = panel.locator('.jp-ptcuda-Waiting-item');
     await expect(item).toHaveCount(1);
-    await expect(item.locator('.jp-ptcuda-Waiting-what')).toHaveText(/^kernel .*wait-gpu\.ipynb$/);
+    await expect(item.locator('.jp-ptcuda-Waiting-what')).toHaveText(`kernel ${name}`);
     await expect(toast).not.toHaveClass(/Toastify--animate/); // slid in: the whole pop-up in the picture
     await page.screenshot({ path: screenshotPath('queue-kernel-waiting-1280') });
 
