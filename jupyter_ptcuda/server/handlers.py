@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import time
 import uuid
@@ -268,7 +269,18 @@ class NoticesHandler(PtcudaHandler):
             since = float(self.get_argument("since", "0") or 0)
         except ValueError:
             raise web.HTTPError(400, "since must be a number (epoch seconds)") from None
-        self.write_json({"notices": self.state.notices.since(since)})
+        root = os.path.realpath(self.serverapp.root_dir)  # type: ignore[union-attr]
+        self.write_json({"notices": [_relative_notebook(n, root) for n in self.state.notices.since(since)]})
+
+
+def _relative_notebook(notice: dict[str, Any], root: str) -> dict[str, Any]:
+    """The notice with its ``notebook`` as JupyterLab opens it: relative to the server's root (kernels
+    record an absolute path), or none when it lies outside the root."""
+    path = notice.get("notebook")
+    if not path or not os.path.isabs(path):
+        return notice
+    rel = os.path.relpath(path, root)
+    return {**notice, "notebook": None if rel == ".." or rel.startswith("../") else rel}
 
 
 class BuildsHandler(PtcudaHandler):

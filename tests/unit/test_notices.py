@@ -51,3 +51,13 @@ def test_a_kernel_that_never_waited_posts_nothing_and_one_that_did_is_told_start
         "The kernel for train.ipynb started after waiting 42 s for a node.")
     monkeypatch.setattr(N, "_active", None)
     N.PendingKernel("k", None, 1).waiting("x")  # no server in this process: nothing to post to, no error
+
+
+def test_the_notice_s_notebook_is_what_jupyterlab_opens_relative_to_the_server_s_root():
+    from jupyter_ptcuda.server.handlers import _relative_notebook
+
+    notice = {"kind": "kernel_pending", "notebook": "/srv/notebooks/sub/train.ipynb"}
+    assert _relative_notebook(notice, "/srv/notebooks")["notebook"] == "sub/train.ipynb"  # "Open notebook" opens it
+    assert _relative_notebook(notice, "/srv/other")["notebook"] is None  # outside the root: no button, no path
+    assert _relative_notebook({"notebook": "train.ipynb"}, "/srv")["notebook"] == "train.ipynb"
+    assert _relative_notebook({"notebook": None}, "/srv")["notebook"] is None
