@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 #: Where the model is mounted in the serving container (read-only).
 MODEL_DIR = "/opt/ptcuda-model"
-#: The scoring server's port inside the container (never published on the host).
-PORT = 5000
+#: The scoring server's port inside a pod (Kubernetes; never published on a host).
+PORT = L.SERVE_PORT
 #: The scoring server's socket in the serve's private folder (where the backend has them).
 SOCKET = "scoring.sock"
 #: The longest path a Unix socket may have (sun_path, with its NUL).
