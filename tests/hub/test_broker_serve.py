@@ -65,6 +65,12 @@ def broker(hub, user: str, op: str, **body) -> requests.Response:
     return requests.post(f"{hub.broker_url}/v1/{op}", json=body, headers={"Authorization": f"token {token}"}, timeout=120)
 
 
+def post(hub, user: str, route: str, body: dict) -> requests.Response:
+    """``POST /user/<user>/<route>`` with ``user``'s token and ``body`` as JSON (what JupyterLab sends)."""
+    return requests.post(f"{hub.url}/user/{user}/{route}", json=body, headers={"Authorization": f"token {hub.token(user)}"},
+                         timeout=120, allow_redirects=False)
+
+
 def until(what, fn, timeout=180.0):
     deadline = time.monotonic() + timeout
     while not (got := fn()):
@@ -76,8 +82,7 @@ def until(what, fn, timeout=180.0):
 def test_alice_serves_her_model_through_her_server_and_bob_cannot_reach_it(hub, mlflow_image):  # noqa: F811
     home = Path(hub.account(ALICE).pw_dir)
     hub.run_as(ALICE, ["sh", "-c", "cat > train_serve.py"], input=TRAIN)
-    r = hub.user_api(ALICE, "POST", "jupyter-ptcuda/jobs", path="train_serve.py", image=mlflow_image, gpus="none",
-                     timeout=120)
+    r = post(hub, ALICE, "jupyter-ptcuda/jobs", {"path": "train_serve.py", "image": mlflow_image, "gpus": "none"})
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
 

@@ -37,7 +37,8 @@ def test_a_model_server_is_a_hardened_pod_of_the_digest_with_a_gpu_and_a_readine
     assert m["kind"] == "Pod" and m["metadata"]["labels"][L.KIND] == "serve"
     assert m["metadata"]["labels"][L.SERVE_ID] == "0123456789ab"
     assert m["metadata"]["annotations"][L.NOTEBOOK] == "models:/linear/1"
-    assert P.SPEC not in m["metadata"]["annotations"]  # only a kernel's pod keeps a record for jobs
+    record = P.spec_from_record(m["metadata"]["annotations"])  # what serve stop reads back: the model's copy
+    assert record is not None and [(x.source, x.read_only) for x in record[0].mounts] == [(MODEL, True)]
     spec = m["spec"]
     assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
     assert spec["securityContext"] == {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True,

@@ -302,10 +302,12 @@ KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 
 def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  gpu_resource: str | None = None) -> dict[str, Any]:
-    """The Pod of a kernel (with its :func:`spec_record`; with Kueue, its queue's label), check or probe."""
+    """The Pod of a kernel (with its :func:`spec_record`; with Kueue, its queue's label), model server (with its
+    record too), check or probe."""
     labels, annotations = split_labels(spec.labels)
-    if spec.labels.get(L.KIND) == L.KERNEL:
+    if spec.labels.get(L.KIND) in (L.KERNEL, L.SERVE):  # spec_of() reads it back (a model server: its model's copy)
         annotations[SPEC] = spec_record(spec, gpu_resource)
+    if spec.labels.get(L.KIND) == L.KERNEL:
         if opts.queue_name:
             labels[KUEUE_QUEUE] = opts.queue_name
     body = pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)
