@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -93,10 +94,11 @@ def test_alice_serves_her_model_through_her_server_and_bob_cannot_reach_it(hub, 
 
     job = until("the training job", finished)
     assert job["state"] == "completed", (job, hub.user_api(ALICE, "GET", f"jupyter-ptcuda/jobs/{job_id}/log").text)
-    r = hub.user_api(ALICE, "POST", f"jupyter-ptcuda/jobs/{job_id}/register", name="hublinear", timeout=120)
-    assert r.status_code == 201 and r.json()["uri"] == "models:/hublinear/1", r.text
+    name = f"hublinear-{uuid.uuid4().hex[:8]}"  # alice's own MLflow store (in her home) outlives this Hub
+    r = hub.user_api(ALICE, "POST", f"jupyter-ptcuda/jobs/{job_id}/register", name=name, timeout=120)
+    assert r.status_code == 201 and r.json()["uri"] == f"models:/{name}/1", r.text
 
-    r = hub.user_api(ALICE, "POST", "jupyter-ptcuda/serve", model="models:/hublinear/1", timeout=300)
+    r = hub.user_api(ALICE, "POST", "jupyter-ptcuda/serve", model=f"models:/{name}/1", timeout=300)
     assert r.status_code == 201, r.text
     served = r.json()
     sid, cid = served["id"], served["container_id"]
