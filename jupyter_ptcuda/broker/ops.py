@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("jupyter_ptcuda.broker")
 
 #: Kinds a user's server may ask for (netns holders are not offered: 'shared' needs a per-server holder).
-CLIENT_KINDS = (L.KERNEL, L.JOB, L.HEALTH, L.PROBE)
+CLIENT_KINDS = (L.KERNEL, L.JOB, L.HEALTH, L.PROBE, L.SERVE)
+#: Kinds with a private folder made by the broker (a kernel's ipc sockets, a model server's socket).
+PRIVATE_KINDS = (L.KERNEL, L.SERVE)
 NETWORKS = ("bridge", "none")
 
 
@@ -114,7 +116,8 @@ class Broker:
         kernel_id = U.check_kernel_id(I.text(body, "kernel_id", limit=64))
         root, cap = self.config.private_root, int(self.config.max_private_dirs)
         if await asyncio.to_thread(U.count_private_dirs, root, user, kernel_id) >= cap:
-            alive = {s.tag.id for s in await self.service.list(L.KERNEL, owner_uid=user.uid) if s.tag.owner == user.name}
+            alive = {s.tag.id for s in await self.service.list(owner_uid=user.uid)
+                     if s.tag.owner == user.name and s.tag.kind in PRIVATE_KINDS}
             await asyncio.to_thread(U.sweep_private_dirs, root, user, keep=alive)
             if await asyncio.to_thread(U.count_private_dirs, root, user, kernel_id) >= cap:
                 raise TooBusy(f"you have {cap} kernel folders at the broker (c.PtcudaBroker.max_private_dirs): shut a "
@@ -154,8 +157,11 @@ class Broker:
         identity = Identity(uid=user.uid, gid=user.gid, name=user.name, server_id=server_id or f"hub:{user.name}",
                             server_pid=server_pid)
         max_pids = int(self.config.max_pids)
+        if request.kind == L.SERVE and request.network_mode != "none":
+            raise Forbidden("a model server gets no network through the broker: it answers on a Unix socket in its "
+                            "private folder (network_mode 'none'); update jupyter-ptcuda on the user's server.")
         private = ""
-        if request.kind == L.KERNEL and request.id:
+        if request.kind in PRIVATE_KINDS and request.id:
             made = os.path.join(self.config.private_root, str(user.uid), U.check_kernel_id(request.id))
             private = made if await asyncio.to_thread(os.path.isdir, made) else ""
         mem = request.mem_limit or policy.max_mem
@@ -330,7 +336,7 @@ class Broker:
         await self.service.remove(state.id)
         if self.queue is not None:
             self.queue.kick()
-        if state.tag.kind == L.KERNEL and state.tag.kernel_dir:
+        if state.tag.kind in PRIVATE_KINDS and state.tag.kernel_dir:
             await asyncio.to_thread(U.remove_private_dir, self.config.private_root, state.tag.kernel_dir)
 
     async def op_notices(self, user: U.HubUser, body: dict[str, Any]) -> Any:

@@ -54,6 +54,10 @@ SERVE_ID = PREFIX + "serve-id"  # a model server (``jupyter ptcuda serve``); its
 #: belongs to the server that started it (the reaper removes it when that server is gone).
 KERNEL, JOB, HEALTH, PROBE, NETNS, SERVE = "kernel", "job", "health", "probe", "netns", "serve"
 KINDS = (KERNEL, JOB, HEALTH, PROBE, NETNS, SERVE)
+#: The port a model server's scoring server listens on where it has a network of its own (a pod; never published).
+SERVE_PORT = 5000
+#: What answers 200 once a model server is ready (MLflow's scoring server).
+SERVE_READY_PATH = "/ping"
 #: Kinds that hold GPUs in the ledger's eyes.
 GPU_KINDS = (KERNEL, JOB, HEALTH, SERVE)
 _ID_LABEL = {KERNEL: KERNEL_ID, JOB: JOB_ID, HEALTH: CHECK_ID, PROBE: CHECK_ID, SERVE: SERVE_ID}

@@ -76,9 +76,24 @@ async def reap_orphans(service: ContainerService, *, dry_run: bool = False, own_
                         "server_id": c.tag.server_id, "why": why})
         if not dry_run:
             await service.remove(c.id)
+            if c.tag.kind == L.SERVE and c.tag.kernel_dir:
+                await asyncio.to_thread(_remove_serve_dir, c.tag.kernel_dir, c.tag.id)
     # what the backend finds itself (Kubernetes: servers are pods, kube/backend.py; Docker: nothing)
     removed += await service.reap(own_server_id=own_server_id, dry_run=dry_run)
     return removed
+
+
+def _remove_serve_dir(path: str, serve_id: str) -> None:
+    """A model server's socket folder, when it is this server's own (``<private>/<serve id>``: under the broker
+    the broker removed it with the container)."""
+    import shutil
+
+    try:
+        mine = os.path.join(kernel_files.private_base(), serve_id)
+    except Exception:  # noqa: BLE001 - no private folder here: nothing of ours to remove
+        return
+    if serve_id and path == mine and os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 async def reap_kernel_files(*, dry_run: bool = False, own_server_id: str | None = None,

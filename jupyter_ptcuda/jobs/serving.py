@@ -5,9 +5,17 @@ it ran), copies the model's files into a fresh folder of that job's outputs (``s
 server, never through a link the job left) and starts a container of kind ``serve`` from the job's image
 digest, built like every container (:func:`~jupyter_ptcuda.containers.build.build`: the user's uid, no
 capabilities, no Docker socket), the model mounted read-only at :data:`MODEL_DIR`, running MLflow's scoring
-server (``mlflow models serve --env-manager local``) on port :data:`PORT` of the container's own network.
-Nothing publishes a port: the Jupyter server reaches it at the container's address
-(``jupyter-ptcuda/serve/<id>/invocations``, authenticated), loopback ports would be open to every local user.
+server (``mlflow models serve --env-manager local``).
+
+Where it listens (:func:`endpoint`) is the point: on a backend with private folders on this host (Docker, and
+the JupyterHub broker, which makes them) the container has **no network** (``network_mode: none``) and the
+scoring server binds a Unix socket (uvicorn's ``UVICORN_UDS``) in the serve's private folder — 0700, the
+user's, its parents root's (the broker) or the server's own (:mod:`~jupyter_ptcuda.kernel_files`) — the same
+protection as a kernel's ipc sockets: the kernel refuses every other local user, so no port and no bridge IP
+exists for another user (or another user's server) to reach. Only on a backend whose containers are pods
+(Kubernetes: no host folders) does it listen on :data:`PORT` of the pod's IP (a readiness probe on ``/ping``;
+the namespace's NetworkPolicy admits only the user's server). The Jupyter server forwards
+``jupyter-ptcuda/serve/<id>/(ping|invocations)`` (authenticated) with :func:`forward`.
 
 :func:`servers` lists them (labels are the truth), :func:`stop` removes one and its copy of the model. A serve
 container outlives the command that started it (like a job); the reaper removes one whose scoring server
@@ -20,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.client
 import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 import time
-import urllib.request
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +55,14 @@ if TYPE_CHECKING:
 
 #: Where the model is mounted in the serving container (read-only).
 MODEL_DIR = "/opt/ptcuda-model"
-#: The scoring server's port inside the container (never published on the host).
-PORT = 5000
+#: The scoring server's port inside a pod (Kubernetes; never published on a host).
+PORT = L.SERVE_PORT
+#: The scoring server's socket in the serve's private folder (where the backend has them).
+SOCKET = "scoring.sock"
+#: The longest path a Unix socket may have (sun_path, with its NUL).
+MAX_SOCKET_PATH = 107
+#: The largest reply read back from a scoring server.
+MAX_REPLY = 64 * 1024**2
 COPY_PREFIX = "served-model-"
 MODEL_URI = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,99})/([0-9]{1,9})$")
 
@@ -220,13 +235,30 @@ def scoring_command(python: str = "python") -> list[str]:
 
 
 async def _launch(mgr: JobManager, request: Any, policy: Any) -> Any:
-    """Launch a serve container for ``request`` under ``policy`` (reached at its own address: a bridge network)."""
-    request = dataclasses.replace(request, name=f"ptcuda-serve-{request.id}")
-    if request.network_mode in ("none", "host", "shared") or request.network_mode.startswith("container:"):
-        request = dataclasses.replace(request, network_mode="bridge")
-    spec = build(request, policy, this_server())
-    mgr.service.validate(spec)
-    return await mgr.service.launch(spec, claim=f"serve-{request.id}")
+    """Launch a serve container for ``request`` under ``policy``. Where the backend has private folders on this
+    host (Docker, the broker) it gets one and **no network**: the scoring server binds a Unix socket there
+    (uvicorn's ``UVICORN_UDS``); elsewhere (a pod) it listens on :data:`PORT` of its own IP. The folder is
+    removed again if the launch fails."""
+    private, env = "", dict(request.env)
+    if mgr.service.kernel_placement == "local":
+        private = str(await mgr.service.private_dir(request.id, request.run_as or ""))
+        sock = os.path.join(private, SOCKET)
+        if len(sock.encode()) > MAX_SOCKET_PATH:
+            await asyncio.to_thread(_remove_private, private)
+            raise ConfigError(f"the model server's socket path {sock} is longer than a Unix socket may be "
+                              f"({MAX_SOCKET_PATH} bytes): set JUPYTER_PTCUDA_RUNTIME_DIR (or the broker's "
+                              "c.PtcudaBroker.private_root) to a shorter folder.")
+        env["UVICORN_UDS"] = sock  # uvicorn (MLflow's scoring server) binds it instead of host:port
+    request = dataclasses.replace(request, name=f"ptcuda-serve-{request.id}", env=env, private_dir=private,
+                                  network_mode="none" if private else "bridge", ports={})
+    try:
+        spec = build(request, policy, this_server())
+        mgr.service.validate(spec)
+        return await mgr.service.launch(spec, claim=f"serve-{request.id}")
+    except BaseException:
+        if private:
+            await asyncio.to_thread(_remove_private, private)
+        raise
 
 
 async def _ready(mgr: JobManager, serve_id: str, cid: str, wait: float) -> dict[str, Any]:
@@ -239,13 +271,77 @@ async def _ready(mgr: JobManager, serve_id: str, cid: str, wait: float) -> dict[
     return await describe(mgr, (await mgr.service.list(L.SERVE, id=serve_id))[0])
 
 
-async def address(mgr: JobManager, serve_id: str) -> str:
-    """``http://IP:PORT`` of running serve ``serve_id`` of this user; NotFound saying how to list them."""
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where a scoring server answers: a Unix socket on this host (``socket``) or ``http://IP:PORT``."""
+
+    socket: str = ""
+    url: str = ""
+
+
+async def endpoint(mgr: JobManager, serve_id: str) -> Endpoint:
+    """Where running serve ``serve_id`` of this user answers; NotFound saying how to list them. Under the broker
+    the list is the broker's (only this Hub user's containers), and the socket is in this user's own folder."""
     found = await mgr.service.list(L.SERVE, id=serve_id, owner_uid=os.geteuid(), running=True) \
         if re.fullmatch(r"[0-9a-f]{12}", serve_id or "") else []
     if not found:
         raise NotFound(f"no model server {str(serve_id)[:40]!r} is running: list them with `jupyter ptcuda serve list`.")
-    return f"http://{await mgr.service.address(found[0].id)}:{PORT}"
+    return await _endpoint_of(mgr, found[0])
+
+
+async def _endpoint_of(mgr: JobManager, c: ContainerState) -> Endpoint:
+    if c.tag.kernel_dir:
+        return Endpoint(socket=os.path.join(c.tag.kernel_dir, SOCKET))
+    return Endpoint(url=f"http://{await mgr.service.address(c.id)}:{PORT}")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _request(where: Endpoint, method: str, route: str, body: bytes | None, content_type: str,
+             timeout: float) -> tuple[int, str, bytes]:
+    """(status, content type, body) of one HTTP request to a scoring server (blocking: run in a thread); the reply
+    is read up to :data:`MAX_REPLY` bytes (past it: OSError)."""
+    if where.socket:
+        conn: http.client.HTTPConnection = _UnixConnection(where.socket, timeout)
+    else:
+        host, _, port = where.url.removeprefix("http://").rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        conn.request(method, f"/{route}", body=body, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read(MAX_REPLY + 1)
+        if len(data) > MAX_REPLY:
+            raise OSError(f"the reply is larger than {MAX_REPLY} bytes")
+        return reply.status, reply.getheader("Content-Type") or "application/json", data
+    finally:
+        conn.close()
+
+
+async def forward(mgr: JobManager, serve_id: str, method: str, route: str, body: bytes | None, content_type: str,
+                  timeout: float) -> tuple[int, str, bytes]:
+    """One request (``GET ping``, ``POST invocations``) to this user's model server ``serve_id``, answered as the
+    scoring server answered it. NotFound for a server not this user's; LaunchError when it does not answer."""
+    where = await endpoint(mgr, serve_id)
+    try:
+        return await asyncio.to_thread(_request, where, method, route, body, content_type, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise LaunchError(f"model server {serve_id} did not answer ({exc}): see its log with `docker logs` or stop "
+                          "it with `jupyter ptcuda serve stop` and serve the model again.") from None
 
 
 async def _until_ready(mgr: JobManager, cid: str, within: float) -> None:
@@ -255,21 +351,16 @@ async def _until_ready(mgr: JobManager, cid: str, within: float) -> None:
         if state is None or not state.running:
             raise mgr.service.describe_exit(state, await mgr.service.logs(cid), "the model server")
         try:
-            url = f"http://{await mgr.service.address(cid)}:{PORT}/ping"
-            if await asyncio.to_thread(_get_status, url) == 200:
+            where = await _endpoint_of(mgr, state)
+            if (await asyncio.to_thread(_request, where, "GET", "ping", None, "", 2))[0] == 200:
                 return
-        except (OSError, LaunchError):
+        except (OSError, http.client.HTTPException, LaunchError):
             pass
         if time.monotonic() > deadline:
             tail = "\n".join((await mgr.service.logs(cid, tail=20)).splitlines()[-20:])
             raise LaunchError(f"the model server did not answer /ping in {within:.0f} s; it was removed. Last log "
                               f"lines:\n{tail}")
         await asyncio.sleep(0.5)
-
-
-def _get_status(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - http to the container's own address
-        return int(reply.status)
 
 
 async def describe(mgr: JobManager, c: ContainerState) -> dict[str, Any]:
@@ -299,4 +390,20 @@ async def stop(mgr: JobManager, serve_id: str) -> dict[str, Any]:
     await mgr.service.remove(c.id)
     for path in copies:  # only a folder this module made (served-model-*), never through a link
         await asyncio.to_thread(_remove_copy, path)
+    if c.tag.kernel_dir:  # the socket's folder (under the broker, the broker removed it with the container)
+        await asyncio.to_thread(_remove_private, c.tag.kernel_dir)
     return await describe(mgr, c)
+
+
+def _remove_private(path: str) -> None:
+    """Remove a serve's private folder (``<private>/<serve id>``, made by the backend's ``private_dir``): only a
+    real folder named like a serve id, never through a link at its end."""
+    import stat
+
+    if not re.fullmatch(r"[0-9a-f]{12}", os.path.basename(path)):
+        return
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass

@@ -1,17 +1,18 @@
 """Model servers through the Jupyter server (``{base_url}jupyter-ptcuda/serve...``): list, start, stop, and
-the scoring server's ``ping``/``invocations`` forwarded to the container's own address.
+the scoring server's ``ping``/``invocations`` forwarded to it (:func:`~jupyter_ptcuda.jobs.serving.forward`: its
+Unix socket in the user's private folder; a pod's IP on Kubernetes).
 
 Every verb is ``@web.authenticated`` + ``@authorized``; only this server's user's model servers are found
-(labels: owner uid). The scoring server publishes no port: this route is the only way in.
+(labels: owner uid; under JupyterHub the broker's list, which holds only the Hub user's). The scoring server
+has no network and publishes no port: this route is the only way in.
 """
 
 from __future__ import annotations
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LaunchError
 from ..jobs import serving
 from .base import NAMESPACE, PtcudaHandler
 
@@ -54,19 +55,18 @@ class ServeForwardHandler(PtcudaHandler):
     """``ping`` and ``invocations`` of MLflow's scoring server, forwarded as they are (status, body, type)."""
 
     async def _forward(self, serve_id: str, route: str) -> None:
-        base = await serving.address(self.state.jobs, serve_id)
         body = self.request.body if self.request.method == "POST" else None
         if body is not None and len(body) > MAX_INVOCATION:
             raise web.HTTPError(413, f"the request body is {len(body)} bytes; at most {MAX_INVOCATION} are forwarded")
-        headers = {"Content-Type": self.request.headers.get("Content-Type", "application/json")} if body is not None else {}
-        reply = await AsyncHTTPClient().fetch(HTTPRequest(
-            f"{base}/{route}", method=self.request.method, body=body, headers=headers, follow_redirects=False,
-            request_timeout=INVOCATION_TIMEOUT), raise_error=False)
-        if reply.code == 599:
-            raise web.HTTPError(502, f"model server {serve_id} did not answer: {reply.error}")
-        self.set_status(reply.code)
-        self.set_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
-        self.finish(reply.body or b"")
+        try:
+            code, ctype, data = await serving.forward(
+                self.state.jobs, serve_id, self.request.method or "GET", route, body,
+                self.request.headers.get("Content-Type", "application/json"), INVOCATION_TIMEOUT)
+        except LaunchError as exc:
+            raise web.HTTPError(502, exc.message) from None
+        self.set_status(code)
+        self.set_header("Content-Type", ctype)
+        self.finish(data)
 
     @web.authenticated
     @authorized

@@ -136,7 +136,8 @@ async def test_a_registered_model_becomes_an_image_that_answers_on_its_own(engin
     finally:
         docker("rm", "-f", cid, check=False)
 
-    # the same image through our own serve path: kind serve, the user's uid, hardened, nothing mounted
+    # the same image through our own serve path: kind serve, the user's uid, hardened, no model mounted, no
+    # network: it answers on a Unix socket in its private folder (the only mount)
     started = cli("serve", "--image", tag, "--json", timeout=300)
     assert started.returncode == 0, started.stderr
     served = json.loads(started.stdout)
@@ -144,9 +145,14 @@ async def test_a_registered_model_becomes_an_image_that_answers_on_its_own(engin
         info = json.loads(docker("inspect", served["container_id"]).stdout)[0]
         assert served["model"] == "models:/linear/1" and info["Config"]["Image"] == tag
         assert not info["Config"]["User"].startswith("0") and info["HostConfig"]["CapDrop"] == ["ALL"]
-        assert not info["Mounts"] and not info["HostConfig"]["PortBindings"]
-        ip = next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"]
-        assert json.loads(answer(f"http://{ip}:5000/invocations", ROW)[1])["predictions"] in ([[9.0]], [{"0": 9.0}], [9.0])
+        private = info["Config"]["Labels"]["io.jupyter-ptcuda.kernel-dir"]
+        assert [(m["Source"], m["RW"]) for m in info["Mounts"]] == [(private, True)]
+        assert info["HostConfig"]["NetworkMode"] == "none" and not info["HostConfig"]["PortBindings"]
+        from jupyter_ptcuda.jobs.serving import Endpoint, _request
+
+        _, _, body = _request(Endpoint(socket=os.path.join(private, "scoring.sock")), "POST", "invocations",
+                              json.dumps(ROW).encode(), "application/json", 30)
+        assert json.loads(body)["predictions"] in ([[9.0]], [{"0": 9.0}], [9.0])
     finally:
         stopped = cli("serve", "stop", served["id"])
     assert stopped.returncode == 0, stopped.stderr

@@ -78,9 +78,15 @@ async def test_a_registered_model_answers_through_the_server_in_its_own_image(ap
         assert info["Config"]["User"] == done["meta"]["user"] and not info["Config"]["User"].startswith("0")
         assert info["HostConfig"]["CapDrop"] == ["ALL"] and not info["HostConfig"]["Privileged"]
         assert not info["HostConfig"]["PortBindings"]  # reachable only through the Jupyter server
+        # no network at all (no bridge IP another local user could reach): a Unix socket in a private folder
+        assert info["HostConfig"]["NetworkMode"] == "none"
+        assert not any(n.get("IPAddress") for n in info["NetworkSettings"]["Networks"].values())
         mounts = info["Mounts"]
         assert not any("docker.sock" in m["Source"] for m in mounts)
-        assert [(m["Destination"], m["RW"]) for m in mounts] == [("/opt/ptcuda-model", False)]
+        private = next(m["Source"] for m in mounts if m["Destination"] != "/opt/ptcuda-model")
+        assert sorted((m["Destination"], m["RW"]) for m in mounts) == sorted([("/opt/ptcuda-model", False),
+                                                                              (private, True)])
+        assert os.stat(private).st_mode & 0o077 == 0 and os.path.exists(os.path.join(private, "scoring.sock"))
 
         monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # what the CLI reads, like the server's config
         monkeypatch.setenv("JUPYTER_PTCUDA_MLFLOW", "1")
@@ -97,7 +103,7 @@ async def test_a_registered_model_answers_through_the_server_in_its_own_image(ap
     finally:
         status, gone, _ = await api("DELETE", f"serve/{served['id']}")
     assert status == 200 and gone["id"] == served["id"]
-    assert set(_serve_containers()) <= before
+    assert set(_serve_containers()) <= before and not os.path.exists(private)
     assert not [p for p in os.listdir(jp_root_dir / done["output_path"]) if p.startswith("served-model-")]
     status, body, _ = await api("GET", f"serve/{served['id']}/ping")
     assert status == 404 and "serve list" in body["message"]

@@ -302,15 +302,30 @@ KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 
 def pod_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
                  gpu_resource: str | None = None) -> dict[str, Any]:
-    """The Pod of a kernel (with its :func:`spec_record`; with Kueue, its queue's label), check or probe."""
+    """The Pod of a kernel (with its :func:`spec_record`; with Kueue, its queue's label), model server (with its
+    record too), check or probe."""
     labels, annotations = split_labels(spec.labels)
-    if spec.labels.get(L.KIND) == L.KERNEL:
+    if spec.labels.get(L.KIND) in (L.KERNEL, L.SERVE):  # spec_of() reads it back (a model server: its model's copy)
         annotations[SPEC] = spec_record(spec, gpu_resource)
+    if spec.labels.get(L.KIND) == L.KERNEL:
         if opts.queue_name:
             labels[KUEUE_QUEUE] = opts.queue_name
+    body = pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)
+    if spec.labels.get(L.KIND) == L.SERVE:
+        body["containers"][0].update(serve_container())
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": opts.namespace, "labels": labels, "annotations": annotations},
-            "spec": pod_spec(spec, opts, identity, gpu_resource=gpu_resource, secret=name)}
+            "spec": body}
+
+
+def serve_container() -> dict[str, Any]:
+    """What a model server's container adds (``jupyter ptcuda serve``): its scoring port (on the pod's IP, where
+    the user's server reaches it, as it reaches a kernel: no Service; the NetworkPolicy in examples/k8s admits
+    only single-user servers) and a readiness probe on MLflow's ``/ping`` (the pod is Ready once the model is
+    loaded)."""
+    return {"ports": [{"name": "http", "containerPort": L.SERVE_PORT, "protocol": "TCP"}],
+            "readinessProbe": {"httpGet": {"path": L.SERVE_READY_PATH, "port": "http"}, "initialDelaySeconds": 2,
+                               "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}}
 
 
 def job_manifest(spec: ContainerSpec, opts: KubeOptions, identity: Identity, *, name: str,
