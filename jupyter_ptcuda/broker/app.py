@@ -40,6 +40,7 @@ from .ops import Broker
 from .policy import BrokerPolicy
 from .telemetry import Telemetry
 from .tty import TtyHandler
+from .waiting import WaitingStore
 
 log = logging.getLogger("jupyter_ptcuda.broker")
 
@@ -81,6 +82,10 @@ class PtcudaBroker(Application):
     private_root = Unicode("/run/jupyter-ptcuda-broker", config=True, help="""Where the broker makes the
         kernels' private ipc folders (<root>/<uid>/<kernel id>, 0700, the user's; default
         /run/jupyter-ptcuda-broker).""")
+    queue_db = Unicode("/var/lib/jupyter-ptcuda-broker/queue.sqlite", config=True, help="""Where the broker keeps
+        the jobs waiting in its GPU queue (SQLite, root's: folder 0700, file 0600), so that a restart of the broker
+        (even SIGKILL) or of the host loses none and each starts once (default
+        /var/lib/jupyter-ptcuda-broker/queue.sqlite). Example: c.PtcudaBroker.queue_db = "/srv/ptcuda/queue.sqlite" """)
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to one user's kernel or job is not given to another.""")
     nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:SPEC' simulated GPUs from
@@ -143,6 +148,7 @@ class PtcudaBroker(Application):
         broker.telemetry = Telemetry(self.sampler, self.ledger)
         broker.queue = GpuQueue(self.ledger, max_gpus=self.max_gpus, parent=self)  # c.GpuQueue.* from this config
         self.ledger.queue = broker.queue
+        broker.keep_waiting_jobs(WaitingStore(self.queue_db))  # put back in line by _serve (JobLine.reload)
         if self.idle_gpu_timeout > 0:
             watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
                               util_threshold=self.idle_util_threshold)
@@ -163,7 +169,7 @@ class PtcudaBroker(Application):
         server.listen(where.port or 80, where.hostname or "127.0.0.1")
         log.info("jupyter-ptcuda broker for Hub service %r listening on %s (images %s, mount roots %s)",
                  self.service_name, self.url, self.images, self.mount_roots)
-        tasks = []
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.broker.jobs.reload())]  # the jobs that waited when it last stopped
         if self.broker.reclaimer is not None:
             self.sampler.ensure_started()
             tasks.append(asyncio.ensure_future(self.broker.reclaimer.run(self.idle_check_interval)))
@@ -175,6 +181,7 @@ class PtcudaBroker(Application):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         server.stop()
+        await self.broker.jobs.close()  # they stay saved: the next start puts them back in line
         self.broker.staging.close()
         for task in tasks:
             task.cancel()

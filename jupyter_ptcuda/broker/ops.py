@@ -17,12 +17,12 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..containers import labels as L
 from ..containers import wire
-from ..containers.build import FORBIDDEN_SOURCES, Policy, build
+from ..containers.build import FORBIDDEN_SOURCES, Policy, Request, build
 from ..containers.dispatch import GpuQueue
 from ..containers.docker.service import DockerContainerService
 from ..containers.gpus import NONE, GpuRequest
@@ -36,6 +36,7 @@ from . import mounts as M
 from . import users as U
 from .limits import UserLimits
 from .policy import BrokerPolicy
+from .waiting import JobLine, WaitingStore, check_key
 
 if TYPE_CHECKING:
     from .idle import Reclaimer
@@ -62,6 +63,13 @@ class Broker:
         self.telemetry: Telemetry = None  # type: ignore[assignment]  # set by the app
         #: The GPU queue across users (c.GpuQueue.*; set by the app): requests that wait for held GPUs.
         self.queue: GpuQueue | None = None
+        #: Jobs waiting in that queue, kept across restarts and hang-ups (:mod:`.waiting`; set by the app).
+        self.jobs: JobLine = None  # type: ignore[assignment]
+
+    def keep_waiting_jobs(self, store: WaitingStore) -> JobLine:
+        """Waiting jobs saved in ``store`` (the app: ``c.PtcudaBroker.queue_db``); :meth:`JobLine.reload` at start."""
+        self.jobs = JobLine(store, self._start, self.find_job, self.user)
+        return self.jobs
 
     # -- who ---------------------------------------------------------------------------------------
     def user(self, name: str) -> U.HubUser:
@@ -126,9 +134,66 @@ class Broker:
         return str(path)
 
     async def op_launch(self, user: U.HubUser, body: dict[str, Any]) -> Any:
-        """Start the container the user's ``request`` asks for, built here (:meth:`_start`)."""
-        launched = await self._start(user, body)
+        """Start the container the user's ``request`` asks for, built here (:meth:`_start`). A job that may wait
+        for GPUs (``wait_for_gpus``) joins its durable place in line (:mod:`.waiting`): this returns its
+        container once it has started, and a caller that hangs up leaves it in line."""
+        key = self._job_key(body)
+        if key is not None:
+            await self._prepare(user, body, wait=True)  # the refusals now, before anything is kept
+            launched = await self.jobs.join(user, key, self._durable(body))
+        else:
+            launched = await self._start(user, body)
+        return self._launched(launched)
+
+    async def op_enqueue(self, user: U.HubUser, body: dict[str, Any]) -> Any:
+        """Put a job that asks for GPUs in the broker's durable line (:mod:`.waiting`), keyed by its id; returns
+        at once: ``{"queued": true}`` while it waits (op ``queue`` says where), or its container (it started at
+        once, or had started already: asking again never starts a second one). Refusals (the policy, a
+        request that can never be met) come now, and nothing is kept."""
+        data = body.get("request")
+        request = wire.request_from_json(data)
+        if request.kind != L.JOB:
+            raise Forbidden("only a job waits in the broker's durable GPU queue (a kernel waits in op launch with "
+                            "wait_for_gpus as long as its server does).")
+        key = check_key(request.id)
+        await self._prepare(user, body, wait=True)  # the refusals now, before anything is kept
+        launched = await self.jobs.enqueue(user, key, self._durable(body))
+        return {"queued": True} if launched is None else self._launched(launched)
+
+    async def op_dequeue(self, user: U.HubUser, body: dict[str, Any]) -> Any:
+        """Take one of this user's waiting jobs out of line (cancelled): ``{"kind": "job", "id": ...}``. A
+        container it had started meanwhile is removed. Another user's job is never touched (it is not found)."""
+        key = check_key(I.text(body, "id", limit=64))
+        waited = await self.jobs.leave(user, key)
+        for state in await self.service.list(L.JOB, id=key, owner_uid=user.uid):
+            if state.tag.owner == user.name:
+                await self.remove_container(state)
+        return {"removed": waited}
+
+    def _launched(self, launched: Launched) -> dict[str, Any]:
         return {"id": launched.id, "spec": wire.spec_to_json(self._shown(launched.spec)), "fallback": launched.fallback}
+
+    @staticmethod
+    def _job_key(body: dict[str, Any]) -> str | None:
+        """The key of a job launch that may wait (its job id), or None for any other launch."""
+        data = body.get("request")
+        if not I.flag(body, "wait_for_gpus") or not isinstance(data, dict) or data.get("kind") != L.JOB:
+            return None
+        return check_key(str(data.get("id") or ""))
+
+    @staticmethod
+    def _durable(body: dict[str, Any]) -> dict[str, Any]:
+        """What is kept of a waiting job's launch: its request and fallback (nothing else the caller sent)."""
+        return {"request": body.get("request"), "gpu_fallback": body.get("gpu_fallback") or "error",
+                "wait_for_gpus": True}
+
+    async def find_job(self, user: U.HubUser, key: str) -> Launched | None:
+        """The container of ``user``'s job ``key`` (by its labels), if it exists."""
+        for state in await self.service.list(L.JOB, id=key, owner_uid=user.uid):
+            if state.tag.owner == user.name:
+                spec, _ = await self.service.spec_of(state.id)
+                return Launched(state.id, spec, None)
+        return None
 
     async def op_run_once(self, user: U.HubUser, body: dict[str, Any]) -> Any:
         timeout = I.number(body, "timeout_s", default=300, minimum=1, maximum=24 * 3600)
@@ -138,9 +203,11 @@ class Broker:
         return {"code": code, "output": out, "id": launched.id, "spec": wire.spec_to_json(self._shown(launched.spec)),
                 "fallback": launched.fallback}
 
-    async def _start(self, user: U.HubUser, body: dict[str, Any]) -> Launched:
-        """Parse the request, build the container under the broker's policy and the Hub identity, assign its
-        GPUs (always, whatever the client sent), stage its folders (:mod:`.mounts`) and start it."""
+    async def _prepare(self, user: U.HubUser, body: dict[str, Any], *, wait: bool = False
+                       ) -> tuple[Request, Policy, ContainerSpec, str, str]:
+        """Parse the request and build the container under the broker's policy and the Hub identity: (request,
+        policy, spec, private folder, gpu fallback); the policy's refusals, and, for a request that would wait
+        (``wait``), the GPU queue's refusal of one that can never be met."""
         data = body.get("request")
         request = wire.request_from_json(data)
         server_id, server_pid = wire.request_identity(data or {})
@@ -175,16 +242,30 @@ class Broker:
             raise Forbidden(f"pids_limit {request.pids_limit} is above the operator's limit c.PtcudaBroker.max_pids = "
                             f"{max_pids}; ask for at most that.")
         spec = build(request, policy, identity)  # refusals first: nothing is opened or claimed for a bad request
-        claim = f"{user.name}/{request.kind}/{request.id or secrets.token_hex(6)}"
+        if wait and self.queue is not None:
+            self.queue.check(user.name, spec.gpus)  # never satisfiable: refused now (400), never kept waiting
+        return request, policy, spec, private, fallback
+
+    async def _start(self, user: U.HubUser, body: dict[str, Any], *, submitted: float | None = None,
+                     on_wait: Callable[[str], None] | None = None, key: str | None = None) -> Launched:
+        """Build the container (:meth:`_prepare`), assign its GPUs (always, whatever the client sent; a request
+        that may wait, in the GPU queue: ``submitted`` its first time in line, ``on_wait`` hears its place), stage
+        its folders (:mod:`.mounts`) and start it. ``key``: a waiting job's id; if its container exists already,
+        that one is returned (never a second)."""
         wait = I.flag(body, "wait_for_gpus")
+        request, policy, spec, private, fallback = await self._prepare(user, body, wait=wait)
+        claim = f"{user.name}/{request.kind}/{request.id or secrets.token_hex(6)}"
         staging = self.staging
         staged: list[str] = []
         fds: list[int] = []
         try:
             # GPUs first, outside the user's launch lock: a request waiting in the queue holds up nothing else
             gpus, why = await self._assign(user, claim, spec.gpus, fallback, wait=wait,
-                                           what=f"{request.kind} {request.id}".strip())
+                                           what=f"{request.kind} {request.id}".strip(), submitted=submitted,
+                                           on_wait=on_wait)
             async with self._launching.setdefault(user.uid, asyncio.Lock()):  # quotas: one launch per user at a time
+                if key is not None and (found := await self.find_job(user, key)) is not None:
+                    return found  # a waiting job started already (a broker killed before it forgot the row)
                 await self._check_kernels(user, spec)
                 spec = spec.with_gpus(gpus)
                 env = dict(spec.env)
@@ -217,7 +298,8 @@ class Broker:
         return spec_with_logical_mounts(spec)
 
     async def _assign(self, user: U.HubUser, claim: str, gpus: GpuRequest, fallback: str, *, wait: bool = False,
-                      what: str = "") -> tuple[GpuRequest, str | None]:
+                      what: str = "", submitted: float | None = None,
+                      on_wait: Callable[[str], None] | None = None) -> tuple[GpuRequest, str | None]:
         """The canonical device indexes this container gets (or NONE), from the broker's ledger; refused when
         they do not exist or pass the user's quota for good. Held ones: with ``wait`` (a job or kernel whose
         server waits for it) the request joins the broker's GPU queue (fair across users, :mod:`...containers.
@@ -233,7 +315,7 @@ class Broker:
         wanted = self.ledger.canonical(gpus)
         queue = self.queue
         if wait and queue is not None and queue.enabled and wanted.mode in ("count", "ids"):
-            return await queue.acquire(claim, user.name, wanted, on_wait=None, what=what), None
+            return await queue.acquire(claim, user.name, wanted, on_wait=on_wait, what=what, submitted=submitted), None
         c = self.config
         mine = [s for s in await self.service.list(owner_uid=user.uid, running=True) if s.tag.owner == user.name]
         held = self.ledger.held_by(mine)

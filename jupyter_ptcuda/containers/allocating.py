@@ -68,6 +68,9 @@ class AllocatingService(ContainerService):
         self.ledger.release(claim)
         self._freed()
 
+    async def leave_queue(self, kind: str, id: str) -> None:
+        await self.inner.leave_queue(kind, id)
+
     def _freed(self) -> None:
         """GPUs may be free now: the queue looks again."""
         if self.ledger.queue is not None:

@@ -121,6 +121,12 @@ class ContainerService(abc.ABC):
         """Forget a GPU assignment (its container is gone). Default: nothing held here."""
         return None
 
+    async def leave_queue(self, kind: str, id: str) -> None:
+        """Take a job out of a GPU queue that outlives its :meth:`launch` call (the JupyterHub broker's, which
+        keeps a waiting job when its caller hangs up). Called by the job manager when a queued job is cancelled.
+        Default: nothing (an in-process queue is left by cancelling the launch)."""
+        return None
+
     async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
                        gpu_fallback: str = "error") -> tuple[int, str, Launched]:
         """Run a one-off container to completion: ``(exit code, output, what was launched)``; always removed

@@ -359,8 +359,9 @@ class JobLifecycle(LoggingConfigurable):
             if not info.running:
                 await self.finalise(job.id, info)
                 continue
-            if job.state == QUEUED:
+            if job.state == QUEUED:  # started while nobody here waited (the Hub broker's line, this server away)
                 await self._mark_running(job, info)
+                await self._db(self.store.drop_launch, job.id)
             if adopt:
                 self.log.info("jupyter-ptcuda: watching job %s again (container %s)", job.id, info.id[:12])
                 self.spawn_watch(job.id)

@@ -11,6 +11,11 @@ re-queues every queued job that has a launch record and no container (:meth:`Job
 its first time in line (the spec's ``queued-at`` label), so the order is kept; a container that does
 exist is adopted instead, and the engine refuses a second container of the same name, so each job runs
 once. Cancelling a queued job takes it out of the line (:meth:`JobQueueing._leave_queue`).
+
+Under the Hub the line is the broker's, which keeps a waiting job when this server stops (culled, killed)
+and starts it when the GPUs free up; the launch record stays here too, so a restarted server asks again —
+which joins the same place in the broker's line (keyed by the job id) or gets the container it started —
+and reconcile adopts a container the broker started while the server was away.
 """
 
 from __future__ import annotations
@@ -130,6 +135,10 @@ class JobQueueing(LoggingConfigurable):
     async def _leave_queue(self, job_id: str) -> None:
         """A queued job was cancelled (or has ended): out of the line, its launch record gone."""
         task = self._dispatching.pop(job_id, None)
+        try:  # a queue that outlives the launch call (the Hub broker's) is told; an in-process one is left below
+            await self.service.leave_queue(L.JOB, job_id)
+        except PtcudaError as exc:  # its container, if the broker still starts it, is removed by the next reconcile
+            self.log.warning("jupyter-ptcuda: job %s not taken out of the broker's line: %s", job_id, exc.message)
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from ..tty import ExecTarget, TtySession
 
 BROKER_ENV = "JUPYTER_PTCUDA_BROKER_URL"
+log = logging.getLogger("jupyter_ptcuda")
 
 
 def request_of(spec: ContainerSpec) -> dict[str, Any]:
@@ -60,6 +62,9 @@ class RemoteContainerService(ContainerService):
     allocates_gpus = True
     #: The broker tells this user's server what it did to their kernels (idle reclamation).
     posts_notices = True
+
+    #: Seconds between tries to reach the broker again while a job waits in its line (it restarted).
+    retry_interval = 2.0
 
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
@@ -120,27 +125,54 @@ class RemoteContainerService(ContainerService):
 
         ``on_pending`` (a job or kernel that may wait): GPUs held by others put the request in the broker's GPU
         queue (fair across users) instead of a 409, and ``on_pending(reason)`` hears its place while it waits
-        (read from the broker's op ``queue``, where other users' requests are only "another user")."""
+        (read from the broker's op ``queue``, where other users' requests are only "another user"). A job is
+        saved in the broker's line first (op ``enqueue``, keyed by its id): it keeps its place if this call is
+        cancelled (the server stops) or the broker restarts (this asks again, joining the same place), and
+        asking again never starts a second container."""
         request = request_of(spec)
         if on_pending is None or not spec.gpus.wanted:
             r = await self._call("launch", timeout=600, request=request, gpu_fallback=gpu_fallback)
             return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+        durable = request["kind"] == L.JOB
+        if durable:  # saved in the broker's line first: from here on it keeps its place whatever happens to us
+            r = await self._call("enqueue", timeout=120, request=request, gpu_fallback=gpu_fallback)
+            if r.get("id"):
+                return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
         mine = f"{request['kind']}/{request['id']}"
-        watcher = asyncio.ensure_future(self._relay_place(mine, on_pending))
+        watcher = asyncio.ensure_future(self._relay_place(mine, on_pending, first=0.0 if durable else None))
         try:
-            r = await self._call("launch", timeout=0, request=request, gpu_fallback=gpu_fallback, wait_for_gpus=True)
+            while True:
+                try:
+                    r = await self._call("launch", timeout=0, request=request, gpu_fallback=gpu_fallback,
+                                         wait_for_gpus=True)
+                    break
+                except EngineUnavailable:
+                    if not durable:
+                        raise
+                    # the broker restarts: the job is still in its line (saved); asking again joins it
+                    log.info("jupyter-ptcuda: the broker does not answer; job %s keeps its place, asking again",
+                             request["id"])
+                    await asyncio.sleep(self.retry_interval)
         finally:
             watcher.cancel()
         return Launched(r["id"], wire.spec_from_json(r["spec"]), r.get("fallback"))
+
+    async def leave_queue(self, kind: str, id: str) -> None:
+        """Take this user's waiting job out of the broker's line (op ``dequeue``; a container it started meanwhile
+        is removed by the broker)."""
+        await self._call("dequeue", timeout=60, kind=kind, id=id)
 
     async def queue(self) -> list[dict[str, Any]]:
         """The broker's GPU queue as this user may see it (``mine``, ``what``, ``place``, ``reason``, ...)."""
         return list(await self._call("queue", timeout=10))
 
-    async def _relay_place(self, mine: str, on_pending: Callable[[str], None], interval: float = 2.0) -> None:
+    async def _relay_place(self, mine: str, on_pending: Callable[[str], None], interval: float = 2.0,
+                           first: float | None = None) -> None:
         said = ""
+        wait = interval if first is None else first
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
+            wait = interval
             try:
                 rows = await self.queue()
             except EngineUnavailable:
