@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..jupyter_config import load_server_config
 from .manager import JobManager
 from .request import JobRequest, parse_param
-from .store import RUNNING, Job
+from .store import QUEUED, RUNNING, Job
 
 RUN_USAGE = "jupyter ptcuda run [options] NOTEBOOK.ipynb|SCRIPT.py [options] [-- SCRIPT ARGS...]"
 
@@ -176,8 +176,11 @@ def in_one_loop(main: Coroutine[Any, Any, T]) -> T:
 
 
 def manager() -> JobManager:
-    """A JobManager configured like the server's: the same Jupyter config files (store, job options)."""
-    return JobManager(config=load_server_config())
+    """A JobManager configured like the server's: the same Jupyter config files (store, job options). A job whose
+    GPUs are held is kept queued for the server's GPU queue (:meth:`JobManager._queue_for_server`), not refused."""
+    mgr = JobManager(config=load_server_config())
+    mgr.queue_for_server = True
+    return mgr
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -212,15 +215,18 @@ async def _started(mgr: JobManager, job: Job, *, wait: bool, as_json: bool) -> i
         print(json.dumps(job.to_json(), indent=2) if as_json else job.id)
         print(f"follow it with `jupyter ptcuda jobs logs -f {job.id}`", file=sys.stderr)
         return 0
-    watcher = asyncio.get_running_loop().create_task(mgr.watch(job.id))
+    watcher: asyncio.Task | None = None
     try:
+        job = await _until_started(mgr, job)
+        watcher = asyncio.get_running_loop().create_task(mgr.watch(job.id))
         async for chunk in mgr.follow(job.id):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
         job = await watcher
     except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels us, then raises KeyboardInterrupt)
         print(f"\ncancelling job {job.id}...", file=sys.stderr, flush=True)
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
         job = await mgr.cancel(job.id)
         print(_summary(job), file=sys.stderr)
         raise
@@ -230,6 +236,19 @@ async def _started(mgr: JobManager, job: Job, *, wait: bool, as_json: bool) -> i
         print(json.dumps(job.to_json(), indent=2))
     print(_summary(job), file=sys.stderr)
     return job.exit_code if job.exit_code is not None else 1
+
+
+async def _until_started(mgr: JobManager, job: Job) -> Job:
+    """``run --wait`` of a job waiting for GPUs: until it has a container (started by the GPU queue: the server's,
+    or the JupyterHub broker's) or has ended."""
+    said = job.reason or ""  # said already, by the line "job ... waiting for ..."
+    while job.state == QUEUED and not job.container_id:
+        if job.reason and job.reason != said:
+            said = job.reason
+            print(f"job {job.id} {said}", file=sys.stderr, flush=True)
+        await asyncio.sleep(mgr.poll_interval)
+        job = await mgr.get(job.id)
+    return job
 
 
 def _age(ts: float) -> str:

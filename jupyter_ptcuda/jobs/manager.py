@@ -43,7 +43,7 @@ from ..containers.identity import this_server, username
 from ..containers.options import ContainerOptions
 from ..containers.spec import ContainerSpec, filter_env, parse_size
 from ..containers.types import ImageInfo
-from ..errors import ConfigError, NoNvidiaRuntime, NotFound, PtcudaError, http_status
+from ..errors import ConfigError, GpuUnavailable, NoNvidiaRuntime, NotFound, PtcudaError, http_status
 from ..images import DEFAULT_TAG, L_CUDA, L_TORCH
 from ..nofollow import read_bytes
 from . import outputs as O
@@ -91,6 +91,9 @@ class JobManager(JobRerun, JobQueueing, JobLifecycle):
         watch (started by the CLI without --wait): running ones are adopted, finished ones recorded
         (default 30; 0 = only at start).""")
     poll_interval = Float(2.0, config=True, help="Seconds between container checks of a watched job (default 2).")
+    #: The CLI without a server sets it: a job whose GPUs are held is not refused but kept queued for a server's GPU
+    #: queue (:meth:`~.queueing.JobQueueing._queue_for_server`); this process grants no GPU it would have to wait for.
+    queue_for_server = False
     python = Unicode("python", config=True, help="Interpreter that runs the script in the image (default 'python').")
     import_check = Bool(config=True, help="""Before a job starts, check that its image can import what the script
         imports at the top level; if not, refuse the job (400) naming the missing packages and the `jupyter ptcuda
@@ -404,6 +407,9 @@ class JobManager(JobRerun, JobQueueing, JobLifecycle):
                                                      assign_gpus=not inherited_gpus, timeout=job.timeout,
                                                      gpu_resource=gpu_resource, wait=False, on_pending=on_wait)
         except PtcudaError as exc:
+            if isinstance(exc, GpuUnavailable) and self.queue_for_server and spec.gpus.mode in ("count", "ids"):
+                return await self._queue_for_server(job, spec, gpu_fallback, inherited_gpus=inherited_gpus,
+                                                    watch=watch, gpu_resource=gpu_resource, held=exc.message)
             for leftover in await self.service.list(L.JOB, id=job.id):  # a half-started one
                 await self.service.remove(leftover.id)
             was_queued = await self._db(self.store.launch_of, job.id) is not None  # its user was told it waits

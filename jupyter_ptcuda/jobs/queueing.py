@@ -87,6 +87,22 @@ class JobQueueing(LoggingConfigurable):
             await self._db(self.store.drop_launch, job.id)
         return await self.get(job.id)
 
+    async def _queue_for_server(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool,
+                                watch: bool, gpu_resource: str | None, held: str) -> Job:
+        """The CLI, whose GPUs are held (``held``: the ledger's sentence): the job stays ``queued`` with its launch
+        record, as a server's waiting job does. A Jupyter server's GPU queue takes it — a running one at its next
+        reconcile (``c.JobManager.reconcile_interval``), else the next to start — at its place (its first time in
+        line), so one process, the server, grants the GPUs; ``jobs cancel`` takes it out."""
+        record = launch_record(spec, gpu_fallback=gpu_fallback, inherited_gpus=inherited_gpus,
+                               gpu_resource=gpu_resource, watch=watch)
+        await self._db(self.store.save_launch, job.id, record)
+        reason = (f"waiting for GPUs ({held.splitlines()[0].rstrip('.')}): the GPU queue of the Jupyter server starts "
+                  "it when they free up (a running server takes it within c.JobManager.reconcile_interval; otherwise "
+                  "start one: `jupyter lab`)")
+        await self._db(self.store.note, job.id, QUEUED, reason=reason)
+        self.log.info("jupyter-ptcuda: job %s (%s) %s", job.id, job.name, reason)
+        return await self.get(job.id)
+
     def _spawn_launch(self, job: Job, spec: ContainerSpec, gpu_fallback: str, *, inherited_gpus: bool, watch: bool,
                       gpu_resource: str | None, on_wait: Callable[[str], None]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(

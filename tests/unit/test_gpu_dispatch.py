@@ -270,3 +270,28 @@ async def test_gpus_all_shares_and_never_waits():
     launched = await service.launch(gpu_spec("shares", "u", GpuRequest("all")), claim="shares", on_pending=told.append)
     assert launched.spec.gpus.mode == "all" and told == [] and len(queue) == 0
     await queue.close()
+
+
+async def test_the_cli_without_a_server_queues_a_job_for_the_server_s_line_not_a_409(tmp_path, script):
+    """`jupyter ptcuda run` (a JobManager with no GPU queue of its own, as jobs/cli.py makes it) while both GPUs are
+    held: the job is kept queued with its launch record and says what starts it; a server's reconcile puts it in
+    its line at its first time, and it starts once when a GPU frees."""
+    clock = FakeClock(time.time())
+    fake = FakeBackend(clock)
+    async with manager(tmp_path, fake, clock) as (mgr, queue):
+        holders = [await submit(mgr, script, f"hold{i}") for i in range(2)]
+        cli = JobManager(service=AllocatingService(fake, GpuLedger(fake, snapshot(2))),  # no queue: a CLI process
+                         db_path=str(tmp_path / "jobs.sqlite"), reconcile_interval=0, import_check=False)
+        cli.queue_for_server = True
+        cli.clock = clock.time
+        job = await submit(cli, script, "from-the-cli")
+        assert (job.state, job.container_id) == ("queued", None)
+        assert job.reason.startswith("waiting for GPUs (1 GPU(s) requested") and "GPU queue of the Jupyter server" \
+            in job.reason and "c.JobManager.reconcile_interval" in job.reason, job.reason
+        assert await cli._db(cli.store.launch_of, job.id) is not None
+        await cli.stop()
+        await mgr.reconcile(adopt=True)  # the server's next look
+        await until("in the server's line", lambda: asyncio.sleep(0, job.id in queue.view()))
+        fake.exit(holders[0].container_id, 0)
+        started = await in_state(mgr, job.id, "running")
+        assert len(await fake.list(L.JOB, id=job.id)) == 1 and started.gpus == holders[0].gpus
