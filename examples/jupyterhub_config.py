@@ -29,3 +29,4 @@ c.PtcudaBroker.mount_roots = ["{home}"]  # per user: {username}, {uid}, {home}
 c.PtcudaBroker.max_gpus = 2  # GPUs one user may hold at once
 c.PtcudaBroker.max_kernels = 4  # kernels one user may run at once
 # c.PtcudaBroker.idle_gpu_timeout = 3600  # shut down kernels that hold GPUs unused for an hour (the user is told)
+# c.PtcudaBroker.queue_db = "/var/lib/jupyter-ptcuda-broker/queue.sqlite"  # jobs waiting for GPUs, kept across restarts

@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..containers.types import Launched
-from ..errors import ConfigError, PtcudaError
+from ..errors import ConfigError, EngineUnavailable, PtcudaError
 
 if TYPE_CHECKING:
     from .users import HubUser
@@ -110,6 +110,7 @@ class _Run:
     def __init__(self) -> None:
         self.told = asyncio.Event()
         self.task: asyncio.Task[Launched] | None = None
+        self.spawned = asyncio.Event()  # task set (a second caller may arrive while the first saves the row)
 
     def note(self, reason: str) -> None:
         self.told.set()
@@ -142,7 +143,7 @@ class JobLine:
         A refusal (a request that can never be met, a policy) raises, and nothing is kept."""
         run = await self._ensure(user, key, body)
         if run is None or run.task is None:
-            return await self._find(user, key)
+            return await self._started(user, key)
         told = asyncio.ensure_future(run.told.wait())
         try:
             await asyncio.wait({run.task, told}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,20 +158,27 @@ class JobLine:
         up: the job stays in line and starts all the same."""
         run = await self._ensure(user, key, body)
         if run is None or run.task is None:
-            found = await self._find(user, key)
-            assert found is not None
-            return found
+            return await self._started(user, key)
         return await asyncio.shield(run.task)
+
+    async def _started(self, user: HubUser, key: str) -> Launched:
+        """The container of a job found started; or (another caller's row could not be saved) a 503 to ask again."""
+        found = await self._find(user, key)
+        if found is None:
+            raise EngineUnavailable(f"job {key} could not be kept in the broker's line just now: ask again.")
+        return found
 
     async def _ensure(self, user: HubUser, key: str, body: dict[str, Any]) -> _Run | None:
         """The run of (user, key): the one in progress, None when its container exists, else a new one (saved)."""
         run = self._runs.get((user.name, key))
         if run is not None:
+            await run.spawned.wait()
             return run
         if await self._find(user, key) is not None:
             return None
         run = self._runs.get((user.name, key))  # another caller made it while we looked
         if run is not None:
+            await run.spawned.wait()
             return run
         run = _Run()
         self._runs[(user.name, key)] = run  # before the first await below: one run per key
@@ -178,12 +186,14 @@ class JobLine:
             submitted = await asyncio.to_thread(self.store.add, user.name, key, body, self.clock())
         except BaseException:
             self._runs.pop((user.name, key), None)
+            run.spawned.set()  # a caller waiting on it finds no task: it looks for the container (none) and retries
             raise
         self._spawn(run, user.name, key, body, submitted)
         return run
 
     def _spawn(self, run: _Run, name: str, key: str, body: dict[str, Any], submitted: float) -> None:
         run.task = asyncio.get_running_loop().create_task(self._run(run, name, key, body, submitted))
+        run.spawned.set()
 
         def done(t: asyncio.Task[Launched]) -> None:
             if self._runs.get((name, key)) is run:
