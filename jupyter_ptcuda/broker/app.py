@@ -86,6 +86,8 @@ class PtcudaBroker(Application):
         the jobs waiting in its GPU queue (SQLite, root's: folder 0700, file 0600), so that a restart of the broker
         (even SIGKILL) or of the host loses none and each starts once (default
         /var/lib/jupyter-ptcuda-broker/queue.sqlite). Example: c.PtcudaBroker.queue_db = "/srv/ptcuda/queue.sqlite" """)
+    max_queued_jobs = Int(100, config=True, help="""Jobs one user may have waiting for GPUs at the broker (default
+        100); the next is refused with 429. Example: c.PtcudaBroker.max_queued_jobs = 20""")
     gpu_sharing = CaselessStrEnum(["exclusive", "shared"], "exclusive", config=True, help="""'exclusive'
         (default): a GPU given to one user's kernel or job is not given to another.""")
     nvml = Unicode(config=True, help="""'' (default): the host's NVML; 'fake:SPEC' simulated GPUs from
@@ -148,7 +150,7 @@ class PtcudaBroker(Application):
         broker.telemetry = Telemetry(self.sampler, self.ledger)
         broker.queue = GpuQueue(self.ledger, max_gpus=self.max_gpus, parent=self)  # c.GpuQueue.* from this config
         self.ledger.queue = broker.queue
-        broker.keep_waiting_jobs(WaitingStore(self.queue_db))  # put back in line by _serve (JobLine.reload)
+        broker.keep_waiting_jobs(WaitingStore(self.queue_db), int(self.max_queued_jobs))  # put back in line by _serve (JobLine.reload)
         if self.idle_gpu_timeout > 0:
             watch = IdleWatch(service, self.sampler.snapshot, cpu_threshold=self.idle_cpu_threshold,
                               util_threshold=self.idle_util_threshold)

@@ -66,9 +66,10 @@ class Broker:
         #: Jobs waiting in that queue, kept across restarts and hang-ups (:mod:`.waiting`; set by the app).
         self.jobs: JobLine = None  # type: ignore[assignment]
 
-    def keep_waiting_jobs(self, store: WaitingStore) -> JobLine:
-        """Waiting jobs saved in ``store`` (the app: ``c.PtcudaBroker.queue_db``); :meth:`JobLine.reload` at start."""
-        self.jobs = JobLine(store, self._start, self.find_job, self.user)
+    def keep_waiting_jobs(self, store: WaitingStore, max_per_user: int = 100) -> JobLine:
+        """Waiting jobs saved in ``store`` (the app: ``c.PtcudaBroker.queue_db``), at most ``max_per_user`` each;
+        :meth:`JobLine.reload` at start."""
+        self.jobs = JobLine(store, self._start, self.find_job, self.user, max_per_user=max_per_user)
         return self.jobs
 
     # -- who ---------------------------------------------------------------------------------------

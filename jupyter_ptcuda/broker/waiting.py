@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..containers.types import Launched
-from ..errors import ConfigError, EngineUnavailable, PtcudaError
+from ..errors import ConfigError, EngineUnavailable, PtcudaError, TooBusy
 
 if TYPE_CHECKING:
     from .users import HubUser
@@ -126,8 +126,9 @@ class JobLine:
     """The broker's waiting jobs (see the module docstring). Owned by :class:`~.ops.Broker`."""
 
     def __init__(self, store: WaitingStore, start: Start, find: Find, user: Callable[[str], HubUser],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_per_user: int = 100) -> None:
         self.store = store
+        self.max_per_user = max_per_user
         self._start = start
         self._find = find
         self._user = user
@@ -180,6 +181,9 @@ class JobLine:
         if run is not None:
             await run.spawned.wait()
             return run
+        if sum(1 for name, _ in self._runs if name == user.name) >= self.max_per_user:
+            raise TooBusy(f"you have {self.max_per_user} jobs waiting for GPUs at the broker (c.PtcudaBroker."
+                          "max_queued_jobs): cancel one, or wait until one starts.")
         run = _Run()
         self._runs[(user.name, key)] = run  # before the first await below: one run per key
         try:

@@ -22,7 +22,7 @@ from jupyter_ptcuda.broker.waiting import WaitingStore
 from jupyter_ptcuda.containers import labels as L
 from jupyter_ptcuda.containers.dispatch import GpuQueue
 from jupyter_ptcuda.containers.ledger import GpuLedger
-from jupyter_ptcuda.errors import ConfigError
+from jupyter_ptcuda.errors import ConfigError, TooBusy
 from tests.fakes.backend import FakeBackend, FakeClock
 
 IMAGE = "jupyter-ptcuda/test:cpu"
@@ -202,3 +202,17 @@ async def test_a_request_that_can_never_be_met_is_refused_and_not_kept(tmp_path)
         with pytest.raises(ConfigError, match="job id"):
             await b.call("alice", "enqueue", {"request": request("../x")})
         assert b.jobs.store.all() == [] and len(b.jobs) == 0
+
+
+async def test_a_user_may_keep_only_so_many_jobs_waiting(tmp_path):
+    clock, fake = FakeClock(), FakeBackend()
+    async with broker(tmp_path, fake, clock) as b:
+        b.jobs.max_per_user = 2
+        await fill(b, clock)
+        for id in ("q0", "q1"):
+            assert await b.call("alice", "enqueue", {"request": request(id)}) == {"queued": True}
+        with pytest.raises(TooBusy, match="c.PtcudaBroker.max_queued_jobs"):
+            await b.call("alice", "enqueue", {"request": request("q2")})
+        assert await b.call("alice", "enqueue", {"request": request("q0")}) == {"queued": True}  # asking again is fine
+        assert await b.call("bob", "enqueue", {"request": request("b0")}) == {"queued": True}  # another user's own
+        assert [k for _, k, _, _ in b.jobs.store.all()] == ["q0", "q1", "b0"]
