@@ -314,14 +314,14 @@ class Hub:
     def service(self, name: str) -> dict[str, Any]:
         return self._ok(self.hub_api("GET", f"services/{name}"), 200).json()
 
-    def restart_service(self, name: str, timeout: float = 60) -> int:
-        """Kill the managed service ``name`` (SIGTERM) and wait until the Hub has restarted it (the Hub
-        polls its services every 30 s, so this takes up to ~35 s) and, if it has a URL, until that URL
-        accepts connections. Returns the new pid."""
+    def restart_service(self, name: str, timeout: float = 60, sig: int = signal.SIGTERM) -> int:
+        """Kill the managed service ``name`` (``sig``: SIGTERM, or SIGKILL for a crash) and wait until the Hub
+        has restarted it (the Hub polls its services every 30 s, so this takes up to ~35 s) and, if it has a
+        URL, until that URL accepts connections. Returns the new pid."""
         old = self.service(name).get("pid") or 0
         if not old:
             raise HubError(f"service {name} is not a managed service with a process: {self.service(name)}")
-        os.kill(old, signal.SIGTERM)
+        os.kill(old, sig)
         deadline = time.monotonic() + timeout
         while True:
             model = self.service(name)
@@ -484,7 +484,9 @@ def broker_config(port: int, image: str, extra: str = "") -> str:
     """Hub config for tests with the broker: examples/jupyterhub_config.py with its broker on ``port`` and
     ``image``'s repository allowed, then ``extra`` (more ``c.PtcudaBroker.*``)."""
     example = EXAMPLE.read_text().replace("http://127.0.0.1:10101", f"http://127.0.0.1:{port}")
-    return example + f"\nc.PtcudaBroker.images = [{image.split(':')[0] + ':*'!r}]\n" + extra
+    return (example + f"\nc.PtcudaBroker.images = [{image.split(':')[0] + ':*'!r}]\n"
+            # each test Hub's broker keeps its waiting jobs in its own folder (never another Hub's)
+            + 'c.PtcudaBroker.queue_db = STATE + "/broker-queue.sqlite"\n' + extra)
 
 
 def attach_broker(hub: Hub, port: int, image: str) -> Hub:
