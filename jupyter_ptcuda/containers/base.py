@@ -127,6 +127,13 @@ class ContainerService(abc.ABC):
         Default: nothing (an in-process queue is left by cancelling the launch)."""
         return None
 
+    async def queue_view(self) -> builtins.list[dict[str, Any]] | None:
+        """The GPU queue of a backend that keeps its own (the JupyterHub broker's), in order, as this server's
+        user may see it: ``mine``, ``what``, ``claim``, ``place``, ``reason``, ``waited_s``, ``gpus`` (another
+        user's request: ``what`` "another user", no claim, no reason). Default: None (the server's own queue,
+        in the allocation layer, is the one)."""
+        return None
+
     async def run_once(self, spec: ContainerSpec, *, timeout: float = 300, claim: str | None = None,
                        gpu_fallback: str = "error") -> tuple[int, str, Launched]:
         """Run a one-off container to completion: ``(exit code, output, what was launched)``; always removed

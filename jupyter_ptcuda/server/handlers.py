@@ -306,6 +306,14 @@ class QueueHandler(PtcudaHandler):
         user's request (under a shared ledger) is "another user", never its name."""
         queue = self.state.queue
         user = getattr(self.current_user, "username", "") or ""
+        if queue is None:  # the backend keeps the queue (the JupyterHub broker's, shared by every user)
+            rows = await self.state.service.queue_view()
+            if rows is not None:
+                self.write_json({"enabled": True, "waiting": [
+                    {"id": r.get("claim") or None if r.get("mine") else None, "what": r.get("what", "another user"),
+                     "place": r.get("place"), "reason": (r.get("reason") or None) if r.get("mine") else None,
+                     "waited_s": r.get("waited_s"), "gpus": r.get("gpus")} for r in rows]})
+                return
         view = queue.view() if queue is not None else {}
         waiting = []
         for claim, w in sorted(view.items(), key=lambda kv: kv[1]["place"]):

@@ -121,6 +121,11 @@ def fill_and_queue(hub, folder: Folder) -> dict[str, dict]:
     assert [jobs[n]["state"] for n in ("q0", "q1", "q2")] == ["queued"] * 3, [
         (n, j["state"], j["gpus"], j["reason"]) for n, j in jobs.items()]
     assert queued_in_broker(hub) == [jobs[n]["id"] for n in ("q0", "q1", "q2")]
+    # what JupyterLab's GPU panel shows ("Waiting for GPUs"): the broker's line, through her own server
+    seen = hub.user_api(ALICE, "GET", "jupyter-ptcuda/queue").json()
+    assert seen["enabled"] and [(w["id"], w["place"]) for w in seen["waiting"]] == [
+        (f"job/{jobs[n]['id']}", i + 1) for i, n in enumerate(("q0", "q1", "q2"))], seen
+    assert all("waiting for 1 GPU" in w["reason"] for w in seen["waiting"]), seen
     return jobs
 
 

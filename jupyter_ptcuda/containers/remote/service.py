@@ -162,7 +162,7 @@ class RemoteContainerService(ContainerService):
         is removed by the broker)."""
         await self._call("dequeue", timeout=60, kind=kind, id=id)
 
-    async def queue(self) -> list[dict[str, Any]]:
+    async def queue_view(self) -> list[dict[str, Any]]:
         """The broker's GPU queue as this user may see it (``mine``, ``what``, ``place``, ``reason``, ...)."""
         return list(await self._call("queue", timeout=10))
 
@@ -174,7 +174,7 @@ class RemoteContainerService(ContainerService):
             await asyncio.sleep(wait)
             wait = interval
             try:
-                rows = await self.queue()
+                rows = await self.queue_view()
             except EngineUnavailable:
                 continue
             for row in rows:
