@@ -73,3 +73,17 @@ async def finished(mgr: JobManager, job_id: str, within: float = 90) -> Job:
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job.state} ({job.reason})"
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _no_kubernetes_backend_outlives_its_test():
+    """A Kubernetes test installs its fake cluster's backend as the process's (``factory.set_service``) and
+    puts the old one back when it ends; a test stopped by pytest-timeout never gets there (its coroutine is
+    not resumed), and every later server test would then run on a cluster that is gone. Put it back here."""
+    from jupyter_ptcuda.containers import factory
+    from jupyter_ptcuda.containers.kube.backend import KubeContainerService
+
+    before = factory._service
+    yield
+    if factory._service is not before and isinstance(factory._service, KubeContainerService):
+        factory.set_service(before)

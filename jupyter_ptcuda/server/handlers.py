@@ -310,7 +310,8 @@ class QueueHandler(PtcudaHandler):
             rows = await self.state.service.queue_view()
             if rows is not None:
                 self.write_json({"enabled": True, "waiting": [
-                    {"id": r.get("claim") or None if r.get("mine") else None, "what": r.get("what", "another user"),
+                    {"id": str(r.get("claim") or "").split("/", 1)[-1] or None if r.get("mine") else None,
+                     "what": r.get("what", "another user"),
                      "place": r.get("place"), "reason": (r.get("reason") or None) if r.get("mine") else None,
                      "waited_s": r.get("waited_s"), "gpus": r.get("gpus")} for r in rows]})
                 return

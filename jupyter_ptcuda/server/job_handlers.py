@@ -106,6 +106,18 @@ class JobsBase(PtcudaHandler):
         queue = self.state.queue
         return queue.view() if queue is not None else {}
 
+    async def waiting_view(self) -> dict[str, dict[str, Any]]:
+        """:meth:`queue_view`, or where the backend keeps the queue (the JupyterHub broker's) this user's
+        requests in it: job id → place, reason."""
+        if self.state.queue is not None:
+            return self.queue_view()
+        try:
+            rows = await self.state.service.queue_view() or []
+        except PtcudaError:
+            return {}  # the broker not answering: the reasons the jobs carry still say why they wait
+        return {str(r["claim"]).split("/", 1)[-1]: {"place": r.get("place"), "reason": r.get("reason") or ""}
+                for r in rows if r.get("mine") and r.get("claim")}
+
 
 class ExportsHandler(JobsBase):
     @web.authenticated
@@ -139,7 +151,7 @@ class JobsHandler(JobsBase):
     @authorized
     async def get(self) -> None:
         """All jobs, newest first: :meth:`job_json` of each, as text the JobManager keeps per finished job."""
-        text = await self.jobs.list_json(self.root_dir, self.queue_view())
+        text = await self.jobs.list_json(self.root_dir, await self.waiting_view())
         self.set_header("Content-Type", "application/json")
         self.finish(text)
 

@@ -124,8 +124,10 @@ def fill_and_queue(hub, folder: Folder) -> dict[str, dict]:
     # what JupyterLab's GPU panel shows ("Waiting for GPUs"): the broker's line, through her own server
     seen = hub.user_api(ALICE, "GET", "jupyter-ptcuda/queue").json()
     assert seen["enabled"] and [(w["id"], w["place"]) for w in seen["waiting"]] == [
-        (f"job/{jobs[n]['id']}", i + 1) for i, n in enumerate(("q0", "q1", "q2"))], seen
+        (jobs[n]["id"], i + 1) for i, n in enumerate(("q0", "q1", "q2"))], seen
     assert all("waiting for 1 GPU" in w["reason"] for w in seen["waiting"]), seen
+    listed = {j["id"]: j for j in hub.user_api(ALICE, "GET", "jupyter-ptcuda/jobs").json()}  # the Jobs view
+    assert [listed[jobs[n]["id"]]["place"] for n in ("q0", "q1", "q2")] == [1, 2, 3], listed
     return jobs
 
 
