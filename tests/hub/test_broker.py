@@ -194,17 +194,21 @@ def test_gpus_across_users_are_exclusive_and_another_user_s_holder_is_not_named(
 
 def test_a_job_outlives_its_user_s_server_and_is_there_after_a_restart(hub, engine, test_image):
     home = Path(hub.account(ALICE).pw_dir)
-    hub.run_as(ALICE, ["sh", "-c", "printf 'import time\\nprint(\"from the job\", flush=True)\\ntime.sleep(4)\\n"
+    hub.run_as(ALICE, ["sh", "-c", "printf 'import time\\nprint(\"from the job\", flush=True)\\ntime.sleep(15)\\n"
                                    "raise SystemExit(3)\\n' > outlive.py"])
     r = requests.post(f"{hub.url}/user/{ALICE}/jupyter-ptcuda/jobs", json={"path": "outlive.py", "image": test_image,
                       "gpus": "none"}, headers={"Authorization": f"token {hub.token(ALICE)}"}, timeout=120)
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
+
+    def running() -> bool:
+        return any(c["running"] for c in broker(hub, ALICE, "list", kind="job").json()["result"]
+                   if c["labels"].get("io.jupyter-ptcuda.job-id") == job_id)
+
+    _wait("the job's container to run", running, timeout=60)
     hub.stop_server(ALICE)
     try:
-        jobs = [c for c in broker(hub, ALICE, "list", kind="job").json()["result"]
-                if c["labels"].get("io.jupyter-ptcuda.job-id") == job_id]
-        assert jobs and jobs[0]["running"]  # the server is gone, the job is not
+        assert running()  # the server is gone, the job is not (it runs 15 s)
         # the broker restarts meanwhile: it holds nothing a restart loses (labels are the truth)
         hub.restart_service("ptcuda-broker")
         hub.wait_url(f"{hub.broker_url}/v1/whoami", timeout=30)

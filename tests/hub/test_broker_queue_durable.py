@@ -190,8 +190,8 @@ def test_a_culled_server_s_waiting_jobs_start_in_order_once_each_even_across_a_b
         assert all(len(containers(j["id"])) == 1 for j in jobs.values())  # no second container of any job
         assert queued_in_broker(hub) == []
         hub.start_server(ALICE)  # comes back: adopts what the broker started while it was away
-        shown = {n: job(hub, jobs[n]["id"]) for n in ("q0", "q1", "q2")}
-        assert {s["state"] for s in shown.values()} <= {"running", "completed"}, shown
+        until("the restarted server to adopt what the broker started", lambda: {
+            job(hub, jobs[n]["id"])["state"] for n in ("q0", "q1", "q2")} <= {"running", "completed"}, timeout=60)
         finish(hub, folder, jobs)
     finally:
         cleanup(hub, folder, jobs)
