@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .procs import pid_alive
+
 #: The steps of a build, in order (:mod:`.images`; ``debian-base`` and ``torchvision`` count as theirs).
 STEPS = ("base", "probe", "wheelhouse", "install", "label", "sbom")
 #: The steps of ``image build --model`` (:mod:`.jobs.model_image`).
@@ -98,16 +100,6 @@ class BuildStatus:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_builds(directory: Path | None = None, now: float | None = None) -> list[dict[str, Any]]:
     """The builds running now and those finished in the last :data:`KEEP_S` seconds, newest first. Blocking
     (a folder read): callers in a server run it in a thread."""
@@ -128,7 +120,7 @@ def read_builds(directory: Path | None = None, now: float | None = None) -> list
             continue
         if not isinstance(data, dict) or not isinstance(data.get("tag"), str):
             continue
-        if data.get("state") == "running" and data.get("host") == host and not _alive(int(data.get("pid") or 0)):
+        if data.get("state") == "running" and data.get("host") == host and not pid_alive(int(data.get("pid") or 0)):
             data["state"] = "interrupted"
         ended = float(data.get("finished") or data.get("updated") or 0)
         if data.get("state") != "running" and now - ended > FORGET_S:

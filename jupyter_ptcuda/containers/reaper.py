@@ -22,22 +22,13 @@ from collections.abc import Collection
 from typing import Any
 
 from .. import kernel_files
+from ..procs import pid_alive
 from . import labels as L
 from .base import ContainerService
 from .types import ContainerState
 
 #: Kinds that belong to the server that started them (jobs do not).
 SERVER_KINDS = (L.KERNEL, L.HEALTH, L.PROBE, L.NETNS)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def orphan_reason(container: ContainerState, *, own_server_id: str | None = None,
@@ -59,7 +50,7 @@ def orphan_reason(container: ContainerState, *, own_server_id: str | None = None
     if tag.host == socket.gethostname():
         if tag.server_pid is None:
             return "it carries no server pid"
-        if not _pid_alive(tag.server_pid):
+        if not pid_alive(tag.server_pid):
             return f"the server that started it (pid {tag.server_pid}) is gone"
     return None
 
@@ -100,4 +91,4 @@ async def reap_kernel_files(*, dry_run: bool = False, own_server_id: str | None 
                             known_kernels: Collection[str] | None = None, grace: float = 60.0) -> list[dict[str, Any]]:
     """Remove the host files of kernels that are gone (this uid's records); ``[{kernel_id, why}]``."""
     return await asyncio.to_thread(kernel_files.sweep, own_server_id=own_server_id, known_kernels=known_kernels,
-                                   pid_alive=_pid_alive, dry_run=dry_run, grace=grace)
+                                   pid_alive=pid_alive, dry_run=dry_run, grace=grace)

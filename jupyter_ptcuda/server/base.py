@@ -78,6 +78,20 @@ class PtcudaHandler(ExtensionHandlerMixin, APIHandler):
         """The extension's shared state (:class:`~jupyter_ptcuda.server.extension.PtcudaState`)."""
         return self.settings["jupyter_ptcuda_state"]
 
+    async def backend_queue(self) -> list[dict[str, Any]] | None:
+        """The GPU queue of a backend that keeps its own (the JupyterHub broker's), in order, as ``GET queue``
+        shows it: ``id`` (the job or kernel id: only the user's own), ``what``, ``place``, ``reason`` (own
+        only), ``waited_s``, ``gpus``. None where the server's own queue (the allocation layer) is the one."""
+        if self.state.queue is not None:
+            return None
+        rows = await self.state.service.queue_view()
+        if rows is None:
+            return None
+        return [{"id": str(r.get("claim") or "").split("/", 1)[-1] or None if r.get("mine") else None,
+                 "what": r.get("what", "another user"), "place": r.get("place"),
+                 "reason": (r.get("reason") or None) if r.get("mine") else None,
+                 "waited_s": r.get("waited_s"), "gpus": r.get("gpus")} for r in rows]
+
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; 413 above :data:`MAX_BODY`, 400 with a message if it is not
         one (see the module docstring)."""

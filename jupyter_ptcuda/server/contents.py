@@ -222,16 +222,17 @@ class NoFollowContentsManager(AsyncLargeFileManager):
     async def _save_file(self, os_path: str, content: str, format: str | None) -> None:  # type: ignore[override]
         if self.nofollow is None:
             return await super()._save_file(os_path, content, format)
-        data = _decode(os_path, content, format)
-        with self.perm_to_403(os_path):
-            await asyncio.to_thread(self.nofollow.write, os_path, data)
+        await self._put(self.nofollow.write, os_path, content, format)
 
     async def _save_large_file(self, os_path: str, content: str, format: str | None) -> None:  # type: ignore[override]
         if self.nofollow is None:
             return await super()._save_large_file(os_path, content, format)
+        await self._put(self.nofollow.append, os_path, content, format)  # an upload's later chunk
+
+    async def _put(self, how: Any, os_path: str, content: str, format: str | None) -> None:
         data = _decode(os_path, content, format)
         with self.perm_to_403(os_path):
-            await asyncio.to_thread(self.nofollow.append, os_path, data)
+            await asyncio.to_thread(how, os_path, data)
 
     async def _save_notebook(self, os_path: str, nb: Any, capture_validation_error: Any = None) -> None:
         if self.nofollow is None:

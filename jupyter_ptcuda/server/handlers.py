@@ -306,15 +306,10 @@ class QueueHandler(PtcudaHandler):
         user's request (under a shared ledger) is "another user", never its name."""
         queue = self.state.queue
         user = getattr(self.current_user, "username", "") or ""
-        if queue is None:  # the backend keeps the queue (the JupyterHub broker's, shared by every user)
-            rows = await self.state.service.queue_view()
-            if rows is not None:
-                self.write_json({"enabled": True, "waiting": [
-                    {"id": str(r.get("claim") or "").split("/", 1)[-1] or None if r.get("mine") else None,
-                     "what": r.get("what", "another user"),
-                     "place": r.get("place"), "reason": (r.get("reason") or None) if r.get("mine") else None,
-                     "waited_s": r.get("waited_s"), "gpus": r.get("gpus")} for r in rows]})
-                return
+        shared = await self.backend_queue()  # the JupyterHub broker's line, shared by every user
+        if shared is not None:
+            self.write_json({"enabled": True, "waiting": shared})
+            return
         view = queue.view() if queue is not None else {}
         waiting = []
         for claim, w in sorted(view.items(), key=lambda kv: kv[1]["place"]):

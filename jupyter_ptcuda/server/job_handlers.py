@@ -101,7 +101,6 @@ class JobsBase(PtcudaHandler):
         live = (self.queue_view() if waiting is None else waiting).get(job.id) if job.state == "queued" else None
         return listing.job_json(job, listing.real_root(self.root_dir), live)
 
-
     def queue_view(self) -> dict[str, dict[str, Any]]:
         queue = self.state.queue
         return queue.view() if queue is not None else {}
@@ -109,14 +108,13 @@ class JobsBase(PtcudaHandler):
     async def waiting_view(self) -> dict[str, dict[str, Any]]:
         """:meth:`queue_view`, or where the backend keeps the queue (the JupyterHub broker's) this user's
         requests in it: job id → place, reason."""
-        if self.state.queue is not None:
-            return self.queue_view()
         try:
-            rows = await self.state.service.queue_view() or []
+            shared = await self.backend_queue()
         except PtcudaError:
             return {}  # the broker not answering: the reasons the jobs carry still say why they wait
-        return {str(r["claim"]).split("/", 1)[-1]: {"place": r.get("place"), "reason": r.get("reason") or ""}
-                for r in rows if r.get("mine") and r.get("claim")}
+        if shared is None:
+            return self.queue_view()
+        return {r["id"]: {"place": r["place"], "reason": r["reason"] or ""} for r in shared if r["id"]}
 
 
 class ExportsHandler(JobsBase):

@@ -15,6 +15,7 @@ Extra config is Python appended to the generated file, where ``c``, ``VENV`` (th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -27,10 +28,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -487,6 +489,34 @@ def broker_config(port: int, image: str, extra: str = "") -> str:
     return (example + f"\nc.PtcudaBroker.images = [{image.split(':')[0] + ':*'!r}]\n"
             # each test Hub's broker keeps its waiting jobs in its own folder (never another Hub's)
             + 'c.PtcudaBroker.queue_db = STATE + "/broker-queue.sqlite"\n' + extra)
+
+
+def require_hub() -> None:
+    """The Hub tests run as root after scripts/hub-env: in CI anything else fails, elsewhere it skips."""
+    if os.geteuid() != 0 or not VENV.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
+        pytest.skip("needs root and scripts/hub-env")
+
+
+#: The broker of the GPU-queue tests: two fake GPUs, no per-user quota, a quick queue.
+QUEUE_BROKER = """
+c.PtcudaBroker.nvml = "fake:2"
+c.PtcudaBroker.max_gpus = None
+c.GpuQueue.poll_interval = 0.5
+"""
+
+
+@contextlib.contextmanager
+def hub_with_broker(image: str, extra: str = "") -> Iterator[Hub]:
+    """A Hub whose broker (:func:`broker_config` + ``extra``) answers, cleaned up afterwards."""
+    require_hub()
+    port = free_port()
+    hub = start_hub(extra_config=broker_config(port, image, extra))
+    try:
+        yield attach_broker(hub, port, image)
+    finally:
+        cleanup(hub)
 
 
 def attach_broker(hub: Hub, port: int, image: str) -> Hub:

@@ -24,10 +24,7 @@ IDLE_TIMEOUT = 6
 
 @pytest.fixture(scope="module")
 def hub(engine, test_image):
-    if os.geteuid() != 0 or not H.VENV.exists():
-        if os.environ.get("CI"):
-            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
-        pytest.skip("needs root and scripts/hub-env")
+    H.require_hub()
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name", KERNEL,
                     "--image", test_image, "--gpus", "none", "--no-check"], check=True, capture_output=True)
     subprocess.run([str(H.VENV / "bin" / "jupyter-ptcuda"), "kernelspec", "install", "--sys-prefix", "--name",

@@ -11,7 +11,6 @@ GPU until the test releases it: runs.txt is the order and the count of starts.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -36,21 +35,8 @@ HOLD = ("import pathlib, sys, time\nname = sys.argv[1]\n"
 
 @pytest.fixture(scope="module")
 def hub(engine, test_image):
-    if os.geteuid() != 0 or not H.VENV.exists():
-        if os.environ.get("CI"):
-            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
-        pytest.skip("needs root and scripts/hub-env")
-    port = H.free_port()
-    hub = H.start_hub(extra_config=H.broker_config(port, test_image, """
-c.PtcudaBroker.nvml = "fake:2"
-c.PtcudaBroker.max_gpus = None
-c.GpuQueue.poll_interval = 0.5
-"""))
-    try:
-        H.attach_broker(hub, port, test_image)
+    with H.hub_with_broker(test_image, H.QUEUE_BROKER) as hub:
         yield hub
-    finally:
-        H.cleanup(hub)
 
 
 def until(what, check, timeout=90.0):

@@ -35,21 +35,14 @@ ROW = {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}  # 2*1 
 
 @pytest.fixture(scope="module")
 def hub(engine, mlflow_image):  # noqa: F811
-    if os.geteuid() != 0 or not H.VENV.exists():
-        if os.environ.get("CI"):
-            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
-        pytest.skip("needs root and scripts/hub-env")
-    port = H.free_port()
-    hub = H.start_hub(extra_config=H.broker_config(port, mlflow_image, 'c.PtcudaBroker.nvml = "fake:2"\n'))
-    try:
-        H.attach_broker(hub, port, mlflow_image)
-        for user in H.USERS:
-            hub.start_server(user)
-        yield hub
-    finally:
-        for cid in _serve_containers():
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-        H.cleanup(hub)
+    with H.hub_with_broker(mlflow_image, 'c.PtcudaBroker.nvml = "fake:2"\n') as hub:
+        try:
+            for user in H.USERS:
+                hub.start_server(user)
+            yield hub
+        finally:
+            for cid in _serve_containers():
+                subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
 
 
 def _serve_containers() -> list[str]:

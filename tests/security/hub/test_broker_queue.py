@@ -4,7 +4,6 @@ queues three more 1-GPU jobs; bob queues one, last. When one of alice's GPUs fre
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -20,21 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.hub]
 
 @pytest.fixture(scope="module")
 def hub(engine, test_image):
-    if os.geteuid() != 0 or not H.VENV.exists():
-        if os.environ.get("CI"):
-            pytest.fail("the Hub tests need root and scripts/hub-env (scripts/test runs it)")
-        pytest.skip("needs root and scripts/hub-env")
-    port = H.free_port()
-    hub = H.start_hub(extra_config=H.broker_config(port, test_image, """
-c.PtcudaBroker.nvml = "fake:2"
-c.PtcudaBroker.max_gpus = None
-c.GpuQueue.poll_interval = 0.5
-"""))
-    try:
-        H.attach_broker(hub, port, test_image)
+    with H.hub_with_broker(test_image, H.QUEUE_BROKER) as hub:
         yield hub
-    finally:
-        H.cleanup(hub)
 
 
 def job(hub, user, id, **extra):
